@@ -1,0 +1,35 @@
+# Two commands work on a fresh machine: `make demo` (the main job) and `make test`.
+# Both create .venv if missing and install the tested, pinned dependency set.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Everything stays inside the project and offline: no hub downloads at run or test time.
+export HF_HOME := $(CURDIR)/.hf_home
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/lock.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/roma-eval demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/roma_vs_hf.py
+	$(PY) bench/shim_startup.py
+
+clean:
+	rm -rf $(VENV) .hf_home reports/demo

@@ -1,0 +1,101 @@
+"""Tiny MoE models of every supported architecture, with a tokenizer trained in-process.
+
+Used by the tests (random weights, real transformers classes) and by the toy world (which then
+pretrains one).  Nothing here downloads anything: the tokenizer is trained on the text it is given
+and the models are built from configs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+# Small configs of the real transformers classes.  Each exercises what makes its family special:
+# Qwen2-MoE's shared expert and its sigmoid shared_expert_gate (not a router), DeepSeek's dense
+# first layer, group-limited top-k, routed scaling and (V3) sigmoid scores with a correction bias.
+_COMMON = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False)
+TINY_CONFIGS: dict[str, dict] = {
+    "olmoe": dict(num_experts=8, num_experts_per_tok=2, norm_topk_prob=False),
+    "qwen2_moe": dict(num_experts=8, num_experts_per_tok=2, norm_topk_prob=False, moe_intermediate_size=32,
+                      shared_expert_intermediate_size=32, decoder_sparse_step=1, mlp_only_layers=[]),
+    "qwen3_moe": dict(num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, moe_intermediate_size=32,
+                      decoder_sparse_step=1, mlp_only_layers=[], head_dim=8),
+    "mixtral": dict(num_local_experts=8, num_experts_per_tok=2, head_dim=8),
+    "deepseek_v2": dict(n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=32,
+                        first_k_dense_replace=1, topk_method="group_limited_greedy", n_group=2, topk_group=1,
+                        routed_scaling_factor=1.5, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4,
+                        qk_nope_head_dim=4, v_head_dim=8, head_dim=4),
+    "deepseek_v3": dict(n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=32,
+                        first_k_dense_replace=1, n_group=2, topk_group=1, norm_topk_prob=True,
+                        routed_scaling_factor=2.5, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4,
+                        qk_nope_head_dim=4, v_head_dim=8),
+}
+ARCHITECTURES = tuple(TINY_CONFIGS)
+DEFAULT_CORPUS = (
+    "Question: What is the capital of France?\nAnswer: Paris",
+    "The quick brown fox jumps over the lazy dog. 0123456789 +-*/=?!.,;:'\"()[]",
+    "Which of these is a mammal? whale, shark, trout, eel. Answer: whale",
+)
+
+
+def train_tokenizer(texts: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 300):
+    """A byte-level BPE tokenizer trained on ``texts`` (every byte is in the alphabet, so nothing is unknown)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_config(arch: str, vocab_size: int, **overrides):
+    """The transformers config of a tiny ``arch`` model; ``overrides`` replace any field."""
+    from transformers import AutoConfig
+
+    if arch not in TINY_CONFIGS:
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    fields = {**_COMMON, **TINY_CONFIGS[arch], "vocab_size": vocab_size, "pad_token_id": 0,
+              "bos_token_id": 1, "eos_token_id": 2, **overrides}
+    return AutoConfig.for_model(arch, **fields)
+
+
+def build_tiny_model(arch: str, tokenizer, seed: int = 0, router_std: float = 0.5, **overrides):
+    """A randomly initialised tiny ``arch`` causal LM (float32, eval mode), deterministic for ``seed``.
+
+    Routers are drawn with ``router_std`` (transformers uses 0.02): near-uniform routing makes
+    top-k ties and would hide routing bugs in tests.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config(arch, vocab_size=len(tokenizer), **overrides)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            gate = getattr(layer.mlp, "gate", None)
+            if gate is None:
+                continue
+            gate.weight.normal_(0.0, router_std)
+            if hasattr(gate, "e_score_correction_bias"):
+                # DeepSeek-V3: a non-zero correction bias, so tests see it change the expert choice.
+                gate.e_score_correction_bias.normal_(0.0, 0.05)
+    return model.eval()
+
+
+def save_tiny_model(arch: str, directory: str | Path, seed: int = 0, tokenizer=None, **overrides) -> Path:
+    """Build a tiny model and save it with its tokenizer via ``save_pretrained`` (lm-eval loads it by path)."""
+    directory = Path(directory)
+    tokenizer = tokenizer if tokenizer is not None else train_tokenizer()
+    model = build_tiny_model(arch, tokenizer, seed=seed, **overrides)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
