@@ -27,11 +27,11 @@ TINY_CONFIGS: dict[str, dict] = {
     "deepseek_v2": dict(n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=32,
                         first_k_dense_replace=1, topk_method="group_limited_greedy", n_group=2, topk_group=1,
                         routed_scaling_factor=1.5, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4,
-                        qk_nope_head_dim=4, v_head_dim=8, head_dim=4),
+                        qk_nope_head_dim=4, v_head_dim=8, head_dim=4, num_key_value_heads=4),
     "deepseek_v3": dict(n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=32,
                         first_k_dense_replace=1, n_group=2, topk_group=1, norm_topk_prob=True,
                         routed_scaling_factor=2.5, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4,
-                        qk_nope_head_dim=4, v_head_dim=8),
+                        qk_nope_head_dim=4, v_head_dim=8, num_key_value_heads=4),
 }
 ARCHITECTURES = tuple(TINY_CONFIGS)
 DEFAULT_CORPUS = (

@@ -1,0 +1,80 @@
+"""Override routing at chosen token positions and layers, per sample, as a context manager.
+
+The oracle (per-sample routing descent) and C3PO (test-time re-mixing) change routing only through
+this module.  Inside ``steer_routing`` every chosen router computes its usual logits; at the chosen
+positions they are replaced according to ``mode`` and the top-k selection and weights are
+recomputed exactly as that architecture does (``arch.ArchSpec.select``).  Other positions keep the
+router's own outputs untouched, so an all-zero offset gives bit-identical model outputs.
+
+Modes (``override`` has one vector per sample, position and layer):
+  - ``"offset"``: logits + override (the oracle's default variables: unconstrained, start at 0);
+  - ``"logits"``: the override replaces the logits;
+  - ``"scores"``: the override replaces the routing scores (probabilities over experts for softmax
+    routers, per-expert sigmoid scores for DeepSeek-V3) — C3PO's pathway ω lives here.
+Positions index the tokens of each forward's input; a forward that does not contain them (a
+cached decoding step) is left alone, so with a KV cache the override acts on the prompt token only.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.routing.arch import resolve_layers, routers, spec_for, token_rows
+
+MODES = ("offset", "logits", "scores")
+
+
+def _new_routing(spec, mode, logits_rows, override_rows):
+    if mode == "offset":
+        new_logits = logits_rows.float() + override_rows
+        return new_logits, spec.scores(new_logits)
+    if mode == "logits":
+        return override_rows, spec.scores(override_rows)
+    return spec.scores_to_logits(override_rows), override_rows
+
+
+@contextmanager
+def steer_routing(model, override: torch.Tensor, positions: torch.Tensor, layers=None, mode: str = "offset"):
+    """Steer routing at ``positions`` (batch, n_positions) with ``override``
+    (batch, n_positions, n_layers, n_experts); differentiable with respect to ``override``."""
+    if mode not in MODES:
+        raise RomaEvalError(f"steering mode {mode!r} is unknown; use one of {', '.join(MODES)}")
+    spec = spec_for(model)
+    gates = routers(model)
+    layers = resolve_layers(model, layers)
+    batch, n_positions = positions.shape
+    expected = (batch, n_positions, len(layers), gates[layers[0]].num_experts)
+    if tuple(override.shape) != expected:
+        raise RomaEvalError(f"routing override has shape {tuple(override.shape)}; expected {expected} "
+                            "(batch, positions, layers, experts)")
+    handles = []
+
+    def make_hook(slot):
+        def hook(module, args, output):
+            logits, weights, index = output
+            seq_len, remainder = divmod(logits.shape[0], batch)
+            if remainder:
+                raise RomaEvalError(f"a forward of {logits.shape[0]} tokens does not split into the "
+                                    f"{batch} sequences the routing override was made for")
+            if positions.max() >= seq_len:  # a cached decoding step: the steered tokens are not in it
+                return None
+            rows = token_rows(positions.to(logits.device), seq_len)
+            override_rows = override[:, :, slot].reshape(len(rows), -1).to(logits.device)
+            new_logits, new_scores = _new_routing(spec, mode, logits[rows], override_rows)
+            new_weights, new_index = spec.select(module, new_scores, logits.dtype)
+            return (logits.index_put((rows,), new_logits.to(logits.dtype)),
+                    weights.index_put((rows,), new_weights.to(weights.dtype)),
+                    index.index_put((rows,), new_index))
+
+        return hook
+
+    try:
+        for slot, i in enumerate(layers):
+            handles.append(gates[i].register_forward_hook(make_hook(slot), prepend=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from roma_eval.routing import probe_routing, resolve_layers, routers, spec_for
+
+
+def reference_scores(model, batch, spec):
+    """Routing scores straight from transformers' own output_router_logits, at the last real token."""
+    with torch.no_grad():
+        out = model(**batch, output_router_logits=True)
+    mask = batch["attention_mask"]
+    batch_size, seq_len = mask.shape
+    last = [int(torch.nonzero(row).max()) for row in mask]
+    per_layer = [logits.view(batch_size, seq_len, -1)[torch.arange(batch_size), last] for logits in out.router_logits]
+    scores = torch.stack(per_layer, dim=1)
+    return torch.softmax(scores.float(), -1) if spec.score_kind == "softmax" else scores.sigmoid()
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_probe_equals_transformers_router_logits(arch_model, padded_batch, side):
+    arch, model = arch_model
+    batches, _ = padded_batch
+    batch = batches[side]
+    with torch.no_grad():
+        probed = probe_routing(model, batch["input_ids"], batch["attention_mask"], layers="all")
+    expected = reference_scores(model, batch, spec_for(model))
+    assert probed.shape == expected.shape == (2, len(routers(model)), 8)
+    # Same values up to float32 rounding (elementwise kernels may vectorise differently per shape).
+    torch.testing.assert_close(probed, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_probe_of_padded_batch_matches_each_sequence_alone(arch_model, padded_batch):
+    arch, model = arch_model
+    batches, singles = padded_batch
+    with torch.no_grad():
+        alone = torch.cat([probe_routing(model, s["input_ids"], s["attention_mask"]) for s in singles])
+        for side, batch in batches.items():
+            probed = probe_routing(model, batch["input_ids"], batch["attention_mask"])
+            torch.testing.assert_close(probed, alone, atol=1e-5, rtol=1e-4, msg=f"{arch} {side} padding")
+
+
+def test_probe_default_is_last_five_moe_layers(tiny_models, tokenizer):
+    # The default is the paper's last 5 MoE layers; tiny models have fewer, so all of them.
+    model = tiny_models["olmoe"]
+    assert resolve_layers(model) == sorted(routers(model))
+    assert resolve_layers(model, "last:2") == [2, 3]
+
+
+def test_probe_is_differentiable_wrt_router_weights(arch_model, padded_batch):
+    arch, model = arch_model
+    batch = padded_batch[0]["right"]
+    layers = resolve_layers(model, "last:2")
+    scores = probe_routing(model, batch["input_ids"], batch["attention_mask"], layers=layers)
+    (scores * torch.randn_like(scores)).sum().backward()
+    for i, gate in routers(model).items():
+        if i in layers:
+            assert gate.weight.grad is not None and gate.weight.grad.abs().sum() > 0, (arch, i)
+
+
+def test_probe_several_positions(tiny_models, padded_batch):
+    model = tiny_models["qwen3_moe"]
+    batch = padded_batch[0]["right"]
+    positions = torch.tensor([[0, 3], [1, 2]])
+    with torch.no_grad():
+        several = probe_routing(model, batch["input_ids"], batch["attention_mask"], positions=positions)
+        first = probe_routing(model, batch["input_ids"], batch["attention_mask"], positions=positions[:, 0])
+    assert several.shape[:2] == (2, 2)
+    assert torch.equal(several[:, 0], first)
