@@ -1,0 +1,155 @@
+"""Router-only checkpoints: the tuned routers' weights and what they were tuned on.
+
+A checkpoint is a directory (local, or a hub repo) holding two files, named like peft adapters:
+  - ``router_model.safetensors``: ``model.layers.{i}.mlp.gate.weight`` for each tuned layer i;
+  - ``router_config.json``: base model name or path and revision, model_type, tuned layers,
+    expert count and hidden size, the fingerprint of the *base* model's routers, roma_eval's
+    version and the training config.
+Applying it to a model whose routers do not fingerprint as the recorded base fails unless forced:
+tuned routers only make sense on top of the weights they were tuned with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from roma_eval import __version__
+from roma_eval.errors import RomaEvalError
+from roma_eval.routing import routers, spec_for
+
+WEIGHTS_NAME = "router_model.safetensors"
+CONFIG_NAME = "router_config.json"
+FORMAT_VERSION = 1
+
+
+def _key(layer: int) -> str:
+    return f"model.layers.{layer}.mlp.gate.weight"
+
+
+def router_fingerprint(model) -> str:
+    """sha256 of every router's weights, rounded to bfloat16 so that a model loaded in float32,
+    bfloat16 or float16 from the same bf16/fp32 checkpoint fingerprints the same."""
+    digest = hashlib.sha256()
+    for layer, gate in sorted(routers(model).items()):
+        weight = gate.weight.detach().to("cpu", torch.bfloat16).contiguous()
+        digest.update(f"{layer}:{tuple(weight.shape)}".encode())
+        digest.update(weight.view(torch.int16).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class RouterCheckpoint:
+    tensors: dict[int, torch.Tensor]  # decoder-layer index -> router weight (n_experts, hidden)
+    metadata: dict
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.tensors)
+
+
+def save_router_checkpoint(model, directory, layers, *, base_fingerprint: str, base_model: str,
+                           revision: str | None = None, training_config: dict | None = None,
+                           overwrite: bool = False) -> Path:
+    """Write the routers of ``layers`` atomically to ``directory``; refuse to replace one unless ``overwrite``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    if directory.exists() and not overwrite:
+        raise RomaEvalError(f"{directory} already exists; choose another output directory or pass --overwrite")
+    gates = routers(model)
+    tensors = {_key(i): gates[i].weight.detach().to("cpu").contiguous().clone() for i in layers}
+    first = gates[layers[0]].weight
+    metadata = {
+        "format_version": FORMAT_VERSION, "base_model": str(base_model), "revision": revision,
+        "model_type": spec_for(model).model_type, "layers": sorted(layers),
+        "num_experts": first.shape[0], "hidden_size": first.shape[1],
+        "base_router_fingerprint": base_fingerprint, "roma_eval_version": __version__,
+        "training_config": training_config or {},
+    }
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        save_file(tensors, staging / WEIGHTS_NAME, metadata={"format": "pt"})
+        (staging / CONFIG_NAME).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        if directory.exists():  # overwrite: move the old one aside only once the new one is complete
+            shutil.rmtree(directory)
+        os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def _resolve(source: str, revision: str | None) -> Path:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise RomaEvalError(f"router_checkpoint {source!r} is neither a checkpoint directory nor a hub "
+                            "repo id (owner/name); give the directory written by `roma-eval train`")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, revision=revision, allow_patterns=[WEIGHTS_NAME, CONFIG_NAME]))
+    except Exception as exc:  # offline, missing repo, auth: all the same fix for the user
+        raise RomaEvalError(f"router_checkpoint {source!r} could not be fetched from the hub ({type(exc).__name__}); "
+                            "check the repo id, or download it and pass its local directory") from None
+
+
+def load_router_checkpoint(source, revision: str | None = None) -> RouterCheckpoint:
+    """Read a checkpoint from a local directory or a hub repo id."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = _resolve(str(source), revision)
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise RomaEvalError(f"router checkpoint {directory} has no {path.name}; "
+                                "it is not a complete roma-eval router checkpoint (re-save it with `roma-eval train`)")
+    try:
+        metadata = json.loads(config_path.read_text())
+        layers = [int(i) for i in metadata["layers"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RomaEvalError(f"{config_path} is not valid router metadata ({exc}); re-save the checkpoint") from None
+    try:
+        raw = load_file(weights_path)
+    except (SafetensorError, OSError) as exc:
+        raise RomaEvalError(f"{weights_path} is not a readable safetensors file ({exc}); "
+                            "it may be truncated: copy or re-save the checkpoint") from None
+    missing = [_key(i) for i in layers if _key(i) not in raw]
+    if missing or len(raw) != len(layers):
+        raise RomaEvalError(f"{weights_path} holds {sorted(raw)} but {config_path.name} lists layers {layers}; "
+                            "the two files do not belong together")
+    return RouterCheckpoint({i: raw[_key(i)] for i in layers}, metadata)
+
+
+def apply_router_checkpoint(model, checkpoint: RouterCheckpoint, force: bool = False) -> None:
+    """Copy the checkpoint's routers into ``model`` (in place), after checking it is the right base."""
+    meta = checkpoint.metadata
+    model_type = spec_for(model).model_type
+    if meta.get("model_type") != model_type:
+        raise RomaEvalError(f"router checkpoint was made for a {meta.get('model_type')!r} model "
+                            f"({meta.get('base_model')}), not this {model_type!r} one; load it onto its base model")
+    gates = routers(model)
+    for layer, weight in checkpoint.tensors.items():
+        if layer not in gates:
+            raise RomaEvalError(f"router checkpoint tunes layer {layer}, which is not a MoE layer of this model "
+                                f"(MoE layers: {sorted(gates)}); load it onto its base model {meta.get('base_model')}")
+        if tuple(weight.shape) != tuple(gates[layer].weight.shape):
+            raise RomaEvalError(f"router checkpoint layer {layer} has shape {tuple(weight.shape)} but this model's "
+                                f"router is {tuple(gates[layer].weight.shape)}; load it onto its base model "
+                                f"{meta.get('base_model')}")
+    if not force and router_fingerprint(model) != meta.get("base_router_fingerprint"):
+        raise RomaEvalError(f"router checkpoint was tuned on {meta.get('base_model')}, whose routers differ from "
+                            "this model's; load the right base model, or pass force_router_checkpoint=True")
+    with torch.no_grad():
+        for layer, weight in checkpoint.tensors.items():
+            gates[layer].weight.copy_(weight)

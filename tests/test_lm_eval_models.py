@@ -1,0 +1,71 @@
+"""The lm-eval model `roma` against lm-eval's own `hf`, per sample, through the API and the plain CLI."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lm_eval_helpers import evaluate_api, evaluate_cli
+from roma_eval.checkpoint import router_fingerprint, save_router_checkpoint
+from roma_eval.routing import routers
+from roma_eval.tiny import save_tiny_model
+
+TASKS = ["tiny_animals", "tiny_sums"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tokenizer):
+    """A base model dir, a router checkpoint for it, and the same model with those routers saved in full."""
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("roma_lm")
+    base_dir = save_tiny_model("olmoe", root / "base", seed=5, tokenizer=tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    fingerprint = router_fingerprint(model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for i in (2, 3):
+            routers(model)[i].weight.mul_(-2.0)
+    ckpt = save_router_checkpoint(model, root / "ckpt", [2, 3], base_fingerprint=fingerprint, base_model=str(base_dir))
+    full_dir = root / "tuned_full"
+    model.save_pretrained(full_dir)
+    tokenizer.save_pretrained(full_dir)
+    return base_dir, ckpt, full_dir, root
+
+
+@pytest.fixture(scope="module")
+def hf_base(setup):
+    return evaluate_api("hf", f"pretrained={setup[0]}", TASKS)
+
+
+def test_roma_without_checkpoint_equals_hf(setup, hf_base):
+    assert evaluate_api("roma", f"pretrained={setup[0]}", TASKS) == hf_base
+
+
+def test_plain_lm_eval_cli_roma_with_checkpoint(setup, hf_base):
+    """`lm_eval --model roma ... router_checkpoint=` equals `hf` on the model whose routers were
+    replaced and saved in full: the only difference from base is the routers."""
+    base_dir, ckpt, full_dir, root = setup
+    via_cli = evaluate_cli("roma", f"pretrained={base_dir},router_checkpoint={ckpt}", TASKS, root / "out")
+    assert via_cli == evaluate_api("hf", f"pretrained={full_dir}", TASKS)
+    assert via_cli["tiny_animals"] != hf_base["tiny_animals"]
+
+
+def test_entry_point_is_declared():
+    from importlib.metadata import entry_points
+
+    names = {ep.name: ep.value for ep in entry_points(group="lm_eval.models")}
+    assert names.get("roma") == "roma_eval.lm_eval_models:RomaLM"
+
+
+def test_bad_checkpoint_under_plain_cli_is_one_line(setup, tmp_path):
+    base_dir, ckpt, _, _ = setup
+    other = save_tiny_model("olmoe", tmp_path / "other", seed=99)
+    proc = subprocess.run([sys.executable, "-c", (
+        "from lm_eval.api.registry import get_model;"
+        f"get_model('roma')(pretrained='{other}', router_checkpoint='{ckpt}', device='cpu')")],
+        capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: router checkpoint was tuned on")
+    assert "Traceback" not in proc.stderr
