@@ -8,7 +8,6 @@ discover the same names through the ``lm_eval.models`` entry-point group in pypr
 """
 
 import sys
-from importlib.abc import MetaPathFinder
 
 MODELS = {
     "roma": "roma_eval.lm_eval_models:RomaLM",
@@ -22,7 +21,10 @@ def register(model_registry) -> None:
             model_registry.register(name, target=target)
 
 
-class _AfterLmEvalModels(MetaPathFinder):
+class _AfterLmEvalModels:
+    # A duck-typed meta-path finder: subclassing importlib.abc.MetaPathFinder would import
+    # importlib.resources and cost ~15 ms at every interpreter start.
+
     def find_spec(self, fullname, path=None, target=None):
         if fullname != _TARGET:
             return None
