@@ -58,7 +58,8 @@ def probe(page: Path, browser: str, timeout: float = 120) -> dict:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     match = re.search(r'<pre id="roma-eval-probe">(.*?)</pre>', done.stdout, re.S)
     if done.returncode != 0 or not match:
-        raise RuntimeError(f"{browser} exited {done.returncode} without the probe's report; stderr: {done.stderr[-2000:]}")
+        raise RuntimeError(f"{browser} exited {done.returncode} without the probe's report; "
+                           f"stderr: {done.stderr[-2000:]}")
     return json.loads(html.unescape(match.group(1)))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -22,8 +23,16 @@ def runs() -> Path:
 
 
 @pytest.fixture
-def golden() -> Path:
-    return HERE / "golden"
+def matches_golden():
+    """matches_golden("report.md", text): is ``text`` the golden file?  ROMA_EVAL_UPDATE_GOLDEN=1 rewrites the
+    golden files instead (review their diff before committing)."""
+    def matches(name: str, text: str) -> bool:
+        path = HERE / "golden" / name
+        if os.environ.get("ROMA_EVAL_UPDATE_GOLDEN") == "1":
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        return text == path.read_text(encoding="utf-8")
+    return matches
 
 
 @pytest.fixture

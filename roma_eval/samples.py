@@ -1,0 +1,105 @@
+"""lm-eval tasks -> Samples, built with lm-eval's own prompt machinery so our prompts are lm-eval's.
+
+For each document we call the task's ``fewshot_context`` and ``construct_requests`` exactly as
+lm-eval's ``build_all_requests`` does, so a Sample's context and continuations are the strings that
+lm-eval scores.  The text given to the embedding model is the task's ``doc_to_text`` (the
+question as posed, without answer options), a choice the paper leaves open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from roma_eval.errors import RomaEvalError
+
+SPLITS = ("eval", "train")
+
+
+@dataclass(frozen=True)
+class Sample:
+    task: str
+    doc_id: int
+    context: str
+    output_type: str  # "multiple_choice" or "generate_until"
+    text: str  # what the embedding model sees
+    continuations: tuple[str, ...] = ()  # multiple choice: target delimiter + choice, as lm-eval scores them
+    choices: tuple[str, ...] = ()  # multiple choice: the raw choices (acc_norm divides by their length)
+    gold: int | str = -1  # multiple choice: index of the right choice; generation: the target string
+    until: tuple[str, ...] = ()  # generation: stop sequences
+
+
+def task_manager(include_path: Sequence[str | Path] = (), task_names: Sequence[str] = ()):
+    """A TaskManager over roma-eval's tasks/ plus ``include_path``; lm-eval's ~14k built-in YAMLs are
+    indexed only when a requested task is not found without them (that indexing takes ~12 s)."""
+    from lm_eval.tasks import TaskManager
+
+    from roma_eval.resources import tasks_dir
+
+    paths = [str(tasks_dir()), *map(str, include_path)]
+    manager = TaskManager(include_path=paths, include_defaults=False)
+    if all(name in manager.all_tasks for name in task_names):
+        return manager
+    manager = TaskManager(include_path=paths)
+    unknown = [name for name in task_names if name not in manager.all_tasks]
+    if unknown:
+        raise RomaEvalError(f"unknown task(s) {', '.join(unknown)}; check the names with `lm_eval ls tasks` "
+                            "or pass --include_path DIR holding their YAMLs")
+    return manager
+
+
+def _gold_index(task_name, doc_id, target, choices) -> int:
+    if isinstance(target, str) and target in choices:
+        return choices.index(target)
+    if isinstance(target, int) and 0 <= target < len(choices):
+        return target
+    raise RomaEvalError(f"task {task_name} doc {doc_id} has no single gold label among its {len(choices)} choices "
+                        f"(doc_to_target gave {target!r}); RoMA, C3PO and the oracle need labelled tasks")
+
+
+def _docs(task, split: str):
+    if split == "eval":
+        return list(task.doc_iterator())
+    if not task.has_training_docs():
+        raise RomaEvalError(f"task {task.config.task} has no training split; use it for evaluation, "
+                            "or give a task with a training_split for training")
+    return list(enumerate(task.training_docs()))
+
+
+def samples_from_task(task, split: str = "eval", limit: int | None = None) -> list[Sample]:
+    name = task.config.task
+    docs = _docs(task, split)[:limit]
+    out = []
+    for doc_id, doc in docs:
+        ctx = task.fewshot_context(doc, num_fewshot=task.config.num_fewshot or 0, gen_prefix=task.doc_to_prefix(doc))
+        requests = task.construct_requests(doc=doc, ctx=ctx, metadata=(name, doc_id, 1))
+        requests = requests if isinstance(requests, list) else [requests]
+        text = task.doc_to_text(doc)
+        text = text if isinstance(text, str) else ctx
+        if task.OUTPUT_TYPE == "multiple_choice":
+            choices = tuple(task.doc_to_choice(doc))
+            out.append(Sample(name, doc_id, ctx, "multiple_choice", text,
+                              continuations=tuple(r.args[1] for r in requests[: len(choices)]), choices=choices,
+                              gold=_gold_index(name, doc_id, task.doc_to_target(doc), list(choices))))
+        elif task.OUTPUT_TYPE == "generate_until":
+            gen_kwargs = requests[0].args[1]
+            out.append(Sample(name, doc_id, ctx, "generate_until", text, gold=str(task.doc_to_target(doc)),
+                              until=tuple(gen_kwargs.get("until", ()))))
+        else:
+            raise RomaEvalError(f"task {name} has output_type {task.OUTPUT_TYPE}; roma-eval handles "
+                                "multiple_choice and generate_until tasks")
+    return out
+
+
+def load_samples(task_names: Sequence[str], split: str = "eval", include_path: Sequence[str | Path] = (),
+                 limit: int | None = None) -> list[Sample]:
+    """Samples of the named lm-eval tasks or groups (group members expanded), in task order."""
+    if split not in SPLITS:
+        raise RomaEvalError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
+    manager = task_manager(include_path, task_names)
+    tasks = manager.load(list(task_names))["tasks"]  # leaf tasks, groups expanded
+    samples = [s for name in sorted(tasks) for s in samples_from_task(tasks[name], split, limit)]
+    if not samples:
+        raise RomaEvalError(f"tasks {', '.join(task_names)} have no documents in the {split} split")
+    return samples

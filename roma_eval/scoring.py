@@ -1,0 +1,153 @@
+"""Multiple-choice scoring exactly as lm-eval does it, but differentiable.
+
+A choice's score is the sum of its continuation tokens' log-probabilities given the context;
+acc = argmax of the scores, acc_norm = argmax of score / len(choice in characters) (lm-eval's
+``process_results`` for multiple_choice).  Tokenisation mirrors lm-eval's ``_encode_pair``:
+trailing context whitespace moves into the continuation, the pair is encoded whole and split at
+the context's length, and sequences are left-truncated to ``max_length + 1`` tokens with the last
+token dropped from the input.  RoMA's L_task (Eq. 8), the oracle and C3PO all score through here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from roma_eval.samples import Sample
+
+
+def encode(tokenizer, text: str, add_bos: bool | None = None) -> list[int]:
+    # lm-eval's HFLM.tok_encode: the tokenizer's default special tokens unless add_bos_token is set,
+    # and none when the string already starts with the BOS text.
+    kwargs = {} if add_bos is None else {"add_special_tokens": add_bos}
+    if add_bos is None and tokenizer.bos_token and text.startswith(tokenizer.bos_token):
+        kwargs = {"add_special_tokens": False}
+    return tokenizer.encode(text, **kwargs)
+
+
+def encode_pair(tokenizer, context: str, continuation: str, add_bos: bool | None = None):
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    whole = encode(tokenizer, context + continuation, add_bos)
+    context_ids = encode(tokenizer, context, add_bos)
+    return context_ids, whole[len(context_ids):]
+
+
+@dataclass
+class ChoiceBatch:
+    """Every (sample, choice) pair of some samples as one right-padded batch of rows."""
+
+    input_ids: torch.Tensor  # (rows, seq)
+    attention_mask: torch.Tensor  # (rows, seq)
+    last_context: torch.Tensor  # (rows,) position of the last context token (predicts the first continuation token)
+    continuation_ids: torch.Tensor  # (rows, max_continuation) padded with 0
+    continuation_mask: torch.Tensor  # (rows, max_continuation)
+    row_sample: torch.Tensor  # (rows,)
+    row_choice: torch.Tensor  # (rows,)
+    gold: torch.Tensor  # (samples,)
+    char_lens: torch.Tensor  # (samples, max_choices), inf where a sample has fewer choices
+
+    @property
+    def n_samples(self) -> int:
+        return self.gold.shape[0]
+
+    def to(self, device) -> "ChoiceBatch":
+        return ChoiceBatch(**{k: v.to(device) for k, v in vars(self).items()})
+
+
+def build_choice_batch(tokenizer, samples: Sequence[Sample], max_length: int,
+                       add_bos: bool | None = None) -> ChoiceBatch:
+    rows, last_context, continuations, row_sample, row_choice = [], [], [], [], []
+    max_choices = max(len(s.continuations) for s in samples)
+    char_lens = torch.full((len(samples), max_choices), float("inf"))
+    for i, sample in enumerate(samples):
+        for j, (continuation, choice) in enumerate(zip(sample.continuations, sample.choices)):
+            context_ids, continuation_ids = encode_pair(tokenizer, sample.context, continuation, add_bos)
+            tokens = (context_ids + continuation_ids)[-(max_length + 1):][:-1]
+            rows.append(tokens)
+            last_context.append(len(tokens) - len(continuation_ids))
+            continuations.append(continuation_ids)
+            row_sample.append(i)
+            row_choice.append(j)
+            char_lens[i, j] = float(len(choice))
+    seq = max(map(len, rows))
+    cont = max(map(len, continuations))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(rows), seq), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), seq), dtype=torch.long)
+    continuation_ids = torch.zeros((len(rows), cont), dtype=torch.long)
+    continuation_mask = torch.zeros((len(rows), cont), dtype=torch.bool)
+    for r, (tokens, cont_ids) in enumerate(zip(rows, continuations)):
+        input_ids[r, : len(tokens)] = torch.tensor(tokens)
+        attention_mask[r, : len(tokens)] = 1
+        continuation_ids[r, : len(cont_ids)] = torch.tensor(cont_ids)
+        continuation_mask[r, : len(cont_ids)] = True
+    gold = torch.tensor([int(s.gold) for s in samples])
+    return ChoiceBatch(input_ids, attention_mask, torch.tensor(last_context), continuation_ids, continuation_mask,
+                       torch.tensor(row_sample), torch.tensor(row_choice), gold, char_lens)
+
+
+def choice_scores(logits: torch.Tensor, batch: ChoiceBatch) -> torch.Tensor:
+    """(samples, max_choices) sums of continuation log-probabilities; -inf where there is no choice.
+
+    ``logits`` are the model's (rows, seq, vocab) outputs for ``batch.input_ids``.
+    """
+    positions = batch.last_context.unsqueeze(1) + torch.arange(batch.continuation_ids.shape[1], device=logits.device)
+    positions = positions.clamp(max=logits.shape[1] - 1)
+    picked = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    token_logprobs = F.log_softmax(picked.float(), dim=-1).gather(-1, batch.continuation_ids.unsqueeze(-1)).squeeze(-1)
+    row_scores = (token_logprobs * batch.continuation_mask).sum(dim=1)
+    scores = torch.full(batch.char_lens.shape, float("-inf"), device=logits.device, dtype=row_scores.dtype)
+    return scores.index_put((batch.row_sample, batch.row_choice), row_scores)
+
+
+def task_loss(scores: torch.Tensor, gold: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """L_task (Eq. 8): cross-entropy of the gold choice under a softmax over the choices' scores."""
+    return F.cross_entropy(scores, gold, reduction=reduction)
+
+
+def predictions(scores: torch.Tensor, batch: ChoiceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(acc prediction, acc_norm prediction) per sample, as lm-eval's argmaxes."""
+    return scores.argmax(dim=1), (scores / batch.char_lens.to(scores.device)).argmax(dim=1)
+
+
+def model_max_length(model, default: int = 2048) -> int:
+    # lm-eval's HFLM.max_length: the first of these config attributes that is set.
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(model.config, attr, None)
+        if value:
+            return int(value)
+    return default
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    task: str
+    doc_id: int
+    scores: tuple[float, ...]
+    acc: float
+    acc_norm: float
+
+
+@torch.no_grad()
+def score_samples(model, tokenizer, samples: Sequence[Sample], batch_size: int = 8, add_bos: bool | None = None,
+                  max_length: int | None = None) -> list[SampleResult]:
+    """Score multiple-choice samples with the model as it is; per-sample acc and acc_norm as lm-eval's."""
+    max_length = max_length or model_max_length(model)
+    device = next(model.parameters()).device
+    results = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        batch = build_choice_batch(tokenizer, chunk, max_length, add_bos).to(device)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        scores = choice_scores(logits, batch)
+        acc_pred, norm_pred = predictions(scores, batch)
+        for i, sample in enumerate(chunk):
+            results.append(SampleResult(sample.task, sample.doc_id,
+                                        tuple(scores[i, : len(sample.choices)].tolist()),
+                                        float(acc_pred[i] == batch.gold[i]), float(norm_pred[i] == batch.gold[i])))
+    return results
