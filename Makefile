@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench check-html clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/roma_vs_hf.py
 	$(PY) bench/shim_startup.py
+
+# Loads the demo report in headless Chromium (apt-get install chromium) and fails on any page error.
+check-html: $(STAMP)
+	$(PY) tests/report/chromium_check.py reports/demo/report.html
 
 clean:
 	rm -rf $(VENV) .hf_home reports/demo

@@ -17,6 +17,10 @@ from roma_eval.errors import RomaEvalError
 # verb -> (module, one-line help)
 VERBS = {
     "eval": ("roma_eval.commands.eval", "run lm-eval (any --model) with roma-eval's tasks/ on the include path"),
+    "report": ("roma_eval.commands.report",
+               "paper-style tables (Markdown, LaTeX, HTML) and plots from lm-eval results; --paper adds the published tables"),
+    "check": ("roma_eval.commands.check",
+              "regression gate: per-benchmark paired test of a candidate run against a baseline"),
 }
 
 

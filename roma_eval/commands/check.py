@@ -1,0 +1,58 @@
+"""`roma-eval check`: the regression gate — does a candidate run lose accuracy against a baseline?
+
+Exit status: 0 no benchmark regressed, 1 at least one did, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from roma_eval.errors import RomaEvalError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baseline", required=True, metavar="PATH",
+                        help="lm-eval output (directory or results_*.json, with samples_*.jsonl from --log_samples)")
+    parser.add_argument("--candidate", required=True, metavar="PATH", help="the run to check, same form")
+    parser.add_argument("--max-drop", type=float, default=1.0,
+                        help="points a benchmark may lose before it can fail (default: %(default)s)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level of the one-sided paired test (default: %(default)s)")
+    parser.add_argument("--test", choices=("auto", "mcnemar", "bootstrap"), default="auto",
+                        help="auto: exact McNemar on 0/1 correctness, paired bootstrap otherwise "
+                             "(default: %(default)s)")
+    parser.add_argument("--benchmarks", default=None,
+                        help="comma-separated benchmarks to check (paper column or lm-eval task name); default: all "
+                             "of the baseline's")
+    parser.add_argument("--metric", action="append", metavar="COLUMN=METRIC[,FILTER]",
+                        help="the lm-eval metric of a column, e.g. arc_easy=acc (repeatable)")
+    parser.add_argument("--bootstrap-iterations", type=int, default=10_000, help="default: %(default)s")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    parser.add_argument("--summary", type=Path, default=None, help="also write the Markdown summary to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --summary file")
+
+
+def run(args) -> int:
+    from roma_eval.report.check import compare, markdown_summary, verdict_line
+    from roma_eval.report.output import refuse_existing, write_atomic
+    from roma_eval.results import load_runs, metric_preferences, parse_metric_overrides
+
+    if not 0 < args.alpha < 1 or args.max_drop < 0 or args.bootstrap_iterations < 1:
+        raise RomaEvalError("--alpha must be in (0, 1), --max-drop >= 0 and --bootstrap-iterations >= 1")
+    if args.summary:
+        refuse_existing([args.summary], args.overwrite)
+    benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else None
+    comparisons = compare(load_runs([args.baseline]), load_runs([args.candidate]),
+                          prefs=metric_preferences(parse_metric_overrides(args.metric)), max_drop=args.max_drop,
+                          alpha=args.alpha, test=args.test, benchmarks=benchmarks,
+                          iterations=args.bootstrap_iterations, seed=args.seed)
+    for comparison in comparisons:
+        print(verdict_line(comparison, args.max_drop, args.alpha))
+    summary = markdown_summary(comparisons, baseline=args.baseline, candidate=args.candidate,
+                               max_drop=args.max_drop, alpha=args.alpha)
+    print()
+    print(summary, end="")
+    if args.summary:
+        write_atomic(args.summary, summary)
+    return 1 if any(c.regression for c in comparisons) else 0

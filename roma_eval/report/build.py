@@ -1,0 +1,96 @@
+"""Assemble a report: which tables, views and figures each model and suite gets."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from roma_eval.report import paper as published
+from roma_eval.report.plots import ROUTING_DUMP_GLOB, FigureSpec, bar_chart, manifold_figure, read_routing_dump
+from roma_eval.report.tables import (
+    Grid, Table, cost_table, delta_table, gap_closed_table, grids_from_runs, ordered_methods, scores_table,
+    side_by_side_table,
+)
+from roma_eval.results import Run, Score, metric_preferences, tidy
+
+
+@dataclass
+class Section:
+    title: str
+    tables: list[Table] = field(default_factory=list)
+    figures: list[FigureSpec] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    title: str
+    sections: list[Section]
+    scores: list[Score]  # the tidy table, written as results.csv
+
+    @property
+    def figures(self) -> list[FigureSpec]:
+        return [f for s in self.sections for f in s.figures]
+
+
+def build_report(runs: list[Run], *, metric_overrides: dict[str, str] | None = None, columns: str = "all",
+                 paper: bool = False, paper_dir: Path = published.PUBLISHED_DIR, paper_model: str | None = None,
+                 plots: bool = True, title: str = "roma-eval report") -> Report:
+    """Sections: one per (model, suite) of the runs, routing manifolds, then (``paper``) the published tables.
+
+    Our numbers are put next to the paper's when a model is one of the paper's (by name, or
+    ``paper_model``) and was run on the paper's benchmarks.
+    """
+    prefs = metric_preferences(metric_overrides)
+    table1 = published.table1_grids(paper_dir) if runs or paper else {}
+    sections = [_results_section(grid, table1, paper_model, plots)
+                for grid in grids_from_runs(runs, prefs, columns)]
+    if plots:
+        sections.extend(_manifold_sections(runs))
+    if paper:
+        sections.extend(_published_section(grid) for grid in table1.values())
+        sections.extend(_published_section(grid) for grid in published.c3po_grids(paper_dir).values())
+    return Report(title=title, sections=sections, scores=tidy(runs))
+
+
+def _results_section(grid: Grid, table1: dict[str, Grid], paper_model: str | None, plots: bool) -> Section:
+    section = Section(title=grid.title, tables=[scores_table(grid)])
+    for view, needs in ((delta_table, "Δ vs base needs a base run and another method"),
+                        (gap_closed_table, "The oracle-gap view needs base and oracle runs and another method")):
+        if table := view(grid):
+            section.tables.append(table)
+        else:
+            section.notes.append(f"{needs}; not shown.")
+    if table := cost_table(grid):
+        section.tables.append(table)
+    reference = table1.get(paper_model or published.paper_model_for(grid.model) or "")
+    if grid.suite == "paper" and reference and (table := side_by_side_table(grid, reference)):
+        section.tables.append(table)
+    if plots:
+        section.figures.append(bar_chart(grid, f"{slug(grid.model)}_{grid.suite}_bars"))
+    return section
+
+
+def _manifold_sections(runs: list[Run]) -> list[Section]:
+    """One figure per model whose runs left routing dumps; per method, the last dump (by name) of its latest run."""
+    by_model: dict[str, dict[str, Path]] = {}
+    for run in sorted(runs, key=lambda r: r.date):
+        for path in sorted(run.results_file.parent.glob(ROUTING_DUMP_GLOB)):
+            by_model.setdefault(run.model, {})[run.method] = path
+    sections = []
+    for model, paths in sorted(by_model.items()):
+        dumps = {method: read_routing_dump(paths[method]) for method in ordered_methods(paths)}
+        sections.append(Section(title=f"{model} — routing manifold",
+                                figures=[manifold_figure(model, dumps, f"{slug(model)}_manifold")]))
+    return sections
+
+
+def _published_section(grid: Grid) -> Section:
+    return Section(title=f"{grid.title} (published)",
+                   tables=[scores_table(grid, title="Accuracy (%), as published")],
+                   notes=[published.average_check_note(grid)])
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"

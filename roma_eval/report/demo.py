@@ -1,0 +1,25 @@
+"""The report `roma-eval demo` ends with: base, RoMA, C3PO and the oracle side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.report.build import build_report
+from roma_eval.report.render import write_report
+from roma_eval.results import load_run, results_files
+
+
+def write_demo_report(results_dir: Path, out_dir: Path, overwrite: bool = False) -> list[Path]:
+    """Report on ``results_dir``'s subdirectories, one per method (the subdirectory's name is the row label),
+    each holding what lm-eval (or the oracle) wrote; methods not run yet are simply absent.
+
+    Returns the files written under ``out_dir`` (report.md, report.html, report.tex, results.csv, plots/).
+    """
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    method_dirs = sorted(p for p in results_dir.iterdir() if p.is_dir()) if results_dir.is_dir() else []
+    runs = [load_run(file, label=d.name) for d in method_dirs for file in results_files(d)]
+    if not runs:
+        raise RomaEvalError(f"no method results under {results_dir}; run the demo's evaluations first")
+    report = build_report(runs, columns="present", title="roma-eval demo: base, RoMA, C3PO and the oracle")
+    return write_report(report, out_dir, overwrite=overwrite)

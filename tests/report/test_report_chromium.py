@@ -1,0 +1,36 @@
+"""The HTML page loads in headless Chromium without errors (skipped only where Chromium is absent)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from roma_eval.report.build import build_report
+from roma_eval.report.render import write_report
+from roma_eval.results import load_runs
+
+spec = importlib.util.spec_from_file_location("chromium_check", Path(__file__).parent / "chromium_check.py")
+chromium_check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(chromium_check)
+BROWSER = chromium_check.find_browser()
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium installed (apt-get install chromium)")
+def test_report_page_loads_cleanly(runs, tmp_path):
+    report = build_report(load_runs([str(runs / d) for d in ("base", "roma", "c3po", "oracle")]), paper=True)
+    write_report(report, tmp_path, formats=("html",))
+    found = chromium_check.probe(tmp_path / "report.html", BROWSER)
+    assert chromium_check.problems(found) == []
+    assert found["images"] == 1 and found["tables"] == 3 + 4 + 2  # toy views, RoMA and C3PO tables
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium installed (apt-get install chromium)")
+def test_the_probe_sees_errors(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text('<!DOCTYPE html><html><head><title>x</title></head><body>'
+                    '<img alt="broken" src="data:image/png;base64,AAAA"><script>nothing()</script></body></html>')
+    issues = chromium_check.problems(chromium_check.probe(page, BROWSER))
+    assert "image did not decode: broken" in issues
+    assert any("nothing is not defined" in issue for issue in issues)

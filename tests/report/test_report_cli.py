@@ -1,0 +1,91 @@
+"""`roma-eval report`, the demo's report, and the report path's imports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.report.demo import write_demo_report
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_METHODS = ("base", "roma", "c3po", "oracle")
+
+
+def test_report_cli(runs, verb, capsys, tmp_path):
+    out = tmp_path / "r"
+    argv = [str(runs / "base"), f"RoMA-v2={runs / 'roma'}", "--paper", "--out", str(out), "--format", "md,html"]
+    assert verb("report", argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["plots", "report.html", "report.md", "results.csv"]
+    text = (out / "report.md").read_text()
+    assert "| RoMA-v2 | **70.0** |" in text and "## RoMA Table 1 — Qwen3-30B-A3B (published)" in text
+    before = (out / "report.md").read_text()
+    assert verb("report", argv) == 2
+    assert "already exists" in capsys.readouterr().err and (out / "report.md").read_text() == before
+    assert verb("report", argv + ["--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "nothing to report"),
+    (["--paper", "--format", "pdf"], "--format 'pdf'"),
+    (["{runs}/base", "--metric", "arc_easy"], "is not COLUMN=METRIC"),
+])
+def test_report_cli_bad_input(runs, verb, capsys, tmp_path, argv, message):
+    argv = [a.format(runs=runs) for a in argv] + ["--out", str(tmp_path / "r")]
+    assert verb("report", argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def demo_results(runs, tmp_path, methods=DEMO_METHODS) -> Path:
+    results = tmp_path / "results"
+    for method in methods:
+        shutil.copytree(runs / method, results / method)
+    return results
+
+
+def test_demo_report(runs, tmp_path):
+    written = write_demo_report(demo_results(runs, tmp_path), tmp_path / "reports" / "demo")
+    names = {p.name for p in written}
+    assert {"report.md", "report.html", "report.tex", "tiny-olmoe_toy_bars.png", "tiny-olmoe_toy_bars.svg"} <= names
+    text = (tmp_path / "reports" / "demo" / "report.md").read_text()
+    for row in ("| Base |", "| RoMA |", "| C3PO |", "| Oracle |"):
+        assert row in text
+    assert "| Method | MMLU | ARC-E | BoolQ | GSM8K | Avg |" in text  # the toy columns that were run
+
+
+def test_demo_report_with_what_exists(runs, tmp_path):
+    results = demo_results(runs, tmp_path, methods=("base",))
+    (results / "c3po").mkdir()  # a method that has not run yet
+    write_demo_report(results, tmp_path / "demo")
+    text = (tmp_path / "demo" / "report.md").read_text()
+    assert "| Base |" in text and "| C3PO |" not in text
+    with pytest.raises(RomaEvalError, match="no method results under"):
+        write_demo_report(tmp_path / "empty", tmp_path / "demo2")
+
+
+def test_report_path_imports_no_torch(runs, tmp_path):
+    # Whole reports (without and with figures) and a check, in a fresh interpreter.
+    script = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        import roma_eval.results, roma_eval.commands.report, roma_eval.commands.check
+        from roma_eval.report import build, check, demo, paper, plots, render, tables
+        from roma_eval.results import load_runs, metric_preferences
+        runs = load_runs([{str(runs / 'base')!r}, {str(runs / 'roma')!r}])
+        render.write_report(build.build_report(runs, plots=False), Path({str(tmp_path / 'tables')!r}))
+        assert "matplotlib" not in sys.modules  # the optional "plots" extra: tables work without it
+        render.write_report(build.build_report(runs, paper=True), Path({str(tmp_path / 'out')!r}))
+        check.compare(runs[:1], runs[1:], prefs=metric_preferences())
+        heavy = [m for m in ("torch", "transformers", "lm_eval") if m in sys.modules]
+        assert not heavy, heavy
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,92 @@
+"""The paper's own tables: averages recomputed independently, bundled copies, golden renderings."""
+
+from __future__ import annotations
+
+import csv
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pytest
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.report import paper
+from roma_eval.report.build import build_report
+from roma_eval.report.render import render
+from roma_eval.report.tables import fmt
+from roma_eval.results import load_runs
+
+SHARED_PAPER = Path(__file__).resolve().parents[3] / "shared" / "paper"  # the project's copy, beside the repo
+CSVS = ("table1_olmoe.csv", "table1_deepseekmoe.csv", "table1_qwen3.csv", "c3po_table1.csv")
+
+
+def published_rows():
+    for name in CSVS:
+        with (paper.PUBLISHED_DIR / name).open() as handle:
+            for row in csv.DictReader(handle):
+                yield name, row
+
+
+def test_every_published_average_is_the_rounded_mean_of_its_columns():
+    # Exact decimal arithmetic on the CSV strings: independent of the float path in tables.fmt.
+    rows = list(published_rows())
+    assert len(rows) == 36  # 3 × 10 methods + 2 × 3 C3PO variants
+    for name, row in rows:
+        values = [Decimal(v) for k, v in row.items() if k not in ("model", "method", "avg")]
+        assert len(values) == (6 if name.startswith("c3po") else 8)
+        mean = (sum(values) / len(values)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+        assert str(mean) == row["avg"], (name, row["method"])
+
+
+def test_our_recomputation_agrees_and_says_so():
+    grids = list(paper.table1_grids().values()) + list(paper.c3po_grids().values())
+    assert len(grids) == 5
+    for g in grids:
+        for method in g.methods:
+            assert fmt(paper.recomputed_average(g, method)) == fmt(g.published_average[method])
+        assert "it matches for all" in paper.average_check_note(g)
+
+
+def test_a_wrong_published_average_is_reported(tmp_path):
+    for name in CSVS:
+        (tmp_path / name).write_text((paper.PUBLISHED_DIR / name).read_text())
+    path = tmp_path / "table1_olmoe.csv"
+    path.write_text(path.read_text().replace(",67.6\n", ",67.9\n"))
+    note = paper.average_check_note(paper.table1_grids(tmp_path)["olmoe"])
+    assert note == "Recomputed averages differ from the published ones: Base 67.6 vs 67.9."
+
+
+def test_a_malformed_csv_names_the_file(tmp_path):
+    path = tmp_path / "table1_olmoe.csv"
+    path.write_text("method,mmlu,avg\nbase,n/a,1.0\n")
+    with pytest.raises(RomaEvalError, match="line 2 of .*table1_olmoe.csv"):
+        paper.table1_grids(tmp_path)
+
+
+@pytest.mark.skipif(not SHARED_PAPER.is_dir(), reason="the project's paper/ directory is not beside this checkout")
+def test_bundled_csvs_are_the_projects():
+    for name in CSVS:
+        assert (paper.PUBLISHED_DIR / name).read_bytes() == (SHARED_PAPER / name).read_bytes(), name
+
+
+def test_paper_model_from_a_model_name():
+    assert paper.paper_model_for("allenai/OLMoE-1B-7B-0924") == "olmoe"
+    assert paper.paper_model_for("deepseek-ai/deepseek-moe-16b-base") == "deepseekmoe"
+    assert paper.paper_model_for("Qwen/Qwen3-30B-A3B") == "qwen3"
+    assert paper.paper_model_for("mistralai/Mixtral-8x7B-v0.1") is None
+
+
+def test_ours_next_to_the_papers(runs):
+    report = build_report(load_runs([str(runs / "olmoe_paper")]), plots=False)
+    (section,) = report.sections
+    side = next(t for t in section.tables if t.title.startswith("Ours vs"))
+    rows = {label: [c.text for c in cells] for label, cells in side.rows}
+    assert list(rows) == ["Base (ours)", "Base (paper)", "RoMA (ours)", "RoMA (paper)"]
+    assert rows["RoMA (paper)"] == ["69.0", "86.7", "67.2", "88.0", "85.8", "81.8", "81.7", "49.4", "76.2"]
+    assert rows["Base (ours)"][0] == "54.1"
+
+
+@pytest.mark.parametrize("kind", ["md", "tex"])
+def test_paper_tables_golden(matches_golden, kind):
+    text = render(build_report([], paper=True, plots=False, title="RoMA and C3PO, as published"), kind)
+    assert matches_golden(f"paper.{kind}", text)
+

@@ -1,0 +1,89 @@
+"""The table views on hand-made grids, against hand-computed numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from roma_eval.report.tables import (
+    MISSING, Grid, cost_table, delta_table, fmt, gap_closed_table, grids_from_runs, ordered_methods, scores_table,
+)
+from roma_eval.results import load_runs, metric_preferences
+
+
+def grid(**rows) -> Grid:
+    return Grid(title="t", columns=("mmlu", "boolq"), values=rows)
+
+
+@pytest.mark.parametrize("value, digits, text", [
+    (67.575, 1, "67.6"), (74.025, 1, "74.0"), (-0.04, 1, "0.0"), (None, 1, MISSING),
+    (0.25, 1, "0.3"), (67.25, 1, "67.3"),  # exact binary ties: Python's round() gives 0.2 and 67.2
+    (2.675, 2, "2.68"),  # stored as 2.67499999...: round(2.675, 2) == 2.67
+])
+def test_fmt_rounds_half_up(value, digits, text):
+    assert fmt(value, digits=digits) == text
+
+
+def test_fmt_sign_and_suffix():
+    assert fmt(1.25, sign=True) == "+1.3" and fmt(-1.25, sign=True) == "-1.3" and fmt(0.0, sign=True) == "+0.0"
+    assert fmt(55.5, digits=0, suffix="%") == "56%"
+
+
+def test_average_only_when_every_column_is_there():
+    g = grid(base={"mmlu": 50.0, "boolq": 70.0}, roma={"mmlu": 60.0})
+    assert g.average("base") == 60.0 and g.average("roma") is None
+    table = scores_table(g)
+    assert [c.text for c in dict(table.rows)["RoMA"]] == ["60.0", MISSING, MISSING]
+
+
+def test_best_competitor_bold_and_oracle_never():
+    g = grid(base={"mmlu": 50.0, "boolq": 70.0}, roma={"mmlu": 60.0, "boolq": 70.0},
+             oracle={"mmlu": 90.0, "boolq": 95.0})
+    rows = dict(scores_table(g).rows)
+    assert [c.bold for c in rows["RoMA"]] == [True, True, True]
+    assert [c.bold for c in rows["Base"]] == [False, True, False]  # a tie is bold for both
+    assert not any(c.bold for c in rows["Oracle"])
+
+
+def test_delta_and_gap_closed_by_hand():
+    g = grid(base={"mmlu": 50.0, "boolq": 70.0}, roma={"mmlu": 60.0, "boolq": 71.0},
+             oracle={"mmlu": 90.0, "boolq": 70.0})
+    delta = dict(delta_table(g).rows)
+    assert [c.text for c in delta["RoMA"]] == ["+10.0", "+1.0", "+5.5"]
+    gap = dict(gap_closed_table(g).rows)
+    # mmlu: 10/40 = 25 %; boolq: oracle = base, no gap to close; average: (65.5-60)/(80-60) = 27.5 %
+    assert [c.text for c in gap["RoMA"]] == ["25%", MISSING, "28%"]
+    assert "Oracle" not in gap and "Base" not in gap
+
+
+def test_views_that_need_missing_rows_are_absent():
+    assert delta_table(grid(roma={"mmlu": 1.0})) is None
+    assert delta_table(grid(base={"mmlu": 1.0})) is None
+    assert gap_closed_table(grid(base={"mmlu": 1.0}, roma={"mmlu": 2.0})) is None
+
+
+def test_cost_relative_to_base():
+    g = grid(base={}, c3po={})
+    g.seconds_per_sample = {"base": 0.5, "c3po": 3.25}
+    assert [c.text for c in dict(cost_table(g).rows)["C3PO"]] == ["3.250", "6.50×"]
+    assert cost_table(grid(base={})) is None
+
+
+def test_method_order():
+    assert ordered_methods(["oracle", "icl", "base", "c3po", "roma"]) == ["base", "roma", "c3po", "oracle", "icl"]
+
+
+def test_grids_from_the_fixture_runs(runs):
+    found = grids_from_runs(load_runs([str(runs / d) for d in ("base", "roma", "oracle")]), metric_preferences())
+    (toy,) = found
+    assert (toy.model, toy.suite, toy.methods) == ("tiny-olmoe", "toy", ["base", "roma", "oracle"])
+    assert toy.value("base", "arc_easy") == pytest.approx(100 * 7 / 24)  # acc_norm by default
+    assert toy.value("base", "hellaswag") is None and toy.average("base") is None
+    assert toy.metrics["gsm8k"] == ["exact_match,flexible-extract", "exact_match,none"]
+
+
+def test_metric_override_and_present_columns(runs):
+    (toy,) = grids_from_runs(load_runs([str(runs / "base")]), metric_preferences({"arc_easy": "acc"}),
+                             columns="present")
+    assert toy.columns == ("mmlu", "arc_easy", "boolq", "gsm8k")
+    assert toy.value("base", "arc_easy") == pytest.approx(37.5)
+    assert toy.average("base") == pytest.approx((40.0 + 37.5 + 50.0 + 0.0) / 4)
