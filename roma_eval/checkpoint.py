@@ -57,8 +57,11 @@ class RouterCheckpoint:
 
 def save_router_checkpoint(model, directory, layers, *, base_fingerprint: str, base_model: str,
                            revision: str | None = None, training_config: dict | None = None,
-                           overwrite: bool = False) -> Path:
-    """Write the routers of ``layers`` atomically to ``directory``; refuse to replace one unless ``overwrite``."""
+                           overwrite: bool = False, extra_files: dict[str, str] | None = None) -> Path:
+    """Write the routers of ``layers`` atomically to ``directory``; refuse to replace one unless ``overwrite``.
+
+    ``extra_files`` (name -> text, e.g. a training log) land in the same directory, in the same rename.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -79,6 +82,8 @@ def save_router_checkpoint(model, directory, layers, *, base_fingerprint: str, b
     try:
         save_file(tensors, staging / WEIGHTS_NAME, metadata={"format": "pt"})
         (staging / CONFIG_NAME).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
         if directory.exists():  # overwrite: move the old one aside only once the new one is complete
             shutil.rmtree(directory)
         os.replace(staging, directory)

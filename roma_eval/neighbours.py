@@ -89,10 +89,9 @@ def find_neighbours(queries: np.ndarray, reference: np.ndarray, method: str = "k
     query_ids = list(range(-len(queries), 0)) if query_ids is None else list(query_ids)
     reference_ids = list(range(len(reference))) if reference_ids is None else list(reference_ids)
     overlap = len(set(query_ids) & set(reference_ids)) > 0
-    available = len(reference) - (1 if overlap else 0)
-    if method in ("knn", "random") and k > available:
-        raise RomaEvalError(f"k={k} neighbours requested but the success set offers only {available} per sample; "
-                            f"lower k to at most {max(available, 0)} or add training data")
+    if method in ("knn", "random") and k > len(reference):
+        raise RomaEvalError(f"k={k} neighbours requested but the success set has only {len(reference)} samples; "
+                            f"lower k to at most {len(reference)} or add training data")
     if method == "knn":
         distance2, found = _search(reference, queries, min(k + (1 if overlap else 0), len(reference)))
         index, distance2 = _drop_self(found, distance2, query_ids, reference_ids, k)
@@ -107,7 +106,10 @@ def find_neighbours(queries: np.ndarray, reference: np.ndarray, method: str = "k
     else:  # random neighbours: the paper's control (67.8, no better than base)
         rng = np.random.default_rng(seed)
         ref_ids = np.asarray(reference_ids)
-        index = np.stack([rng.choice(np.flatnonzero(ref_ids != qid), size=k, replace=False) for qid in query_ids])
-        distance2 = ((queries[:, None, :] - reference[index]) ** 2).sum(-1).astype(np.float32)
+        index = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, qid in enumerate(query_ids):  # a query inside the reference set has one candidate fewer
+            candidates = np.flatnonzero(ref_ids != qid)
+            index[row, : min(k, len(candidates))] = rng.choice(candidates, size=min(k, len(candidates)), replace=False)
+        distance2 = ((queries[:, None, :] - reference[index.clip(min=0)]) ** 2).sum(-1).astype(np.float32)
     valid = index >= 0
     return Neighbourhoods(index, gaussian_weights(distance2, valid, sigma), np.where(valid, distance2, 0.0))

@@ -66,5 +66,10 @@ def test_empty_success_set_is_one_clear_error(points):
 
 def test_k_larger_than_success_set_is_one_clear_error(points):
     ids = list(range(4))
-    with pytest.raises(RomaEvalError, match="k=4 neighbours requested but the success set offers only 3"):
-        find_neighbours(points[:4], points[:4], k=4, query_ids=ids, reference_ids=ids)
+    with pytest.raises(RomaEvalError, match="k=5 neighbours requested but the success set has only 4"):
+        find_neighbours(points[:4], points[:4], k=5, query_ids=ids, reference_ids=ids)
+
+
+def test_members_of_the_success_set_get_one_neighbour_fewer_when_k_equals_its_size(points):
+    hood = find_neighbours(points[:6], points[:4], k=4, query_ids=range(6), reference_ids=range(4))
+    assert hood.sizes().tolist() == [3, 3, 3, 3, 4, 4]

@@ -1,0 +1,295 @@
+"""RoMA: Routing Manifold Alignment router post-training (arXiv 2511.07419, Eqs. 2-10).
+
+Only the routers of the tuned layers train.  For each training sample i:
+  L_task(i)     = CE over the choices' log-likelihood scores with the gold choice        (Eq. 8)
+  L_manifold(i) = Σ_{j∈N(x_i)} W_ij ||r_i - r_j||²                                      (Eq. 7)
+  L_RoMA        = L_task + λ·L_manifold                                                   (Eq. 9)
+where N(x_i) are i's neighbours inside the success set S (Eq. 2) in the embedding space (Eqs. 3-4),
+W_ij the normalised Gaussian weights (Eqs. 5-6), and r_i the routing scores of the tuned layers
+at the chosen context tokens, concatenated.  r_i is computed *live*, with gradient to the router
+weights — the released code read it from a file, so its manifold term had no gradient.  The
+neighbours' r_j are the base model's routing (constant targets; ``refresh_neighbour_routing``
+recomputes them with the current routers each epoch).
+
+Speed: hidden states entering the first tuned layer cannot change while only routers at or above
+it train, so one base pass computes them (with the success set and the base routing) and every
+step runs only the tuned layers (``routing.partial.run_from_layer``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.neighbours import Neighbourhoods, find_neighbours
+from roma_eval.roma_config import RomaConfig
+from roma_eval.routing import record_routing, resolve_layers, routers
+from roma_eval.routing.partial import capture_layer_input, run_from_layer
+from roma_eval.samples import Sample
+from roma_eval.scoring import build_choice_batch, choice_scores, predictions, task_loss
+
+
+def token_positions(spec: str, last_context: torch.Tensor) -> torch.Tensor:
+    """(rows, N) context-token positions for ``first:N``, ``middle:N`` or ``last:N`` (paper: Last1)."""
+    name, _, count = spec.partition(":")
+    n = int(count) if count.isdigit() and int(count) > 0 else 0
+    if name not in ("first", "middle", "last") or not n:
+        raise RomaEvalError(f"tokens={spec!r} is not understood; use first:N, middle:N or last:N")
+    offsets = torch.arange(n, device=last_context.device)
+    start = {"first": torch.zeros_like(last_context), "middle": last_context // 2 - (n - 1) // 2,
+             "last": last_context - n + 1}[name]
+    return (start.unsqueeze(1) + offsets).clamp(min=0).minimum(last_context.unsqueeze(1))
+
+
+def manifold_loss(r: torch.Tensor, neighbour_r: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of Eq. 7: Σ_j W_ij ||r_i - r_j||².  r (B, D), neighbour_r (B, K, D), weight (B, K)."""
+    return (weight * ((r.unsqueeze(1) - neighbour_r) ** 2).sum(-1)).sum(1).mean()
+
+
+def _regulariser(config: RomaConfig, r, neighbour_r, weight, scores, model, base_weights) -> torch.Tensor:
+    if config.regulariser == "manifold":
+        return manifold_loss(r, neighbour_r, weight)
+    if config.regulariser == "entropy":  # mean routing entropy per (position, layer): pushes towards confident routing
+        p = scores.clamp_min(1e-12)
+        return -(p * p.log()).sum(-1).mean()
+    if config.regulariser in ("l1", "l2"):  # keep the routers near the pretrained ones
+        gates = routers(model)
+        deltas = [gates[i].weight - w for i, w in base_weights.items()]
+        return sum(d.abs().sum() if config.regulariser == "l1" else (d**2).sum() for d in deltas)
+    return torch.zeros((), device=r.device)
+
+
+@dataclass
+class BasePass:
+    """What the frozen base model tells us about the training samples, computed once."""
+
+    correct: np.ndarray  # (N,) bool: the base model's acc per sample -> the success set S (Eq. 2)
+    routing: torch.Tensor  # (N, D) base r_i
+    hidden: list[list[torch.Tensor]]  # per sample, per choice: (tokens, hidden) entering the first tuned layer
+
+
+def _first_rows(batch) -> torch.Tensor:
+    # All choices of a sample share the context, so its routing at context tokens is read from choice 0.
+    return torch.nonzero(batch.row_choice == 0).squeeze(1)
+
+
+@torch.no_grad()
+def base_pass(model, tokenizer, samples: Sequence[Sample], config: RomaConfig, layers, batch_size: int,
+              progress: bool = True) -> BasePass:
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    correct, routing, hidden = [], [], []
+    for start in tqdm(range(0, len(samples), batch_size), desc="base pass", disable=not progress):
+        batch = build_choice_batch(tokenizer, samples[start:start + batch_size], config.max_length).to(device)
+        positions = token_positions(config.tokens, batch.last_context)
+        with capture_layer_input(model, layers[0]) as captured, record_routing(model, positions, layers) as record:
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        acc_pred, _ = predictions(choice_scores(logits, batch), batch)
+        correct.append((acc_pred == batch.gold).cpu().numpy())
+        routing.append(record.scores[_first_rows(batch)].flatten(1).float().cpu())
+        lengths = batch.attention_mask.sum(1).tolist()
+        rows = [captured["hidden_states"][r, :n].cpu() for r, n in enumerate(lengths)]
+        for i in range(batch.n_samples):
+            hidden.append([rows[r] for r in torch.nonzero(batch.row_sample == i).squeeze(1).tolist()])
+    return BasePass(np.concatenate(correct), torch.cat(routing), hidden)
+
+
+def _pad_hidden(rows: list[torch.Tensor], seq_len: int) -> torch.Tensor:
+    out = rows[0].new_zeros(len(rows), seq_len, rows[0].shape[-1])
+    for r, row in enumerate(rows):
+        out[r, : row.shape[0]] = row
+    return out
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up then linear decay to 0 (the LR factor; λ uses the warm-up part only)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+class _Resume:
+    """Router weights, optimiser state and progress after each finished epoch (safetensors + JSON, no pickle)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def save(self, model, layers, optimizer, epoch: int, step: int, log: list[dict], config: dict) -> None:
+        from safetensors.torch import save_file
+
+        staging = self.directory.with_name(self.directory.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        gates = routers(model)
+        tensors = {f"router.{i}": gates[i].weight.detach().cpu().contiguous() for i in layers}
+        for n, state in enumerate(optimizer.state_dict()["state"].values()):
+            tensors.update({f"adam.{n}.{key}": value.detach().cpu().reshape(-1) if value.dim() == 0 else value.cpu()
+                            for key, value in state.items()})
+        save_file(tensors, staging / "state.safetensors")
+        (staging / "progress.json").write_text(json.dumps({"epoch": epoch, "step": step, "log": log, "config": config}))
+        shutil.rmtree(self.directory, ignore_errors=True)
+        staging.rename(self.directory)
+
+    def load(self, model, layers, optimizer, config: dict):
+        from safetensors.torch import load_file
+
+        if not (self.directory / "progress.json").is_file():
+            return None
+        progress = json.loads((self.directory / "progress.json").read_text())
+        if progress["config"] != config:
+            raise RomaEvalError(f"{self.directory} holds an interrupted run with a different configuration; "
+                                "rerun with the same flags to resume, or delete that directory to start over")
+        tensors = load_file(self.directory / "state.safetensors")
+        gates = routers(model)
+        with torch.no_grad():
+            for i in layers:
+                gates[i].weight.copy_(tensors[f"router.{i}"])
+        state = optimizer.state_dict()
+        for n, param_id in enumerate(state["param_groups"][0]["params"]):
+            state["state"][param_id] = {key.split(".", 2)[2]: (value.reshape(()) if key.endswith(".step") else value)
+                                        for key, value in tensors.items() if key.startswith(f"adam.{n}.")}
+        optimizer.load_state_dict(state)
+        return progress
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    log: list[dict]
+    summary: dict
+
+
+def _neighbour_stats(hood: Neighbourhoods) -> dict:
+    sizes = hood.sizes()
+    valid = hood.index >= 0
+    return {"mean_neighbours": float(sizes.mean()), "samples_without_neighbours": int((sizes == 0).sum()),
+            "mean_distance": float(np.sqrt(hood.distance2[valid]).mean()) if valid.any() else None}
+
+
+def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: RomaConfig | None = None, *,
+               base_model: str, revision: str | None = None, overwrite: bool = False, embedder=None,
+               progress: bool = True) -> TrainResult:
+    """Post-train the routers of ``model`` (in place) on ``samples``; write a router checkpoint to ``out_dir``."""
+    from tqdm.auto import tqdm
+
+    from roma_eval import __version__
+    from roma_eval.checkpoint import router_fingerprint, save_router_checkpoint
+    from roma_eval.embedding import embed, load_embedder
+
+    config = config or RomaConfig()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise RomaEvalError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    if any(s.output_type != "multiple_choice" for s in samples):
+        raise RomaEvalError("RoMA trains on multiple-choice tasks with gold labels; drop the generation tasks "
+                            "from --tasks")
+    layers = resolve_layers(model, config.layers)
+    rng = random.Random(config.seed)
+    samples = list(samples)
+    if config.train_fraction < 1:
+        samples = sorted(rng.sample(samples, max(1, round(config.train_fraction * len(samples)))),
+                         key=lambda s: (s.task, s.doc_id))
+    fingerprint = router_fingerprint(model)
+    gates = routers(model)
+    base_weights = {i: gates[i].weight.detach().clone() for i in layers}
+
+    base = base_pass(model, tokenizer, samples, config, layers, config.batch_size, progress)
+    success = np.flatnonzero(base.correct)
+    ids = list(range(len(samples)))
+    embeddings = embed([s.text for s in samples], embedder or load_embedder(config.embedder))
+    hood = find_neighbours(embeddings, embeddings[success], method=config.neighbours, k=config.k, eps=config.eps,
+                           sigma=config.sigma, query_ids=ids, reference_ids=success.tolist(), seed=config.seed)
+    neighbour_index = torch.from_numpy(hood.index).clamp(min=0)
+    neighbour_weight = torch.from_numpy(hood.weight)
+    success_routing = base.routing[success]
+
+    model.requires_grad_(False)
+    params = [gates[i].weight for i in layers]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(samples) / config.batch_size)
+    total = config.epochs * steps_per_epoch
+    warmup = max(1, round(config.warmup_ratio * total))
+    resume = _Resume(out_dir.with_name(out_dir.name + ".partial"))
+    state = resume.load(model, layers, optimizer, config.to_dict())
+    first_epoch, step, log = (state["epoch"] + 1, state["step"], state["log"]) if state else (0, 0, [])
+
+    device = params[0].device
+    model.train()
+    bar = tqdm(total=total, initial=step, desc="RoMA", disable=not progress)
+    for epoch in range(first_epoch, config.epochs):
+        if config.refresh_neighbour_routing and epoch > 0:
+            success_routing = _current_routing(model, tokenizer, samples, base, success, config, layers)
+        order = list(range(len(samples)))
+        random.Random(config.seed + epoch).shuffle(order)
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            batch = build_choice_batch(tokenizer, [samples[i] for i in idx], config.max_length).to(device)
+            hidden = _pad_hidden([row for i in idx for row in base.hidden[i]], batch.input_ids.shape[1]).to(device)
+            positions = token_positions(config.tokens, batch.last_context)
+            with record_routing(model, positions, layers) as record:
+                logits = run_from_layer(model, layers[0], hidden, batch.attention_mask).logits
+            l_task = task_loss(choice_scores(logits, batch), batch.gold)
+            scores = record.scores[_first_rows(batch)]
+            r = scores.flatten(1).float()
+            rows = torch.tensor(idx)
+            l_reg = _regulariser(config, r, success_routing[neighbour_index[rows]].to(device),
+                                 neighbour_weight[rows].to(device), scores, model, base_weights)
+            lam = 0.0 if config.regulariser == "none" else config.lam * min(1.0, (step + 1) / warmup)
+            loss = l_task + lam * l_reg  # Eq. 9
+            if not torch.isfinite(loss):
+                raise RomaEvalError(f"the loss became {loss.item()} at step {step}; lower --lr (now {config.lr}) "
+                                    f"or --lam (now {config.lam}); the last finished epoch is kept for resuming")
+            lr = config.lr * _schedule(step, total, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # Eq. 10: only the tuned routers require grad
+            optimizer.step()
+            log.append({"step": step, "epoch": epoch, "loss": loss.item(), "task": l_task.item(),
+                        "regulariser": l_reg.item(), "lambda": lam, "lr": lr})
+            step += 1
+            bar.update(1)
+            bar.set_postfix(task=f"{l_task.item():.3f}", reg=f"{l_reg.item():.4f}")
+        resume.save(model, layers, optimizer, epoch, step, log, config.to_dict())
+    bar.close()
+    model.eval()
+    model.requires_grad_(False)
+
+    summary = {"training_samples": len(samples), "success_set_size": int(len(success)),
+               "base_train_accuracy": float(base.correct.mean()), "tuned_layers": layers,
+               "routing_dims": int(base.routing.shape[1]), "steps": step, **_neighbour_stats(hood)}
+    training_config = {**config.to_dict(), "summary": summary, "roma_eval_version": __version__,
+                       "torch_version": torch.__version__}
+    log_text = "".join(json.dumps(entry) + "\n" for entry in log)
+    path = save_router_checkpoint(model, out_dir, layers, base_fingerprint=fingerprint, base_model=base_model,
+                                  revision=revision, training_config=training_config, overwrite=overwrite,
+                                  extra_files={"training_log.jsonl": log_text})
+    shutil.rmtree(resume.directory, ignore_errors=True)
+    return TrainResult(path, log, summary)
+
+
+@torch.no_grad()
+def _current_routing(model, tokenizer, samples, base: BasePass, success, config, layers) -> torch.Tensor:
+    """r_j of the success set under the current routers, from the cached hidden states."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(success), config.batch_size):
+        idx = success[start:start + config.batch_size].tolist()
+        batch = build_choice_batch(tokenizer, [samples[i] for i in idx], config.max_length).to(device)
+        hidden = _pad_hidden([row for i in idx for row in base.hidden[i]], batch.input_ids.shape[1]).to(device)
+        with record_routing(model, token_positions(config.tokens, batch.last_context), layers) as record:
+            run_from_layer(model, layers[0], hidden, batch.attention_mask)
+        out.append(record.scores[_first_rows(batch)].flatten(1).float().cpu())
+    return torch.cat(out)

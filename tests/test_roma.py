@@ -1,0 +1,145 @@
+"""RoMA training: the loss against brute force, real gradients, routers-only updates, resume, bad inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from lm_eval_helpers import FIXTURE_TASKS
+from roma_eval import roma
+from roma_eval.checkpoint import load_router_checkpoint
+from roma_eval.errors import RomaEvalError
+from roma_eval.roma import manifold_loss, token_positions, train_roma
+from roma_eval.roma_config import RomaConfig
+from roma_eval.routing import probe_routing, routers
+from roma_eval.samples import load_samples
+from roma_eval.tiny import build_tiny_model
+
+FAST = dict(layers="last:2", epochs=2, batch_size=8, lr=5e-2, k=2)
+
+
+@pytest.fixture(scope="module")
+def train_samples():
+    return load_samples(["tiny_parity"], split="train", include_path=[FIXTURE_TASKS])
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from roma_eval.embedding import load_embedder
+
+    return load_embedder()
+
+
+def fresh_model(tokenizer):
+    return build_tiny_model("olmoe", tokenizer, seed=11)
+
+
+def run(tokenizer, samples, out, embedder, **overrides):
+    model = fresh_model(tokenizer)
+    result = train_roma(model, tokenizer, samples, out, RomaConfig(**{**FAST, **overrides}), base_model="tiny",
+                        embedder=embedder, progress=False)
+    return model, result
+
+
+def test_manifold_loss_is_eq_7_by_brute_force():
+    rng = np.random.default_rng(0)
+    r, neighbour_r, w = rng.random((5, 12)), rng.random((5, 3, 12)), rng.random((5, 3))
+    expected = np.mean([sum(w[i, j] * np.sum((r[i] - neighbour_r[i, j]) ** 2) for j in range(3)) for i in range(5)])
+    got = manifold_loss(torch.tensor(r), torch.tensor(neighbour_r), torch.tensor(w))
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_manifold_term_has_a_gradient_wrt_router_weights(tiny_models, padded_batch):
+    """The released trainer read r_i from a file: its manifold term had no gradient.  Ours does."""
+    model = tiny_models["olmoe"]
+    batch = padded_batch[0]["right"]
+    r = probe_routing(model, batch["input_ids"], batch["attention_mask"], layers="last:2").flatten(1)
+    targets = torch.rand(2, 3, r.shape[1])
+    manifold_loss(r, targets, torch.full((2, 3), 1 / 3)).backward()
+    grads = [routers(model)[i].weight.grad for i in (2, 3)]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_token_positions():
+    last = torch.tensor([5, 2])
+    assert token_positions("last:1", last).tolist() == [[5], [2]]
+    assert token_positions("last:3", last).tolist() == [[3, 4, 5], [0, 1, 2]]
+    assert token_positions("first:2", last).tolist() == [[0, 1], [0, 1]]
+    assert token_positions("middle:1", last).tolist() == [[2], [1]]
+    with pytest.raises(RomaEvalError, match="tokens="):
+        token_positions("final:1", last)
+
+
+def test_training_changes_only_the_tuned_routers_and_lambda_matters(tokenizer, train_samples, embedder, tmp_path):
+    base = fresh_model(tokenizer).state_dict()
+    with_manifold, result = run(tokenizer, train_samples, tmp_path / "roma", embedder)
+    plain, _ = run(tokenizer, train_samples, tmp_path / "plain", embedder, regulariser="none")
+    tuned_keys = {"model.layers.2.mlp.gate.weight", "model.layers.3.mlp.gate.weight"}
+    for name, value in with_manifold.state_dict().items():
+        assert torch.equal(value, base[name]) == (name not in tuned_keys), name
+    assert not torch.equal(with_manifold.state_dict()["model.layers.3.mlp.gate.weight"],
+                           plain.state_dict()["model.layers.3.mlp.gate.weight"])
+    checkpoint = load_router_checkpoint(tmp_path / "roma")
+    assert checkpoint.layers == [2, 3]
+    assert torch.equal(checkpoint.tensors[3], with_manifold.state_dict()["model.layers.3.mlp.gate.weight"])
+    summary = checkpoint.metadata["training_config"]["summary"]
+    assert 0 < summary["success_set_size"] < 32 and summary["routing_dims"] == 2 * 8
+    assert len(result.log) == 2 * 4 and all(entry["regulariser"] > 0 for entry in result.log)
+    assert (tmp_path / "roma" / "training_log.jsonl").read_text().count("\n") == 8
+
+
+def test_cached_prefix_training_equals_full_forward_training(tokenizer, train_samples, embedder, tmp_path, monkeypatch):
+    """The frozen-layer cache is an optimisation only: the same run through the full model gives the same routers."""
+    cached, _ = run(tokenizer, train_samples, tmp_path / "cached", embedder, epochs=1)
+
+    def full_forward(model, layer_index, hidden, attention_mask, **kwargs):
+        return model(input_ids=full_forward.batch_ids[: hidden.shape[0]], attention_mask=attention_mask)
+
+    original = roma.build_choice_batch
+
+    def remember(*args, **kwargs):
+        batch = original(*args, **kwargs)
+        full_forward.batch_ids = batch.input_ids
+        return batch
+
+    monkeypatch.setattr(roma, "build_choice_batch", remember)
+    monkeypatch.setattr(roma, "run_from_layer", full_forward)
+    full, _ = run(tokenizer, train_samples, tmp_path / "full", embedder, epochs=1)
+    torch.testing.assert_close(cached.state_dict()["model.layers.3.mlp.gate.weight"],
+                               full.state_dict()["model.layers.3.mlp.gate.weight"], rtol=0, atol=1e-6)
+
+
+def test_interrupted_training_resumes_to_the_same_routers(tokenizer, train_samples, embedder, tmp_path, monkeypatch):
+    straight, _ = run(tokenizer, train_samples, tmp_path / "straight", embedder)
+    save = roma._Resume.save
+
+    def save_then_stop(self, *args, **kwargs):
+        save(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(roma._Resume, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run(tokenizer, train_samples, tmp_path / "resumed", embedder)
+    assert (tmp_path / "resumed.partial" / "progress.json").is_file() and not (tmp_path / "resumed").exists()
+    monkeypatch.setattr(roma._Resume, "save", save)
+    resumed, result = run(tokenizer, train_samples, tmp_path / "resumed", embedder)
+    assert torch.equal(resumed.state_dict()["model.layers.3.mlp.gate.weight"],
+                       straight.state_dict()["model.layers.3.mlp.gate.weight"])
+    assert [e["step"] for e in result.log] == list(range(8)) and not (tmp_path / "resumed.partial").exists()
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(lr=1e30), "loss became"),
+    (dict(k=1000), "k=1000 neighbours requested"),
+])
+def test_bad_training_inputs_are_one_clear_error(tokenizer, train_samples, embedder, tmp_path, overrides, match):
+    with pytest.raises(RomaEvalError, match=match):
+        run(tokenizer, train_samples, tmp_path / "bad", embedder, **overrides)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_existing_output_is_kept(tokenizer, train_samples, embedder, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with pytest.raises(RomaEvalError, match="already exists"):
+        run(tokenizer, train_samples, tmp_path / "out", embedder)
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
