@@ -55,6 +55,12 @@ class RouterCheckpoint:
         return sorted(self.tensors)
 
 
+def ensure_new_output(directory, overwrite: bool) -> None:
+    """Refuse to touch an existing output unless ``overwrite`` (checked before any expensive work)."""
+    if Path(directory).exists() and not overwrite:
+        raise RomaEvalError(f"{directory} already exists; choose another output directory or pass --overwrite")
+
+
 def save_router_checkpoint(model, directory, layers, *, base_fingerprint: str, base_model: str,
                            revision: str | None = None, training_config: dict | None = None,
                            overwrite: bool = False, extra_files: dict[str, str] | None = None) -> Path:
@@ -65,8 +71,7 @@ def save_router_checkpoint(model, directory, layers, *, base_fingerprint: str, b
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    if directory.exists() and not overwrite:
-        raise RomaEvalError(f"{directory} already exists; choose another output directory or pass --overwrite")
+    ensure_new_output(directory, overwrite)
     gates = routers(model)
     tensors = {_key(i): gates[i].weight.detach().to("cpu").contiguous().clone() for i in layers}
     first = gates[layers[0]].weight

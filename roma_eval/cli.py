@@ -17,6 +17,7 @@ from roma_eval.errors import RomaEvalError
 # verb -> (module, one-line help)
 VERBS = {
     "eval": ("roma_eval.commands.eval", "run lm-eval (any --model) with roma-eval's tasks/ on the include path"),
+    "train": ("roma_eval.commands.train", "RoMA router post-training: routers only, task loss + manifold regulariser"),
     "report": ("roma_eval.commands.report",
                "paper-style tables (Markdown, LaTeX, HTML) and plots from lm-eval results; --paper adds the published tables"),
     "check": ("roma_eval.commands.check",

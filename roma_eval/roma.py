@@ -183,13 +183,12 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
     from tqdm.auto import tqdm
 
     from roma_eval import __version__
-    from roma_eval.checkpoint import router_fingerprint, save_router_checkpoint
+    from roma_eval.checkpoint import ensure_new_output, router_fingerprint, save_router_checkpoint
     from roma_eval.embedding import embed, load_embedder
 
     config = config or RomaConfig()
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise RomaEvalError(f"{out_dir} already exists; choose another --out or pass --overwrite")
+    ensure_new_output(out_dir, overwrite)
     if any(s.output_type != "multiple_choice" for s in samples):
         raise RomaEvalError("RoMA trains on multiple-choice tasks with gold labels; drop the generation tasks "
                             "from --tasks")

@@ -1,0 +1,29 @@
+"""Load a base MoE and its tokenizer by hub id or local path, the way lm-eval's `hf` model does."""
+
+from __future__ import annotations
+
+from roma_eval.errors import RomaEvalError
+
+
+def load_model(name_or_path: str, revision: str | None = None, dtype: str = "auto", device: str | None = None,
+               trust_remote_code: bool = False):
+    """(model in eval mode, tokenizer).  ``device`` defaults to accelerate's choice (GPU if present, else CPU);
+    remote code runs only when asked for."""
+    import torch
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from roma_eval.routing import routers
+
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype, None)
+    if torch_dtype is None:
+        raise RomaEvalError(f"dtype {dtype!r} is not a torch dtype; use auto, float32, bfloat16 or float16")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, dtype=torch_dtype,
+                                                     trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise RomaEvalError(f"could not load model {name_or_path!r} ({str(exc).splitlines()[0]}); "
+                            "give a local model directory or a hub id available offline") from None
+    routers(model)  # fail early, in one line, on dense or unsupported models
+    return model.to(device or PartialState().device).eval(), tokenizer
