@@ -22,6 +22,7 @@ import json
 import math
 import random
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -233,6 +234,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
         order = list(range(len(samples)))
         random.Random(config.seed + epoch).shuffle(order)
         for start in range(0, len(order), config.batch_size):
+            step_start = time.perf_counter()
             idx = order[start:start + config.batch_size]
             batch = build_choice_batch(tokenizer, [samples[i] for i in idx], config.max_length).to(device)
             hidden = _pad_hidden([row for i in idx for row in base.hidden[i]], batch.input_ids.shape[1]).to(device)
@@ -257,7 +259,8 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
             loss.backward()  # Eq. 10: only the tuned routers require grad
             optimizer.step()
             log.append({"step": step, "epoch": epoch, "loss": loss.item(), "task": l_task.item(),
-                        "regulariser": l_reg.item(), "lambda": lam, "lr": lr})
+                        "regulariser": l_reg.item(), "lambda": lam, "lr": lr,
+                        "seconds": time.perf_counter() - step_start})
             step += 1
             bar.update(1)
             bar.set_postfix(task=f"{l_task.item():.3f}", reg=f"{l_reg.item():.4f}")
