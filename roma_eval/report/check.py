@@ -31,6 +31,7 @@ class Comparison:
     test: str
     p_value: float
     regression: bool
+    interval: tuple[float, float]  # 95% paired-bootstrap interval of candidate − baseline, points
     note: str = ""
 
     @property
@@ -52,24 +53,36 @@ def mcnemar_p(losses: int, wins: int) -> float:
     return tail / 2 ** n
 
 
+def _bootstrap_means(values: np.ndarray, iterations: int, seed: int) -> np.ndarray:
+    """Means of ``iterations`` paired-bootstrap resamples of ``values`` (one value per document).
+
+    Resampling documents with replacement only changes how often each distinct value is drawn, so
+    the resamples are drawn as multinomial counts over the distinct values: the same distribution
+    as resampling indices, and far cheaper.
+    """
+    n = len(values)
+    distinct, counts = np.unique(values, return_counts=True)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 4_000_000 // len(distinct))
+    return np.concatenate([rng.multinomial(n, counts / n, size=min(chunk, iterations - done)) @ distinct / n
+                           for done in range(0, iterations, chunk)])
+
+
 def bootstrap_p(drops: np.ndarray, iterations: int = 10_000, seed: int = 0) -> float:
     """One-sided paired-bootstrap p-value for "mean drop > 0" (Efron & Tibshirani's shifted null).
 
-    ``drops`` = baseline − candidate per document.  Resampling documents with replacement only
-    changes how often each distinct drop value is drawn, so the resamples are drawn as multinomial
-    counts over the distinct values: the same distribution as resampling indices, and far cheaper.
+    ``drops`` = baseline − candidate per document.
     """
-    n, observed = len(drops), float(drops.mean())
-    values, counts = np.unique(drops, return_counts=True)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, 4_000_000 // len(values))
-    exceed, done = 0, 0
-    while done < iterations:
-        size = min(chunk, iterations - done)
-        means = rng.multinomial(n, counts / n, size=size) @ values / n
-        exceed += int(np.count_nonzero(means - observed >= observed - 1e-12))
-        done += size
+    observed = float(drops.mean())
+    exceed = int(np.count_nonzero(_bootstrap_means(drops, iterations, seed) - observed >= observed - 1e-12))
     return (exceed + 1) / (iterations + 1)
+
+
+def bootstrap_interval(gains: np.ndarray, level: float = 0.95, iterations: int = 10_000,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile paired-bootstrap interval of the mean per-document gain (candidate − baseline)."""
+    low, high = np.quantile(_bootstrap_means(gains, iterations, seed), [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 def compare(baseline: list[Run], candidate: list[Run], *, prefs: dict[str, tuple[str, ...]], max_drop: float = 1.0,
@@ -93,7 +106,8 @@ def verdict_line(c: Comparison, max_drop: float, alpha: float) -> str:
     verdict = "REGRESSION" if c.regression else "PASS"
     return (f"{verdict:<10} {c.benchmark}: {c.metric} {fmt(c.baseline)} -> {fmt(c.candidate)} "
             f"({fmt(c.delta, sign=True)} pp; max drop {max_drop:g}), {c.test} p={c.p_value:.3g} "
-            f"(alpha {alpha:g}), n={c.n}{'; ' + c.note if c.note else ''}")
+            f"(alpha {alpha:g}), 95% CI [{fmt(c.interval[0], sign=True)}, {fmt(c.interval[1], sign=True)}], "
+            f"n={c.n}{'; ' + c.note if c.note else ''}")
 
 
 def markdown_summary(comparisons: list[Comparison], *, baseline: str, candidate: str, max_drop: float,
@@ -155,7 +169,9 @@ def _compare_one(base: tuple[Run, Benchmark], cand: tuple[Run, Benchmark], prefs
     else:
         p = bootstrap_p(x - y, iterations, seed)
     baseline, candidate = 100 * float(x.mean()), 100 * float(y.mean())
+    low, high = bootstrap_interval(y - x, iterations=iterations, seed=seed)
     note = "" if len(keys) == max(len(a), len(b)) else f"paired on {len(keys)} of {len(a)} / {len(b)} documents"
     return Comparison(benchmark=base_bench.task, metric=metric, n=len(keys), baseline=baseline,
                       candidate=candidate, test="McNemar" if used == "mcnemar" else "bootstrap", p_value=p,
-                      regression=(baseline - candidate > max_drop and p < alpha), note=note)
+                      regression=(baseline - candidate > max_drop and p < alpha), interval=(100 * low, 100 * high),
+                      note=note)

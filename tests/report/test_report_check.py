@@ -115,3 +115,18 @@ def test_a_directory_of_several_methods_is_ambiguous(runs):
     with pytest.raises(RomaEvalError, match="several models or methods"):
         compare(load_runs([str(runs / "base")]), load_runs([str(runs / "roma"), str(runs / "c3po")]),
                 prefs=metric_preferences())
+
+
+def test_bootstrap_interval_matches_plain_index_resampling():
+    """The multinomial shortcut against the textbook bootstrap (resample documents by index)."""
+    import numpy as np
+
+    from roma_eval.report.check import bootstrap_interval
+
+    gains = np.array([1.0] * 30 + [0.0] * 50 + [-1.0] * 20)
+    rng = np.random.default_rng(1)
+    plain = [gains[rng.integers(0, len(gains), len(gains))].mean() for _ in range(20_000)]
+    expected = np.quantile(plain, [0.025, 0.975])
+    low, high = bootstrap_interval(gains, iterations=20_000, seed=3)
+    assert low == pytest.approx(expected[0], abs=0.015) and high == pytest.approx(expected[1], abs=0.015)
+    assert low < gains.mean() < high
