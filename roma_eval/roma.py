@@ -30,6 +30,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from accelerate import PartialState
+
 from roma_eval.errors import RomaEvalError
 from roma_eval.neighbours import Neighbourhoods, find_neighbours
 from roma_eval.roma_config import RomaConfig
@@ -51,22 +53,28 @@ def token_positions(spec: str, last_context: torch.Tensor) -> torch.Tensor:
     return (start.unsqueeze(1) + offsets).clamp(min=0).minimum(last_context.unsqueeze(1))
 
 
+def manifold_terms(r: torch.Tensor, neighbour_r: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Eq. 7 per sample: Σ_j W_ij ||r_i - r_j||².  r (B, D), neighbour_r (B, K, D), weight (B, K) -> (B,)."""
+    return (weight * ((r.unsqueeze(1) - neighbour_r) ** 2).sum(-1)).sum(1)
+
+
 def manifold_loss(r: torch.Tensor, neighbour_r: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of Eq. 7: Σ_j W_ij ||r_i - r_j||².  r (B, D), neighbour_r (B, K, D), weight (B, K)."""
-    return (weight * ((r.unsqueeze(1) - neighbour_r) ** 2).sum(-1)).sum(1).mean()
+    """L_manifold of a batch: the mean of Eq. 7 over its samples."""
+    return manifold_terms(r, neighbour_r, weight).mean()
 
 
 def _regulariser(config: RomaConfig, r, neighbour_r, weight, scores, model, base_weights) -> torch.Tensor:
+    """Per-sample terms (B,) for manifold / entropy; one scalar for the weight penalties l1 / l2."""
     if config.regulariser == "manifold":
-        return manifold_loss(r, neighbour_r, weight)
-    if config.regulariser == "entropy":  # mean routing entropy per (position, layer): pushes towards confident routing
+        return manifold_terms(r, neighbour_r, weight)
+    if config.regulariser == "entropy":  # routing entropy per (position, layer), averaged: pushes towards confident routing
         p = scores.clamp_min(1e-12)
-        return -(p * p.log()).sum(-1).mean()
+        return -(p * p.log()).sum(-1).flatten(1).mean(1)
     if config.regulariser in ("l1", "l2"):  # keep the routers near the pretrained ones
         gates = routers(model)
         deltas = [gates[i].weight - w for i, w in base_weights.items()]
         return sum(d.abs().sum() if config.regulariser == "l1" else (d**2).sum() for d in deltas)
-    return torch.zeros((), device=r.device)
+    return torch.zeros(len(r), device=r.device)
 
 
 @dataclass
@@ -189,6 +197,8 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
 
     config = config or RomaConfig()
     out_dir = Path(out_dir)
+    dist = PartialState()  # one process, or one of `accelerate launch --num_processes N`
+    progress = progress and dist.is_main_process
     ensure_new_output(out_dir, overwrite)
     if any(s.output_type != "multiple_choice" for s in samples):
         raise RomaEvalError("RoMA trains on multiple-choice tasks with gold labels; drop the generation tasks "
@@ -236,35 +246,42 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
         for start in range(0, len(order), config.batch_size):
             step_start = time.perf_counter()
             idx = order[start:start + config.batch_size]
-            batch = build_choice_batch(tokenizer, [samples[i] for i in idx], config.max_length).to(device)
-            hidden = _pad_hidden([row for i in idx for row in base.hidden[i]], batch.input_ids.shape[1]).to(device)
-            positions = token_positions(config.tokens, batch.last_context)
-            with record_routing(model, positions, layers) as record:
-                logits = run_from_layer(model, layers[0], hidden, batch.attention_mask).logits
-            l_task = task_loss(choice_scores(logits, batch), batch.gold)
-            scores = record.scores[_first_rows(batch)]
-            r = scores.flatten(1).float()
-            rows = torch.tensor(idx)
-            l_reg = _regulariser(config, r, success_routing[neighbour_index[rows]].to(device),
-                                 neighbour_weight[rows].to(device), scores, model, base_weights)
             lam = 0.0 if config.regulariser == "none" else config.lam * min(1.0, (step + 1) / warmup)
-            loss = l_task + lam * l_reg  # Eq. 9
-            if not torch.isfinite(loss):
-                raise RomaEvalError(f"the loss became {loss.item()} at step {step}; lower --lr (now {config.lr}) "
+            optimizer.zero_grad(set_to_none=True)
+            # Each process takes a shard of the batch; its loss is scaled so that the processes' losses
+            # (and gradients, summed below) add up to the one-process loss of the whole batch.
+            shard = idx[dist.process_index::dist.num_processes]
+            terms = torch.zeros(2, device=device)  # this shard's share of (L_task, L_reg)
+            if shard:
+                l_task, l_reg = _shard_losses(model, tokenizer, samples, shard, base, config, layers, device,
+                                              success_routing, neighbour_index, neighbour_weight, base_weights,
+                                              len(idx), dist.num_processes)
+                (l_task + lam * l_reg).backward()  # Eq. 9 / Eq. 10: only the tuned routers require grad
+                terms = torch.stack([l_task.detach(), l_reg.detach()])
+            if dist.num_processes > 1:
+                from accelerate.utils import reduce
+
+                terms = reduce(terms, reduction="sum")
+                for p in params:
+                    p.grad = reduce(p.grad if p.grad is not None else torch.zeros_like(p), reduction="sum")
+            l_task_value, l_reg_value = terms.tolist()
+            loss_value = l_task_value + lam * l_reg_value
+            if not math.isfinite(loss_value):
+                raise RomaEvalError(f"the loss became {loss_value} at step {step}; lower --lr (now {config.lr}) "
                                     f"or --lam (now {config.lam}); the last finished epoch is kept for resuming")
             lr = config.lr * _schedule(step, total, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # Eq. 10: only the tuned routers require grad
             optimizer.step()
-            log.append({"step": step, "epoch": epoch, "loss": loss.item(), "task": l_task.item(),
-                        "regulariser": l_reg.item(), "lambda": lam, "lr": lr,
+            log.append({"step": step, "epoch": epoch, "loss": loss_value, "task": l_task_value,
+                        "regulariser": l_reg_value, "lambda": lam, "lr": lr,
                         "seconds": time.perf_counter() - step_start})
             step += 1
             bar.update(1)
-            bar.set_postfix(task=f"{l_task.item():.3f}", reg=f"{l_reg.item():.4f}")
-        resume.save(model, layers, optimizer, epoch, step, log, config.to_dict())
+            bar.set_postfix(task=f"{l_task_value:.3f}", reg=f"{l_reg_value:.4f}")
+        if dist.is_main_process:
+            resume.save(model, layers, optimizer, epoch, step, log, config.to_dict())
+        dist.wait_for_everyone()
     bar.close()
     model.eval()
     model.requires_grad_(False)
@@ -275,11 +292,29 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
     training_config = {**config.to_dict(), "summary": summary, "roma_eval_version": __version__,
                        "torch_version": torch.__version__}
     log_text = "".join(json.dumps(entry) + "\n" for entry in log)
-    path = save_router_checkpoint(model, out_dir, layers, base_fingerprint=fingerprint, base_model=base_model,
-                                  revision=revision, training_config=training_config, overwrite=overwrite,
-                                  extra_files={"training_log.jsonl": log_text})
-    shutil.rmtree(resume.directory, ignore_errors=True)
-    return TrainResult(path, log, summary)
+    if dist.is_main_process:  # every process holds the same routers: one writes them
+        save_router_checkpoint(model, out_dir, layers, base_fingerprint=fingerprint, base_model=base_model,
+                               revision=revision, training_config=training_config, overwrite=overwrite,
+                               extra_files={"training_log.jsonl": log_text})
+        shutil.rmtree(resume.directory, ignore_errors=True)
+    dist.wait_for_everyone()
+    return TrainResult(out_dir, log, summary)
+
+
+def _shard_losses(model, tokenizer, samples, shard, base: BasePass, config: RomaConfig, layers, device,
+                  success_routing, neighbour_index, neighbour_weight, base_weights, batch_size: int, n_processes: int):
+    """(L_task, L_reg) contributions of the samples ``shard`` of a batch of ``batch_size``, routers live."""
+    batch = build_choice_batch(tokenizer, [samples[i] for i in shard], config.max_length).to(device)
+    hidden = _pad_hidden([row for i in shard for row in base.hidden[i]], batch.input_ids.shape[1]).to(device)
+    with record_routing(model, token_positions(config.tokens, batch.last_context), layers) as record:
+        logits = run_from_layer(model, layers[0], hidden, batch.attention_mask).logits
+    l_task = task_loss(choice_scores(logits, batch), batch.gold, reduction="sum") / batch_size  # Eq. 8
+    scores = record.scores[_first_rows(batch)]
+    rows = torch.tensor(shard)
+    reg = _regulariser(config, scores.flatten(1).float(), success_routing[neighbour_index[rows]].to(device),
+                       neighbour_weight[rows].to(device), scores, model, base_weights)
+    # per-sample terms average over the whole batch; a weight penalty counts once across processes
+    return l_task, (reg.sum() / batch_size if reg.dim() == 1 else reg / n_processes)
 
 
 @torch.no_grad()

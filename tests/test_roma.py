@@ -143,3 +143,26 @@ def test_existing_output_is_kept(tokenizer, train_samples, embedder, tmp_path):
     with pytest.raises(RomaEvalError, match="already exists"):
         run(tokenizer, train_samples, tmp_path / "out", embedder)
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path):
+    """`accelerate launch --cpu --num_processes 2 roma-eval train ...` equals one process within float tolerance."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from roma_eval.tiny import save_tiny_model
+
+    model_dir = save_tiny_model("olmoe", tmp_path / "model", seed=11, tokenizer=tokenizer)
+    args = ["train", "--model", str(model_dir), "--tasks", "tiny_parity", "--include_path", str(FIXTURE_TASKS),
+            "--layers", "last:2", "--lr", "0.05", "--epochs", "2", "--batch-size", "7", "--k", "2"]
+    bin_dir = Path(sys.executable).parent
+    one = subprocess.run([str(bin_dir / "roma-eval"), *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True)
+    two = subprocess.run([str(bin_dir / "accelerate"), "launch", "--cpu", "--num_processes", "2", "-m", "roma_eval.cli",
+                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
+    a, b = load_router_checkpoint(tmp_path / "one"), load_router_checkpoint(tmp_path / "two")
+    for layer in (2, 3):
+        torch.testing.assert_close(a.tensors[layer], b.tensors[layer], rtol=0, atol=1e-4)
+    assert not torch.equal(a.tensors[3], fresh_model(tokenizer).state_dict()["model.layers.3.mlp.gate.weight"])

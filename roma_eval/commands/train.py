@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from accelerate import PartialState
+
     from roma_eval.checkpoint import ensure_new_output
     from roma_eval.model_loading import load_model
     from roma_eval.roma import train_roma
@@ -41,6 +43,7 @@ def run(args) -> int:
     result = train_roma(model, tokenizer, samples, args.out, config, base_model=args.model, revision=args.revision,
                         overwrite=args.overwrite)
     s = result.summary
-    print(f"router checkpoint: {result.checkpoint}  ({s['training_samples']} samples, success set {s['success_set_size']}, "
-          f"{s['steps']} steps, tuned layers {s['tuned_layers']})")
+    if PartialState().is_main_process:
+        print(f"router checkpoint: {result.checkpoint}  ({s['training_samples']} samples, success set {s['success_set_size']}, "
+              f"{s['steps']} steps, tuned layers {s['tuned_layers']})")
     return 0
