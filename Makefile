@@ -30,6 +30,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/roma_vs_hf.py
 	$(PY) bench/shim_startup.py
+	$(PY) bench/roma_cache.py
 
 # Loads the demo report in headless Chromium (apt-get install chromium) and fails on any page error.
 check-html: $(STAMP)

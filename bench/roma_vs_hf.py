@@ -21,7 +21,7 @@ from roma_eval.checkpoint import router_fingerprint, save_router_checkpoint  # n
 from roma_eval.routing import resolve_layers, routers  # noqa: E402
 from roma_eval.tiny import save_tiny_model  # noqa: E402
 
-REPEATS = 5
+REPEATS = 3
 TASKS = ["tiny_animals", "tiny_sums"]
 # OLMoE's routing shape (64 experts, top-8) at a width that runs on 2 CPU cores.
 SHAPE = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=8, num_experts=64, num_experts_per_tok=8)
@@ -40,18 +40,22 @@ def main() -> None:
             routers(model)[i].weight.mul_(1.5)
     ckpt = save_router_checkpoint(model, work / "ckpt", layers, base_fingerprint=fingerprint, base_model=str(base))
     runs = {"hf": [], "roma": []}
+    cpu = {"hf": [], "roma": []}
     args = {"hf": f"pretrained={base}", "roma": f"pretrained={base},router_checkpoint={ckpt}"}
     evaluate_api("hf", args["hf"], TASKS)  # warm-up: file cache, lazy imports
     for _ in range(REPEATS):
         for name in runs:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             evaluate_api(name, args[name], TASKS)
             runs[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
     hf, roma = statistics.median(runs["hf"]), statistics.median(runs["roma"])
     print(f"model: olmoe {SHAPE}, tuned layers {layers}; tasks {TASKS}; {REPEATS} interleaved runs each")
     print(f"hf   median {hf:.3f} s  (runs {', '.join(f'{t:.3f}' for t in runs['hf'])})")
     print(f"roma median {roma:.3f} s  (runs {', '.join(f'{t:.3f}' for t in runs['roma'])})")
     print(f"roma / hf wall time = {roma / hf:.3f}  (target <= 1.01)")
+    # On a shared machine wall time mostly measures the neighbours; CPU time measures our work.
+    print(f"roma / hf CPU time  = {statistics.median(cpu['roma']) / statistics.median(cpu['hf']):.3f}")
 
 
 if __name__ == "__main__":

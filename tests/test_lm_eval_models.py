@@ -57,6 +57,7 @@ def test_entry_point_is_declared():
 
     names = {ep.name: ep.value for ep in entry_points(group="lm_eval.models")}
     assert names.get("roma") == "roma_eval.lm_eval_models:RomaLM"
+    assert names.get("c3po") == "roma_eval.lm_eval_c3po:C3POLM"
 
 
 def test_bad_checkpoint_under_plain_cli_is_one_line(setup, tmp_path):

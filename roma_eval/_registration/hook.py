@@ -1,4 +1,4 @@
-"""Register ``--model roma`` with lm-eval 0.4.13, which has no plugin discovery.
+"""Register ``--model roma`` / ``--model c3po`` with lm-eval 0.4.13, which has no plugin discovery.
 
 Imported at every interpreter start by ``roma_eval_lm_eval.pth``, so it must cost almost nothing:
 it only installs a meta-path finder.  When (and only when) ``lm_eval.models`` is imported, the
@@ -11,6 +11,7 @@ import sys
 
 MODELS = {
     "roma": "roma_eval.lm_eval_models:RomaLM",
+    "c3po": "roma_eval.lm_eval_c3po:C3POLM",
 }
 _TARGET = "lm_eval.models"
 

@@ -1,0 +1,73 @@
+"""C3PO configuration: defaults are the C3PO paper's best setting (arXiv 2504.07964; FACTS.md), then ours.
+
+Every field is an lm-eval ``--model c3po`` model_arg of the same name.  The critical layers and the
+embedder are not here: they are fixed when the reference set is built (``roma-eval c3po build-reference``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.neighbours import DEFAULT_K, DEFAULT_SIGMA
+
+METHODS = ("ngd", "kernel", "mode")
+
+
+@dataclass
+class C3POConfig:
+    method: str = field(default="ngd", metadata={"help": "ngd (neighbourhood gradient descent, the paper's best), kernel (kernel regression with an α search) or mode (mean-shift mode finding)"})
+    k: int = field(default=DEFAULT_K, metadata={"help": "neighbours per test prompt, by embedding kNN (paper: 3)"})
+    sigma: float = field(default=DEFAULT_SIGMA, metadata={"help": "width of the Gaussian kernel K on embedding distances (ours: RoMA's released value)"})
+    dedup: float = field(default=0.95, metadata={"help": "references whose prompt has cosine similarity above this to the test prompt are near-duplicates and dropped (paper: 0.95; >1 keeps all)"})
+    steps: int = field(default=10, metadata={"help": "NGD gradient steps (paper: 10) / mean-shift iterations at most"})
+    lr: float = field(default=1e-2, metadata={"help": "NGD learning rate at the first step, annealed by a cosine (paper: 1e-2)"})
+    lr_min: float = field(default=1e-5, metadata={"help": "NGD learning rate at the last step (paper: 1e-5)"})
+    core_experts: int = field(default=0, metadata={"help": "re-mix only the top-n experts of the test prompt's own pathway per layer; 0 = all (paper: top-20 of 64 is as good as all)"})
+    alpha: float | None = field(default=None, metadata={"help": "kernel regression: fix α in ω ← αω + (1-α)ω̂ instead of searching it (1 keeps the base routing)"})
+    alpha_step: float = field(default=0.1, metadata={"help": "kernel regression: grid step of the α search over [0, 1] (paper: 0.1)"})
+    bandwidth: float | None = field(default=None, metadata={"help": "mode finding: Gaussian bandwidth in pathway space (default: median distance to the neighbours' pathways)"})
+    all_generated_tokens: bool = field(default=False, metadata={"help": "generation: also override every generated token, not only the last prompt token (the public code did; generation collapsed)"})
+    group: int = field(default=8, metadata={"help": "test prompts optimised together, each with its own pathway"})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise RomaEvalError(f"method={self.method!r} is unknown; use one of {', '.join(METHODS)}")
+        if self.k < 1 or self.steps < 1 or self.group < 1:
+            raise RomaEvalError(f"k={self.k}, steps={self.steps}, group={self.group}: each must be at least 1")
+        if self.core_experts < 0:
+            raise RomaEvalError(f"core_experts={self.core_experts} must be >= 0 (0 re-mixes all experts)")
+        if self.alpha is not None and not 0 <= self.alpha <= 1:
+            raise RomaEvalError(f"alpha={self.alpha} must be in [0, 1] (or unset to search it)")
+        if not 0 < self.alpha_step <= 1 or self.sigma <= 0 or self.lr < 0 or self.lr_min < 0:
+            raise RomaEvalError("alpha_step must be in (0, 1], sigma positive, lr and lr_min non-negative")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_model_args(cls, args: dict) -> "C3POConfig":
+        """Read the fields out of lm-eval model_args (strings or already-parsed values)."""
+        values = {}
+        for f in fields(cls):
+            if f.name not in args:
+                continue
+            raw = args.pop(f.name)
+            values[f.name] = _parse(f, raw)
+        return cls(**values)
+
+
+def _parse(f, raw):
+    kind = str(f.type)
+    if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "")):
+        return None
+    try:
+        if kind.startswith("bool"):
+            return raw if isinstance(raw, bool) else {"true": True, "false": False}[str(raw).lower()]
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except (KeyError, ValueError):
+        raise RomaEvalError(f"model_arg {f.name}={raw!r} is not a valid {kind.split(' |')[0]}") from None
+    return str(raw)

@@ -1,0 +1,288 @@
+"""C3PO's reference set: training samples the base model answers correctly, with their pathways.
+
+A reference is a directory, like a router checkpoint, holding two files:
+  - ``reference.safetensors``: per reference sample its prompt embedding, its pathway ω (routing
+    scores at the last context token, at the critical layers), gold choice and token ids; and,
+    unless built with ``prefixes=False``, its frozen prefix (``frozen.py``): the keys/values of
+    layers first..last for the context but its last token, the hidden state entering the first
+    critical layer at the last context token, and the hidden states entering the layer after it
+    at the tail tokens.  Ragged data is concatenated along its first axis,
+    with a lengths array beside it.
+  - ``reference.json``: base model, router fingerprint, layers, embedder, build settings,
+    versions, and each reference sample's task, doc_id and prompt.
+The reference set is the success set of RoMA (Eq. 2): acc as lm-eval scores it (``scoring``).
+C3PO embeds the prompt exactly as the model sees it (the lm-eval context): at test time that is
+what lm-eval hands a model, so references and test prompts are embedded alike.
+A build runs in chunks saved under ``DIR.partial/``, so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from roma_eval import __version__
+from roma_eval.c3po.frozen import Frozen, Problem, freeze
+from roma_eval.checkpoint import ensure_new_output, router_fingerprint
+from roma_eval.errors import RomaEvalError
+from roma_eval.routing import resolve_layers, routers, spec_for
+from roma_eval.samples import Sample
+from roma_eval.scoring import encode_pair, model_max_length, score_samples
+
+TENSORS_NAME = "reference.safetensors"
+METADATA_NAME = "reference.json"
+FORMAT_VERSION = 1
+
+
+def problem_of(tokenizer, sample: Sample, max_length: int) -> Problem:
+    """A multiple-choice sample tokenised as lm-eval tokenises its requests."""
+    pairs = [encode_pair(tokenizer, sample.context, c) for c in sample.continuations]
+    return Problem.make(pairs[0][0], [cont for _, cont in pairs], max_length, gold=int(sample.gold))
+
+
+@dataclass
+class Reference:
+    directory: Path
+    metadata: dict
+    embeddings: np.ndarray  # (N, dim), L2-normalised
+    routing: torch.Tensor  # (N, n_layers, n_experts)
+    problems: list[Problem]
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    @property
+    def layers(self) -> list[int]:
+        return list(self.metadata["layers"])
+
+    @property
+    def has_prefixes(self) -> bool:
+        return bool(self.metadata["prefixes"])
+
+    def stored_frozen(self, indices: Sequence[int], device, dtype) -> list[Frozen]:
+        """The frozen prefixes of reference samples ``indices``, read from the file (memory-mapped)."""
+        from safetensors import safe_open
+
+        n_layers = self.metadata["num_hidden_layers"] - self.layers[0]
+        out = []
+        with safe_open(str(self.directory / TENSORS_NAME), framework="pt") as f:
+            ends = {name: np.cumsum(f.get_tensor(name).numpy()) for name in ("prefix_lens", "choice_lens", "n_choices")}
+            for i in indices:
+                a, b = _span(ends["prefix_lens"], i)
+                kv = None if a == b else [tuple(f.get_slice(f"prefix.{layer}.{part}")[a:b].to(device, dtype).transpose(0, 1)
+                                                for part in ("keys", "values")) for layer in range(n_layers)]
+                first, last = _span(ends["n_choices"], i)
+                tails = [f.get_slice("tail_hidden")[slice(*_span(ends["choice_lens"], r))] for r in range(first, last)]
+                width = max(len(t) for t in tails)
+                hidden = torch.stack([torch.nn.functional.pad(t, (0, 0, 0, width - len(t))) for t in tails])
+                token0 = f.get_slice("token0")[i:i + 1][0]
+                out.append(Frozen(self.problems[i], kv, token0.to(device, dtype), hidden.to(device, dtype),
+                                  self.routing[i].to(device)))
+        return out
+
+
+def _span(ends: np.ndarray, i: int) -> tuple[int, int]:
+    return (int(ends[i - 1]) if i else 0), int(ends[i])
+
+
+def _split(flat: torch.Tensor, lengths: torch.Tensor) -> list[tuple[int, ...]]:
+    return [tuple(x) for x in torch.split(flat, lengths.tolist())] if len(lengths) else []
+
+
+def load_reference(directory) -> Reference:
+    """Read a reference directory; the frozen prefixes stay on disk until ``stored_frozen`` reads them."""
+    from safetensors import SafetensorError, safe_open
+
+    directory = Path(directory).expanduser()
+    meta_path, tensors_path = directory / METADATA_NAME, directory / TENSORS_NAME
+    if not meta_path.is_file() or not tensors_path.is_file():
+        raise RomaEvalError(f"reference {directory} has no {METADATA_NAME} and {TENSORS_NAME}; "
+                            "build one with `roma-eval c3po build-reference`")
+    try:
+        metadata = json.loads(meta_path.read_text())
+        n = int(metadata["n_references"])
+        with safe_open(str(tensors_path), framework="pt") as f:
+            small = {name: f.get_tensor(name) for name in ("embeddings", "routing", "gold", "context_ids",
+                                                            "context_lens", "choice_ids", "choice_lens", "n_choices")
+                     } if n else {}
+    except (ValueError, KeyError, TypeError, SafetensorError, OSError) as exc:
+        raise RomaEvalError(f"reference {directory} is unreadable ({exc}); rebuild it with "
+                            "`roma-eval c3po build-reference`") from None
+    if n == 0:
+        raise RomaEvalError(f"reference {directory} is empty: the base model answered no training sample correctly; "
+                            "rebuild it on more or easier training tasks")
+    contexts = _split(small["context_ids"], small["context_lens"])
+    choices = _split(small["choice_ids"], small["choice_lens"])
+    starts = np.concatenate([[0], np.cumsum(small["n_choices"].numpy())])
+    problems = [Problem(contexts[i], tuple(choices[starts[i]:starts[i + 1]]), int(small["gold"][i])) for i in range(n)]
+    return Reference(directory, metadata, small["embeddings"].numpy(), small["routing"].float(), problems)
+
+
+def check_reference(reference: Reference, model) -> None:
+    """Refuse a reference built for another base model: its pathways and prefixes mean nothing here."""
+    meta = reference.metadata
+    if router_fingerprint(model) != meta.get("router_fingerprint"):
+        raise RomaEvalError(f"reference {reference.directory} was built for base model {meta.get('base_model')}, "
+                            "whose routers differ from this model's; rebuild it with "
+                            "`roma-eval c3po build-reference --model <this model>`")
+    resolve_layers(model, reference.layers)  # the same MoE layers exist here
+
+
+# ---------------------------------------------------------------- building
+
+
+def _settings(model, samples, layers, max_length, prefixes, embedder) -> dict:
+    ids = hashlib.sha256("\n".join(f"{s.task}:{s.doc_id}" for s in samples).encode()).hexdigest()
+    return {"router_fingerprint": router_fingerprint(model), "samples_sha256": ids, "layers": layers,
+            "max_length": max_length, "prefixes": prefixes, "embedder": embedder,
+            "dtype": str(next(model.parameters()).dtype)}
+
+
+def _open_partial(partial: Path, settings: dict) -> None:
+    manifest = partial / "manifest.json"
+    if partial.is_dir() and manifest.is_file() and json.loads(manifest.read_text()) == settings:
+        return  # resume
+    if partial.exists():
+        print(f"discarding {partial}: it was started with other settings")
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    manifest.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def _chunk_arrays(model, tokenizer, samples: Sequence[Sample], layers, max_length, batch_size, embedder,
+                  prefixes: bool) -> tuple[dict, list[dict]]:
+    from roma_eval.embedding import embed
+
+    results = score_samples(model, tokenizer, samples, batch_size=batch_size, max_length=max_length)
+    good = [s for s, r in zip(samples, results) if r.acc == 1.0]
+    if not good:
+        return {}, []
+    problems = [problem_of(tokenizer, s, max_length) for s in good]
+    frozen = [f for start in range(0, len(problems), batch_size)
+              for f in freeze(model, problems[start:start + batch_size], layers)]
+    arrays = {
+        "embeddings": torch.from_numpy(embed([s.context for s in good], embedder)),
+        "routing": torch.stack([f.routing for f in frozen]).cpu(),
+        "gold": torch.tensor([p.gold for p in problems]),
+        "context_ids": torch.tensor([t for p in problems for t in p.context]),
+        "context_lens": torch.tensor([len(p.context) for p in problems]),
+        "choice_ids": torch.tensor([t for p in problems for c in p.continuations for t in c]),
+        "choice_lens": torch.tensor([len(c) for p in problems for c in p.continuations]),
+        "n_choices": torch.tensor([len(p.continuations) for p in problems]),
+    }
+    if prefixes:
+        arrays["prefix_lens"] = torch.tensor([len(p.context) - 1 for p in problems])
+        arrays["token0"] = torch.stack([f.token0 for f in frozen]).cpu()
+        arrays["tail_hidden"] = torch.cat([f.tail_hidden[j, : max(1, len(c))] for f in frozen
+                                           for j, c in enumerate(f.problem.continuations)]).cpu()
+        with_kv = [f for f in frozen if f.kv is not None]
+        for layer in range(len(with_kv[0].kv) if with_kv else 0):
+            for part, slot in (("keys", 0), ("values", 1)):
+                arrays[f"prefix.{layer}.{part}"] = torch.cat([f.kv[layer][slot].transpose(0, 1) for f in with_kv]).cpu()
+    records = [{"task": s.task, "doc_id": s.doc_id, "context": s.context} for s in good]
+    return arrays, records
+
+
+def _save_chunk(path: Path, arrays: dict, records: list[dict], n_scored: int) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in arrays.items()}, str(tmp),
+              metadata={"records": json.dumps(records), "n_scored": str(n_scored)})
+    os.replace(tmp, path)
+
+
+def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, base_model: str,
+                    revision: str | None = None, layers=None, embedder: str | None = None, batch_size: int = 8,
+                    chunk_size: int = 256, prefixes: bool = True, max_length: int | None = None,
+                    overwrite: bool = False, progress: bool = True) -> Path:
+    """Score the training ``samples`` with the base model, keep the ones it answers correctly and
+    write their pathways (and frozen prefixes) to ``out_dir``; resumable, written atomically."""
+    from safetensors import safe_open
+    from tqdm.auto import tqdm
+
+    from roma_eval.embedding import load_embedder
+
+    out_dir = Path(out_dir)
+    ensure_new_output(out_dir, overwrite)
+    other = sorted({s.task for s in samples if s.output_type != "multiple_choice"})
+    if other:
+        raise RomaEvalError(f"task(s) {', '.join(other)} are not multiple choice; C3PO's reference set needs labelled "
+                            "multiple-choice training tasks (their gold choice is the neighbours' label)")
+    if not samples:
+        raise RomaEvalError("no training samples were given; pass training tasks with a train split")
+    layers = resolve_layers(model, layers)
+    max_length = max_length or model_max_length(model)
+    partial = out_dir.parent / f"{out_dir.name}.partial"
+    _open_partial(partial, _settings(model, samples, layers, max_length, prefixes, embedder))
+    encoder = load_embedder(embedder)
+    starts = range(0, len(samples), chunk_size)
+    for n, start in enumerate(tqdm(starts, desc="C3PO reference (chunks)", disable=not progress)):
+        path = partial / f"chunk_{n:05d}.safetensors"
+        if not path.exists():
+            chunk = samples[start:start + chunk_size]
+            arrays, records = _chunk_arrays(model, tokenizer, chunk, layers, max_length, batch_size, encoder, prefixes)
+            _save_chunk(path, arrays, records, len(chunk))
+
+    parts, records = {}, []
+    for n in range(len(starts)):
+        with safe_open(str(partial / f"chunk_{n:05d}.safetensors"), framework="pt") as f:
+            records += json.loads(f.metadata()["records"])
+            for name in f.keys():
+                parts.setdefault(name, []).append(f.get_tensor(name))
+    if not records:
+        raise RomaEvalError(f"the base model answers none of the {len(samples)} training samples correctly, so the "
+                            "reference set would be empty; use more or easier training tasks")
+    arrays = {name: torch.cat(tensors) for name, tensors in parts.items()}
+    metadata = _metadata(model, tokenizer, samples, records, layers, max_length, prefixes, embedder,
+                         base_model, revision, batch_size)
+    _write_directory(out_dir, arrays, metadata, overwrite)
+    shutil.rmtree(partial)
+    return out_dir
+
+
+def _metadata(model, tokenizer, samples, records, layers, max_length, prefixes, embedder, base_model, revision,
+              batch_size) -> dict:
+    import lm_eval
+    import transformers
+
+    gate = routers(model)[layers[0]]
+    return {
+        "format_version": FORMAT_VERSION, "base_model": str(base_model), "revision": revision,
+        "model_type": spec_for(model).model_type, "router_fingerprint": router_fingerprint(model),
+        "num_hidden_layers": model.config.num_hidden_layers, "layers": layers,
+        "num_experts": int(gate.weight.shape[0]), "score_kind": spec_for(model).score_kind,
+        "embedder": embedder, "embedded_text": "context", "prefixes": prefixes,
+        "prefix_dtype": str(next(model.parameters()).dtype), "max_length": max_length,
+        "tokenizer": getattr(tokenizer, "name_or_path", None),
+        "n_training_samples": len(samples), "n_references": len(records),
+        "tasks": sorted({s.task for s in samples}),
+        "build": {"batch_size": batch_size, "success": "acc (argmax of summed continuation log-probabilities)"},
+        "versions": {"roma_eval": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                     "lm_eval": getattr(lm_eval, "__version__", "unknown")},
+        "samples": records,
+    }
+
+
+def _write_directory(out_dir: Path, arrays: dict, metadata: dict, overwrite: bool) -> None:
+    from safetensors.torch import save_file
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        save_file({k: v.contiguous() for k, v in arrays.items()}, str(staging / TENSORS_NAME), metadata={"format": "pt"})
+        (staging / METADATA_NAME).write_text(json.dumps(metadata, indent=2) + "\n")
+        if out_dir.exists() and overwrite:
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,305 @@
+"""C3PO against independent references: the uncached full forward, lm-eval's own `hf` model,
+brute-force mean-shift, loss sequences on a fixed example, and lm-eval's plain CLI."""
+
+import argparse
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from lm_eval_helpers import FIXTURE_TASKS, evaluate_api, evaluate_cli
+from roma_eval.c3po import C3PO, C3POConfig, Reference, TailBatch, build_reference, freeze, load_reference
+from roma_eval.c3po import reference as reference_module
+from roma_eval.c3po import steer_generation
+from roma_eval.c3po.methods import core_index, mode_finding, ngd
+from roma_eval.c3po.reference import problem_of
+from roma_eval.checkpoint import router_fingerprint
+from roma_eval.errors import RomaEvalError
+from roma_eval.routing import probe_routing, resolve_layers, steer_routing
+from roma_eval.samples import Sample, load_samples
+from roma_eval.scoring import build_choice_batch, choice_scores, score_samples
+from roma_eval.tiny import ARCHITECTURES, build_tiny_model, save_tiny_model
+
+TASKS = ["tiny_animals", "tiny_sums"]
+# Routers and experts strong enough (initializer_range) for a routing change to move the scores.
+STRONG = dict(seed=5, initializer_range=0.2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread than on two that spin-wait for each other on a shared
+    box; the plain-CLI subprocess gets one too, so both sides compute in the same order."""
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(threads)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS")
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
+def register_c3po():
+    """In-process registration for the API tests (the shim in roma_eval/_registration does it for the CLI)."""
+    import lm_eval.models  # noqa: F401  (fills the registry first)
+    from lm_eval.api.registry import model_registry
+
+    if "c3po" not in model_registry:
+        model_registry.register("c3po", target="roma_eval.lm_eval_c3po:C3POLM")
+
+
+def train_samples():
+    return load_samples(["c3po_fish_train"], split="train", include_path=[FIXTURE_TASKS])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tokenizer):
+    """A base model directory and its reference set, built through `roma-eval c3po build-reference`."""
+    from roma_eval.commands import c3po as command
+
+    root = tmp_path_factory.mktemp("c3po")
+    base_dir = save_tiny_model("olmoe", root / "base", tokenizer=tokenizer, **STRONG)
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["build-reference", "--model", str(base_dir), "--tasks", "c3po_fish_train",
+                              "--include_path", str(FIXTURE_TASKS), "--out", str(root / "ref"), "--chunk-size", "5"])
+    assert command.run(args) == 0
+    register_c3po()
+    return base_dir, root / "ref", root
+
+
+@pytest.fixture(scope="module")
+def hf_base(setup):
+    return evaluate_api("hf", f"pretrained={setup[0]}", TASKS)
+
+
+def mixed_samples():
+    # The last context is one token: no prefix at all, batched with ones that have a prefix.
+    contexts = ["Question: which animal is a mammal?\nAnswer:", "2+2=", "Q"]
+    choices = (" whale", " shark fish", " 4")
+    return [Sample("t", i, c, "multiple_choice", c, continuations=choices, choices=tuple(x.strip() for x in choices),
+                   gold=0) for i, c in enumerate(contexts)]
+
+
+@pytest.mark.parametrize("spec", ["last:3", "last:1"])  # last:1 steers the last layer: no layer runs after it
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_cached_steered_pass_equals_the_full_forward(arch, spec, tiny_models, tokenizer):
+    """Frozen prefix, token 0 through the first steered layer, tails from the next one == scoring.py's
+    full uncached forward with the same override at the last context token: scores, gradients and
+    the base routing."""
+    model = tiny_models[arch]
+    layers = resolve_layers(model, spec)
+    samples = mixed_samples()
+    frozen = freeze(model, [problem_of(tokenizer, s, 512) for s in samples], layers)
+    torch.manual_seed(0)
+    override = torch.softmax(3 * torch.randn(len(samples), len(layers), 8), dim=-1).requires_grad_()
+    cached, _ = TailBatch(frozen, "cpu").forward(model, layers, override)
+    batch = build_choice_batch(tokenizer, samples, max_length=512)
+    with steer_routing(model, override[batch.row_sample].unsqueeze(1), batch.last_context.unsqueeze(1), layers,
+                       mode="scores"):
+        full = choice_scores(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch)
+    with torch.no_grad():
+        base = choice_scores(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch)
+    torch.testing.assert_close(cached, full, atol=5e-5, rtol=0)
+    assert (full - base).abs().max() > 1e-3  # the override does change the scores
+    (g_cached,) = torch.autograd.grad(cached.sum(), override)
+    (g_full,) = torch.autograd.grad(full.sum(), override)
+    torch.testing.assert_close(g_cached, g_full, atol=1e-4, rtol=1e-3)
+    for sample, f in zip(samples, frozen):
+        ids = torch.tensor([tokenizer.encode(sample.context)])
+        torch.testing.assert_close(f.routing, probe_routing(model, ids, layers=layers)[0], atol=1e-6, rtol=0)
+
+
+def test_reference_build_resumes_and_stores_exact_prefixes(tmp_path, tokenizer, monkeypatch):
+    model = build_tiny_model("olmoe", tokenizer, **STRONG)
+    samples = train_samples()
+    build = dict(base_model="tiny", layers="last:2", chunk_size=5, progress=False)
+    real, calls = reference_module._chunk_arrays, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reference_module, "_chunk_arrays", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_reference(model, tokenizer, samples, tmp_path / "ref", **build)
+    calls.clear()
+    monkeypatch.setattr(reference_module, "_chunk_arrays", lambda *a, **k: calls.append(1) or real(*a, **k))
+    build_reference(model, tokenizer, samples, tmp_path / "ref", **build)
+    assert len(calls) == 2  # chunks 2 and 3 of 3: the first one was kept
+    assert not (tmp_path / "ref.partial").exists()
+    build_reference(model, tokenizer, samples, tmp_path / "fresh", **build)
+    resumed, fresh = load_reference(tmp_path / "ref"), load_reference(tmp_path / "fresh")
+    assert resumed.problems == fresh.problems and torch.equal(resumed.routing, fresh.routing)
+    assert [s["doc_id"] for s in resumed.metadata["samples"]] == list(range(8))  # the fish, as the base answers
+
+    stored = resumed.stored_frozen(range(len(resumed)), "cpu", torch.float32)
+    recomputed = freeze(model, resumed.problems, resumed.layers)
+    for a, b in zip(stored, recomputed):
+        torch.testing.assert_close(a.tail_hidden, b.tail_hidden, atol=1e-5, rtol=0)
+        torch.testing.assert_close(a.token0, b.token0, atol=1e-5, rtol=0)
+        for (ka, va), (kb, vb) in zip(a.kv, b.kv):
+            torch.testing.assert_close(ka, kb, atol=1e-5, rtol=0)
+            torch.testing.assert_close(va, vb, atol=1e-5, rtol=0)
+    with pytest.raises(RomaEvalError, match="already exists"):
+        build_reference(model, tokenizer, samples, tmp_path / "ref", **build)
+
+    # Without stored prefixes C3PO computes them itself: the same results.
+    build_reference(model, tokenizer, samples, tmp_path / "bare", prefixes=False, **build)
+    bare = load_reference(tmp_path / "bare")
+    assert not bare.has_prefixes and bare.problems == resumed.problems
+    tests = load_samples(["tiny_animals"], include_path=[FIXTURE_TASKS])[8:]
+    config = C3POConfig(lr=1.0)
+    with_prefixes = C3PO(model, resumed, config).score_samples(tokenizer, tests, progress=False)
+    without = C3PO(model, bare, config).score_samples(tokenizer, tests, progress=False)
+    for a, b in zip(with_prefixes, without):
+        assert a.scores == pytest.approx(b.scores, abs=1e-4)
+
+
+def test_kernel_regression_with_alpha_one_is_base(setup, hf_base):
+    """α = 1 keeps each test prompt's own pathway: per sample, lm-eval's `hf` results."""
+    base_dir, ref, _ = setup
+    c3po = evaluate_api("c3po", f"pretrained={base_dir},reference={ref},method=kernel,alpha=1", TASKS)
+    for doc_id, (resps, metrics) in hf_base["tiny_animals"].items():
+        ours, our_metrics = c3po["tiny_animals"][doc_id]
+        assert [r[0] for r in ours] == pytest.approx([r[0] for r in resps], abs=1e-4)
+        assert [r[1] for r in ours] == [r[1] for r in resps] and our_metrics == metrics
+    assert c3po["tiny_sums"] == hf_base["tiny_sums"]
+
+
+def fixed_example(tokenizer):
+    """A qwen3_moe model, C3PO over a reference of 6 of its own problems labelled with their
+    second-best choice (a loss with room to fall), and one test prompt (its pathway has clear top-k
+    margins) against two neighbourhoods of 3, as two test samples optimised together."""
+    model = build_tiny_model("qwen3_moe", tokenizer, **STRONG)
+    layers = resolve_layers(model, "last:2")
+    samples = train_samples()
+    problems = [problem_of(tokenizer, s, 512) for s in samples]
+    frozen = freeze(model, problems, layers)
+    with torch.no_grad():
+        scores, _ = TailBatch(frozen[:6], "cpu").forward(model, layers)
+    labelled = [dataclasses.replace(p, gold=int(s.argsort(descending=True)[1])) for p, s in zip(problems, scores)]
+    meta = {"layers": layers, "prefixes": False, "router_fingerprint": router_fingerprint(model), "embedder": None}
+    reference = Reference(FIXTURE_TASKS, meta, np.zeros((6, 4), np.float32),
+                          torch.stack([f.routing for f in frozen[:6]]), labelled)
+    c3po = C3PO(model, reference, C3POConfig())
+    index, weight = np.array([[0, 1, 2], [3, 4, 5]]), torch.tensor([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+    omega0 = torch.stack([frozen[6].routing, frozen[6].routing])
+    return c3po, index, weight, omega0
+
+
+def test_ngd_lowers_the_neighbours_loss_step_by_step(tokenizer):
+    """Plain gradient descent, as the paper's NGD.  (With hard top-k a step can flip a near-tied
+    expert choice and raise the loss; this example's pathway has no near-ties.)"""
+    c3po, index, weight, omega0 = fixed_example(tokenizer)
+    loss = c3po.neighbour_loss(index, weight)
+    omega, history = ngd(omega0, core_index(omega0, 0), "softmax", loss, steps=10, lr=1.0, lr_min=1e-5)
+    final = loss(omega).detach()
+    sequence = torch.cat([history, final.unsqueeze(0)])  # (11, 2): L at ω0, ω1, ..., ω10
+    # Non-increasing up to float32 rounding (an ulp of 4.9 is 5e-7; the last steps' lr is ~1e-5).
+    assert torch.all(sequence[1:] <= sequence[:-1] + 2e-6), sequence
+    assert torch.all(sequence[0] - sequence[-1] > 5e-3), sequence
+    assert torch.allclose(omega.sum(-1), torch.ones(2, 2)) and omega.min() >= 0  # still distributions
+
+    # Optimised together, each with its own variables == optimised one at a time.
+    alone = [ngd(omega0[g:g + 1], core_index(omega0[g:g + 1], 0), "softmax",
+                 c3po.neighbour_loss(index[g:g + 1], weight[g:g + 1]), steps=10, lr=1.0, lr_min=1e-5)[0]
+             for g in range(2)]
+    torch.testing.assert_close(omega, torch.cat(alone), atol=1e-5, rtol=0)
+
+    # Core experts: only the top-3 of each layer's base pathway move; the others keep their scores.
+    core = core_index(omega0, 3)
+    moved, _ = ngd(omega0, core, "softmax", loss, steps=3, lr=1.0, lr_min=1e-5)
+    others = torch.ones_like(omega0, dtype=torch.bool).scatter(-1, core, False)
+    assert torch.equal(moved[others], omega0[others]) and not torch.equal(moved, omega0)
+
+
+def test_mode_finding_is_mean_shift():
+    """Against a plain numpy mean-shift, with the neighbours' kernel weights as point weights."""
+    rng = np.random.default_rng(0)
+    points = rng.dirichlet(np.ones(4), size=(1, 5, 2))  # (G, k, layers, experts)
+    weight = rng.dirichlet(np.ones(5), size=1)
+    x, h = np.full(8, 0.25), 0.3
+    for _ in range(50):
+        w = weight[0] * np.exp(-((points[0].reshape(5, 8) - x) ** 2).sum(1) / (2 * h**2))
+        x = (w[:, None] * points[0].reshape(5, 8)).sum(0) / w.sum()
+    omega0 = torch.full((1, 2, 4), 0.25, dtype=torch.float64)
+    ours = mode_finding(omega0, torch.from_numpy(points), torch.from_numpy(weight), core_index(omega0, 0),
+                        "softmax", steps=50, bandwidth=h)
+    np.testing.assert_allclose(ours.numpy().reshape(-1), x, atol=1e-6)  # ours stops at a 1e-7 shift
+
+
+def test_generation_steers_the_last_prompt_token_and_optionally_every_token(tiny_models, tokenizer):
+    """Cached generation under ``steer_generation`` == uncached forwards steered at the same positions."""
+    model = tiny_models["mixtral"]
+    layers = resolve_layers(model, "last:2")
+    ids = torch.tensor([tokenizer.encode("Question: which animal is a mammal?\nAnswer:")])
+    torch.manual_seed(0)
+    omega = torch.softmax(3 * torch.randn(1, len(layers), 8), dim=-1)
+    n = ids.shape[1]
+    second_step = {}
+    for every_token, steered in ((False, [n - 1]), (True, [n - 1, n])):
+        with torch.no_grad(), steer_generation(model, omega, layers, every_token):
+            out = model.generate(ids, max_new_tokens=3, do_sample=False, output_logits=True,
+                                 return_dict_in_generate=True, pad_token_id=0)
+        prefix = out.sequences[:, : n + 1]  # the prompt and the first generated token
+        positions = torch.tensor([steered])
+        with torch.no_grad(), steer_routing(model, omega.unsqueeze(1).expand(-1, len(steered), -1, -1), positions,
+                                            layers, mode="scores"):
+            reference = model(input_ids=prefix).logits[:, -1]
+        torch.testing.assert_close(out.logits[1], reference, atol=1e-5, rtol=0)
+        second_step[every_token] = out.logits[1]
+    assert (second_step[True] - second_step[False]).abs().max() > 1e-4  # steering generated tokens is a change
+
+
+def test_python_api_and_plain_lm_eval_cli_agree_per_sample(setup, hf_base, tokenizer):
+    """`lm_eval --model c3po` (plain CLI, NGD) == lm-eval's Python API == C3PO.score_samples, per sample."""
+    base_dir, ref, root = setup
+    args = f"pretrained={base_dir},reference={ref},method=ngd,lr=1.0"
+    via_api = evaluate_api("c3po", args, TASKS)
+    via_cli = evaluate_cli("c3po", args, TASKS, root / "out")
+    assert via_cli == via_api
+    assert via_api["tiny_animals"] != hf_base["tiny_animals"]  # NGD moved the scores
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    samples = load_samples(["tiny_animals"], include_path=[FIXTURE_TASKS])
+    ours = C3PO(model, load_reference(ref), C3POConfig(lr=1.0)).score_samples(tokenizer, samples, progress=False)
+    for result in ours:
+        resps, metrics = via_api["tiny_animals"][result.doc_id]
+        assert result.scores == pytest.approx([r[0] for r in resps], abs=1e-4)
+        assert (result.acc, result.acc_norm) == (metrics["acc"], metrics["acc_norm"])
+
+
+def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from roma_eval.lm_eval_c3po import C3POLM
+
+    base_dir, ref, _ = setup
+    reference = load_reference(ref)
+    other = build_tiny_model("olmoe", tokenizer, seed=99)
+    with pytest.raises(RomaEvalError, match="was built for base model .* rebuild it"):
+        C3PO(other, reference)
+    model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    with pytest.raises(RomaEvalError, match=f"k=9 neighbours requested but the reference set .* has only {len(reference)}"):
+        C3PO(model, reference, C3POConfig(k=9))
+    with pytest.raises(RomaEvalError, match="k=8 neighbours are needed but only 7 reference samples remain"):
+        c3po = C3PO(model, reference, C3POConfig(k=8))
+        c3po.neighbours(c3po.embed([reference.metadata["samples"][0]["context"]]))
+    with pytest.raises(RomaEvalError, match="needs reference=DIR"):
+        C3POLM(pretrained=str(base_dir))
+    with pytest.raises(RomaEvalError, match="has no reference.json"):
+        load_reference(tmp_path)
+
+    samples = train_samples()
+    wrong = [dataclasses.replace(s, gold=int(np.argmin(r.scores)))
+             for s, r in zip(samples, score_samples(model, tokenizer, samples))]
+    with pytest.raises(RomaEvalError, match="answers none of the 12 training samples correctly"):
+        build_reference(model, tokenizer, wrong, tmp_path / "empty", base_model="tiny", progress=False)
