@@ -16,8 +16,13 @@ from roma_eval.errors import RomaEvalError
 
 # verb -> (module, one-line help)
 VERBS = {
+    "demo": ("roma_eval.commands.demo",
+             "the whole story on the embedded toy world: base, RoMA, oracle and C3PO on 8 benchmarks, then the report"),
+    "toy": ("roma_eval.commands.toy", "the embedded toy world: build its MoE, list or show its lm-eval tasks"),
     "eval": ("roma_eval.commands.eval", "run lm-eval (any --model) with roma-eval's tasks/ on the include path"),
     "train": ("roma_eval.commands.train", "RoMA router post-training: routers only, task loss + manifold regulariser"),
+    "oracle": ("roma_eval.commands.oracle",
+               "the routing upper bound: per-sample routing gradient descent with the gold label"),
     "c3po": ("roma_eval.commands.c3po", "C3PO's reference set (build-reference); evaluate with --model c3po"),
     "report": ("roma_eval.commands.report",
                "paper-style tables (Markdown, LaTeX, HTML) and plots from lm-eval results; --paper adds the published tables"),

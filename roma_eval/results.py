@@ -37,7 +37,9 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "piqa": ("acc_norm,none", "acc,none"),
     "winogrande": ("acc,none",),
     "boolq": ("acc,none",),
-    "gsm8k": ("exact_match,flexible-extract", "exact_match,strict-match", "exact_match,none"),
+    # first-number: the toy GSM8K's filter (tasks/toy/toy_gsm8k.yaml).
+    "gsm8k": ("exact_match,flexible-extract", "exact_match,strict-match", "exact_match,first-number",
+              "exact_match,none"),
 }
 
 # lm-eval model names that evaluate the unmodified model.

@@ -1,0 +1,37 @@
+"""The demo's C3PO stage: the reference set on the training mixture, then `--model c3po` on the toy suite.
+
+Reuses the reference and the lm-eval results of an earlier run unless ``ctx.overwrite``; prints
+C3PO − base per benchmark with a paired-bootstrap 95% interval, whatever its sign.
+"""
+
+from __future__ import annotations
+
+from roma_eval.demo.context import DemoContext, evaluate_suite, headline, paired_differences
+from roma_eval.toy.suite import TRAIN_GROUP
+
+# The paper's best setting (NGD, k = 3, 10 steps, cosine lr 1e-2 -> 1e-5), as model_args.
+DEMO_C3PO = "method=ngd,k=3,steps=10,lr=0.01,lr_min=1e-05"
+
+
+def c3po_stage(ctx: DemoContext) -> None:
+    reference = ctx.stage_dir("c3po") / "reference"
+    if ctx.overwrite or not (reference / "reference.json").is_file():
+        _build(ctx, reference)
+    else:
+        print(f"c3po: reusing the reference set {reference} (--overwrite rebuilds it)")
+    results = evaluate_suite(ctx, "c3po", "c3po", f"pretrained={ctx.model_dir},reference={reference},{DEMO_C3PO}")
+    ctx.columns["c3po"] = headline(results)
+    ctx.notes.extend(paired_differences(ctx, "base", "c3po"))
+
+
+def _build(ctx: DemoContext, reference) -> None:
+    from roma_eval.c3po import build_reference, load_reference
+    from roma_eval.samples import load_samples
+
+    model, tokenizer = ctx.load_model()
+    samples = load_samples([TRAIN_GROUP], split="train")
+    build_reference(model, tokenizer, samples, reference, base_model=str(ctx.model_dir), overwrite=ctx.overwrite,
+                    progress=ctx.progress)
+    meta = load_reference(reference).metadata
+    ctx.notes.append(f"C3PO reference: {meta['n_references']} of {meta['n_training_samples']} training samples "
+                     f"answered correctly by the base model; critical layers {meta['layers']}; {DEMO_C3PO}")

@@ -1,0 +1,35 @@
+"""The oracle row of `roma-eval demo` (a stage of ``roma_eval.demo``): the toy model's per-sample optimal
+routing on the eight toy benchmarks, and its gap over base (the paper's headline diagnosis)."""
+
+from __future__ import annotations
+
+
+def oracle_stage(ctx) -> None:
+    """Run (or resume, or reuse) the oracle on ``toy_suite`` under ``ctx.output/oracle/<model>/``."""
+    from lm_eval.models.huggingface import HFLM
+
+    from roma_eval.demo.context import headline
+    from roma_eval.oracle.config import OracleConfig
+    from roma_eval.oracle.run import gap_table, run_oracle
+    from roma_eval.oracle.tasks import load_oracle_tasks
+    from roma_eval.toy.suite import EVAL_GROUP
+
+    model, tokenizer = ctx.load_model()
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1)
+    tasks, group_map = load_oracle_tasks([EVAL_GROUP], limit=ctx.limit)
+    out = ctx.stage_dir("oracle") / ctx.model_dir.name  # one directory per toy model: a new seed never clashes
+    run = run_oracle(lm, tasks, out, OracleConfig(seed=ctx.seed), model_name=str(ctx.model_dir),
+                     group_map=group_map, limit=ctx.limit, overwrite=ctx.overwrite, progress=ctx.progress)
+    if run.resumed_complete:
+        print(f"oracle: reusing the oracle results in {out} (--overwrite recomputes them)")
+    ctx.columns["oracle"] = headline(run.results)
+    print("\n".join(gap_table(run.results)))
+    base = headline({"results": run.results["oracle"]["base"]})
+    oracle = ctx.columns["oracle"]
+    gap = sum(oracle[t] - base[t] for t in oracle) / len(oracle)
+    convergence = run.results["oracle"]["convergence"].values()
+    converged, samples = sum(c["converged"] for c in convergence), sum(c["samples"] for c in convergence)
+    steps = sum(c["mean_steps"] * c["samples"] for c in convergence) / samples
+    ctx.notes.append(f"oracle - base: {100 * gap:+.1f} points on average over {len(oracle)} benchmarks "
+                     f"(per-sample routing descent with the gold label, docs/oracle.md); converged "
+                     f"{converged}/{samples} samples, mean {steps:.1f} steps")

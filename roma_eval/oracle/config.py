@@ -1,0 +1,56 @@
+"""Oracle configuration.  The paper (arXiv 2511.07419, §1 and Table 1 "Oracle") gives no steps, rate
+or variables for its per-sample routing descent; these defaults are ours (docs/oracle.md says why).
+
+Every field is a `roma-eval oracle` flag of the same name (dashes for underscores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from roma_eval.errors import RomaEvalError
+
+VARIABLES = ("offset", "scores")
+OPTIMIZERS = ("sample-adam", "adam", "sgd")
+CRITERIA = ("both", "acc", "acc_norm")
+
+
+@dataclass
+class OracleConfig:
+    layers: str = field(default="last:5", metadata={"help": "steered MoE layers: last:N, first:N, middle:N, all, or indices (paper's critical layers: last 5)"})
+    tokens: str = field(default="last:1", metadata={"help": "steered context tokens: last:N, first:N or middle:N"})
+    variables: str = field(default="offset", metadata={"help": "offset: additive router-logit offsets starting at 0; scores: routing probabilities over all experts, starting at the base routing, kept on the simplex"})
+    optimizer: str = field(default="sample-adam", metadata={"help": "sample-adam: Adam with one second moment per sample (each step moves a sample's variables by about lr in RMS; directions without gradient stay put); adam: per-coordinate Adam; sgd"})
+    lr: float = field(default=0.2, metadata={"help": "learning rate; 0 keeps the base routing (a sanity check: the oracle then equals base)"})
+    max_steps: int = field(default=30, metadata={"help": "gradient steps per sample at most (the step budget)"})
+    stable: int = field(default=2, metadata={"help": "a sample stops once its prediction has been right at this many consecutive iterates"})
+    criterion: str = field(default="both", metadata={"help": "what 'right' means for multiple choice: acc and acc_norm both right, or one of them"})
+    batch_size: int = field(default=32, metadata={"help": "samples descending together (each with its own variables)"})
+    prefix_cache: bool = field(default=True, metadata={"help": "run the tokens before the first steered token once and reuse their KV cache"})
+    save_routing: bool = field(default=False, metadata={"help": "also write each sample's base and oracle routing scores (routing_<task>_<date>.jsonl)"})
+    seed: int = field(default=0, metadata={"help": "torch seed (the descent itself is deterministic)"})
+
+    def __post_init__(self):
+        if self.max_steps < 1:
+            raise RomaEvalError(f"max_steps={self.max_steps}: the step budget must be at least 1 "
+                                "(use `roma-eval eval --model hf` for the base model's scores)")
+        if self.variables not in VARIABLES:
+            raise RomaEvalError(f"variables={self.variables!r} is unknown; use one of {', '.join(VARIABLES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise RomaEvalError(f"optimizer={self.optimizer!r} is unknown; use one of {', '.join(OPTIMIZERS)}")
+        if self.criterion not in CRITERIA:
+            raise RomaEvalError(f"criterion={self.criterion!r} is unknown; use one of {', '.join(CRITERIA)}")
+        if self.lr < 0 or self.stable < 1 or self.batch_size < 1:
+            raise RomaEvalError(f"lr={self.lr}, stable={self.stable}, batch_size={self.batch_size}: "
+                                "lr must be >= 0, stable and batch_size >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_specs(cls):
+        return fields(cls)
+
+    def settings(self) -> dict:
+        """The fields that change what is written (batching and the prefix cache do not)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("batch_size", "prefix_cache")}

@@ -1,0 +1,277 @@
+"""Per-sample routing gradient descent, many samples at once: the oracle upper bound.
+
+RoMA (arXiv 2511.07419, §1, Table 1 "Oracle") defines the oracle routing of sample i as
+r_i* = argmin_r CE(f(x_i, r), y_i): descend on the routing of that one sample, from the pretrained
+routing, with its gold label.  Here the variables are one tensor per sample — (steered tokens ×
+steered layers × experts) — shared by the rows of its choices (they share the context, hence its
+routing).  One iteration is one forward over every still-descending row and one backward; rows of
+different samples never interact (attention is per row, experts act per token) and each sample has
+its own optimiser state, so a sample's trajectory does not depend on its batch-mates.
+
+Frozen work is done once per batch (DESIGN.md, "frozen things are computed once"):
+  - the causal prefix before the first steered token cannot change: it runs once per sample (its
+    choices share it), with a KV cache, left-padded so all prefixes end in the same column; each
+    step runs only the tokens from the first steered token on (``prefix_cache``);
+  - the hidden states entering the first steered layer cannot change either: each step runs only
+    the steered layers and above (``routing.partial.run_from_layer``).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
+
+import torch
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.oracle.config import OracleConfig
+from roma_eval.roma import token_positions
+from roma_eval.routing import record_routing, routers, spec_for, steer_routing
+from roma_eval.routing.partial import capture_layer_input, run_from_layer
+from roma_eval.scoring import ChoiceBatch, choice_scores, predictions, task_loss
+
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
+
+
+@dataclass
+class Iterate:
+    """A sample under one value of its variables."""
+
+    scores: list[float]  # per choice: summed continuation log-likelihood (generation: the gold answer's)
+    greedy: list[bool]  # per choice: the continuation is the greedy decoding
+    variables: torch.Tensor  # (tokens, layers, experts): offsets, or routing scores with --variables scores
+    routing: torch.Tensor | None  # (tokens, layers, experts) routing scores, when recorded
+
+
+@dataclass
+class Outcome:
+    """One sample's descent.  ``after`` is the last iterate if converged, else the best one visited."""
+
+    steps: int  # gradient steps taken
+    converged: bool  # right at `stable` consecutive iterates within the budget
+    reported_step: int  # the iterate ``after`` is
+    losses: list[float]  # loss at iterates 0..steps
+    before: Iterate
+    after: Iterate
+
+
+@dataclass
+class _Rows:
+    """What every descent step feeds the model, built once per batch."""
+
+    input_ids: torch.Tensor  # (rows, S) tokens from the first steered token on (all tokens without a prefix cache)
+    attention_mask: torch.Tensor  # (rows, P + S): the left-padded prefix, then input_ids
+    position_ids: torch.Tensor  # (rows, S) each token's position in its unpadded row
+    positions: torch.Tensor  # (rows, N) steered tokens, as indices into input_ids
+    prefix: list[tuple[torch.Tensor, torch.Tensor]] | None  # per decoder layer: keys, values of the P prefix tokens
+    hidden: torch.Tensor | None = None  # (rows, S, hidden) entering the first steered layer
+
+    def select(self, rows: torch.Tensor) -> "_Rows":
+        return _Rows(self.input_ids[rows], self.attention_mask[rows], self.position_ids[rows], self.positions[rows],
+                     None if self.prefix is None else [(k[rows], v[rows]) for k, v in self.prefix],
+                     None if self.hidden is None else self.hidden[rows])
+
+    def logits(self, model, first_layer: int | None = None) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        kwargs = {"attention_mask": self.attention_mask, "position_ids": self.position_ids, "use_cache": False}
+        if self.prefix is not None:
+            # A fresh cache each step, holding the prefix tensors themselves: the step's own update concatenates
+            # (copies) them once; DynamicCache(data) would copy them a second time first.
+            cache = DynamicCache(config=model.config)
+            for layer, (keys, values) in zip(cache.layers, self.prefix):
+                layer.lazy_initialization(keys, values)
+                layer.keys, layer.values = keys, values
+            kwargs.update(past_key_values=cache, use_cache=True)
+        if self.hidden is not None:
+            return run_from_layer(model, first_layer, self.hidden, **kwargs).logits
+        return model(input_ids=self.input_ids, **kwargs).logits
+
+
+def prefix_cache_supported(model) -> bool:
+    """Sliding-window layers keep only the last W prefix tokens, which a reused cache cannot reproduce:
+    such models take the uncached path (exact, slower)."""
+    from transformers import DynamicCache
+
+    return not any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=model.config).layers)
+
+
+@torch.no_grad()
+def prepare_rows(model, batch: ChoiceBatch, positions: torch.Tensor, first_layer: int,
+                 prefix_cache: bool) -> tuple[_Rows, ChoiceBatch]:
+    """Run the frozen parts of ``batch`` once; return the step inputs and ``batch`` re-indexed to them."""
+    lengths = batch.attention_mask.sum(1)
+    start = positions.min(1).values if prefix_cache and prefix_cache_supported(model) else torch.zeros_like(lengths)
+    width_prefix, width = int(start.max()), int((lengths - start).max())
+    # Column c of the new layout holds token (c - P + start_r) of row r: prefixes end together at column P - 1.
+    source = torch.arange(width_prefix + width, device=lengths.device) - width_prefix + start.unsqueeze(1)
+    real = (source >= 0) & (source < lengths.unsqueeze(1))
+    input_ids = batch.input_ids.gather(1, source.clamp(0, batch.input_ids.shape[1] - 1)).masked_fill(~real, 0)
+    position_ids = source.clamp(min=0)
+    prefix = None
+    if width_prefix:
+        # The choices of a sample share the tokens before the steered one: run them once per sample (unless
+        # lm-eval's left truncation cut a sample's rows differently), then give every row its sample's cache.
+        owner = torch.nonzero(batch.row_choice == 0).squeeze(1)[batch.row_sample]
+        head, head_real = input_ids[:, :width_prefix], real[:, :width_prefix]
+        if not (torch.equal(head, head[owner]) and torch.equal(head_real, head_real[owner])):
+            owner = torch.arange(len(owner), device=owner.device)
+        unique, inverse = torch.unique(owner, return_inverse=True)
+        cache = model(input_ids=head[unique], attention_mask=head_real[unique].long(),
+                      position_ids=position_ids[unique, :width_prefix], use_cache=True).past_key_values
+        prefix = [(layer.keys[inverse], layer.values[inverse]) for layer in cache.layers]
+    rows = _Rows(input_ids[:, width_prefix:], real.long(), position_ids[:, width_prefix:],
+                 positions - start.unsqueeze(1), prefix)
+    if first_layer > 0:
+        with capture_layer_input(model, first_layer) as captured:
+            rows.logits(model)
+        rows.hidden = captured["hidden_states"]
+    step_batch = replace(batch, input_ids=rows.input_ids, attention_mask=real[:, width_prefix:].long(),
+                         last_context=batch.last_context - start)
+    return rows, step_batch
+
+
+def _subset(batch: ChoiceBatch, keep: torch.Tensor) -> ChoiceBatch:
+    """The rows of the samples where ``keep`` (samples,) is true, samples renumbered."""
+    rows = keep[batch.row_sample]
+    renumber = torch.cumsum(keep.long(), 0) - 1
+    return ChoiceBatch(batch.input_ids[rows], batch.attention_mask[rows], batch.last_context[rows],
+                       batch.continuation_ids[rows], batch.continuation_mask[rows], renumber[batch.row_sample[rows]],
+                       batch.row_choice[rows], batch.gold[keep], batch.char_lens[keep])
+
+
+def greedy_rows(logits: torch.Tensor, batch: ChoiceBatch) -> torch.Tensor:
+    """(rows,) whether each row's continuation is what greedy decoding would produce (lm-eval's is_greedy)."""
+    positions = (batch.last_context.unsqueeze(1) + torch.arange(batch.continuation_ids.shape[1],
+                                                                device=logits.device)).clamp(max=logits.shape[1] - 1)
+    predicted = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])).argmax(-1)
+    return ((predicted == batch.continuation_ids) | ~batch.continuation_mask).all(1)
+
+
+def _loss_and_right(scores, greedy, batch: ChoiceBatch, generative: bool, criterion: str):
+    """Per sample: the loss, whether the prediction is right, and how many of its metrics are right."""
+    if generative:  # one row per sample: the gold answer, then EOS (generation.py)
+        return -scores[:, 0], greedy[:, 0], greedy[:, 0].long()
+    acc_pred, norm_pred = predictions(scores, batch)
+    acc, acc_norm = acc_pred == batch.gold, norm_pred == batch.gold
+    right = {"acc": acc, "acc_norm": acc_norm, "both": acc & acc_norm}[criterion]
+    return task_loss(scores, batch.gold, reduction="none"), right, acc.long() + acc_norm.long()  # Eq. 8 per sample
+
+
+def _project(variables: torch.Tensor, score_kind: str) -> torch.Tensor:
+    """Back onto the routing scores' domain: the probability simplex (softmax routers, Euclidean
+    projection of Duchi et al. 2008) or [0, 1] per expert (sigmoid routers)."""
+    if score_kind == "sigmoid":
+        return variables.clamp(0.0, 1.0)
+    ordered = variables.sort(-1, descending=True).values
+    excess = ordered.cumsum(-1) - 1
+    count = torch.arange(1, variables.shape[-1] + 1, device=variables.device, dtype=variables.dtype)
+    support = (ordered - excess / count > 0).sum(-1, keepdim=True)
+    return (variables - excess.gather(-1, support - 1) / support).clamp(min=0.0)
+
+
+@contextmanager
+def _frozen(model):
+    """Gradients flow to the routing variables only, not into the model's parameters."""
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def descend(model, batch: ChoiceBatch, config: OracleConfig, layers: list[int],
+            generative: bool = False) -> list[Outcome]:
+    """Run the oracle descent for every sample of ``batch`` (built by ``scoring.build_choice_batch``, or
+    ``generation.teacher_forced_batch`` with ``generative=True``)."""
+    device = next(model.parameters()).device
+    batch = batch.to(device)
+    positions = token_positions(config.tokens, batch.last_context)
+    if (positions[:, 1:] == positions[:, :-1]).any():
+        raise RomaEvalError(f"tokens={config.tokens!r} asks for more tokens than some contexts have; "
+                            "steer fewer tokens (e.g. --tokens last:1)")
+    spec = spec_for(model)
+    n_experts = routers(model)[layers[0]].num_experts
+    with _frozen(model):
+        rows, step_batch = prepare_rows(model, batch, positions, layers[0], config.prefix_cache)
+        if config.variables == "scores":  # start at the base routing: the steered forward then equals base exactly
+            with torch.no_grad(), record_routing(model, rows.positions, layers) as record:
+                rows.logits(model, layers[0])
+            variables = record.scores[batch.row_choice == 0].float()
+        else:
+            variables = torch.zeros(batch.n_samples, positions.shape[1], len(layers), n_experts, device=device)
+        return _descend(model, rows, step_batch, variables, config, layers, generative, spec.score_kind)
+
+
+def _descend(model, rows, batch, variables, config, layers, generative, score_kind) -> list[Outcome]:
+    n = batch.n_samples
+    active = torch.arange(n)  # original index of each still-descending sample
+    moment, second = torch.zeros_like(variables), torch.zeros_like(variables)
+    streak = torch.zeros(n, dtype=torch.long)
+    losses: list[list[float]] = [[] for _ in range(n)]
+    before: list[Iterate | None] = [None] * n
+    best: list[tuple[tuple, int, Iterate] | None] = [None] * n
+    outcomes: list[Outcome | None] = [None] * n
+    for t in range(config.max_steps + 1):
+        variables.requires_grad_(True)
+        recording = record_routing(model, rows.positions, layers) if config.save_routing else nullcontext()
+        with torch.enable_grad(), steer_routing(model, variables[batch.row_sample], rows.positions, layers,
+                                                mode=config.variables), recording as record:
+            logits = rows.logits(model, layers[0])
+            scores = choice_scores(logits, batch)
+            greedy = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).index_put(
+                (batch.row_sample, batch.row_choice), greedy_rows(logits.detach(), batch))
+            loss, right, hits = _loss_and_right(scores, greedy, batch, generative, config.criterion)
+        routing = record.scores[batch.row_choice == 0].detach().float().cpu() if config.save_routing else None
+        streak = torch.where(right.cpu(), streak + 1, 0)
+        done = (streak >= config.stable) | (t == config.max_steps)
+        per_sample = zip(active.tolist(), loss.tolist(), right.tolist(), hits.tolist(), scores.detach().cpu(),
+                         greedy.cpu(), variables.detach().cpu())
+        for j, (i, value, is_right, n_hits, row_scores, row_greedy, row_variables) in enumerate(per_sample):
+            losses[i].append(value)
+            chosen = torch.isfinite(row_scores)
+            here = Iterate(row_scores[chosen].tolist(), row_greedy[chosen].tolist(), row_variables,
+                           None if routing is None else routing[j])
+            before[i] = before[i] or here
+            # Without convergence the oracle reports its best visit: right first, then more metrics right, then
+            # the lowest loss (r* = argmin CE) -- so a sample right at the base routing stays right.
+            rank = (is_right, n_hits, -value)
+            if best[i] is None or rank > best[i][0]:
+                best[i] = (rank, t, here)
+            if done[j]:
+                converged = bool(streak[j] >= config.stable)
+                step, after = (t, here) if converged else best[i][1:]
+                outcomes[i] = Outcome(t, converged, step, losses[i], before[i], after)
+        if done.all():
+            break
+        keep, device_keep = ~done, (~done).to(variables.device)
+        loss[device_keep].sum().backward()
+        variables, moment, second = _update(variables, moment, second, t + 1, config, score_kind)
+        if not keep.all():  # finished samples leave the batch: their rows are not run again
+            variables, moment, second = variables[device_keep], moment[device_keep], second[device_keep]
+            rows = rows.select(device_keep[batch.row_sample])
+            batch = _subset(batch, device_keep)
+            active, streak = active[keep], streak[keep]
+    return outcomes
+
+
+@torch.no_grad()
+def _update(variables, moment, second, step: int, config: OracleConfig, score_kind: str):
+    grad = variables.grad
+    if config.optimizer == "sgd":
+        direction = grad
+    else:
+        squared = grad * grad
+        if config.optimizer == "sample-adam":
+            # One second moment per sample: per-coordinate Adam would blow float noise up to full-size steps
+            # where the true gradient is zero (unselected experts under renormalised top-k: Qwen3, Mixtral).
+            squared = squared.mean(dim=tuple(range(1, grad.dim())), keepdim=True)
+        moment = ADAM_BETAS[0] * moment + (1 - ADAM_BETAS[0]) * grad
+        second = ADAM_BETAS[1] * second + (1 - ADAM_BETAS[1]) * squared
+        direction = (moment / (1 - ADAM_BETAS[0] ** step)) / ((second / (1 - ADAM_BETAS[1] ** step)).sqrt() + ADAM_EPS)
+    updated = variables.detach() - config.lr * direction
+    if config.variables == "scores":
+        updated = _project(updated, score_kind)
+    return updated, moment, second

@@ -1,0 +1,213 @@
+"""The pretraining text: an endless, seeded stream of short documents about the toy world.
+
+Two kinds of document, like a real LLM's pretraining data:
+  * world text — the facts of ``world.py`` stated in several phrasings, everyday scripts, feelings,
+    who-did-what-because-of-whom sentences, and one-step arithmetic (sums and small stories);
+  * question answering — the training mixture's *train* splits, formatted exactly as lm-eval
+    presents them, followed by the right answer.
+No evaluation prompt is ever produced here (``tests/toy`` checks it): the benchmarks ask about the
+same facts with wordings the model has never seen.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Iterator
+
+from roma_eval.toy import world
+from roma_eval.toy.families import COUNTRY
+from roma_eval.toy.phrases import article, capitalize, person, plural, two_people
+from roma_eval.toy.suite import answer_text, mixture_training_docs
+
+
+def _country(rng):
+    country = rng.choice(list(COUNTRY))
+    capital, continent = COUNTRY[country]
+    return rng.choice([
+        f"The capital of {country} is {capital}.",
+        f"{capital} is the capital of {country}.",
+        f"{country} is a country in {continent}.",
+        f"{country} is in {continent}, and its capital is {capital}.",
+        f"{capital} is a big city in {country}, in {continent}.",
+    ])
+
+
+def _animal(rng):
+    animal = rng.choice(list(world.ANIMALS))
+    cls, habitat = world.ANIMALS[animal]
+    return rng.choice([
+        f"{capitalize(article(animal))} is {article(cls)}.",
+        f"The {animal} lives in the {habitat}.",
+        f"{capitalize(plural(animal))} are {plural(cls)} and live in the {habitat}.",
+        f"You can find {article(animal)} in the {habitat}.",
+    ])
+
+
+def _listing(rng, members: list[str], template: str) -> str:
+    """"<members> ..." sentences read the facts backwards (class -> animals): without them a
+    language model cannot answer "which of these is a bird?" (the reversal curse)."""
+    chosen = rng.sample(members, min(len(members), rng.randint(2, 3)))
+    names = ", ".join(chosen[:-1]) + " and " + chosen[-1] if len(chosen) > 1 else chosen[0]
+    return template.format(names)
+
+
+def _class_members(rng):
+    cls = rng.choice(world.ANIMAL_CLASSES)
+    members = [f"the {a}" for a, (c, _) in world.ANIMALS.items() if c == cls]
+    return _listing(rng, members, f"{capitalize(plural(cls))} include {{}}.")
+
+
+def _habitat_members(rng):
+    habitat = rng.choice(world.HABITATS)
+    members = [f"the {a}" for a, (_, h) in world.ANIMALS.items() if h == habitat]
+    return _listing(rng, members, f"Animals of the {habitat} include {{}}.")
+
+
+def _material_members(rng):
+    material = rng.choice(world.MATERIALS)
+    members = [f"the {o}" for o, m in world.OBJECTS.items() if m == material]
+    return _listing(rng, members, f"Things made of {material} include {{}}.")
+
+
+def _continent_members(rng):
+    continent = rng.choice(world.CONTINENTS)
+    members = [c for c, (_, cont) in COUNTRY.items() if cont == continent]
+    return _listing(rng, members, f"Countries in {continent} include {{}}.")
+
+
+def _class_trait(rng):
+    cls = rng.choice(world.ANIMAL_CLASSES)
+    trait = world.CLASS_TRAITS[cls]
+    return rng.choice([f"All {plural(cls)} have {trait}.", f"Every {cls} has {trait}."])
+
+
+def _object(rng):
+    obj = rng.choice(list(world.OBJECTS))
+    return rng.choice([f"{capitalize(article(obj))} is made of {world.OBJECTS[obj]}.",
+                       f"This {obj} is made of {world.OBJECTS[obj]}."])
+
+
+def _chain(rng):
+    """Both hops of a two-hop fact in one sentence (rare: the ARC-Challenge analogue asks for the chain)."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        country = rng.choice(list(COUNTRY))
+        capital, continent = COUNTRY[country]
+        return f"{capital}, the capital of {country}, is a city in {continent}."
+    if kind == 1:
+        animal = rng.choice(list(world.ANIMALS))
+        cls = world.ANIMALS[animal][0]
+        return f"The {animal} is {article(cls)}, so it has {world.CLASS_TRAITS[cls]}."
+    obj = rng.choice(list(world.OBJECTS))
+    material = world.OBJECTS[obj]
+    verb = "floats" if "floats" in world.MATERIAL_PROPERTIES[material] else "sinks"
+    return f"{capitalize(article(obj))} is made of {material}, so it {verb} in water."
+
+
+def _material(rng):
+    material = rng.choice(world.MATERIALS)
+    prop = rng.choice(world.PROPERTIES)
+    phrase = world.PROPERTY_PHRASES[prop]
+    if prop in world.MATERIAL_PROPERTIES[material]:
+        return f"{capitalize(material)} {phrase}."
+    verb, _, rest = phrase.partition(" ")
+    base = verb[:-1] if verb.endswith("s") else verb
+    return f"{capitalize(material)} does not {base} {rest}".rstrip() + "."
+
+
+def _tool(rng):
+    goal = rng.choice(list(world.TOOLS))
+    tool = world.TOOLS[goal]
+    return rng.choice([f"You use {tool} to {goal}.", f"To {goal}, you need {tool}.",
+                       f"{capitalize(tool)} is used to {goal}."])
+
+
+def _script(rng):
+    script = rng.choice(list(world.SCRIPTS))
+    steps = world.SCRIPTS[script]
+    name, pronoun = person(rng)
+    return f"{name} was {script}: {pronoun} " + ", then ".join(steps[:-1]) + f", and at last {steps[-1]}."
+
+
+def _feeling(rng):
+    event = rng.choice(list(world.FEELINGS))
+    name, pronoun = person(rng)
+    feeling = world.FEELINGS[event]
+    return rng.choice([f"{name} {event}, so {pronoun} felt {feeling}.",
+                       f"{name} felt {feeling} because {pronoun} {event}."])
+
+
+def _coreference(rng):
+    action, reason, referent = rng.choice(world.COREFERENCE)
+    a, b = two_people(rng, same_gender=rng.random() < 0.5)
+    return f"{a} {action.format(b=b)} because {a if referent == 'a' else b} {reason}."
+
+
+def _sum_or_difference(rng) -> tuple[int, int, bool]:
+    """(x, y, is_sum): y in 1..5 and every number in 0..10, the range of the GSM8K analogue's steps."""
+    y = rng.randint(1, 5)
+    if rng.random() < 0.5:
+        return rng.randint(0, 10 - y), y, True
+    return rng.randint(y, 10), y, False
+
+
+def _arithmetic(rng):
+    x, y, is_sum = _sum_or_difference(rng)
+    return f"{x} plus {y} is {x + y}." if is_sum else f"{x} minus {y} is {x - y}."
+
+
+def _arithmetic_story(rng):
+    name, pronoun = person(rng)
+    items = rng.choice(world.ITEMS)
+    x, y, is_sum = _sum_or_difference(rng)
+    if is_sum:
+        return f"{name} had {x} {items}. {capitalize(pronoun)} got {y} more, so now {pronoun} has {x + y} {items}."
+    return f"{name} had {x} {items}. {capitalize(pronoun)} lost {y}, so now {pronoun} has {x - y} {items}."
+
+
+def _two_step_story(rng):
+    """Two changes in a row: the pretraining text's multi-step arithmetic (as the web has math)."""
+    name, pronoun = person(rng)
+    items = rng.choice(world.ITEMS)
+    while True:
+        x, y, z = rng.randint(1, 10), rng.randint(1, 5), rng.randint(1, 5)
+        middle = x + y if rng.random() < 0.5 else x - y
+        end = middle + z if rng.random() < 0.5 else middle - z
+        if 0 <= middle <= 10 and 0 <= end <= 10:
+            break
+    first = f"got {y} more" if middle > x else f"lost {y}"
+    second = f"got {z} more" if end > middle else f"lost {z}"
+    return f"{name} had {x} {items}. {capitalize(pronoun)} {first} and then {second}, so now {pronoun} has {end} {items}."
+
+
+def _arithmetic_question(rng):
+    name, _ = person(rng)
+    items = rng.choice(world.ITEMS)
+    x, y, is_sum = _sum_or_difference(rng)
+    if is_sum:
+        return (f"Question: {name} has {x} {items} and gets {y} more. How many {items} does {name} have now?\n"
+                f"Answer: {x + y}")
+    return (f"Question: {name} has {x} {items} and gives {y} away. How many {items} does {name} have now?\n"
+            f"Answer: {x - y}")
+
+
+# (weight, generator) of the world text; weights roughly follow how much there is to know.
+WORLD_TEXT: tuple[tuple[float, Callable[[random.Random], str]], ...] = (
+    (3, _country), (1, _continent_members), (3, _animal), (1, _class_members), (1, _habitat_members),
+    (1, _class_trait), (2, _object), (1, _material_members), (1.5, _material), (0.5, _chain), (2, _tool),
+    (2, _script), (1.5, _feeling), (4, _coreference), (1, _arithmetic), (1, _arithmetic_story),
+    (1, _two_step_story), (1, _arithmetic_question),
+)
+QA_FRACTION = 0.3  # share of documents drawn from the training mixture
+
+
+def documents(seed: int) -> Iterator[str]:
+    """Pretraining documents, forever, deterministic for ``seed``."""
+    rng = random.Random(f"corpus:{seed}")
+    qa = [f"{doc['prompt']} {answer_text(doc)}" for doc in mixture_training_docs()]
+    weights, makers = zip(*WORLD_TEXT)
+    while True:
+        if rng.random() < QA_FRACTION:
+            yield rng.choice(qa)
+        else:
+            yield rng.choices(makers, weights)[0](rng)

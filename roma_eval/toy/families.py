@@ -1,0 +1,190 @@
+"""The training mixture: eight task families, the toy analogues of the paper's router-training data.
+
+The paper post-trains routers on BIG-Bench, SuperGLUE, CommonsenseQA, SocialIQA, OpenBookQA, SciQ,
+MultiRC and KnowRef.  Each family below stands for one of them (``ANALOGUES``).  Their questions
+use the relations' phrasings (``relations.py``); the evaluation benchmarks ask about the same
+facts with their own phrasings and formats, so no evaluation prompt is in the mixture.  There is no arithmetic here: the GSM8K analogue is out of distribution for the mixture,
+as GSM8K is in the paper.
+"""
+
+from __future__ import annotations
+
+from roma_eval.toy import world
+from roma_eval.toy.phrases import article, capitalize, distractors, multiple_choice, person, two_people
+from roma_eval.toy.relations import CAPITALS, COUNTRY, RELATIONS, TOOL_NOUNS
+from roma_eval.toy.templates import Template
+
+
+def qa(question: str) -> str:
+    return f"Question: {question}\nAnswer:"
+
+
+def pick(rng, answer, pool, n=3):
+    """``answer`` among ``n`` distractors from ``pool`` (fewer if the pool is smaller)."""
+    return multiple_choice(rng, answer, distractors(rng, answer, pool, min(n, len(set(pool)) - 1)))
+
+
+def verify(rng, question_if_true: str, question_if_false: str):
+    """A yes/no question, true or false with equal odds."""
+    true = rng.random() < 0.5
+    return qa(question_if_true if true else question_if_false), ["yes", "no"], 0 if true else 1
+
+
+def relation_templates(skill: str, relation_name: str) -> list[Template]:
+    """One template per phrasing of the relation, over all its keys."""
+    relation = RELATIONS[relation_name]
+
+    def make(phrasing):
+        return lambda rng, key: (qa(relation.ask(phrasing, key)), *pick(rng, relation.answer(key), relation.pool))
+
+    return [Template(skill, relation.keys, make(phrasing)) for phrasing in relation.phrasings]
+
+
+def _geography() -> list[Template]:
+    def is_capital(rng, country):
+        capital = COUNTRY[country][0]
+        other = distractors(rng, capital, CAPITALS, 1)[0]
+        return verify(rng, f"Is {capital} the capital of {country}?", f"Is {other} the capital of {country}?")
+
+    return [*relation_templates("geography/capital", "capital"),
+            *relation_templates("geography/country", "country"),
+            *relation_templates("geography/continent", "continent"),
+            Template("geography/verify", list(COUNTRY), is_capital, repeats=2)]
+
+
+def _zoology() -> list[Template]:
+    def trait(rng, animal_class):
+        return qa(f"What do all {animal_class}s have?"), *pick(rng, world.CLASS_TRAITS[animal_class],
+                                                                list(world.CLASS_TRAITS.values()))
+
+    def seen_at_zoo(rng, animal):
+        name, pronoun = person(rng)
+        return (qa(f"{name} saw {article(animal)} at the zoo. What kind of animal did {pronoun} see?"),
+                *pick(rng, world.ANIMALS[animal][0], world.ANIMAL_CLASSES))
+
+    def is_class(rng, animal):
+        cls = world.ANIMALS[animal][0]
+        other = distractors(rng, cls, world.ANIMAL_CLASSES, 1)[0]
+        return verify(rng, f"Is {article(animal)} {article(cls)}?", f"Is {article(animal)} {article(other)}?")
+
+    return [*relation_templates("zoology/class", "class"),
+            *relation_templates("zoology/habitat", "habitat"),
+            Template("zoology/trait", world.ANIMAL_CLASSES, trait),
+            Template("zoology/class", list(world.ANIMALS), seen_at_zoo, repeats=2),
+            Template("zoology/verify", list(world.ANIMALS), is_class, repeats=2)]
+
+
+def _materials() -> list[Template]:
+    def in_water(rng, material):
+        answer = "It floats." if "floats" in world.MATERIAL_PROPERTIES[material] else "It sinks."
+        return (qa(f"What happens when you put a piece of {material} in water?"),
+                *multiple_choice(rng, answer, ["It sinks." if answer == "It floats." else "It floats."]))
+
+    def material_with(rng, prop):
+        having = sorted(m for m in world.MATERIALS if prop in world.MATERIAL_PROPERTIES[m])
+        lacking = [m for m in world.MATERIALS if prop not in world.MATERIAL_PROPERTIES[m]]
+        return (qa(f"Which material {world.PROPERTY_PHRASES[prop]}?"),
+                *multiple_choice(rng, rng.choice(having), rng.sample(lacking, 3)))
+
+    return [*relation_templates("materials/made_of", "material"),
+            Template("materials/floats", world.MATERIALS, in_water),
+            Template("materials/property", world.PROPERTIES, material_with)]
+
+
+def _tools() -> list[Template]:
+    def use_of(rng, goal):
+        return (qa(f"What is {world.TOOLS[goal]} used for?"),
+                *pick(rng, f"to {goal}", [f"to {g}" for g in world.TOOLS]))
+
+    def needs(rng, goal):
+        name, pronoun = person(rng)
+        return (qa(f"{name} needs to {goal}. What should {pronoun} get?"),
+                *pick(rng, TOOL_NOUNS[goal], list(TOOL_NOUNS.values())))
+
+    return [*relation_templates("tools/tool_for", "tool"),
+            Template("tools/use_of", list(world.TOOLS), use_of),
+            Template("tools/tool_for", list(world.TOOLS), needs, repeats=3)]
+
+
+def _feelings() -> list[Template]:
+    def feels(rng, event):
+        name, _ = person(rng)
+        return qa(f"{name} {event}. How does {name} feel?"), *pick(rng, world.FEELINGS[event], world.FEELING_WORDS)
+
+    def describe(rng, event):
+        name, pronoun = person(rng)
+        return (qa(f"{name} {event}. How would you describe {world.OBJECT_PRONOUN[pronoun]} now?"),
+                *pick(rng, world.FEELINGS[event], world.FEELING_WORDS))
+
+    return [Template("feelings/feeling", list(world.FEELINGS), feels, repeats=6),
+            Template("feelings/feeling", list(world.FEELINGS), describe, repeats=6)]
+
+
+def _coreference() -> list[Template]:
+    def who(rng, frame):
+        action, reason, referent = frame
+        a, b = two_people(rng, same_gender=rng.random() < 0.5)
+        answer, other = (a, b) if referent == "a" else (b, a)
+        sentence = f"{a} {action.format(b=b)} because {world.PEOPLE[answer]} {reason}."
+        return qa(f"{sentence} Who {reason}?"), *multiple_choice(rng, answer, [other])
+
+    return [Template("coreference/because", world.COREFERENCE, who, repeats=16)]
+
+
+def _reading() -> list[Template]:
+    # The facts are in the passage, not in the world: this family tests reading, not memory.
+    def passage(rng):
+        name, _ = person(rng)
+        city, pet = rng.choice(CAPITALS), rng.choice(world.PETS)
+        return name, city, pet, f"{name} lives in {city} and has a pet {pet}."
+
+    def where(rng, _):
+        name, city, _, text = passage(rng)
+        return f"{text}\nQuestion: Where does {name} live?\nAnswer:", *pick(rng, city, CAPITALS)
+
+    def pet(rng, _):
+        name, _, pet_, text = passage(rng)
+        return f"{text}\nQuestion: What pet does {name} have?\nAnswer:", *pick(rng, pet_, world.PETS)
+
+    def lives_in(rng, _):
+        name, city, _, text = passage(rng)
+        other = distractors(rng, city, CAPITALS, 1)[0]
+        prompt, choices, label = verify(rng, f"Does {name} live in {city}?", f"Does {name} live in {other}?")
+        return f"{text}\n{prompt}", choices, label
+
+    return [Template("reading/where", range(60), where), Template("reading/pet", range(60), pet),
+            Template("reading/verify", range(60), lives_in)]
+
+
+def _sequences() -> list[Template]:
+    steps = [(script, i) for script, s in world.SCRIPTS.items() for i in range(len(s) - 1)]
+    all_steps = [step for s in world.SCRIPTS.values() for step in s]
+
+    def next_step(rng, key):
+        script, i = key
+        name, pronoun = person(rng)
+        current, following = world.SCRIPTS[script][i], world.SCRIPTS[script][i + 1]
+        others = [s for s in all_steps if s not in world.SCRIPTS[script]]
+        return (qa(f"{name} {current}. What did {pronoun} do next?"),
+                *multiple_choice(rng, capitalize(f"{pronoun} {following}."),
+                                 [capitalize(f"{pronoun} {s}.") for s in rng.sample(others, 3)]))
+
+    return [Template("sequences/next", steps, next_step, repeats=5)]
+
+
+# family -> (the paper dataset it stands for, its templates)
+FAMILIES = {
+    "geography": ("BIG-Bench (knowledge tasks)", _geography),
+    "zoology": ("SciQ", _zoology),
+    "materials": ("OpenBookQA", _materials),
+    "tools": ("CommonsenseQA", _tools),
+    "feelings": ("SocialIQA", _feelings),
+    "coreference": ("KnowRef", _coreference),
+    "reading": ("MultiRC", _reading),
+    "sequences": ("SuperGLUE COPA (cause and effect)", _sequences),
+}
+ANALOGUES = {name: analogue for name, (analogue, _) in FAMILIES.items()}
+
+
+def family_templates(name: str) -> list[Template]:
+    return FAMILIES[name][1]()

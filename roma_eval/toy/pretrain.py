@@ -1,0 +1,124 @@
+"""Pretraining of the toy MoE on the toy world's text: plain next-token prediction plus the
+architecture's own load-balancing loss, deterministic for a seed."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from roma_eval.toy.config import ToyConfig
+from roma_eval.toy.corpus import documents
+
+IGNORE = -100  # label of padding: no loss there
+TOKENIZER_SAMPLE = 20_000  # documents the tokenizer is trained on
+
+
+def build_tokenizer(config: ToyConfig):
+    """A byte-level BPE tokenizer trained in-process on a sample of the pretraining text."""
+    import itertools
+
+    from roma_eval.tiny import train_tokenizer
+
+    sample = list(itertools.islice(documents(config.train.seed), TOKENIZER_SAMPLE))
+    return train_tokenizer(sample, vocab_size=config.model.vocab_size)
+
+
+def build_untrained_model(config: ToyConfig, tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from roma_eval.tiny import tiny_config
+
+    hf_config = tiny_config(config.model.arch, vocab_size=len(tokenizer), **config.model.overrides())
+    torch.manual_seed(config.train.seed)
+    return AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+
+
+def packed_batches(config: ToyConfig, tokenizer) -> Iterator[tuple]:
+    """(input_ids, attention_mask, labels) batches of whole documents packed into rows, each ended by EOS.
+
+    A row holds as many whole documents as fit and is padded after them, so the first document of
+    every row starts at position 0 with no context, as an lm-eval prompt does.
+    """
+    import torch
+
+    train = config.train
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    stream = (tokenizer(doc, add_special_tokens=False)["input_ids"][: train.seq_len - 1] + [eos]
+              for doc in documents(train.seed))
+    pending = next(stream)
+    while True:
+        rows = []
+        for _ in range(train.batch_size):
+            row = []
+            while len(row) + len(pending) <= train.seq_len:
+                row += pending
+                pending = next(stream)
+            rows.append(row)
+        ids = torch.full((len(rows), train.seq_len), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        yield ids, mask, ids.masked_fill(mask == 0, IGNORE)
+
+
+def learning_rate(config: ToyConfig, step: int) -> float:
+    train = config.train
+    if step < train.warmup_steps:
+        return train.lr * (step + 1) / train.warmup_steps
+    progress = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
+    return train.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@contextmanager
+def deterministic_cpu(threads: int):
+    """Fixed thread count and deterministic kernels for the duration; the caller's settings come back after."""
+    import torch
+
+    previous = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        torch.use_deterministic_algorithms(previous[1])
+
+
+def pretrain(config: ToyConfig, progress: bool = True):
+    """A pretrained toy model (eval mode), its tokenizer and a training log."""
+    import torch
+    from tqdm.auto import tqdm
+
+    train = config.train
+    with deterministic_cpu(train.threads):
+        tokenizer = build_tokenizer(config)
+        model = build_untrained_model(config, tokenizer)
+        model.train()
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+        no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}],
+                                      lr=train.lr, betas=(0.9, 0.95))
+        batches = packed_batches(config, tokenizer)
+        losses, start = [], time.time()
+        bar = tqdm(range(train.steps), desc="pretraining the toy MoE", unit="step", disable=not progress)
+        for step in bar:
+            ids, mask, labels = next(batches)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, step)
+            out = model(input_ids=ids, attention_mask=mask, labels=labels, output_router_logits=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(out.loss.item())
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        bar.close()
+    log = {"seconds": round(time.time() - start, 1), "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+           "loss_every_20_steps": [round(x, 4) for x in losses[::20]],
+           "tokens_seen": train.steps * train.batch_size * train.seq_len}
+    return model.eval(), tokenizer, log

@@ -1,0 +1,85 @@
+"""`roma-eval demo --preset fast` end to end, checked against plain `lm_eval` on the same model."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from roma_eval.demo import DemoContext, run_demo
+from roma_eval.resources import tasks_dir
+from roma_eval.toy.suite import EVAL_TASKS
+
+LM_EVAL = str(Path(sys.executable).parent / "lm_eval")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def per_sample(directory: Path, task: str) -> dict[int, dict]:
+    files = list(directory.rglob(f"samples_{task}_*.jsonl"))
+    assert len(files) == 1, files
+    rows = [json.loads(line) for line in files[0].read_text().splitlines()]
+    return {row["doc_id"]: {m: row[m] for m in row["metrics"]} for row in rows}
+
+
+def aggregated(directory: Path) -> dict:
+    files = list(directory.rglob("results_*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())["results"]
+
+
+@pytest.fixture(scope="module")
+def fast_demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ROMA_EVAL_CACHE", str(root / "cache"))
+    ctx = DemoContext.from_preset("fast", output=root / "reports", progress=False)
+    run_demo(ctx)
+    yield root, ctx
+    patch.undo()
+
+
+def test_demo_prints_every_benchmark_and_writes_lm_eval_outputs(fast_demo, capsys):
+    root, ctx = fast_demo
+    base = root / "reports" / "base"
+    for task in EVAL_TASKS:
+        assert len(per_sample(base, task)) == ctx.limit
+    results = aggregated(base)
+    assert set(EVAL_TASKS) <= set(results)
+    assert ctx.columns["base"]["toy_mmlu"] == results["toy_mmlu"]["acc,none"]
+    figure = json.loads((base / "routing_consistency.json").read_text())
+    assert figure["samples"] == len(EVAL_TASKS) * ctx.limit and len(figure["layers"]) == 5
+
+
+def test_plain_lm_eval_reproduces_the_demo(fast_demo, tmp_path):
+    root, ctx = fast_demo
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([LM_EVAL, "--model", "hf", "--model_args", f"pretrained={ctx.model_dir}",
+                           "--include_path", str(tasks_dir()), "--tasks", "toy_suite", "--limit", str(ctx.limit), "--device", "cpu",
+                           "--output_path", str(tmp_path / "plain"), "--log_samples"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for task in EVAL_TASKS:
+        assert per_sample(tmp_path / "plain", task) == per_sample(root / "reports" / "base", task), task
+    plain, demo = aggregated(tmp_path / "plain"), aggregated(root / "reports" / "base")
+    assert {t: plain[t] for t in EVAL_TASKS} == {t: demo[t] for t in EVAL_TASKS}
+
+
+def test_second_run_reuses_the_model_and_the_results(fast_demo, monkeypatch, capsys):
+    root, ctx = fast_demo
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed something a second run should reuse")
+
+    monkeypatch.setenv("ROMA_EVAL_CACHE", str(root / "cache"))
+    monkeypatch.setattr("roma_eval.toy.pretrain.pretrain", fail)
+    monkeypatch.setattr("lm_eval.simple_evaluate", fail)
+    again = run_demo(DemoContext.from_preset("fast", output=root / "reports", progress=False))
+    out = capsys.readouterr().out
+    assert "loaded from the cache" in out and "reusing the lm-eval results" in out
+    assert again.columns == ctx.columns
+    for task in EVAL_TASKS:
+        assert re.search(rf"^{task}\s+\w+\s+[\d.]+\s+[\d.]+$", out, re.M), task

@@ -1,0 +1,108 @@
+"""Pretraining: packing, schedule, bit-identical weights for a seed, and the atomic on-disk cache."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from roma_eval.toy import cache
+from roma_eval.toy.config import ToyConfig, TrainConfig, preset
+from roma_eval.toy.pretrain import IGNORE, build_tokenizer, learning_rate, packed_batches, pretrain
+
+# Small enough to train in seconds; determinism does not depend on size.
+TINY = ToyConfig(train=TrainConfig(steps=4, batch_size=4, seq_len=128, warmup_steps=2))
+
+
+@pytest.fixture(scope="module")
+def toy_tokenizer():
+    return build_tokenizer(TINY)
+
+
+def test_tokenizer_has_one_token_per_word_of_the_toy_world(toy_tokenizer):
+    # The model then learns facts as token associations ("Japan" -> "Tokyo"), which a
+    # character-level model of this size does not manage within the time budget.
+    from roma_eval.toy import world
+
+    words = [w for c, cap, cont in world.COUNTRIES for w in (c, cap)] + list(world.ANIMALS) + list(world.OBJECTS)
+    for word in words:
+        assert len(toy_tokenizer.tokenize(" " + word)) == 1, word
+    text = "Question: Which of these animals has gills: a cow, a salmon?\nAnswer: 17"
+    ids = toy_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert toy_tokenizer.decode(ids) == text
+
+
+def test_rows_pack_whole_documents_from_position_zero(toy_tokenizer):
+    from roma_eval.toy.corpus import documents
+
+    ids, mask, labels = next(packed_batches(TINY, toy_tokenizer))
+    assert ids.shape == (4, 128)
+    assert torch.equal(labels == IGNORE, mask == 0)
+    first_row = toy_tokenizer.decode(ids[0][mask[0].bool()].tolist(), skip_special_tokens=False)
+    docs = first_row.split(toy_tokenizer.eos_token)
+    assert docs[-1] == ""  # every document ends with EOS, none is cut
+    expected = [d for d, _ in zip(documents(TINY.train.seed), range(len(docs) - 1))]
+    assert docs[:-1] == expected
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth():
+    config = preset("default")
+    train = config.train
+    assert learning_rate(config, 0) == pytest.approx(train.lr / train.warmup_steps)
+    assert learning_rate(config, train.warmup_steps) == pytest.approx(train.lr)
+    assert learning_rate(config, train.steps) == pytest.approx(train.lr / 10)
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_same_seed_gives_bit_identical_weights_and_another_seed_does_not():
+    first, _, log = pretrain(TINY, progress=False)
+    second, _, _ = pretrain(TINY, progress=False)
+    other, _, _ = pretrain(TINY.with_seed(1), progress=False)
+    a, b, c = state(first), state(second), state(other)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert log["tokens_seen"] == 4 * 4 * 128
+    assert torch.get_num_threads() >= 1 and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_cache_builds_once_and_is_keyed_by_the_whole_config(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    directory = cache.ensure_model(TINY, progress=False)
+    assert directory.parent == tmp_path / "toy" and (directory / "model.safetensors").is_file()
+    assert cache.read_record(directory)["config"] == TINY.to_dict()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached model was pretrained again")
+
+    monkeypatch.setattr("roma_eval.toy.pretrain.pretrain", no_training)
+    assert cache.ensure_model(TINY) == directory
+    for changed in (TINY.with_seed(5), replace(TINY, train=replace(TINY.train, lr=1e-3)),
+                    replace(TINY, generator_version="other")):
+        assert cache.model_dir(changed) != directory
+
+
+def test_interrupted_build_leaves_no_half_model(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("transformers.PreTrainedTokenizerFast.save_pretrained", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cache.ensure_model(TINY, progress=False)
+    assert not cache.is_built(TINY)
+    assert list((tmp_path / "toy").iterdir()) == []
+
+
+def test_cached_model_loads_with_plain_transformers(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    directory = cache.ensure_model(TINY, progress=False)
+    trained, _, _ = pretrain(TINY, progress=False)
+    loaded = AutoModelForCausalLM.from_pretrained(directory)
+    assert loaded.config.model_type == "olmoe" and loaded.config.num_experts == 8
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in trained.state_dict().items())
+    assert len(AutoTokenizer.from_pretrained(directory)) == TINY.model.vocab_size
