@@ -32,6 +32,7 @@ __all__ = ["DemoContext", "STAGES", "run_demo"]
 def run_demo(ctx: DemoContext, stages: list[tuple[str, Stage]] | None = None) -> DemoContext:
     import time
 
+    ctx.claim_output()
     for name, stage in STAGES if stages is None else stages:
         print(f"\n== {name}")
         started = time.perf_counter()

@@ -7,7 +7,6 @@ C3PO − base per benchmark with a paired-bootstrap 95% interval, whatever its s
 from __future__ import annotations
 
 from roma_eval.demo.context import DemoContext, evaluate_suite, headline, paired_differences
-from roma_eval.toy.suite import TRAIN_GROUP
 
 # The paper's best setting (NGD, k = 3, 10 steps, cosine lr 1e-2 -> 1e-5), as model_args.
 DEMO_C3PO = "method=ngd,k=3,steps=10,lr=0.01,lr_min=1e-05"
@@ -26,10 +25,9 @@ def c3po_stage(ctx: DemoContext) -> None:
 
 def _build(ctx: DemoContext, reference) -> None:
     from roma_eval.c3po import build_reference, load_reference
-    from roma_eval.samples import load_samples
 
     model, tokenizer = ctx.load_model()
-    samples = load_samples([TRAIN_GROUP], split="train")
+    samples = ctx.training_samples()
     build_reference(model, tokenizer, samples, reference, base_model=str(ctx.model_dir), overwrite=ctx.overwrite,
                     progress=ctx.progress)
     meta = load_reference(reference).metadata

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
 from roma_eval.toy.config import ToyConfig, preset as toy_preset
-from roma_eval.toy.suite import EVAL_GROUP, EVAL_TASKS
+from roma_eval.toy.suite import EVAL_GROUP, EVAL_TASKS, TRAIN_GROUP
 
-# demo preset -> (toy model preset, docs per benchmark; None = all)
-DEMO_PRESETS = {"default": ("default", None), "fast": ("fast", 16)}
+# demo preset -> (toy model preset, docs per benchmark, training docs per mixture family; None = all)
+DEMO_PRESETS = {"default": ("default", None, None), "fast": ("fast", 16, 16)}
 
 
 @dataclass
@@ -26,6 +26,7 @@ class DemoContext:
     toy: ToyConfig
     output: Path                 # e.g. reports/demo
     limit: int | None            # docs per benchmark, None for all
+    train_limit: int | None      # training docs per mixture family (RoMA, C3PO's reference), None for all
     batch_size: int = 1          # lm-eval's default, so plain `lm_eval` reproduces the numbers exactly
     overwrite: bool = False
     progress: bool = True
@@ -37,10 +38,31 @@ class DemoContext:
     def from_preset(cls, preset: str = "default", seed: int = 0, output: str | Path | None = None, **kwargs):
         if preset not in DEMO_PRESETS:
             raise RomaEvalError(f"unknown demo preset {preset!r}; choose one of {', '.join(DEMO_PRESETS)}")
-        toy_name, limit = DEMO_PRESETS[preset]
+        toy_name, limit, train_limit = DEMO_PRESETS[preset]
         default_output = Path("reports") / ("demo" if preset == "default" else f"demo-{preset}")
-        return cls(preset=preset, seed=seed, toy=toy_preset(toy_name, seed), limit=limit,
+        return cls(preset=preset, seed=seed, toy=toy_preset(toy_name, seed), limit=limit, train_limit=train_limit,
                    output=Path(output) if output is not None else default_output, **kwargs)
+
+    def identity(self) -> dict:
+        """What the outputs under ``output`` depend on: reused stages must agree on all of it."""
+        return {"preset": self.preset, "seed": self.seed, "toy_model": f"{self.toy.model.arch}-{self.toy.key()}",
+                "limit": self.limit, "train_limit": self.train_limit}
+
+    def claim_output(self) -> None:
+        """Record this run's identity in ``output/demo.json``; refuse a directory holding another run's
+        outputs (its stages would be reused for the wrong model) unless ``overwrite``."""
+        manifest = self.output / "demo.json"
+        if manifest.is_file() and not self.overwrite:
+            found = json.loads(manifest.read_text())
+            if found != self.identity():
+                raise RomaEvalError(f"{self.output} holds a demo run with other settings ({found}); pass "
+                                    f"--output DIR for a new directory, or --overwrite to recompute it")
+            return
+        if not manifest.is_file() and self.output.is_dir() and any(self.output.iterdir()) and not self.overwrite:
+            raise RomaEvalError(f"{self.output} exists and is not a demo output directory; pass --output DIR "
+                                f"for a new directory")
+        self.output.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps(self.identity(), indent=2) + "\n")
 
     def stage_dir(self, stage: str) -> Path:
         return self.output / stage
@@ -51,6 +73,12 @@ class DemoContext:
 
         return (AutoModelForCausalLM.from_pretrained(self.model_dir).eval(),
                 AutoTokenizer.from_pretrained(self.model_dir))
+
+    def training_samples(self):
+        """The training mixture's train split as lm-eval presents it (RoMA's data, C3PO's references)."""
+        from roma_eval.samples import load_samples
+
+        return load_samples([TRAIN_GROUP], split="train", limit=self.train_limit)
 
 
 def find_results(directory: Path, model_args: str, limit: int | None) -> dict | None:

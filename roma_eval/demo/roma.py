@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from roma_eval.demo.context import DemoContext, evaluate_suite, headline, paired_differences
 from roma_eval.roma_config import RomaConfig
-from roma_eval.toy.suite import TRAIN_GROUP
 
 # The paper's configuration except the optimiser's step size and length: its lr 7e-5 for 3 epochs
 # is tuned for OLMoE-1B-7B (49k samples); the toy routers need larger steps to move in a CPU budget.
@@ -28,10 +27,9 @@ def roma_stage(ctx: DemoContext) -> None:
 
 def _train(ctx: DemoContext, checkpoint) -> None:
     from roma_eval.roma import train_roma
-    from roma_eval.samples import load_samples
 
     model, tokenizer = ctx.load_model()
-    samples = load_samples([TRAIN_GROUP], split="train")
+    samples = ctx.training_samples()
     config = RomaConfig(seed=ctx.seed, **DEMO_ROMA[ctx.preset])
     result = train_roma(model, tokenizer, samples, checkpoint, config, base_model=str(ctx.model_dir),
                         overwrite=ctx.overwrite, progress=ctx.progress)

@@ -68,6 +68,25 @@ def test_plain_lm_eval_reproduces_the_demo(fast_demo, tmp_path):
     assert {t: plain[t] for t in EVAL_TASKS} == {t: demo[t] for t in EVAL_TASKS}
 
 
+def test_demo_adds_roma_oracle_c3po_and_the_report(fast_demo):
+    root, ctx = fast_demo
+    assert list(ctx.columns) == ["base", "roma", "oracle", "c3po"]
+    for method in ctx.columns:
+        assert set(ctx.columns[method]) == set(EVAL_TASKS), method
+    # The oracle starts at the base routing and reports a sample wrong only if it was wrong there.
+    for task in EVAL_TASKS:
+        assert ctx.columns["oracle"][task] >= ctx.columns["base"][task], task
+    for method in ("roma", "c3po"):
+        assert f"{method} − base per benchmark, points [paired bootstrap 95% interval]:" in ctx.notes
+    assert len([n for n in ctx.notes if n.startswith("  toy_")]) == 2 * len(EVAL_TASKS)
+    report = (root / "reports" / "report.md").read_text()
+    for row in ("Base", "RoMA", "C3PO", "Oracle"):
+        assert f"| {row} |" in report, row
+    for name in ("report.html", "report.tex", "results.csv"):
+        assert (root / "reports" / name).is_file(), name
+    assert (root / "reports" / "roma" / "router_checkpoint" / "router_model.safetensors").is_file()
+
+
 def test_second_run_reuses_the_model_and_the_results(fast_demo, monkeypatch, capsys):
     root, ctx = fast_demo
 
@@ -75,11 +94,23 @@ def test_second_run_reuses_the_model_and_the_results(fast_demo, monkeypatch, cap
         raise AssertionError("recomputed something a second run should reuse")
 
     monkeypatch.setenv("ROMA_EVAL_CACHE", str(root / "cache"))
-    monkeypatch.setattr("roma_eval.toy.pretrain.pretrain", fail)
-    monkeypatch.setattr("lm_eval.simple_evaluate", fail)
+    for target in ("roma_eval.toy.pretrain.pretrain", "lm_eval.simple_evaluate", "roma_eval.roma.train_roma",
+                   "roma_eval.c3po.build_reference", "roma_eval.oracle.run.descend"):
+        monkeypatch.setattr(target, fail)
     again = run_demo(DemoContext.from_preset("fast", output=root / "reports", progress=False))
     out = capsys.readouterr().out
     assert "loaded from the cache" in out and "reusing the lm-eval results" in out
     assert again.columns == ctx.columns
-    for task in EVAL_TASKS:
-        assert re.search(rf"^{task}\s+\w+\s+[\d.]+\s+[\d.]+$", out, re.M), task
+    for task in EVAL_TASKS:  # chance and the four methods
+        assert re.search(rf"^{task}\s+\w+(\s+[\d.]+){{5}}$", out, re.M), task
+
+
+def test_another_seed_into_the_same_directory_is_refused(fast_demo, capsys):
+    from roma_eval.cli import main
+
+    root, _ = fast_demo
+    before = sorted(p.stat().st_mtime_ns for p in (root / "reports").rglob("*") if p.is_file())
+    assert main(["demo", "--preset", "fast", "--seed", "1", "--output", str(root / "reports"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--output" in err[0] and "'seed': 0" in err[0]
+    assert sorted(p.stat().st_mtime_ns for p in (root / "reports").rglob("*") if p.is_file()) == before
