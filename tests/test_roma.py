@@ -137,6 +137,33 @@ def test_bad_training_inputs_are_one_clear_error(tokenizer, train_samples, embed
     assert not (tmp_path / "bad").exists()
 
 
+def test_empty_success_set_is_one_clear_error(tokenizer, train_samples, embedder, tmp_path):
+    from dataclasses import replace
+
+    from roma_eval.routing import resolve_layers
+
+    config = RomaConfig(**FAST)
+    model = fresh_model(tokenizer)
+    base = roma.base_pass(model, tokenizer, train_samples, config, resolve_layers(model, config.layers), 8,
+                          progress=False)
+    # Every gold label moved off the base model's answer: it answers none of them correctly.
+    wrong = [replace(s, gold=(s.gold + 1) % len(s.choices)) if ok else s for s, ok in zip(train_samples, base.correct)]
+    with pytest.raises(RomaEvalError, match="success set is empty"):
+        run(tokenizer, wrong, tmp_path / "empty", embedder)
+    assert not (tmp_path / "empty").exists()
+
+
+def test_dense_model_is_one_clear_error(tokenizer, train_samples, embedder, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    dense = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2))
+    with pytest.raises(RomaEvalError, match="no recognised MoE routers"):
+        train_roma(dense, tokenizer, train_samples, tmp_path / "dense", RomaConfig(**FAST), base_model="dense",
+                   embedder=embedder, progress=False)
+    assert not (tmp_path / "dense").exists()
+
+
 def test_existing_output_is_kept(tokenizer, train_samples, embedder, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
