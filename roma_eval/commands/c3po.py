@@ -8,6 +8,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from roma_eval.commands.options import add_model_and_tasks
+
     actions = parser.add_subparsers(dest="c3po_action", metavar="<action>", required=True)
     build = actions.add_parser(
         "build-reference", help="score training tasks with the base model and store the correctly answered ones "
@@ -15,14 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="C3PO's reference set: training samples the base model answers correctly (lm-eval acc), "
                     "their routing at the critical layers and last context token, prompt embeddings and frozen "
                     "prefixes.  Interrupted builds resume from DIR.partial/.")
-    build.add_argument("--model", required=True, help="base MoE: hub id or local directory")
-    build.add_argument("--revision", default=None, help="model revision on the hub")
-    build.add_argument("--dtype", default="auto", help="model dtype (auto, float32, bfloat16); prefixes are stored in it")
-    build.add_argument("--tasks", required=True, help="comma-separated lm-eval multiple-choice training tasks or groups (train split)")
-    build.add_argument("--include_path", action="append", default=[], help="extra directory of task YAMLs")
+    add_model_and_tasks(build, dtype="auto", dtype_help="model dtype (auto, float32, bfloat16); prefixes are stored in it",
+                        tasks_help="comma-separated lm-eval multiple-choice training tasks or groups (train split)")
     build.add_argument("--out", required=True, help="output directory for the reference")
     build.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    build.add_argument("--trust_remote_code", action="store_true", help="allow the model's own code (e.g. DeepSeekMoE)")
     build.add_argument("--layers", default="last:5", help="critical layers: last:N, first:N, middle:N, all, or indices (paper: last 5)")
     build.add_argument("--limit", type=int, default=None, help="at most this many documents per training task")
     build.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")

@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the toy model's weights and pretraining text")
     parser.add_argument("--output", default=None,
                         help="results directory (default: reports/demo, or reports/demo-fast for --preset fast)")
-    parser.add_argument("--batch-size", type=int, default=1,
-                        help="lm-eval batch size; 1 (lm-eval's default) makes plain `lm_eval` reproduce every number")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="lm-eval batch size; plain `lm_eval ... --batch_size` with the same value reproduces every "
+                             "number (default: 32)")
     parser.add_argument("--overwrite", action="store_true", help="recompute stages whose results already exist")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -8,30 +8,19 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from roma_eval.commands.options import add_config_fields, add_model_and_tasks
     from roma_eval.oracle.config import OracleConfig
 
-    parser.add_argument("--model", required=True, help="base MoE: hub id or local directory")
-    parser.add_argument("--revision", default=None, help="model revision on the hub")
-    parser.add_argument("--dtype", default="auto", help="model dtype (auto, float32, bfloat16, float16)")
+    add_model_and_tasks(parser, dtype="auto", dtype_help="model dtype (auto, float32, bfloat16, float16)",
+                        tasks_help="comma-separated lm-eval tasks or groups with gold labels")
     parser.add_argument("--device", default=None, help="torch device (default: accelerate's choice, GPU if present)")
-    parser.add_argument("--tasks", required=True, help="comma-separated lm-eval tasks or groups with gold labels")
-    parser.add_argument("--include_path", action="append", default=[], help="extra directory of task YAMLs")
     parser.add_argument("--split", choices=("eval", "train"), default="eval",
                         help="documents to run on (train: e.g. oracle routing targets for training)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many documents per task")
     parser.add_argument("--out", default=None, help="output directory (default: oracle/<model name>)")
     parser.add_argument("--overwrite", action="store_true", help="replace the oracle results already in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--trust_remote_code", action="store_true", help="allow the model's own code (e.g. DeepSeekMoE)")
-    group = parser.add_argument_group("oracle configuration (docs/oracle.md)")
-    for f in OracleConfig.field_specs():
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                               help=f"{f.metadata['help']} (default: {f.default})")
-            continue
-        kind = {"int": int, "float": float}.get(str(f.type), str)
-        group.add_argument(flag, type=kind, default=f.default, help=f"{f.metadata['help']} (default: {f.default})")
+    add_config_fields(parser.add_argument_group("oracle configuration (docs/oracle.md)"), OracleConfig)
 
 
 def default_out(model: str) -> str:
@@ -41,13 +30,14 @@ def default_out(model: str) -> str:
 def run(args) -> int:
     from lm_eval.models.huggingface import HFLM
 
+    from roma_eval.commands.options import config_from_args
     from roma_eval.errors import RomaEvalError
     from roma_eval.model_loading import load_model
     from roma_eval.oracle import OracleConfig, gap_table, load_oracle_tasks, run_oracle
 
     if args.limit is not None and args.limit < 1:
         raise RomaEvalError(f"--limit {args.limit}: give at least 1 document per task, or leave it out")
-    config = OracleConfig(**{f.name: getattr(args, f.name) for f in OracleConfig.field_specs()})
+    config = config_from_args(OracleConfig, args)
     tasks, group_map = load_oracle_tasks([t for t in args.tasks.split(",") if t], args.include_path, args.split,
                                          args.limit)
     model, tokenizer = load_model(args.model, args.revision, args.dtype, args.device,

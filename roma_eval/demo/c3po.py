@@ -6,7 +6,7 @@ C3PO − base per benchmark with a paired-bootstrap 95% interval, whatever its s
 
 from __future__ import annotations
 
-from roma_eval.demo.context import DemoContext, evaluate_suite, headline, paired_differences
+from roma_eval.demo.context import DemoContext, method_stage
 
 # The paper's best setting (NGD, k = 3, 10 steps, cosine lr 1e-2 -> 1e-5), as model_args.
 DEMO_C3PO = "method=ngd,k=3,steps=10,lr=0.01,lr_min=1e-05"
@@ -14,13 +14,8 @@ DEMO_C3PO = "method=ngd,k=3,steps=10,lr=0.01,lr_min=1e-05"
 
 def c3po_stage(ctx: DemoContext) -> None:
     reference = ctx.stage_dir("c3po") / "reference"
-    if ctx.overwrite or not (reference / "reference.json").is_file():
-        _build(ctx, reference)
-    else:
-        print(f"c3po: reusing the reference set {reference} (--overwrite rebuilds it)")
-    results = evaluate_suite(ctx, "c3po", "c3po", f"pretrained={ctx.model_dir},reference={reference},{DEMO_C3PO}")
-    ctx.columns["c3po"] = headline(results)
-    ctx.notes.extend(paired_differences(ctx, "base", "c3po"))
+    method_stage(ctx, "c3po", reference, "reference.json", _build,
+                 f"pretrained={ctx.model_dir},reference={reference},{DEMO_C3PO}")
 
 
 def _build(ctx: DemoContext, reference) -> None:

@@ -27,7 +27,7 @@ class DemoContext:
     output: Path                 # e.g. reports/demo
     limit: int | None            # docs per benchmark, None for all
     train_limit: int | None      # training docs per mixture family (RoMA, C3PO's reference), None for all
-    batch_size: int = 1          # lm-eval's default, so plain `lm_eval` reproduces the numbers exactly
+    batch_size: int = 32         # lm-eval's --batch_size; plain `lm_eval` with the same one reproduces every number
     overwrite: bool = False
     progress: bool = True
     model_dir: Path | None = None
@@ -117,6 +117,17 @@ def evaluate_suite(ctx: DemoContext, stage: str, model: str, model_args: str) ->
     for task in results["configs"]:
         tracker.save_results_samples(task_name=task, samples=samples[task])
     return results
+
+
+def method_stage(ctx: DemoContext, method: str, artefact: Path, complete: str, build, model_args: str) -> None:
+    """A trained method's stage: ``build(ctx, artefact)`` unless an earlier run left ``artefact/complete``,
+    then ``--model method`` on the suite through lm-eval, its column, and its paired differences from base."""
+    if ctx.overwrite or not (artefact / complete).is_file():
+        build(ctx, artefact)
+    else:
+        print(f"{method}: reusing {artefact} (--overwrite rebuilds it)")
+    ctx.columns[method] = headline(evaluate_suite(ctx, method, method, model_args))
+    ctx.notes.extend(paired_differences(ctx, "base", method))
 
 
 def headline_metric(task: str, available) -> str | None:

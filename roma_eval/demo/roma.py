@@ -6,7 +6,7 @@ RoMA − base per benchmark with a paired-bootstrap 95% interval, whatever its s
 
 from __future__ import annotations
 
-from roma_eval.demo.context import DemoContext, evaluate_suite, headline, paired_differences
+from roma_eval.demo.context import DemoContext, method_stage
 from roma_eval.roma_config import RomaConfig
 
 # The paper's configuration except the optimiser's step size and length: its lr 7e-5 for 3 epochs
@@ -16,13 +16,8 @@ DEMO_ROMA = {"default": dict(lr=3e-3, epochs=3, batch_size=32), "fast": dict(lr=
 
 def roma_stage(ctx: DemoContext) -> None:
     checkpoint = ctx.stage_dir("roma") / "router_checkpoint"
-    if ctx.overwrite or not (checkpoint / "router_config.json").is_file():
-        _train(ctx, checkpoint)
-    else:
-        print(f"roma: reusing the router checkpoint {checkpoint} (--overwrite retrains)")
-    results = evaluate_suite(ctx, "roma", "roma", f"pretrained={ctx.model_dir},router_checkpoint={checkpoint}")
-    ctx.columns["roma"] = headline(results)
-    ctx.notes.extend(paired_differences(ctx, "base", "roma"))
+    method_stage(ctx, "roma", checkpoint, "router_config.json", _train,
+                 f"pretrained={ctx.model_dir},router_checkpoint={checkpoint}")
 
 
 def _train(ctx: DemoContext, checkpoint) -> None:

@@ -180,6 +180,21 @@ def _two_step_story(rng):
     return f"{name} had {x} {items}. {capitalize(pronoun)} {first} and then {second}, so now {pronoun} has {end} {items}."
 
 
+def _two_step_question(rng):
+    """Two changes in question-and-answer form (the pretraining text's word problems)."""
+    name, _ = person(rng)
+    items = rng.choice(world.ITEMS)
+    x, y, is_sum = _sum_or_difference(rng)
+    middle = x + y if is_sum else x - y
+    z = rng.randint(1, min(5, middle) if middle > 0 else 1)
+    gain = middle + z <= 10 and (rng.random() < 0.5 or middle - z < 0)
+    end = middle + z if gain else middle - z
+    first = f"gets {y} more" if is_sum else f"gives {y} away"
+    second = f"gets {z} more" if gain else f"gives {z} away"
+    return (f"Question: {name} has {x} {items}, {first} and then {second}. How many {items} are left?\n"
+            f"Answer: {end}")
+
+
 def _arithmetic_question(rng):
     name, _ = person(rng)
     items = rng.choice(world.ITEMS)
@@ -196,7 +211,7 @@ WORLD_TEXT: tuple[tuple[float, Callable[[random.Random], str]], ...] = (
     (3, _country), (1, _continent_members), (3, _animal), (1, _class_members), (1, _habitat_members),
     (1, _class_trait), (2, _object), (1, _material_members), (1.5, _material), (0.5, _chain), (2, _tool),
     (2, _script), (1.5, _feeling), (4, _coreference), (1, _arithmetic), (1, _arithmetic_story),
-    (1, _two_step_story), (1, _arithmetic_question),
+    (1, _two_step_story), (1, _arithmetic_question), (1.5, _two_step_question),
 )
 QA_FRACTION = 0.3  # share of documents drawn from the training mixture
 

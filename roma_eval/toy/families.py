@@ -128,7 +128,15 @@ def _coreference() -> list[Template]:
         sentence = f"{a} {action.format(b=b)} because {world.PEOPLE[answer]} {reason}."
         return qa(f"{sentence} Who {reason}?"), *multiple_choice(rng, answer, [other])
 
-    return [Template("coreference/because", world.COREFERENCE, who, repeats=16)]
+    def blank(rng, frame):  # the KnowRef-style candidate question: which name fills the gap
+        action, reason, referent = frame
+        a, b = two_people(rng, same_gender=True)
+        answer, other = (a, b) if referent == "a" else (b, a)
+        return (qa(f"{a} {action.format(b=b)} because _ {reason}. Which name belongs in the gap?"),
+                *multiple_choice(rng, answer, [other]))
+
+    return [Template("coreference/because", world.COREFERENCE, who, repeats=16),
+            Template("coreference/because", world.COREFERENCE, blank, repeats=8)]
 
 
 def _reading() -> list[Template]:

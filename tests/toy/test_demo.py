@@ -58,7 +58,8 @@ def test_plain_lm_eval_reproduces_the_demo(fast_demo, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run([LM_EVAL, "--model", "hf", "--model_args", f"pretrained={ctx.model_dir}",
-                           "--include_path", str(tasks_dir()), "--tasks", "toy_suite", "--limit", str(ctx.limit), "--device", "cpu",
+                           "--include_path", str(tasks_dir()), "--tasks", "toy_suite", "--limit", str(ctx.limit),
+                           "--device", "cpu", "--batch_size", str(ctx.batch_size),
                            "--output_path", str(tmp_path / "plain"), "--log_samples"],
                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
