@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MC_TASKS = ["toy_mmlu", "toy_hellaswag", "toy_arc_challenge", "toy_arc_easy", "toy_piqa", "toy_winogrande",
             "toy_boolq"]
 SUITE = MC_TASKS + ["toy_gsm8k"]
-FEWSHOT = 14  # toy prompts are ~20-30 BPE tokens; 14 shots give 256-512 tokens, within the 512 positions
+FEWSHOT = 10  # toy prompts are ~26 BPE tokens; 10 shots give ~256-480 tokens, within the 512 positions
 METHODS = ("ngd", "kernel", "mode")
 BACKWARD = 1.0  # an NGD backward pass, in forward passes: input gradients only (weights are frozen)
 
