@@ -1,12 +1,15 @@
-"""The demo's first stages: the toy model (pretrained or cached), then the base model through lm-eval
-and its routing-consistency figure (docs/toy.md)."""
+"""The demo's first stages: the toy model (pretrained or cached), then the base model through lm-eval,
+its routing-consistency figure and its routing dump (the report's routing-manifold figure)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from roma_eval.demo.context import DemoContext, evaluate_suite, headline
 from roma_eval.toy.suite import EVAL_GROUP
+
+DUMP_NAME = "routing_toy_suite.npz"  # beside the stage's lm-eval results JSON, where the report looks
 
 
 def toy_model_stage(ctx: DemoContext) -> None:
@@ -24,29 +27,46 @@ def base_stage(ctx: DemoContext) -> None:
     """The base model on the eight benchmarks through lm-eval, and its routing consistency."""
     results = evaluate_suite(ctx, "base", "hf", f"pretrained={ctx.model_dir}")
     ctx.columns["base"] = headline(results)
-    figure = routing_consistency(ctx)
-    ctx.notes.append(
-        f"routing consistency (base, last {len(figure['layers'])} layers, k={figure['k']} MiniLM neighbours, "
-        f"{figure['samples']} samples): cos(r_i, r_j) neighbours {figure['neighbour_routing_cosine']:.3f} "
-        f"vs random pairs {figure['random_routing_cosine']:.3f}; same top-1 expert in the last layer "
-        f"{figure['neighbour_top1_agreement']:.0%} vs {figure['random_top1_agreement']:.0%}")
+    model, tokenizer = ctx.load_model()
+    ctx.notes.append(consistency_line("base", routing_consistency(ctx, "base", model, tokenizer)))
 
 
-def routing_consistency(ctx: DemoContext) -> dict:
-    """The figure of ``roma_eval.toy.consistency`` for the base model, kept in base/routing_consistency.json."""
-    path = ctx.stage_dir("base") / "routing_consistency.json"
-    if path.exists() and not ctx.overwrite:
+def consistency_line(method: str, figure: dict) -> str:
+    return (f"routing consistency ({method}, last {len(figure['layers'])} layers, k={figure['k']} MiniLM neighbours, "
+            f"{figure['samples']} samples): cos(r_i, r_j) neighbours {figure['neighbour_routing_cosine']:.3f} "
+            f"vs random pairs {figure['random_routing_cosine']:.3f}; same top-1 expert in the last layer "
+            f"{figure['neighbour_top1_agreement']:.0%} vs {figure['random_top1_agreement']:.0%}")
+
+
+def results_dir(ctx: DemoContext, stage: str) -> Path:
+    """The directory lm-eval wrote the stage's results JSON into (``<stage>/<model name>/``)."""
+    return max(ctx.stage_dir(stage).rglob("results_*.json")).parent
+
+
+def routing_consistency(ctx: DemoContext, stage: str, model, tokenizer) -> dict:
+    """``model``'s routing on the suite: the figure of ``roma_eval.toy.consistency`` (kept in
+    ``<stage>/routing_consistency.json``) and a routing dump for the report (``DUMP_NAME``)."""
+    path = ctx.stage_dir(stage) / "routing_consistency.json"
+    dump_path = results_dir(ctx, stage) / DUMP_NAME
+    if path.exists() and dump_path.exists() and not ctx.overwrite:
         figure = json.loads(path.read_text())
         if figure.get("model_dir") == str(ctx.model_dir) and figure.get("limit") == ctx.limit:
             return figure
-    from roma_eval.samples import load_samples
-    from roma_eval.toy.consistency import routing_consistency as measure
+    import numpy as np
 
-    model, tokenizer = ctx.load_model()
+    from roma_eval.embedding import embed
+    from roma_eval.report.plots import RoutingDump, write_routing_dump
+    from roma_eval.routing import resolve_layers
+    from roma_eval.samples import load_samples
+    from roma_eval.toy.consistency import consistency_figure, routing_vectors
+
     samples = load_samples([EVAL_GROUP], limit=ctx.limit)
-    figure = {"model_dir": str(ctx.model_dir), "limit": ctx.limit,
-              **measure(model, tokenizer, samples, seed=ctx.seed)}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    layers = resolve_layers(model, None)
+    routing = routing_vectors(model, tokenizer, [s.context for s in samples], layers)
+    embeddings = embed([s.text for s in samples])
+    figure = {"model_dir": str(ctx.model_dir), "limit": ctx.limit, "layers": layers,
+              **consistency_figure(routing, embeddings, len(layers), seed=ctx.seed)}
+    write_routing_dump(dump_path, RoutingDump(embeddings, routing, np.array([s.task for s in samples])))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(figure, indent=2) + "\n")
     tmp.replace(path)

@@ -6,6 +6,7 @@ RoMA − base per benchmark with a paired-bootstrap 95% interval, whatever its s
 
 from __future__ import annotations
 
+from roma_eval.demo.base import consistency_line, routing_consistency
 from roma_eval.demo.context import DemoContext, method_stage
 from roma_eval.roma_config import RomaConfig
 
@@ -18,6 +19,12 @@ def roma_stage(ctx: DemoContext) -> None:
     checkpoint = ctx.stage_dir("roma") / "router_checkpoint"
     method_stage(ctx, "roma", checkpoint, "router_config.json", _train,
                  f"pretrained={ctx.model_dir},router_checkpoint={checkpoint}")
+    # Does RoMA align the routing manifold with the embedding manifold (the paper's Figure 3)?
+    from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
+
+    model, tokenizer = ctx.load_model()
+    apply_router_checkpoint(model, load_router_checkpoint(checkpoint))
+    ctx.notes.append(consistency_line("roma", routing_consistency(ctx, "roma", model, tokenizer)))
 
 
 def _train(ctx: DemoContext, checkpoint) -> None:

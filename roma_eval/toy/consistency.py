@@ -1,7 +1,8 @@
 """The routing-consistency figure: do samples that mean similar things get similar routing?
 
 RoMA's diagnosis (arXiv 2511.07419, Sec. 1) is that they do not: the task-embedding manifold and
-the routing manifold are misaligned.  We measure it on any list of lm-eval Samples:
+the routing manifold are misaligned.  `roma-eval demo` measures it for the base model and again
+after RoMA (``roma_eval.demo.base.routing_consistency``):
 
 * r_i — routing weights as RoMA defines them: softmax over all experts at the last context token,
   last 5 MoE layers, concatenated (``roma_eval.routing.probe_routing``);
@@ -20,7 +21,6 @@ from typing import Sequence
 
 import numpy as np
 
-from roma_eval.samples import Sample
 
 
 def routing_vectors(model, tokenizer, contexts: Sequence[str], layers=None, batch_size: int = 64) -> np.ndarray:
@@ -72,14 +72,3 @@ def consistency_figure(routing: np.ndarray, embeddings: np.ndarray, n_layers: in
         "neighbour_embedding_cosine": float(similarity[rows, cols].mean()),
     }
 
-
-def routing_consistency(model, tokenizer, samples: Sequence[Sample], embedder=None, k: int = 3,
-                        layers=None, seed: int = 0) -> dict:
-    """The figure for ``samples`` (their lm-eval contexts for routing, their text for the embedding)."""
-    from roma_eval.embedding import embed
-    from roma_eval.routing import resolve_layers
-
-    routing = routing_vectors(model, tokenizer, [s.context for s in samples], layers)
-    embeddings = embed([s.text for s in samples], embedder)
-    n_layers = len(resolve_layers(model, layers))
-    return {"layers": resolve_layers(model, layers), **consistency_figure(routing, embeddings, n_layers, k, seed)}

@@ -86,6 +86,9 @@ def test_demo_adds_roma_oracle_c3po_and_the_report(fast_demo):
     for name in ("report.html", "report.tex", "results.csv"):
         assert (root / "reports" / name).is_file(), name
     assert (root / "reports" / "roma" / "router_checkpoint" / "router_model.safetensors").is_file()
+    # Routing dumps of base and RoMA: the report draws the routing-manifold figure from them.
+    assert "routing manifold" in report and len(list((root / "reports" / "plots").glob("*manifold*.svg"))) == 1
+    assert any(n.startswith("routing consistency (roma,") for n in ctx.notes)
 
 
 def test_second_run_reuses_the_model_and_the_results(fast_demo, monkeypatch, capsys):
