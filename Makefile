@@ -33,6 +33,8 @@ bench: $(STAMP)
 	$(PY) bench/roma_vs_hf.py
 	$(PY) bench/shim_startup.py
 	$(PY) bench/roma_cache.py
+	$(PY) bench/oracle_batching.py
+	OMP_WAIT_POLICY=PASSIVE $(PY) bench/c3po_cost.py
 
 # Loads the demo report in headless Chromium (apt-get install chromium) and fails on any page error.
 check-html: $(STAMP)

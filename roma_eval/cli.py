@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from roma_eval import __version__
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except RomaEvalError as exc:
         print(f"roma-eval {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # stdout closed by the reader (`roma-eval toy tasks | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(f"roma-eval {args.verb}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

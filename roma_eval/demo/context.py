@@ -52,6 +52,8 @@ class DemoContext:
         """Record this run's identity in ``output/demo.json``; refuse a directory holding another run's
         outputs (its stages would be reused for the wrong model) unless ``overwrite``."""
         manifest = self.output / "demo.json"
+        if self.output.exists() and not self.output.is_dir():
+            raise RomaEvalError(f"--output {self.output} is a file, not a directory; pass a directory path")
         if manifest.is_file() and not self.overwrite:
             found = json.loads(manifest.read_text())
             if found != self.identity():
@@ -61,7 +63,10 @@ class DemoContext:
         if not manifest.is_file() and self.output.is_dir() and any(self.output.iterdir()) and not self.overwrite:
             raise RomaEvalError(f"{self.output} exists and is not a demo output directory; pass --output DIR "
                                 f"for a new directory")
-        self.output.mkdir(parents=True, exist_ok=True)
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RomaEvalError(f"cannot create --output {self.output} ({exc.strerror}); pass a writable directory") from None
         manifest.write_text(json.dumps(self.identity(), indent=2) + "\n")
 
     def stage_dir(self, stage: str) -> Path:

@@ -118,3 +118,13 @@ def test_another_seed_into_the_same_directory_is_refused(fast_demo, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--output" in err[0] and "'seed': 0" in err[0]
     assert sorted(p.stat().st_mtime_ns for p in (root / "reports").rglob("*") if p.is_file()) == before
+
+
+def test_output_that_is_a_file_is_refused(tmp_path, capsys):
+    from roma_eval.cli import main
+
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    assert main(["demo", "--preset", "fast", "--output", str(taken), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file" in err[0] and taken.read_text() == "mine"
