@@ -14,7 +14,7 @@ from roma_eval.c3po import C3PO, C3POConfig, Reference, TailBatch, build_referen
 from roma_eval.c3po import reference as reference_module
 from roma_eval.c3po import steer_generation
 from roma_eval.c3po.methods import core_index, mode_finding, ngd
-from roma_eval.c3po.reference import problem_of
+from roma_eval.c3po.reference import EMBEDDED_TEXT, problem_of
 from roma_eval.checkpoint import router_fingerprint
 from roma_eval.errors import RomaEvalError
 from roma_eval.routing import probe_routing, resolve_layers, steer_routing
@@ -184,7 +184,8 @@ def fixed_example(tokenizer):
     with torch.no_grad():
         scores, _ = TailBatch(frozen[:6], "cpu").forward(model, layers)
     labelled = [dataclasses.replace(p, gold=int(s.argsort(descending=True)[1])) for p, s in zip(problems, scores)]
-    meta = {"layers": layers, "prefixes": False, "router_fingerprint": router_fingerprint(model), "embedder": None}
+    meta = {"layers": layers, "prefixes": False, "router_fingerprint": router_fingerprint(model), "embedder": None,
+            "embedded_text": EMBEDDED_TEXT}
     reference = Reference(FIXTURE_TASKS, meta, np.zeros((6, 4), np.float32),
                           torch.stack([f.routing for f in frozen[:6]]), labelled)
     c3po = C3PO(model, reference, C3POConfig())
@@ -293,6 +294,9 @@ def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
     with pytest.raises(RomaEvalError, match="k=8 neighbours are needed but only 7 reference samples remain"):
         c3po = C3PO(model, reference, C3POConfig(k=8))
         c3po.neighbours(c3po.embed([reference.metadata["samples"][0]["context"]]))
+    older = dataclasses.replace(reference, metadata={**reference.metadata, "embedded_text": "context"})
+    with pytest.raises(RomaEvalError, match="embeds 'context', not the last block .* rebuild it"):
+        C3PO(model, older)
     with pytest.raises(RomaEvalError, match="needs reference=DIR"):
         C3POLM(pretrained=str(base_dir))
     with pytest.raises(RomaEvalError, match="has no reference.json"):
@@ -303,3 +307,15 @@ def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
              for s, r in zip(samples, score_samples(model, tokenizer, samples))]
     with pytest.raises(RomaEvalError, match="answers none of the 12 training samples correctly"):
         build_reference(model, tokenizer, wrong, tmp_path / "empty", base_model="tiny", progress=False)
+
+
+def test_c3po_embeds_the_question_of_a_few_shot_prompt():
+    """The embedded text of lm-eval's own 2-shot context is the test doc's doc_to_text."""
+    from roma_eval.c3po.reference import query_text
+    from roma_eval.samples import task_manager
+
+    task = task_manager([FIXTURE_TASKS]).load(["tiny_animals_train"])["tasks"]["tiny_animals_train"]
+    _, doc = next(iter(task.doc_iterator()))
+    context = task.fewshot_context(doc, num_fewshot=2)
+    assert context.count("Answer:") == 3 and query_text(context) == task.doc_to_text(doc)
+    assert query_text(task.doc_to_text(doc)) == task.doc_to_text(doc)

@@ -23,7 +23,7 @@ import torch
 from roma_eval.c3po.config import C3POConfig
 from roma_eval.c3po.frozen import Frozen, Problem, TailBatch, freeze
 from roma_eval.c3po.methods import core_index, kernel_regression, mode_finding, ngd
-from roma_eval.c3po.reference import Reference, check_reference, problem_of
+from roma_eval.c3po.reference import Reference, check_reference, problem_of, query_text
 from roma_eval.errors import RomaEvalError
 from roma_eval.neighbours import find_neighbours, gaussian_weights
 from roma_eval.routing import spec_for, steer_routing
@@ -63,11 +63,11 @@ class C3PO:
 
     # ------------------------------------------------------------ neighbours
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Test prompts embedded as the reference prompts were."""
+    def embed(self, contexts: Sequence[str]) -> np.ndarray:
+        """Test prompts embedded as the reference prompts were (their last block, ``query_text``)."""
         from roma_eval.embedding import embed
 
-        return embed(list(texts), self.embedder)
+        return embed([query_text(c) for c in contexts], self.embedder)
 
     def neighbours(self, queries: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
         """(index (G, k) into the reference set, kernel weights (G, k) summing to 1) per embedded test prompt."""
@@ -149,12 +149,12 @@ class C3PO:
 
     # ------------------------------------------------------------ test prompts
 
-    def run(self, problems: Sequence[Problem], texts: Sequence[str], score: bool = True, progress: bool = True):
+    def run(self, problems: Sequence[Problem], contexts: Sequence[str], score: bool = True, progress: bool = True):
         """For each test problem: its pathway ω and, if ``score``, its choices' (log-likelihood, greedy)
         under ω.  Problems are optimised ``config.group`` at a time."""
         from tqdm.auto import tqdm
 
-        queries = self.embed(texts)
+        queries = self.embed(contexts)
         omegas, scored = [], []
         for start in tqdm(range(0, len(problems), self.config.group), desc=f"C3PO ({self.config.method})",
                           disable=not progress):

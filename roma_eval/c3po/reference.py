@@ -11,8 +11,8 @@ A reference is a directory, like a router checkpoint, holding two files:
   - ``reference.json``: base model, router fingerprint, layers, embedder, build settings,
     versions, and each reference sample's task, doc_id and prompt.
 The reference set is the success set of RoMA (Eq. 2): acc as lm-eval scores it (``scoring``).
-C3PO embeds the prompt exactly as the model sees it (the lm-eval context): at test time that is
-what lm-eval hands a model, so references and test prompts are embedded alike.
+C3PO embeds the prompt's last block (``query_text``): the question itself, without the few-shot
+examples and task description lm-eval puts before it; references and test prompts alike.
 A build runs in chunks saved under ``DIR.partial/``, so an interrupted build resumes where it stopped.
 """
 
@@ -127,6 +127,19 @@ def load_reference(directory) -> Reference:
     return Reference(directory, metadata, small["embeddings"].numpy(), small["routing"].float(), problems)
 
 
+# What is embedded, for references and test prompts alike.  lm-eval joins a task description, the
+# few-shot examples and the question with its default fewshot_delimiter "\n\n"; the last block is
+# the question.  Neighbours are found by what is asked: embedding the whole prompt would let the
+# demonstrations, shared by every test prompt of a task, swamp the question (and cost the
+# embedding model ten times the tokens on 10-shot prompts).  A question whose own text holds a
+# blank line is embedded from its last paragraph on.
+EMBEDDED_TEXT = "last block of the prompt"
+
+
+def query_text(context: str) -> str:
+    return context.rsplit("\n\n", 1)[-1]
+
+
 def check_reference(reference: Reference, model) -> None:
     """Refuse a reference built for another base model: its pathways and prefixes mean nothing here."""
     meta = reference.metadata
@@ -135,6 +148,9 @@ def check_reference(reference: Reference, model) -> None:
                             "whose routers differ from this model's; rebuild it with "
                             "`roma-eval c3po build-reference --model <this model>`")
     resolve_layers(model, reference.layers)  # the same MoE layers exist here
+    if meta.get("embedded_text") != EMBEDDED_TEXT:
+        raise RomaEvalError(f"reference {reference.directory} embeds {meta.get('embedded_text')!r}, not the "
+                            f"{EMBEDDED_TEXT} as this roma-eval does; rebuild it with `roma-eval c3po build-reference`")
 
 
 # ---------------------------------------------------------------- building
@@ -143,7 +159,7 @@ def check_reference(reference: Reference, model) -> None:
 def _settings(model, samples, layers, max_length, prefixes, embedder) -> dict:
     ids = hashlib.sha256("\n".join(f"{s.task}:{s.doc_id}" for s in samples).encode()).hexdigest()
     return {"router_fingerprint": router_fingerprint(model), "samples_sha256": ids, "layers": layers,
-            "max_length": max_length, "prefixes": prefixes, "embedder": embedder,
+            "max_length": max_length, "prefixes": prefixes, "embedder": embedder, "embedded_text": EMBEDDED_TEXT,
             "dtype": str(next(model.parameters()).dtype)}
 
 
@@ -170,7 +186,7 @@ def _chunk_arrays(model, tokenizer, samples: Sequence[Sample], layers, max_lengt
     frozen = [f for start in range(0, len(problems), batch_size)
               for f in freeze(model, problems[start:start + batch_size], layers)]
     arrays = {
-        "embeddings": torch.from_numpy(embed([s.context for s in good], embedder)),
+        "embeddings": torch.from_numpy(embed([query_text(s.context) for s in good], embedder)),
         "routing": torch.stack([f.routing for f in frozen]).cpu(),
         "gold": torch.tensor([p.gold for p in problems]),
         "context_ids": torch.tensor([t for p in problems for t in p.context]),
@@ -261,7 +277,7 @@ def _metadata(model, tokenizer, samples, records, layers, max_length, prefixes, 
         "model_type": spec_for(model).model_type, "router_fingerprint": router_fingerprint(model),
         "num_hidden_layers": model.config.num_hidden_layers, "layers": layers,
         "num_experts": int(gate.weight.shape[0]), "score_kind": spec_for(model).score_kind,
-        "embedder": embedder, "embedded_text": "context", "prefixes": prefixes,
+        "embedder": embedder, "embedded_text": EMBEDDED_TEXT, "prefixes": prefixes,
         "prefix_dtype": str(next(model.parameters()).dtype), "max_length": max_length,
         "tokenizer": getattr(tokenizer, "name_or_path", None),
         "n_training_samples": len(samples), "n_references": len(records),
