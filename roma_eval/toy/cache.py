@@ -3,7 +3,8 @@
 Location: ``$ROMA_EVAL_CACHE/toy/<arch>-<key>/`` where ``<key>`` hashes the full ``ToyConfig``;
 ``ROMA_EVAL_CACHE`` defaults to ``~/.cache/roma-eval``.  A model directory is an ordinary
 ``save_pretrained`` directory (lm-eval's ``--model hf`` loads it by path) plus ``toy_config.json``.
-It appears in one rename, so an interrupted pretraining leaves no half model behind.
+It appears in one rename, so an interrupted pretraining leaves no half model behind; its training
+state is saved beside it (``.<name>.partial/``) every 50 steps, so the next run resumes from there.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def ensure_model(config: ToyConfig, rebuild: bool = False, progress: bool = True
 
     from roma_eval.toy.pretrain import pretrain
 
-    model, tokenizer, log = pretrain(config, progress=progress)
+    # Saves every SAVE_EVERY steps here, so an interrupted pretraining resumes instead of restarting.
+    partial = target.parent / f".{target.name}.partial"
+    model, tokenizer, log = pretrain(config, progress=progress, resume_dir=partial)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
@@ -54,6 +57,7 @@ def ensure_model(config: ToyConfig, rebuild: bool = False, progress: bool = True
         if target.exists():  # --rebuild, or another process finished the same model first
             shutil.rmtree(target)
         os.replace(staging, target)
+        shutil.rmtree(partial, ignore_errors=True)
     finally:
         if staging.exists():
             shutil.rmtree(staging)

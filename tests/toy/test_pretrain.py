@@ -106,3 +106,25 @@ def test_cached_model_loads_with_plain_transformers(tmp_path, monkeypatch):
     assert loaded.config.model_type == "olmoe" and loaded.config.num_experts == 8
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in trained.state_dict().items())
     assert len(AutoTokenizer.from_pretrained(directory)) == loaded.config.vocab_size <= TINY.model.vocab_size
+
+
+def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from roma_eval.toy import pretrain as module
+
+    straight, _, _ = pretrain(TINY, progress=False)
+    monkeypatch.setattr(module, "SAVE_EVERY", 2)
+    schedule = module.learning_rate
+
+    def interrupted_at_step_3(config, step):
+        if step == 3:
+            raise KeyboardInterrupt
+        return schedule(config, step)
+
+    monkeypatch.setattr(module, "learning_rate", interrupted_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(TINY, progress=False, resume_dir=tmp_path / "partial")
+    assert torch.load(tmp_path / "partial" / "progress.pt", weights_only=False)["step"] == 2
+    monkeypatch.setattr(module, "learning_rate", schedule)
+    resumed, _, log = pretrain(TINY, progress=False, resume_dir=tmp_path / "partial")
+    a, b = state(straight), state(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a) and len(log["loss_every_20_steps"]) == 1
