@@ -55,7 +55,7 @@ def routing_consistency(ctx: DemoContext, stage: str, model, tokenizer) -> dict:
     import numpy as np
 
     from roma_eval.embedding import embed
-    from roma_eval.report.plots import RoutingDump, write_routing_dump
+    from roma_eval.report.plots import RoutingDump, read_routing_dump, write_routing_dump
     from roma_eval.routing import resolve_layers
     from roma_eval.samples import load_samples
     from roma_eval.toy.consistency import consistency_figure, routing_vectors
@@ -63,7 +63,9 @@ def routing_consistency(ctx: DemoContext, stage: str, model, tokenizer) -> dict:
     samples = load_samples([EVAL_GROUP], limit=ctx.limit)
     layers = resolve_layers(model, None)
     routing = routing_vectors(model, tokenizer, [s.context for s in samples], layers)
-    embeddings = embed([s.text for s in samples])
+    base_dump = results_dir(ctx, "base") / DUMP_NAME  # the same samples: their embeddings do not change
+    embeddings = (read_routing_dump(base_dump).embedding.astype(np.float32)
+                  if stage != "base" and base_dump.exists() else embed([s.text for s in samples]))
     figure = {"model_dir": str(ctx.model_dir), "limit": ctx.limit, "layers": layers,
               **consistency_figure(routing, embeddings, len(layers), seed=ctx.seed)}
     write_routing_dump(dump_path, RoutingDump(embeddings, routing, np.array([s.task for s in samples])))
