@@ -26,7 +26,13 @@ def run(args) -> int:
     # Before torch loads OpenMP: idle worker threads sleep instead of spinning, which keeps 2-thread
     # training fast when other processes share the cores (measured 5x faster at load 9 on 2 cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import logging
+
     from roma_eval.demo import DemoContext, run_demo
+
+    # lm-eval warns about `--metadata` every time it loads a task built by a Python function, which
+    # every toy task is (16 times per stage); nothing for a demo user to act on.
+    logging.getLogger("lm_eval.api.task").addFilter(lambda record: "Custom kwargs can be passed" not in record.getMessage())
 
     ctx = DemoContext.from_preset(args.preset, seed=args.seed, output=args.output, batch_size=args.batch_size,
                                   overwrite=args.overwrite, progress=not args.quiet)
