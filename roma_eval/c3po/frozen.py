@@ -21,7 +21,7 @@ uncached passes agree to float32 rounding on all six supported architectures, sc
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from roma_eval.errors import RomaEvalError
 from roma_eval.routing import record_routing, steer_routing
-from roma_eval.routing.arch import _unwrap, decoder_layers
-from roma_eval.routing.partial import run_from_layer
+from roma_eval.routing.arch import decoder_layers
+from roma_eval.routing.partial import cache_holding, capture_layer_input, run_from_layer
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per cached layer: keys, values of shape (heads, tokens, dim)
 
@@ -68,45 +68,6 @@ class Frozen:
     token0: torch.Tensor  # (hidden,) entering layer k at the last context token
     tail_hidden: torch.Tensor  # (choices, longest tail, hidden) entering layer k + 1, zero-padded
     routing: torch.Tensor  # (n_layers, n_experts) the base routing scores at the last context token
-
-
-def _cache(first_layer: int, kv: KV):
-    from transformers.cache_utils import Cache, DummyLayer, DynamicLayer
-
-    layers = [DummyLayer() for _ in range(first_layer)]
-    for keys, values in kv:
-        layer = DynamicLayer()
-        layer.lazy_initialization(keys, values)
-        layer.keys, layer.values = keys, values  # shared, not copied: the forward's update concatenates anew
-        layers.append(layer)
-    return Cache(layers=layers)
-
-
-class _Stop(Exception):
-    pass
-
-
-@contextmanager
-def _capture_entering(model, index: int, stop: bool = False):
-    """Hidden states entering decoder layer ``index`` (the final norm when ``index`` is past the
-    last layer) during the next forward; with ``stop`` the forward ends there."""
-    inner = getattr(_unwrap(model), "model", _unwrap(model))
-    layers = decoder_layers(model)
-    module = layers[index] if index < len(layers) else inner.norm
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(module, args, kwargs):
-        captured["hidden_states"] = args[0] if args else kwargs["hidden_states"]
-        if stop:
-            raise _Stop
-
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield captured
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
 
 
 def _buckets(lengths: Sequence[int]) -> list[list[int]]:
@@ -174,7 +135,7 @@ class _Rows:
             return dict(attention_mask=self.tail_mask, position_ids=self.position_ids)
         kwargs = dict(attention_mask=self.attention_mask, position_ids=self.position_ids)
         if self.kv is not None:
-            kwargs["past_key_values"] = _cache(first_layer, self.kv)  # fresh each pass: the forward appends to it
+            kwargs["past_key_values"] = cache_holding(self.kv, first_layer)  # fresh each pass: the forward appends to it
         return kwargs
 
     def scores(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,7 +185,7 @@ class TailBatch:
         the problems were frozen for)."""
         k, n_layers = layers[0], len(decoder_layers(model))
         t0 = self.token0
-        with _steer(model, override, t0.row_problem, layers, [k]), _capture_entering(model, k + 1, stop=True) as leaving:
+        with _steer(model, override, t0.row_problem, layers, [k]), capture_layer_input(model, k + 1, stop=True) as leaving:
             run_from_layer(model, k, t0.hidden, **t0.forward_kwargs(k, n_layers))
         new_token0 = leaving["hidden_states"][:, 0]  # (problems, hidden) leaving layer k
         device = t0.row_problem.device
@@ -279,8 +240,8 @@ def freeze(model, problems: Sequence[Problem], layers: list[int]) -> list[Frozen
     for group in _buckets([len(problems[i].tail(j)) for i, j in rows]):
         part = _Rows(problems, prefixes, [rows[r] for r in group], device, slice(0, None))
         positions = torch.zeros(len(part.rows), 1, dtype=torch.long, device=device)
-        with record_routing(model, positions, layers) as record, _capture_entering(model, k) as at_k, \
-                _capture_entering(model, k + 1) as at_next:
+        with record_routing(model, positions, layers) as record, capture_layer_input(model, k) as at_k, \
+                capture_layer_input(model, k + 1) as at_next:
             model(input_ids=part.tail_ids, **part.forward_kwargs(0, len(decoder_layers(model))))
         for r, (i, j) in enumerate(part.rows):
             entering_next[i, j] = at_next["hidden_states"][r, : part.tail_lens[r]]

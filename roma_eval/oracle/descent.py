@@ -27,7 +27,7 @@ from roma_eval.errors import RomaEvalError
 from roma_eval.oracle.config import OracleConfig
 from roma_eval.roma import token_positions
 from roma_eval.routing import record_routing, routers, spec_for, steer_routing
-from roma_eval.routing.partial import capture_layer_input, run_from_layer
+from roma_eval.routing.partial import cache_holding, capture_layer_input, run_from_layer
 from roma_eval.scoring import ChoiceBatch, choice_scores, predictions, task_loss
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
@@ -72,17 +72,11 @@ class _Rows:
                      None if self.hidden is None else self.hidden[rows])
 
     def logits(self, model, first_layer: int | None = None) -> torch.Tensor:
-        from transformers import DynamicCache
-
         kwargs = {"attention_mask": self.attention_mask, "position_ids": self.position_ids, "use_cache": False}
         if self.prefix is not None:
             # A fresh cache each step, holding the prefix tensors themselves: the step's own update concatenates
             # (copies) them once; DynamicCache(data) would copy them a second time first.
-            cache = DynamicCache(config=model.config)
-            for layer, (keys, values) in zip(cache.layers, self.prefix):
-                layer.lazy_initialization(keys, values)
-                layer.keys, layer.values = keys, values
-            kwargs.update(past_key_values=cache, use_cache=True)
+            kwargs.update(past_key_values=cache_holding(self.prefix), use_cache=True)
         if self.hidden is not None:
             return run_from_layer(model, first_layer, self.hidden, **kwargs).logits
         return model(input_ids=self.input_ids, **kwargs).logits

@@ -18,20 +18,47 @@ import torch
 from roma_eval.routing.arch import _unwrap, decoder_layers
 
 
+class _Stop(Exception):
+    pass
+
+
 @contextmanager
-def capture_layer_input(model, layer_index: int):
-    """Record the hidden states entering decoder layer ``layer_index`` during the next forward(s):
-    ``captured["hidden_states"]`` is (batch, seq, hidden)."""
+def capture_layer_input(model, layer_index: int, stop: bool = False):
+    """Record the hidden states entering decoder layer ``layer_index`` (the final norm when the index
+    is past the last layer) during the next forward(s): ``captured["hidden_states"]`` is
+    (batch, seq, hidden).  With ``stop`` the forward ends there and the ``with`` block goes on."""
+    inner = getattr(_unwrap(model), "model", _unwrap(model))
+    layers = decoder_layers(model)
+    module = layers[layer_index] if layer_index < len(layers) else inner.norm
     captured: dict[str, torch.Tensor] = {}
 
     def hook(module, args, kwargs):
         captured["hidden_states"] = args[0] if args else kwargs["hidden_states"]
+        if stop:
+            raise _Stop
 
-    handle = decoder_layers(model)[layer_index].register_forward_pre_hook(hook, with_kwargs=True)
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         yield captured
+    except _Stop:
+        pass
     finally:
         handle.remove()
+
+
+def cache_holding(kv: list[tuple[torch.Tensor, torch.Tensor]], first_layer: int = 0):
+    """A transformers cache whose decoder layers ``first_layer``.. hold ``kv`` (keys, values per layer)
+    as they are, not copied; layers below hold nothing (``run_from_layer`` skips them).  Build a fresh
+    one for every forward: the forward's own update appends to it."""
+    from transformers.cache_utils import Cache, DummyLayer, DynamicLayer
+
+    layers = [DummyLayer() for _ in range(first_layer)]
+    for keys, values in kv:
+        layer = DynamicLayer()
+        layer.lazy_initialization(keys, values)
+        layer.keys, layer.values = keys, values
+        layers.append(layer)
+    return Cache(layers=layers)
 
 
 def run_from_layer(model, layer_index: int, hidden_states: torch.Tensor, attention_mask=None, **forward_kwargs):
