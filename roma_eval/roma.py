@@ -86,11 +86,6 @@ class BasePass:
     hidden: list[list[torch.Tensor]]  # per sample, per choice: (tokens, hidden) entering the first tuned layer
 
 
-def _first_rows(batch) -> torch.Tensor:
-    # All choices of a sample share the context, so its routing at context tokens is read from choice 0.
-    return torch.nonzero(batch.row_choice == 0).squeeze(1)
-
-
 @torch.no_grad()
 def base_pass(model, tokenizer, samples: Sequence[Sample], config: RomaConfig, layers, batch_size: int,
               progress: bool = True) -> BasePass:
@@ -105,7 +100,7 @@ def base_pass(model, tokenizer, samples: Sequence[Sample], config: RomaConfig, l
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         acc_pred, _ = predictions(choice_scores(logits, batch), batch)
         correct.append((acc_pred == batch.gold).cpu().numpy())
-        routing.append(record.scores[_first_rows(batch)].flatten(1).float().cpu())
+        routing.append(batch.per_sample(record.scores).flatten(1).float().cpu())
         lengths = batch.attention_mask.sum(1).tolist()
         rows = [captured["hidden_states"][r, :n].cpu() for r, n in enumerate(lengths)]
         for i in range(batch.n_samples):
@@ -309,7 +304,7 @@ def _shard_losses(model, tokenizer, samples, shard, base: BasePass, config: Roma
     with record_routing(model, token_positions(config.tokens, batch.last_context), layers) as record:
         logits = run_from_layer(model, layers[0], hidden, batch.attention_mask).logits
     l_task = task_loss(choice_scores(logits, batch), batch.gold, reduction="sum") / batch_size  # Eq. 8
-    scores = record.scores[_first_rows(batch)]
+    scores = batch.per_sample(record.scores)
     rows = torch.tensor(shard)
     reg = _regulariser(config, scores.flatten(1).float(), success_routing[neighbour_index[rows]].to(device),
                        neighbour_weight[rows].to(device), scores, model, base_weights)
@@ -328,5 +323,5 @@ def _current_routing(model, tokenizer, samples, base: BasePass, success, config,
         hidden = _pad_hidden([row for i in idx for row in base.hidden[i]], batch.input_ids.shape[1]).to(device)
         with record_routing(model, token_positions(config.tokens, batch.last_context), layers) as record:
             run_from_layer(model, layers[0], hidden, batch.attention_mask)
-        out.append(record.scores[_first_rows(batch)].flatten(1).float().cpu())
+        out.append(batch.per_sample(record.scores).flatten(1).float().cpu())
     return torch.cat(out)

@@ -4,10 +4,18 @@ For each document we call the task's ``fewshot_context`` and ``construct_request
 lm-eval's ``build_all_requests`` does, so a Sample's context and continuations are the strings that
 lm-eval scores.  The text given to the embedding model is the task's ``doc_to_text`` (the
 question as posed, without answer options), a choice the paper leaves open.
+
+Multiple-input tasks (lm-eval's ``winogrande``, ``wsc273``; ``doc_to_text`` returns the gold index)
+put the choices in the *context*: one prompt per choice, all scored on the same continuation.
+Their Sample keeps the per-choice prompts in ``choice_contexts``; ``context`` is the part the
+prompts share (their common prefix), and the embedded text is that prefix, a blank and the shared
+continuation ("The trophy does not fit because the _ is too big."): the question without the
+options, label-free, like ``doc_to_text`` of an ordinary task.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,13 +29,23 @@ SPLITS = ("eval", "train")
 class Sample:
     task: str
     doc_id: int
-    context: str
+    context: str  # the prompt (multiple-input tasks: the common prefix of the per-choice prompts)
     output_type: str  # "multiple_choice" or "generate_until"
     text: str  # what the embedding model sees
     continuations: tuple[str, ...] = ()  # multiple choice: target delimiter + choice, as lm-eval scores them
     choices: tuple[str, ...] = ()  # multiple choice: the raw choices (acc_norm divides by their length)
     gold: int | str = -1  # multiple choice: index of the right choice; generation: the target string
     until: tuple[str, ...] = ()  # generation: stop sequences
+    choice_contexts: tuple[str, ...] = ()  # multiple-input tasks: the prompt of each choice
+
+    @property
+    def contexts(self) -> tuple[str, ...]:
+        """The prompt each choice is scored after (one per continuation)."""
+        return self.choice_contexts or (self.context,) * len(self.continuations)
+
+    @property
+    def multiple_input(self) -> bool:
+        return bool(self.choice_contexts)
 
 
 def task_manager(include_path: Sequence[str | Path] = (), task_names: Sequence[str] = ()):
@@ -50,6 +68,8 @@ def task_manager(include_path: Sequence[str | Path] = (), task_names: Sequence[s
 
 
 def _gold_index(task_name, doc_id, target, choices) -> int:
+    # lm-eval's process_results: the gold is an index, or a choice's text; multiple-input tasks give the
+    # index through doc_to_text.
     if isinstance(target, str) and target in choices:
         return choices.index(target)
     if isinstance(target, int) and 0 <= target < len(choices):
@@ -76,15 +96,24 @@ def samples_from_task(task, split: str = "eval", limit: int | None = None) -> li
         requests = task.construct_requests(doc=doc, ctx=ctx, metadata=(name, doc_id, 1))
         requests = requests if isinstance(requests, list) else [requests]
         text = task.doc_to_text(doc)
-        text = text if isinstance(text, str) else ctx
-        if task.OUTPUT_TYPE == "multiple_choice":
+        if task.OUTPUT_TYPE == "multiple_choice" and getattr(task, "multiple_input", 0):
             choices = tuple(task.doc_to_choice(doc))
-            out.append(Sample(name, doc_id, ctx, "multiple_choice", text,
+            contexts = tuple(r.args[0] for r in requests[: len(choices)])
+            continuation = requests[0].args[1]
+            shared = os.path.commonprefix(contexts)
+            shared = shared[: shared.rfind(" ") + 1]  # whole words: "the rocket" / "the river" share "the ", not "the r"
+            out.append(Sample(name, doc_id, shared, "multiple_choice", f"{shared}_{continuation}",
+                              continuations=(continuation,) * len(choices), choices=choices,
+                              gold=_gold_index(name, doc_id, text, list(choices)), choice_contexts=contexts))
+        elif task.OUTPUT_TYPE == "multiple_choice":
+            choices = tuple(task.doc_to_choice(doc))
+            out.append(Sample(name, doc_id, ctx, "multiple_choice", text if isinstance(text, str) else ctx,
                               continuations=tuple(r.args[1] for r in requests[: len(choices)]), choices=choices,
                               gold=_gold_index(name, doc_id, task.doc_to_target(doc), list(choices))))
         elif task.OUTPUT_TYPE == "generate_until":
             gen_kwargs = requests[0].args[1]
-            out.append(Sample(name, doc_id, ctx, "generate_until", text, gold=str(task.doc_to_target(doc)),
+            out.append(Sample(name, doc_id, ctx, "generate_until", text if isinstance(text, str) else ctx,
+                              gold=str(task.doc_to_target(doc)),
                               until=tuple(gen_kwargs.get("until", ()))))
         else:
             raise RomaEvalError(f"task {name} has output_type {task.OUTPUT_TYPE}; roma-eval handles "

@@ -6,6 +6,8 @@ acc = argmax of the scores, acc_norm = argmax of score / len(choice in character
 trailing context whitespace moves into the continuation, the pair is encoded whole and split at
 the context's length, and sequences are left-truncated to ``max_length + 1`` tokens with the last
 token dropped from the input.  RoMA's L_task (Eq. 8), the oracle and C3PO all score through here.
+Multiple-input tasks (winogrande) score one shared continuation after a different prompt per choice,
+and lm-eval's acc_norm then divides by the length of the choice (that prompt's option text).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class ChoiceBatch:
     row_choice: torch.Tensor  # (rows,)
     gold: torch.Tensor  # (samples,)
     char_lens: torch.Tensor  # (samples, max_choices), inf where a sample has fewer choices
+    row_share: torch.Tensor  # (rows,) weight of each row in its sample's context routing (``per_sample``)
 
     @property
     def n_samples(self) -> int:
@@ -58,15 +61,25 @@ class ChoiceBatch:
     def to(self, device) -> "ChoiceBatch":
         return ChoiceBatch(**{k: v.to(device) for k, v in vars(self).items()})
 
+    def per_sample(self, row_values: torch.Tensor) -> torch.Tensor:
+        """(rows, ...) values read at context tokens -> (samples, ...).  The choices of an ordinary sample
+        share its context, so its value is its first row's; a multiple-input sample has one prompt per
+        choice, and its value is the mean over them (label-free: the gold prompt is not singled out)."""
+        weighted = row_values * self.row_share.to(row_values.dtype).view(-1, *[1] * (row_values.dim() - 1))
+        out = row_values.new_zeros((self.n_samples, *row_values.shape[1:]))
+        return out.index_add(0, self.row_sample.to(row_values.device), weighted)
+
 
 def build_choice_batch(tokenizer, samples: Sequence[Sample], max_length: int,
                        add_bos: bool | None = None) -> ChoiceBatch:
-    rows, last_context, continuations, row_sample, row_choice = [], [], [], [], []
+    rows, last_context, continuations, row_sample, row_choice, row_share = [], [], [], [], [], []
     max_choices = max(len(s.continuations) for s in samples)
     char_lens = torch.full((len(samples), max_choices), float("inf"))
     for i, sample in enumerate(samples):
-        for j, (continuation, choice) in enumerate(zip(sample.continuations, sample.choices)):
-            context_ids, continuation_ids = encode_pair(tokenizer, sample.context, continuation, add_bos)
+        n = len(sample.continuations)
+        for j, (context, continuation, choice) in enumerate(zip(sample.contexts, sample.continuations, sample.choices)):
+            context_ids, continuation_ids = encode_pair(tokenizer, context, continuation, add_bos)
+            row_share.append(1 / n if sample.multiple_input else float(j == 0))
             tokens = (context_ids + continuation_ids)[-(max_length + 1):][:-1]
             rows.append(tokens)
             last_context.append(len(tokens) - len(continuation_ids))
@@ -88,7 +101,7 @@ def build_choice_batch(tokenizer, samples: Sequence[Sample], max_length: int,
         continuation_mask[r, : len(cont_ids)] = True
     gold = torch.tensor([int(s.gold) for s in samples])
     return ChoiceBatch(input_ids, attention_mask, torch.tensor(last_context), continuation_ids, continuation_mask,
-                       torch.tensor(row_sample), torch.tensor(row_choice), gold, char_lens)
+                       torch.tensor(row_sample), torch.tensor(row_choice), gold, char_lens, torch.tensor(row_share))
 
 
 def choice_scores(logits: torch.Tensor, batch: ChoiceBatch) -> torch.Tensor:
@@ -111,8 +124,12 @@ def task_loss(scores: torch.Tensor, gold: torch.Tensor, reduction: str = "mean")
 
 
 def predictions(scores: torch.Tensor, batch: ChoiceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(acc prediction, acc_norm prediction) per sample, as lm-eval's argmaxes."""
-    return scores.argmax(dim=1), (scores / batch.char_lens.to(scores.device)).argmax(dim=1)
+    """(acc prediction, acc_norm prediction) per sample, as lm-eval's argmaxes.  A sample with fewer choices
+    than the batch's widest has -inf scores and inf lengths in the padding: -inf / inf is NaN, which argmax
+    would pick, so the padding's normalised score is -inf."""
+    char_lens = batch.char_lens.to(scores.device)
+    normalised = torch.where(torch.isfinite(char_lens), scores / char_lens, float("-inf"))
+    return scores.argmax(dim=1), normalised.argmax(dim=1)
 
 
 def model_max_length(model, default: int = 2048) -> int:

@@ -11,6 +11,16 @@ import torch
 from roma_eval.tiny import ARCHITECTURES, build_tiny_model, train_tokenizer
 
 
+@pytest.fixture
+def real_tasks():
+    """lm-eval's own task YAMLs (mmlu, arc, winogrande, gsm8k, ...) on synthetic rows with the hub datasets'
+    columns (tests/offline_hub): nothing is downloaded."""
+    import offline_hub
+
+    with offline_hub.installed():
+        yield offline_hub
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return train_tokenizer()

@@ -29,13 +29,16 @@ def per_sample(samples: list[dict]) -> dict[int, tuple]:
     return out
 
 
-def evaluate_api(model: str, model_args: str, tasks: list[str], include_path=FIXTURE_TASKS) -> dict:
+def evaluate_api(model: str, model_args: str, tasks: list[str], include_path=FIXTURE_TASKS, limit=None,
+                 batch_size=4) -> dict:
+    """Per-sample results of lm-eval's simple_evaluate; ``include_path=None``: lm-eval's own tasks."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=str(include_path), include_defaults=False)
+    manager = (TaskManager() if include_path is None
+               else TaskManager(include_path=str(include_path), include_defaults=False))
     results = simple_evaluate(model=model, model_args=model_args, tasks=tasks, task_manager=manager,
-                              device="cpu", log_samples=True, batch_size=4)
+                              device="cpu", log_samples=True, batch_size=batch_size, limit=limit)
     return {task: per_sample(results["samples"][task]) for task in tasks}
 
 

@@ -72,3 +72,36 @@ def test_training_task_without_gold_labels_is_one_clear_error():
 def test_unknown_task_is_one_clear_error():
     with pytest.raises(RomaEvalError, match="unknown task"):
         load_samples(["no_such_task_anywhere"], include_path=[FIXTURE_TASKS])
+
+
+def test_multiple_input_samples_are_lm_eval_requests(real_tasks):
+    """lm-eval's winogrande: one prompt per choice, one shared continuation, the gold index from doc_to_text."""
+    from lm_eval.tasks import TaskManager
+
+    task = TaskManager().load(["winogrande"])["tasks"]["winogrande"]
+    samples = load_samples(["winogrande"], limit=4)
+    for sample, (doc_id, doc) in zip(samples, task.doc_iterator(limit=4)):
+        requests = task.construct_requests(doc=doc, ctx=task.fewshot_context(doc, 0), metadata=("w", doc_id, 1))
+        assert sample.multiple_input and sample.doc_id == doc_id
+        assert sample.contexts == tuple(r.args[0] for r in requests)
+        assert sample.continuations == tuple(r.args[1] for r in requests)
+        assert sample.gold == {"1": 0, "2": 1}[doc["answer"]]
+        assert sample.text == doc["sentence"]  # the question with its blank, no option filled in
+
+
+def test_mixed_choice_counts_and_multiple_input_match_lm_eval(real_tasks, model_dir):
+    """One batch mixing ARC's 3-, 4- and 5-choice questions, and winogrande's per-choice prompts: per-sample
+    scores, acc and acc_norm equal lm-eval's own (a padded choice once made acc_norm pick the padding)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tasks = ["arc_challenge", "winogrande"]
+    samples = load_samples(tasks, limit=8)
+    assert {len(s.choices) for s in samples} == {2, 3, 4, 5}
+    ours = score_samples(model, tokenizer, samples, batch_size=len(samples))
+    theirs = evaluate_api("hf", f"pretrained={model_dir}", tasks, include_path=None, limit=8)
+    for result in ours:
+        resps, metrics = theirs[result.task][result.doc_id]
+        assert result.scores == pytest.approx([r[0] for r in resps], abs=1e-4)
+        assert (result.acc, result.acc_norm) == (metrics["acc"], metrics.get("acc_norm", result.acc_norm))

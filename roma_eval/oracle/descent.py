@@ -131,7 +131,7 @@ def _subset(batch: ChoiceBatch, keep: torch.Tensor) -> ChoiceBatch:
     renumber = torch.cumsum(keep.long(), 0) - 1
     return ChoiceBatch(batch.input_ids[rows], batch.attention_mask[rows], batch.last_context[rows],
                        batch.continuation_ids[rows], batch.continuation_mask[rows], renumber[batch.row_sample[rows]],
-                       batch.row_choice[rows], batch.gold[keep], batch.char_lens[keep])
+                       batch.row_choice[rows], batch.gold[keep], batch.char_lens[keep], batch.row_share[rows])
 
 
 def greedy_rows(logits: torch.Tensor, batch: ChoiceBatch) -> torch.Tensor:
@@ -193,7 +193,7 @@ def descend(model, batch: ChoiceBatch, config: OracleConfig, layers: list[int],
         if config.variables == "scores":  # start at the base routing: the steered forward then equals base exactly
             with torch.no_grad(), record_routing(model, rows.positions, layers) as record:
                 rows.logits(model, layers[0])
-            variables = record.scores[batch.row_choice == 0].float()
+            variables = batch.per_sample(record.scores).float()
         else:
             variables = torch.zeros(batch.n_samples, positions.shape[1], len(layers), n_experts, device=device)
         return _descend(model, rows, step_batch, variables, config, layers, generative, spec.score_kind)
@@ -218,7 +218,7 @@ def _descend(model, rows, batch, variables, config, layers, generative, score_ki
             greedy = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).index_put(
                 (batch.row_sample, batch.row_choice), greedy_rows(logits.detach(), batch))
             loss, right, hits = _loss_and_right(scores, greedy, batch, generative, config.criterion)
-        routing = record.scores[batch.row_choice == 0].detach().float().cpu() if config.save_routing else None
+        routing = batch.per_sample(record.scores).detach().float().cpu() if config.save_routing else None
         streak = torch.where(right.cpu(), streak + 1, 0)
         done = (streak >= config.stable) | (t == config.max_steps)
         per_sample = zip(active.tolist(), loss.tolist(), right.tolist(), hits.tolist(), scores.detach().cpu(),

@@ -75,7 +75,7 @@ def teacher_forced_batch(lm, task: OracleTask, samples: Sequence[Sample]) -> tup
         continuation_mask=torch.zeros(len(rows), cont_width, dtype=torch.bool),
         row_sample=torch.arange(len(rows)), row_choice=torch.zeros(len(rows), dtype=torch.long),
         gold=torch.zeros(len(rows), dtype=torch.long),
-        char_lens=torch.tensor([[float(max(len(r), 1))] for r in responses]))
+        char_lens=torch.tensor([[float(max(len(r), 1))] for r in responses]), row_share=torch.ones(len(rows)))
     for r, (tokens, target) in enumerate(zip(rows, continuations)):
         batch.input_ids[r, : len(tokens)] = torch.tensor(tokens)
         batch.attention_mask[r, : len(tokens)] = 1
