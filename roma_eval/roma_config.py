@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from roma_eval.neighbours import DEFAULT_K, DEFAULT_SIGMA
+from roma_eval.neighbours import DEFAULT_K, DEFAULT_SIGMA, METHODS as NEIGHBOURHOODS
 
 REGULARISERS = ("manifold", "l1", "l2", "entropy", "none")
 
 
 @dataclass
 class RomaConfig:
-    layers: str = field(default="last:5", metadata={"help": "tuned MoE layers: last:N, first:N, middle:N, all, or indices (paper: last 5)"})
+    layers: str | None = field(default=None, metadata={"help": "tuned MoE layers: last:N, first:N, middle:N, all, or indices (default: the paper's last 5, all when the model has fewer)"})
     tokens: str = field(default="last:1", metadata={"help": "context tokens whose routing forms r_i: last:N, first:N, middle:N (paper: Last1)"})
     regulariser: str = field(default="manifold", metadata={"help": "manifold (Eq. 7), l1 / l2 (router weight change), entropy (routing entropy), none (plain router tuning)"})
     lam: float = field(default=0.8, metadata={"help": "λ in Eq. 9, reached after the warm-up"})
@@ -39,10 +39,26 @@ class RomaConfig:
 
         if self.regulariser not in REGULARISERS:
             raise RomaEvalError(f"regulariser {self.regulariser!r} is unknown; use one of {', '.join(REGULARISERS)}")
+        if self.neighbours not in NEIGHBOURHOODS:
+            raise RomaEvalError(f"neighbours={self.neighbours!r} is unknown; use one of {', '.join(NEIGHBOURHOODS)}")
         if not 0 < self.train_fraction <= 1:
             raise RomaEvalError(f"train_fraction={self.train_fraction} must be in (0, 1]")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise RomaEvalError("epochs and batch_size must be at least 1")
+        at_least = {"k": (self.k, 1), "epochs": (self.epochs, 1), "batch_size": (self.batch_size, 1),
+                    "max_length": (self.max_length, 2)}
+        for name, (value, low) in at_least.items():
+            if value < low:
+                raise RomaEvalError(f"{name}={value} must be at least {low}")
+        for name in ("sigma", "lr"):
+            if not getattr(self, name) > 0:
+                raise RomaEvalError(f"{name}={getattr(self, name)} must be positive")
+        if self.lam < 0 or self.weight_decay < 0:
+            raise RomaEvalError(f"lam={self.lam}, weight_decay={self.weight_decay}: neither may be negative "
+                                "(lam 0 or --regulariser none trains on the task loss alone)")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise RomaEvalError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1]")
+        if self.neighbours == "eps" and not (self.eps or 0) > 0:
+            raise RomaEvalError(f"eps={self.eps}: --neighbours eps needs a positive --eps (a distance between "
+                                "embeddings)")
 
     def to_dict(self) -> dict:
         return asdict(self)

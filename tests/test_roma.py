@@ -137,6 +137,45 @@ def test_bad_training_inputs_are_one_clear_error(tokenizer, train_samples, embed
     assert not (tmp_path / "bad").exists()
 
 
+def test_bf16_routers_move_as_far_as_fp32(tokenizer, train_samples, embedder, tmp_path):
+    """Each AdamW step here (lr 5e-4) is below half a bf16 step at these routers' scale (|w| ~ 0.4), but 80
+    steps add up to ~10 bf16 steps: updated in place in bf16 the routers barely move; with fp32 master copies a
+    bf16 run moves them as far as an fp32 run (within 10%).  (At the paper's lr 7e-5 the same holds for real
+    routers, whose weights are ~25x smaller.)"""
+    moved = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = fresh_model(tokenizer).to(dtype)
+        before = {i: g.weight.detach().float().clone() for i, g in routers(model).items()}
+        train_roma(model, tokenizer, train_samples, tmp_path / str(dtype), RomaConfig(**{**FAST, "lr": 5e-4, "epochs": 20}),
+                   base_model="tiny", embedder=embedder, progress=False)
+        moved[dtype] = sum((g.weight.float() - before[i]).norm() for i, g in routers(model).items() if i in (2, 3))
+        assert load_router_checkpoint(tmp_path / str(dtype)).tensors[3].dtype == dtype  # saved in the model's dtype
+    assert moved[torch.bfloat16] == pytest.approx(moved[torch.float32].item(), rel=0.1)
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--layers", "last:99"), ("--lam", "-1"), ("--sigma", "0"), ("--k", "0"), ("--lr", "0"), ("--epochs", "0"),
+    ("--neighbours", "eps"), ("--warmup-ratio", "2"),
+])
+def test_bad_training_flags_are_one_line_and_exit_2(tmp_path, flag, value, tokenizer):
+    from roma_eval.cli import main
+    from roma_eval.tiny import save_tiny_model
+
+    import io
+    import contextlib
+
+    model_dir = save_tiny_model("olmoe", tmp_path / "model", seed=11, tokenizer=tokenizer)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["train", "--model", str(model_dir), "--tasks", "tiny_parity", "--include_path", str(FIXTURE_TASKS),
+                     "--out", str(tmp_path / "out"), flag, value])
+    assert code == 2
+    errors = [line for line in err.getvalue().splitlines() if line.strip() and "Loading weights" not in line]
+    assert len(errors) == 1 and errors[0].startswith("roma-eval train: error: ")
+    assert flag.lstrip("-").split("-")[0] in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
 def test_empty_success_set_is_one_clear_error(tokenizer, train_samples, embedder, tmp_path):
     from dataclasses import replace
 

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         tasks_help="comma-separated lm-eval multiple-choice training tasks or groups (train split)")
     build.add_argument("--out", required=True, help="output directory for the reference")
     build.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    build.add_argument("--layers", default="last:5", help="critical layers: last:N, first:N, middle:N, all, or indices (paper: last 5)")
+    build.add_argument("--layers", default=None, help="critical layers: last:N, first:N, middle:N, all, or indices (default: the paper's last 5, all when the model has fewer)")
     build.add_argument("--limit", type=int, default=None, help="at most this many documents per training task")
     build.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
     build.add_argument("--chunk-size", type=int, default=256, help="samples per saved chunk (the unit of resumption)")

@@ -150,19 +150,22 @@ def routers(model) -> dict[int, torch.nn.Module]:
 def resolve_layers(model, layers=None) -> list[int]:
     """Decoder-layer indices of the MoE layers to read or steer.
 
-    ``layers``: None (the last 5 MoE layers, the paper's best), ``"all"``, ``"first:N"``,
+    ``layers``: None (the last 5 MoE layers, the paper's best; all of them when there are fewer), ``"all"``, ``"first:N"``,
     ``"middle:N"``, ``"last:N"``, or decoder-layer indices (a list or a comma-separated string;
     negative indices count from the last decoder layer).
     """
     moe = sorted(routers(model))
-    if layers is None:
-        layers = f"last:{DEFAULT_LAST_N_LAYERS}"
+    if layers is None:  # the paper's last 5, or every MoE layer of a smaller model
+        layers = f"last:{min(DEFAULT_LAST_N_LAYERS, len(moe))}"
     if isinstance(layers, str):
         name, _, count = layers.partition(":")
         if name == "all":
             return moe
         if name in ("first", "middle", "last") and count.isdigit() and int(count) > 0:
-            n = min(int(count), len(moe))
+            n = int(count)
+            if n > len(moe):
+                raise RomaEvalError(f"layers={layers!r} asks for {n} MoE layers but the model has {len(moe)}; "
+                                    f"use {name}:{len(moe)} or all")
             start = {"first": 0, "middle": (len(moe) - n) // 2, "last": len(moe) - n}[name]
             return moe[start:start + n]
         try:

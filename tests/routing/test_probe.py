@@ -39,11 +39,19 @@ def test_probe_of_padded_batch_matches_each_sequence_alone(arch_model, padded_ba
             torch.testing.assert_close(probed, alone, atol=1e-5, rtol=1e-4, msg=f"{arch} {side} padding")
 
 
-def test_probe_default_is_last_five_moe_layers(tiny_models, tokenizer):
-    # The default is the paper's last 5 MoE layers; tiny models have fewer, so all of them.
-    model = tiny_models["olmoe"]
-    assert resolve_layers(model) == sorted(routers(model))
-    assert resolve_layers(model, "last:2") == [2, 3]
+def test_probe_default_is_last_five_moe_layers(tokenizer, padded_batch):
+    """On an 8-layer model (last 5 != all): the default reads layers 3..7, the same scores as asking for them."""
+    from roma_eval.tiny import build_tiny_model
+
+    model = build_tiny_model("olmoe", tokenizer, seed=4, num_hidden_layers=8)
+    assert resolve_layers(model) == [3, 4, 5, 6, 7]
+    batch = padded_batch[0]["right"]
+    default = probe_routing(model, batch["input_ids"], batch["attention_mask"])
+    assert default.shape[1] == 5
+    assert torch.equal(default, probe_routing(model, batch["input_ids"], batch["attention_mask"], layers=[3, 4, 5, 6, 7]))
+    # a smaller model: all of its MoE layers
+    small = build_tiny_model("olmoe", tokenizer, seed=4)
+    assert resolve_layers(small) == sorted(routers(small)) == [0, 1, 2, 3]
 
 
 def test_probe_is_differentiable_wrt_router_weights(arch_model, padded_batch):
