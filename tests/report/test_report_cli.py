@@ -31,6 +31,23 @@ def test_report_cli(runs, verb, capsys, tmp_path):
     assert verb("report", argv + ["--overwrite"]) == 0
 
 
+def test_report_notes_runs_evaluated_differently(runs, derive_run, verb, tmp_path):
+    def five_shot_limit_10(data):  # as `lm_eval --num_fewshot 5 --limit 10` records it
+        data["n-shot"] = dict.fromkeys(data["n-shot"], 5)
+        data["config"]["limit"] = 10
+        for counts in data["n-samples"].values():
+            counts["effective"] = min(10, counts["original"])
+    argv = [str(runs / "base"), str(derive_run("roma", "roma", five_shot_limit_10)), str(runs / "oracle"),
+            "--out", str(tmp_path / "r"), "--format", "md", "--no-plots"]
+    assert verb("report", argv) == 0  # a note, not a refusal: the table is still worth seeing
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert ("_Not evaluated alike (tiny-olmoe): n-shot in MMLU, ARC-E, BoolQ, GSM8K: Base 0, RoMA 5, Oracle 0; "
+            "limit in MMLU: Base none, RoMA 10 (18 of 20 documents), Oracle none; limit in ARC-E: Base none, "
+            "RoMA 10 (10 of 24 documents), Oracle none; limit in BoolQ: Base none, RoMA 10 (10 of 20 documents), "
+            "Oracle none._") in text
+    assert text.count("Not evaluated alike") == 1  # under the scores table only
+
+
 @pytest.mark.parametrize("argv, message", [
     ([], "nothing to report"),
     (["--paper", "--format", "pdf"], "--format 'pdf'"),
