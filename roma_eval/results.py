@@ -330,12 +330,44 @@ def latest_cells(runs: list[Run]) -> dict[tuple[str, str, str, str], tuple[Run, 
     return cells
 
 
-def metric_preferences(overrides: dict[str, str] | None = None) -> dict[str, tuple[str, ...]]:
-    """DEFAULT_METRICS with user overrides ("arc_easy" -> "acc" or "gsm8k" -> "exact_match,strict-match")."""
+def metric_preferences(overrides: dict[str, str] | None = None,
+                       runs: list[Run] | None = None) -> dict[str, tuple[str, ...]]:
+    """DEFAULT_METRICS with user overrides ("arc_easy" -> "acc" or "gsm8k" -> "exact_match,strict-match").
+
+    With ``runs``, each override is checked against them first: a typo would otherwise be ignored (an
+    unknown column) or blank the column (a metric no run has).
+    """
     prefs = dict(DEFAULT_METRICS)
+    reported = _reported_metrics(runs) if runs is not None and overrides else None
     for column, metric in (overrides or {}).items():
-        prefs[column] = (metric if "," in metric else f"{metric},none",)
+        key = metric if "," in metric else f"{metric},none"
+        if reported is not None:
+            _check_override(column, metric, key, reported)
+        prefs[column] = (key,)
     return prefs
+
+
+def _reported_metrics(runs: list[Run]) -> dict[str, set[str]]:
+    """Column and lm-eval task name -> the metric keys ("metric,filter") its runs report."""
+    reported: dict[str, set[str]] = {}
+    for run in runs:
+        for bench in run.benchmarks:
+            for name in (bench.name, bench.task):
+                reported.setdefault(name, set()).update(run.metrics(bench))
+    return reported
+
+
+def _check_override(column: str, metric: str, key: str, reported: dict[str, set[str]]) -> None:
+    """Refuse ``--metric column=metric`` unless the column is the paper's or a benchmark of the runs, and some
+    run reports ``key`` for it.  Some, not all: the oracle reports fewer metrics than lm-eval's filters give.
+    A paper column no run has is left alone: there is nothing it could change or be checked against."""
+    if column not in reported and column not in PAPER_COLUMNS:
+        valid = list(PAPER_COLUMNS) + sorted(reported.keys() - set(PAPER_COLUMNS))
+        raise RomaEvalError(f"--metric {column}={metric}: no column or task named {column!r}; choose among "
+                            f"{', '.join(valid)}")
+    if column in reported and key not in reported[column]:
+        raise RomaEvalError(f"--metric {column}={metric}: no run reports {key!r} for {column}; choose among "
+                            f"{', '.join(map(repr, sorted(reported[column])))}")
 
 
 def wanted_metrics(prefs: dict[str, tuple[str, ...]], column: str, task: str | None = None) -> tuple[str, ...] | None:

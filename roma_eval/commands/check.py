@@ -46,9 +46,10 @@ def run(args) -> int:
     if args.summary:
         refuse_existing([args.summary], args.overwrite)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else None
-    comparisons = compare(load_runs([args.baseline]), load_runs([args.candidate]),
-                          prefs=metric_preferences(parse_metric_overrides(args.metric)), max_drop=args.max_drop,
-                          alpha=args.alpha, test=args.test, benchmarks=benchmarks,
+    baseline, candidate = load_runs([args.baseline]), load_runs([args.candidate])
+    prefs = metric_preferences(parse_metric_overrides(args.metric), baseline + candidate)
+    comparisons = compare(baseline, candidate, prefs=prefs, max_drop=args.max_drop, alpha=args.alpha, test=args.test,
+                          benchmarks=benchmarks,
                           iterations=args.bootstrap_iterations, seed=args.seed,
                           allow_prompt_change=args.allow_prompt_change)
     for comparison in comparisons:
