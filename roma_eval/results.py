@@ -163,7 +163,7 @@ class Run:
         return None if None in values else "/".join(dict.fromkeys(str(v) for v in values))
 
     def _limit(self, benchmark: Benchmark) -> str | None:
-        """"none" when every document was evaluated, else config.limit and how many documents it kept.
+        """The limit in effect: "none" when every document was evaluated, else config.limit and the documents kept.
 
         Judged by lm-eval's n-samples (effective of original) where recorded, so a limit above a task's size,
         which changes nothing, does not count as a different setting.

@@ -49,8 +49,7 @@ def run(args) -> int:
     baseline, candidate = load_runs([args.baseline]), load_runs([args.candidate])
     prefs = metric_preferences(parse_metric_overrides(args.metric), baseline + candidate)
     comparisons = compare(baseline, candidate, prefs=prefs, max_drop=args.max_drop, alpha=args.alpha, test=args.test,
-                          benchmarks=benchmarks,
-                          iterations=args.bootstrap_iterations, seed=args.seed,
+                          benchmarks=benchmarks, iterations=args.bootstrap_iterations, seed=args.seed,
                           allow_prompt_change=args.allow_prompt_change)
     for comparison in comparisons:
         print(verdict_line(comparison, args.max_drop, args.alpha))

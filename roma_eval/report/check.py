@@ -208,8 +208,9 @@ def _compare_one(paired: _Paired, max_drop: float, alpha: float, test: str, iter
         p = bootstrap_p(x - y, iterations, seed)
     baseline, candidate = 100 * float(x.mean()), 100 * float(y.mean())
     low, high = bootstrap_interval(y - x, iterations=iterations, seed=seed)
-    notes = [] if len(x) == max(paired.sizes) else [f"paired on {len(x)} of {paired.sizes[0]} / {paired.sizes[1]} "
-                                                    f"documents"]
+    notes = []
+    if len(x) < max(paired.sizes):
+        notes.append(f"paired on {len(x)} of {paired.sizes[0]} / {paired.sizes[1]} documents")
     if paired.differences:
         notes.append("prompts differ: " + " and ".join(paired.differences))
     return Comparison(benchmark=paired.benchmark, metric=paired.metric, n=len(x), baseline=baseline,
