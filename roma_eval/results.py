@@ -80,7 +80,8 @@ class Score:
 @dataclass(frozen=True)
 class SampleScore:
     value: float
-    doc_hash: str | None
+    doc_hash: str | None  # lm-eval's hash of the document: another dataset when it differs
+    prompt_hash: str | None = None  # of the prompt as the model saw it (few-shot examples, chat template included)
 
 
 @dataclass
@@ -145,6 +146,36 @@ class Run:
         if counts and all(isinstance(c, int) for c in counts):
             return sum(counts)
         return entry.get("sample_len") if isinstance(entry.get("sample_len"), int) else None
+
+    def settings(self, benchmark: Benchmark) -> dict[str, str | None]:
+        """How lm-eval evaluated the benchmark, as its results file records it: few-shot examples ("n-shot"), the
+        documents ``--limit`` kept ("limit") and the task version ("version").  None where it is not recorded.
+
+        Leaf tasks only: they hold the documents and prompts (the oracle records no group versions).  A group
+        whose leaves differ shows their distinct values, e.g. "0/5".
+        """
+        return {"n-shot": self._per_leaf("n-shot", benchmark), "limit": self._limit(benchmark),
+                "version": self._per_leaf("versions", benchmark)}
+
+    def _per_leaf(self, key: str, benchmark: Benchmark) -> str | None:
+        recorded = self.data.get(key)
+        values = [recorded.get(leaf) if isinstance(recorded, dict) else None for leaf in benchmark.leaves]
+        return None if None in values else "/".join(dict.fromkeys(str(v) for v in values))
+
+    def _limit(self, benchmark: Benchmark) -> str | None:
+        """The limit in effect: "none" when every document was evaluated, else config.limit and the documents kept.
+
+        Judged by lm-eval's n-samples (effective of original) where recorded, so a limit above a task's size,
+        which changes nothing, does not count as a different setting.
+        """
+        limit = self.config.get("limit")
+        shown = "none" if limit is None else f"{limit:g}" if _is_number(limit) else str(limit)
+        counts = [self.data.get("n-samples", {}).get(leaf) for leaf in benchmark.leaves]
+        if not all(isinstance(c, dict) and isinstance(c.get("effective"), int) and isinstance(c.get("original"), int)
+                   for c in counts):
+            return shown
+        effective, original = sum(c["effective"] for c in counts), sum(c["original"] for c in counts)
+        return "none" if effective == original else f"{shown} ({effective} of {original} documents)"
 
     @property
     def evaluation_seconds(self) -> float | None:
@@ -299,19 +330,57 @@ def latest_cells(runs: list[Run]) -> dict[tuple[str, str, str, str], tuple[Run, 
     return cells
 
 
-def metric_preferences(overrides: dict[str, str] | None = None) -> dict[str, tuple[str, ...]]:
-    """DEFAULT_METRICS with user overrides ("arc_easy" -> "acc" or "gsm8k" -> "exact_match,strict-match")."""
+def metric_preferences(overrides: dict[str, str] | None = None,
+                       runs: list[Run] | None = None) -> dict[str, tuple[str, ...]]:
+    """DEFAULT_METRICS with user overrides ("arc_easy" -> "acc" or "gsm8k" -> "exact_match,strict-match").
+
+    With ``runs``, each override is checked against them first: a typo would otherwise be ignored (an
+    unknown column) or blank the column (a metric no run has).
+    """
     prefs = dict(DEFAULT_METRICS)
+    reported = _reported_metrics(runs) if runs is not None and overrides else None
     for column, metric in (overrides or {}).items():
-        prefs[column] = (metric if "," in metric else f"{metric},none",)
+        key = metric if "," in metric else f"{metric},none"
+        if reported is not None:
+            _check_override(column, metric, key, reported)
+        prefs[column] = (key,)
     return prefs
 
 
-def choose_metric(available, column: str, prefs: dict[str, tuple[str, ...]]) -> str | None:
-    """The preferred metric among ``available`` for a column; for other benchmarks, the first reported."""
+def _reported_metrics(runs: list[Run]) -> dict[str, set[str]]:
+    """Column and lm-eval task name -> the metric keys ("metric,filter") its runs report."""
+    reported: dict[str, set[str]] = {}
+    for run in runs:
+        for bench in run.benchmarks:
+            for name in (bench.name, bench.task):
+                reported.setdefault(name, set()).update(run.metrics(bench))
+    return reported
+
+
+def _check_override(column: str, metric: str, key: str, reported: dict[str, set[str]]) -> None:
+    """Refuse ``--metric column=metric`` unless the column is the paper's or a benchmark of the runs, and some
+    run reports ``key`` for it.  Some, not all: the oracle reports fewer metrics than lm-eval's filters give.
+    A paper column no run has is left alone: there is nothing it could change or be checked against."""
+    if column not in reported and column not in PAPER_COLUMNS:
+        valid = list(PAPER_COLUMNS) + sorted(reported.keys() - set(PAPER_COLUMNS))
+        raise RomaEvalError(f"--metric {column}={metric}: no column or task named {column!r}; choose among "
+                            f"{', '.join(valid)}")
+    if column in reported and key not in reported[column]:
+        raise RomaEvalError(f"--metric {column}={metric}: no run reports {key!r} for {column}; choose among "
+                            f"{', '.join(map(repr, sorted(reported[column])))}")
+
+
+def wanted_metrics(prefs: dict[str, tuple[str, ...]], column: str, task: str | None = None) -> tuple[str, ...] | None:
+    """The metrics preferred for a benchmark: those given for its lm-eval task (``--metric toy_arc_easy=acc``
+    changes the toy table only), else those of its column; None for a benchmark without preferences."""
+    return prefs.get(task) if task in prefs else prefs.get(column)
+
+
+def choose_metric(available, column: str, prefs: dict[str, tuple[str, ...]], task: str | None = None) -> str | None:
+    """The preferred metric among ``available`` for a column (or its task); for other benchmarks, the first reported."""
     available = list(available)
-    if column in prefs:
-        return next((m for m in prefs[column] if m in available), None)
+    if (wanted := wanted_metrics(prefs, column, task)) is not None:
+        return next((m for m in wanted if m in available), None)
     return available[0] if available else None
 
 
@@ -387,7 +456,7 @@ def _read_samples(path: Path, metric: str) -> Iterator[tuple[int, SampleScore]]:
             raise RomaEvalError(f"line {number} of {path} has no numeric '{name}' (filter {filt}); "
                                 f"choose another metric with --metric")
         found = True
-        yield sample["doc_id"], SampleScore(float(value), sample.get("doc_hash"))
+        yield sample["doc_id"], SampleScore(float(value), sample.get("doc_hash"), sample.get("prompt_hash"))
     if not found:
         raise RomaEvalError(f"{path} has no samples for metric {metric}; choose another metric with --metric")
 

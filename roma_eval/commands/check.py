@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "of the baseline's")
     parser.add_argument("--metric", action="append", metavar="COLUMN=METRIC[,FILTER]",
                         help="the lm-eval metric of a column, e.g. arc_easy=acc (repeatable)")
+    parser.add_argument("--allow-prompt-change", action="store_true",
+                        help="compare runs whose prompts differ (n-shot, limit, task version or lm-eval's per-document "
+                             "prompt_hash) instead of refusing them; each verdict then says how they differ")
     parser.add_argument("--bootstrap-iterations", type=int, default=10_000, help="default: %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
     parser.add_argument("--summary", type=Path, default=None, help="also write the Markdown summary to this file")
@@ -43,10 +46,11 @@ def run(args) -> int:
     if args.summary:
         refuse_existing([args.summary], args.overwrite)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else None
-    comparisons = compare(load_runs([args.baseline]), load_runs([args.candidate]),
-                          prefs=metric_preferences(parse_metric_overrides(args.metric)), max_drop=args.max_drop,
-                          alpha=args.alpha, test=args.test, benchmarks=benchmarks,
-                          iterations=args.bootstrap_iterations, seed=args.seed)
+    baseline, candidate = load_runs([args.baseline]), load_runs([args.candidate])
+    prefs = metric_preferences(parse_metric_overrides(args.metric), baseline + candidate)
+    comparisons = compare(baseline, candidate, prefs=prefs, max_drop=args.max_drop, alpha=args.alpha, test=args.test,
+                          benchmarks=benchmarks, iterations=args.bootstrap_iterations, seed=args.seed,
+                          allow_prompt_change=args.allow_prompt_change)
     for comparison in comparisons:
         print(verdict_line(comparison, args.max_drop, args.alpha))
     summary = markdown_summary(comparisons, baseline=args.baseline, candidate=args.candidate,

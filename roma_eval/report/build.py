@@ -42,7 +42,7 @@ def build_report(runs: list[Run], *, metric_overrides: dict[str, str] | None = N
     Our numbers are put next to the paper's when a model is one of the paper's (by name, or
     ``paper_model``) and was run on the paper's benchmarks.
     """
-    prefs = metric_preferences(metric_overrides)
+    prefs = metric_preferences(metric_overrides, runs)
     table1 = published.table1_grids(paper_dir) if runs or paper else {}
     sections = [_results_section(grid, table1, paper_model, plots)
                 for grid in grids_from_runs(runs, prefs, columns)]

@@ -4,6 +4,10 @@ Both runs are compared document by document (paired on lm-eval's (task, doc_id),
 checked where both have one).  A benchmark regresses when the candidate's score drops by more than
 ``max_drop`` points *and* a one-sided paired test rejects "the candidate is not worse" at ``alpha``:
 exact McNemar on 0/1 correctness (the usual case), a paired bootstrap otherwise.
+
+A score only means something next to another made the same way: runs whose prompts differ (lm-eval's
+per-document prompt_hash, or the recorded n-shot, limit or task version) are refused unless
+``allow_prompt_change``; another dataset (doc_hash) always is.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 from roma_eval.errors import RomaEvalError
 from roma_eval.report.tables import fmt
 from roma_eval.report.templating import environment
-from roma_eval.results import PAPER_COLUMNS, Benchmark, Run, choose_metric, latest_cells
+from roma_eval.results import PAPER_COLUMNS, Benchmark, Run, choose_metric, latest_cells, wanted_metrics
 
 TESTS = ("auto", "mcnemar", "bootstrap")
 
@@ -37,6 +41,18 @@ class Comparison:
     @property
     def delta(self) -> float:
         return self.candidate - self.baseline
+
+
+@dataclass(frozen=True)
+class _Paired:
+    """One benchmark's per-document values of both runs, in the same document order."""
+
+    benchmark: str  # the lm-eval task or group name
+    metric: str
+    baseline: np.ndarray
+    candidate: np.ndarray
+    sizes: tuple[int, int]  # documents of each run before pairing
+    differences: tuple[str, ...]  # how the runs' prompts differ, e.g. "n-shot 5 in the baseline, 0 in the candidate"
 
 
 def mcnemar_p(losses: int, wins: int) -> float:
@@ -87,8 +103,12 @@ def bootstrap_interval(gains: np.ndarray, level: float = 0.95, iterations: int =
 
 def compare(baseline: list[Run], candidate: list[Run], *, prefs: dict[str, tuple[str, ...]], max_drop: float = 1.0,
             alpha: float = 0.05, test: str = "auto", benchmarks: list[str] | None = None, iterations: int = 10_000,
-            seed: int = 0) -> list[Comparison]:
-    """One comparison per benchmark of the baseline (or of ``benchmarks``, by column or task name)."""
+            seed: int = 0, allow_prompt_change: bool = False) -> list[Comparison]:
+    """One comparison per benchmark of the baseline (or of ``benchmarks``, by column or task name).
+
+    Runs whose prompts differ are refused, every difference in one message, unless ``allow_prompt_change``:
+    then they are compared and each verdict's note says how the prompts differ.
+    """
     base, cand = _by_benchmark(baseline, "baseline"), _by_benchmark(candidate, "candidate")
     wanted = [key for key in _ordered(base) if benchmarks is None or {key[1], base[key][1].task} & set(benchmarks)]
     if benchmarks is not None:
@@ -99,7 +119,12 @@ def compare(baseline: list[Run], candidate: list[Run], *, prefs: dict[str, tuple
     if missing := [base[key][1].task for key in wanted if key not in cand]:
         raise RomaEvalError(f"the candidate has no results for {', '.join(missing)}, which the baseline has; "
                             f"evaluate them or restrict the check with --benchmarks")
-    return [_compare_one(base[key], cand[key], prefs, max_drop, alpha, test, iterations, seed) for key in wanted]
+    paired = [_pair(base[key], cand[key], prefs) for key in wanted]
+    if not allow_prompt_change and (changed := [p for p in paired if p.differences]):
+        listed = "; ".join(f"{p.benchmark}: {' and '.join(p.differences)}" for p in changed)
+        raise RomaEvalError(f"{listed}; re-run the candidate with the baseline's lm_eval settings, or pass "
+                            f"--allow-prompt-change to compare anyway")
+    return [_compare_one(p, max_drop, alpha, test, iterations, seed) for p in paired]
 
 
 def verdict_line(c: Comparison, max_drop: float, alpha: float) -> str:
@@ -135,17 +160,17 @@ def _ordered(cells: dict[tuple[str, str], tuple[Run, Benchmark]]) -> list[tuple[
     return sorted(cells, key=lambda key: (key[0] == "other", order.get(key[1], len(order)), key))
 
 
-def _compare_one(base: tuple[Run, Benchmark], cand: tuple[Run, Benchmark], prefs, max_drop: float, alpha: float,
-                 test: str, iterations: int, seed: int) -> Comparison:
+def _pair(base: tuple[Run, Benchmark], cand: tuple[Run, Benchmark], prefs) -> _Paired:
     (base_run, base_bench), (cand_run, cand_bench) = base, cand
     # Each side takes its own preferred metric: the oracle logs gsm8k correctness without lm-eval's
     # filters, and its "exact_match,none" is the counterpart of a base run's flexible-extract.
-    base_metric = choose_metric(base_run.metrics(base_bench), base_bench.name, prefs)
-    cand_metric = choose_metric(cand_run.metrics(cand_bench), cand_bench.name, prefs)
+    base_metric = choose_metric(base_run.metrics(base_bench), base_bench.name, prefs, base_bench.task)
+    cand_metric = choose_metric(cand_run.metrics(cand_bench), cand_bench.name, prefs, cand_bench.task)
     for metric, run in ((base_metric, base_run), (cand_metric, cand_run)):
         if metric is None:
+            wanted = wanted_metrics(prefs, base_bench.name, base_bench.task) or ()
             raise RomaEvalError(f"{base_bench.task}: {run.results_file} reports none of the metrics wanted "
-                                f"({', '.join(prefs.get(base_bench.name, ()))}); choose one with --metric")
+                                f"({', '.join(wanted)}); choose one with --metric")
     metric = base_metric if base_metric == cand_metric else f"{base_metric} / {cand_metric}"
     a, b = base_run.samples(base_bench, base_metric), cand_run.samples(cand_bench, cand_metric)
     keys = sorted(a.keys() & b.keys())
@@ -157,21 +182,38 @@ def _compare_one(base: tuple[Run, Benchmark], cand: tuple[Run, Benchmark], prefs
             raise RomaEvalError(f"document {key[1]} of {key[0]} differs between {base_run.results_file.parent} and "
                                 f"{cand_run.results_file.parent} (another dataset or task version); compare runs of "
                                 f"the same task")
-    x = np.array([a[k].value for k in keys])
-    y = np.array([b[k].value for k in keys])
+    was, now = base_run.settings(base_bench), cand_run.settings(cand_bench)
+    differences = [f"{name} {was[name]} in the baseline, {now[name]} in the candidate" for name in was
+                   if None not in (was[name], now[name]) and was[name] != now[name]]
+    # Where both logged it (the oracle does not); catches what no setting records, e.g. a chat template.
+    hashed = [k for k in keys if a[k].prompt_hash and b[k].prompt_hash]
+    if changed := sum(a[k].prompt_hash != b[k].prompt_hash for k in hashed):
+        differences.append(f"prompts of {changed} of {len(hashed)} documents differ")
+    return _Paired(benchmark=base_bench.task, metric=metric, baseline=np.array([a[k].value for k in keys]),
+                   candidate=np.array([b[k].value for k in keys]), sizes=(len(a), len(b)),
+                   differences=tuple(differences))
+
+
+def _compare_one(paired: _Paired, max_drop: float, alpha: float, test: str, iterations: int,
+                 seed: int) -> Comparison:
+    x, y = paired.baseline, paired.candidate
     binary = bool(np.isin(x, (0.0, 1.0)).all() and np.isin(y, (0.0, 1.0)).all())
     used = ("mcnemar" if binary else "bootstrap") if test == "auto" else test
     if used == "mcnemar" and not binary:
-        raise RomaEvalError(f"{base_bench.task}: {metric} is not 0/1 per document, so McNemar does not apply; "
-                            f"use --test bootstrap")
+        raise RomaEvalError(f"{paired.benchmark}: {paired.metric} is not 0/1 per document, so McNemar does not "
+                            f"apply; use --test bootstrap")
     if used == "mcnemar":
         p = mcnemar_p(int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum()))
     else:
         p = bootstrap_p(x - y, iterations, seed)
     baseline, candidate = 100 * float(x.mean()), 100 * float(y.mean())
     low, high = bootstrap_interval(y - x, iterations=iterations, seed=seed)
-    note = "" if len(keys) == max(len(a), len(b)) else f"paired on {len(keys)} of {len(a)} / {len(b)} documents"
-    return Comparison(benchmark=base_bench.task, metric=metric, n=len(keys), baseline=baseline,
+    notes = []
+    if len(x) < max(paired.sizes):
+        notes.append(f"paired on {len(x)} of {paired.sizes[0]} / {paired.sizes[1]} documents")
+    if paired.differences:
+        notes.append("prompts differ: " + " and ".join(paired.differences))
+    return Comparison(benchmark=paired.benchmark, metric=paired.metric, n=len(x), baseline=baseline,
                       candidate=candidate, test="McNemar" if used == "mcnemar" else "bootstrap", p_value=p,
                       regression=(baseline - candidate > max_drop and p < alpha), interval=(100 * low, 100 * high),
-                      note=note)
+                      note="; ".join(notes))

@@ -52,6 +52,8 @@ class Grid:
     metrics: dict[str, list[str]] = field(default_factory=dict)  # column -> metric keys used, for a footnote
     seconds_per_sample: dict[str, float] = field(default_factory=dict)
     published_average: dict[str, float] = field(default_factory=dict)  # the paper's own Avg column
+    # column -> method -> how its run was evaluated (Run.settings: n-shot, limit, version), for a footnote
+    settings: dict[str, dict[str, dict[str, str | None]]] = field(default_factory=dict)
     model: str = ""
     suite: str = ""
     keep_row_order: bool = False  # published tables keep the paper's row order
@@ -106,13 +108,14 @@ def grids_from_runs(runs: list[Run], prefs: dict[str, tuple[str, ...]], columns:
     for (model, method, suite, column), (run, bench) in cells.items():
         if suite not in SUITE_NAMES:
             continue
-        metric = choose_metric(run.metrics(bench), column, prefs)
+        metric = choose_metric(run.metrics(bench), column, prefs, bench.task)
         grid = grids.setdefault((model, suite), Grid(title=f"{model} — {SUITE_NAMES[suite]}", columns=PAPER_COLUMNS,
                                                     values={}, model=model, suite=suite))
         grid.values.setdefault(method, {})
         if metric is None:
             continue
         grid.values[method][column] = 100 * run.metrics(bench)[metric]
+        grid.settings.setdefault(column, {})[method] = run.settings(bench)
         if metric not in grid.metrics.setdefault(column, []):
             grid.metrics[column].append(metric)
         contributing.setdefault((model, suite, method), {})[id(run)] = run
@@ -151,8 +154,10 @@ def scores_table(grid: Grid, title: str = "Accuracy (%)") -> Table:
     bold = _best_per_column(methods, texts)
     rows = tuple((method_name(m), tuple(Cell(t, b) for t, b in zip(row, flags, strict=True)))
                  for m, row, flags in zip(methods, texts, bold, strict=True))
-    return Table(title=title, columns=_header(grid), rows=rows,
-                 notes=(_metric_note(grid),) if grid.metrics else ())
+    notes = [_metric_note(grid)] if grid.metrics else []
+    if note := _settings_note(grid):
+        notes.append(note)
+    return Table(title=title, columns=_header(grid), rows=rows, notes=tuple(notes))
 
 
 def delta_table(grid: Grid) -> Table | None:
@@ -220,6 +225,25 @@ def _gap(method: float | None, base: float | None, oracle: float | None) -> floa
     if method is None or base is None or oracle is None or abs(oracle - base) < 1e-9:
         return None
     return 100 * (method - base) / (oracle - base)
+
+
+def _settings_note(grid: Grid) -> str | None:
+    """Which columns compare methods evaluated differently (other few-shot examples, fewer documents, another
+    task version), and how; None when they were all evaluated alike.  Columns whose methods differ the
+    same way are named together."""
+    columns_by_difference: dict[tuple[str, str], list[str]] = {}  # (setting, "Base 0, RoMA 5") -> columns
+    for column in grid.columns:
+        by_method = grid.settings.get(column, {})
+        for name in dict.fromkeys(name for settings in by_method.values() for name in settings):
+            values = {m: v for m, settings in by_method.items() if (v := settings[name]) is not None}
+            if len(set(values.values())) > 1:
+                described = ", ".join(f"{method_name(m)} {values[m]}" for m in ordered_methods(values))
+                columns_by_difference.setdefault((name, described), []).append(COLUMN_NAMES.get(column, column))
+    if not columns_by_difference:
+        return None
+    listed = "; ".join(f"{name} in {', '.join(columns)}: {described}"
+                       for (name, described), columns in columns_by_difference.items())
+    return f"Not evaluated alike ({grid.model}): {listed}."
 
 
 def _metric_note(grid: Grid) -> str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
+import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -41,6 +44,45 @@ def copy_run(tmp_path, runs):
     def copy(name: str) -> Path:
         return Path(shutil.copytree(runs / name, tmp_path / name))
     return copy
+
+
+@pytest.fixture
+def derive_run(tmp_path, runs):
+    """derive_run(name, source="base", results=edit(data), sample=edit(task, line)) -> the directory of a copy of a
+    committed run, edited as another lm_eval invocation would have written it (what fixtures/derive.py does for the
+    committed runs).  ``sample`` edits one samples line in place, or returns False to drop it."""
+    def derive(name: str, source: str = "base", results=None, sample=None) -> Path:
+        directory = Path(shutil.copytree(runs / source, tmp_path / name)) / "tiny-olmoe"
+        for path in directory.glob("results_*.json"):
+            data = json.loads(path.read_text())
+            if results:
+                results(data)
+            path.write_text(json.dumps(data))
+        for path in directory.glob("samples_*.jsonl"):
+            task = re.match(r"samples_(.+)_\d{4}-", path.name)[1]
+            lines = [json.loads(line) for line in path.read_text().splitlines()]
+            kept = [line for line in lines if not sample or sample(task, line) is not False]
+            path.write_text("".join(json.dumps(line) + "\n" for line in kept))
+        return directory
+    return derive
+
+
+@pytest.fixture
+def few_shot_run(derive_run):
+    """few_shot_run(name, shots) -> the base run as `lm_eval --num_fewshot shots` writes it: n-shot and each task's
+    num_fewshot recorded, and every prompt (so lm-eval's prompt_hash) preceded by the examples."""
+    def derive(name: str, shots: int, source: str = "base") -> Path:
+        def results(data):
+            data["n-shot"] = dict.fromkeys(data["n-shot"], shots)
+            for config in data["configs"].values():
+                config["num_fewshot"] = shots
+        def sample(task, line):
+            examples = "Question: an example?\nAnswer: yes\n\n" * shots
+            for request in line["arguments"].values():
+                request["arg_0"] = examples + request["arg_0"]
+            line["prompt_hash"] = hashlib.sha256(line["arguments"]["gen_args_0"]["arg_0"].encode()).hexdigest()
+        return derive_run(name, source, results, sample)
+    return derive
 
 
 @pytest.fixture

@@ -130,3 +130,74 @@ def test_bootstrap_interval_matches_plain_index_resampling():
     low, high = bootstrap_interval(gains, iterations=20_000, seed=3)
     assert low == pytest.approx(expected[0], abs=0.015) and high == pytest.approx(expected[1], abs=0.015)
     assert low < gains.mean() < high
+
+
+# The gate compares like with like: a candidate evaluated with other prompts or on other documents is refused.
+
+def test_a_candidate_with_another_few_shot_setting_is_refused(runs, few_shot_run, verb, capsys, tmp_path):
+    # The issue's case: a 0-shot candidate against a 5-shot baseline used to pass.
+    baseline, summary = few_shot_run("five_shot", 5), tmp_path / "summary.md"
+    argv = ["--baseline", str(baseline), "--candidate", str(runs / "base"), "--summary", str(summary)]
+    assert verb("check", argv) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith("roma-eval check: error: toy_mmlu: n-shot 5 in the baseline, 0 in the candidate and "
+                           "prompts of 20 of 20 documents differ; toy_arc_easy: n-shot 5 in the baseline, 0 in the "
+                           "candidate")
+    assert line.endswith("or pass --allow-prompt-change to compare anyway")
+    assert not captured.out and not summary.exists()
+
+
+def test_allow_prompt_change_compares_and_says_so(runs, few_shot_run, verb, capsys, tmp_path):
+    summary = tmp_path / "summary.md"
+    argv = ["--baseline", str(few_shot_run("five_shot", 5)), "--candidate", str(runs / "regressed"),
+            "--summary", str(summary), "--allow-prompt-change"]
+    assert verb("check", argv) == 1  # the planted toy_boolq regression is still found
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("REGRESSION toy_boolq: acc,none 50.0 -> 20.0")
+    assert lines[2].endswith("n=20; prompts differ: n-shot 5 in the baseline, 0 in the candidate and prompts of 20 "
+                             "of 20 documents differ")
+    assert "_toy_boolq: prompts differ: n-shot 5 in the baseline" in summary.read_text()
+
+
+def limited(n: int):
+    """lm_eval --limit n: recorded in config.limit and n-samples, and only the first n documents logged."""
+    def results(data):
+        data["config"]["limit"] = n
+        for counts in data["n-samples"].values():
+            counts["effective"] = min(n, counts["original"])
+    return results, lambda task, line: line["doc_id"] < n
+
+
+def new_boolq_version(data):
+    data["versions"]["toy_boolq"] = 2.0
+
+
+def chat_template_on_boolq(task, line):
+    if task == "toy_boolq":  # lm-eval hashes the prompt as the model saw it: a chat template changes it
+        line["prompt_hash"] = "0" * 64
+
+
+@pytest.mark.parametrize("edits, message", [
+    (limited(10), "toy_mmlu: limit none in the baseline, 10 (18 of 20 documents) in the candidate; toy_arc_easy: "
+                  "limit none in the baseline, 10 (10 of 24 documents) in the candidate; toy_boolq:"),
+    ((new_boolq_version, None), "toy_boolq: version 1.0 in the baseline, 2.0 in the candidate; re-run"),
+    ((None, chat_template_on_boolq), "toy_boolq: prompts of 20 of 20 documents differ; re-run"),
+], ids=["limit", "task-version", "prompts"])
+def test_other_documents_or_prompts_are_refused(runs, derive_run, verb, capsys, edits, message):
+    candidate = derive_run("candidate", "regressed", *edits)
+    assert verb("check", ["--baseline", str(runs / "base"), "--candidate", str(candidate)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert message in line
+    assert verb("check", ["--baseline", str(runs / "base"), "--candidate", str(candidate),
+                          "--allow-prompt-change"]) == 1
+
+
+def test_another_dataset_is_refused_even_when_prompts_may_change(runs, derive_run, verb, capsys):
+    def other_document(task, line):
+        if task == "toy_boolq" and line["doc_id"] == 3:
+            line["doc_hash"] = "0" * 64
+    candidate = derive_run("candidate", "regressed", sample=other_document)
+    assert verb("check", ["--baseline", str(runs / "base"), "--candidate", str(candidate),
+                          "--allow-prompt-change"]) == 2
+    assert "document 3 of toy_boolq differs" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""`roma-eval report`, the demo's report, and the report path's imports."""
+"""`roma-eval report` (and the --metric checks it shares with `check`), the demo's report, and the report
+path's imports."""
 
 from __future__ import annotations
 
@@ -31,6 +32,23 @@ def test_report_cli(runs, verb, capsys, tmp_path):
     assert verb("report", argv + ["--overwrite"]) == 0
 
 
+def test_report_notes_runs_evaluated_differently(runs, derive_run, verb, tmp_path):
+    def five_shot_limit_10(data):  # as `lm_eval --num_fewshot 5 --limit 10` records it
+        data["n-shot"] = dict.fromkeys(data["n-shot"], 5)
+        data["config"]["limit"] = 10
+        for counts in data["n-samples"].values():
+            counts["effective"] = min(10, counts["original"])
+    argv = [str(runs / "base"), str(derive_run("roma", "roma", five_shot_limit_10)), str(runs / "oracle"),
+            "--out", str(tmp_path / "r"), "--format", "md", "--no-plots"]
+    assert verb("report", argv) == 0  # a note, not a refusal: the table is still worth seeing
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert ("_Not evaluated alike (tiny-olmoe): n-shot in MMLU, ARC-E, BoolQ, GSM8K: Base 0, RoMA 5, Oracle 0; "
+            "limit in MMLU: Base none, RoMA 10 (18 of 20 documents), Oracle none; limit in ARC-E: Base none, "
+            "RoMA 10 (10 of 24 documents), Oracle none; limit in BoolQ: Base none, RoMA 10 (10 of 20 documents), "
+            "Oracle none._") in text
+    assert text.count("Not evaluated alike") == 1  # under the scores table only
+
+
 @pytest.mark.parametrize("argv, message", [
     ([], "nothing to report"),
     (["--paper", "--format", "pdf"], "--format 'pdf'"),
@@ -41,6 +59,48 @@ def test_report_cli_bad_input(runs, verb, capsys, tmp_path, argv, message):
     assert verb("report", argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def metric_argv(verb_name: str, runs: Path, out: Path, metric: str) -> list[str]:
+    """argv for `roma-eval report` or `check` on base and the oracle (which reports fewer metrics), writing ``out``."""
+    if verb_name == "report":
+        return [str(runs / "base"), str(runs / "oracle"), "--out", str(out), "--no-plots", "--metric", metric]
+    return ["--baseline", str(runs / "base"), "--candidate", str(runs / "regressed"), "--summary", str(out),
+            "--metric", metric]
+
+
+@pytest.mark.parametrize("verb_name", ["report", "check"])
+@pytest.mark.parametrize("metric, message", [
+    ("hellaswg=acc", "--metric hellaswg=acc: no column or task named 'hellaswg'; choose among mmlu, hellaswag, "
+                     "arc_challenge, arc_easy, piqa, winogrande, boolq, gsm8k, toy_arc_easy, toy_boolq, toy_gsm8k, "
+                     "toy_mmlu"),
+    ("arc_easy=acc_nrom", "--metric arc_easy=acc_nrom: no run reports 'acc_nrom,none' for arc_easy; choose among "
+                          "'acc,none', 'acc_norm,none'"),
+    ("toy_gsm8k=exact_match,strict_match", "--metric toy_gsm8k=exact_match,strict_match: no run reports "
+                                           "'exact_match,strict_match' for toy_gsm8k; choose among "
+                                           "'exact_match,flexible-extract', '"),
+], ids=["column", "metric", "filter"])
+def test_metric_typos_are_refused(runs, verb, capsys, tmp_path, verb_name, metric, message):
+    out = tmp_path / "out"
+    assert verb(verb_name, metric_argv(verb_name, runs, out, metric)) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith(f"roma-eval {verb_name}: error: {message}") and not captured.out
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("verb_name, metric, status", [
+    ("report", "gsm8k=exact_match,strict-match", 0),  # base reports it; the oracle's cell stays blank
+    ("report", "toy_arc_easy=acc", 0), ("check", "toy_arc_easy=acc", 1), ("check", "arc_easy=acc", 1),
+])
+def test_metrics_some_run_reports_are_accepted(runs, verb, capsys, tmp_path, verb_name, metric, status):
+    out = tmp_path / "out"
+    assert verb(verb_name, metric_argv(verb_name, runs, out, metric)) == status
+    # A task name or a column takes effect: base's toy_arc_easy acc is 37.5 (acc_norm, the default, 29.2).
+    if verb_name == "report" and metric.endswith("=acc"):
+        assert "| Base | 40.0 | — | — | 37.5 |" in (out / "report.md").read_text()
+    if verb_name == "check":
+        assert "toy_arc_easy: acc,none 37.5 -> " in capsys.readouterr().out
 
 
 def demo_results(runs, tmp_path, methods=DEMO_METHODS) -> Path:
