@@ -5,6 +5,7 @@ lm-eval's plain CLI."""
 import argparse
 import dataclasses
 import os
+import re
 
 import numpy as np
 import pytest
@@ -303,7 +304,8 @@ def test_mode_finding_alpha_search_picks_the_minimiser_of_a_known_loss():
 
 @pytest.mark.parametrize("alpha_step, best", [(0.1, [0.6, 0.2]), (0.25, [0.75, 0.0])])
 def test_kernel_regression_alpha_search_picks_the_minimiser_of_a_known_loss(alpha_step, best):
-    """A loss whose minimum on [ω0, ω̂] is at a chosen grid α per sample; a constant loss keeps the base (α = 1)."""
+    """A loss whose minimum on [ω0, ω̂] is at a chosen grid α per sample; a constant loss keeps the base
+    (α = 1)."""
     rng = np.random.default_rng(2)
     omega0, neighbours, core = random_pathways(rng, 2, 2), random_pathways(rng, 2, 3, 2), 3
     weight = rng.dirichlet(np.ones(3), size=2)
@@ -366,6 +368,38 @@ def test_python_api_and_plain_lm_eval_cli_agree_per_sample(setup, hf_base, token
         assert (result.acc, result.acc_norm) == (metrics["acc"], metrics["acc_norm"])
 
 
+@pytest.mark.parametrize("hood", ["pathway", "embedding"])
+def test_mode_finding_in_the_engine_searches_the_right_references(setup, tokenizer, hood):
+    """C3PO.optimise (a group, masks over the whole reference set) == mode_finding run one test prompt at a
+    time on the references it may use, listed by a plain loop: all but its near-duplicates (pathway), or its
+    k embedding neighbours (embedding)."""
+    from transformers import AutoModelForCausalLM
+
+    base_dir, ref, _ = setup
+    model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    reference = load_reference(ref)
+    c3po = C3PO(model, reference, C3POConfig(method="mode", mode_neighbours=hood))
+    samples = load_samples(["tiny_animals"], include_path=[FIXTURE_TASKS])[:6]
+    frozen = freeze(model, [problem_of(tokenizer, s, 512) for s in samples], c3po.layers)
+    queries = c3po.embed([s.context for s in samples])
+    together, info = c3po.optimise(frozen, queries)
+    index, weight = info["neighbours"], info["weights"]
+    duplicates = 0
+    for g, f in enumerate(frozen):
+        if hood == "pathway":
+            usable = [i for i, e in enumerate(reference.embeddings) if float(np.dot(queries[g], e)) <= 0.95]
+            duplicates += len(reference) - len(usable)
+        else:
+            usable = list(index[g])
+        omega0 = f.routing.unsqueeze(0)
+        loss = c3po.neighbour_loss(index[g:g + 1], weight[g:g + 1])
+        alone, _, _ = mode_finding(omega0, reference.routing[usable], torch.ones(1, len(usable), dtype=torch.bool), 3,
+                                   core_index(omega0, 0), "softmax", loss, steps=3)
+        torch.testing.assert_close(together[g:g + 1], alone, atol=1e-6, rtol=0)
+    assert hood == "embedding" or duplicates > 0  # the example has near-duplicates to leave out
+    assert not torch.equal(together, torch.stack([f.routing for f in frozen]))
+
+
 def test_mode_finding_through_the_plain_lm_eval_cli(setup, hf_base, tokenizer):
     """`lm_eval --model c3po` with method=mode (plain CLI, generation task included) == C3PO.score_samples
     per sample, and the re-mixing moved the scores."""
@@ -414,6 +448,17 @@ def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
              for s, r in zip(samples, score_samples(model, tokenizer, samples))]
     with pytest.raises(RomaEvalError, match="answers none of the 12 training samples correctly"):
         build_reference(model, tokenizer, wrong, tmp_path / "empty", base_model="tiny", progress=False)
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(alpha_step=0.3), "alpha_step=0.3 must divide 1"),
+    (dict(mode_neighbours="input"), "mode_neighbours='input' is unknown; use one of pathway, embedding"),
+    (dict(mode_steps=0), "mode_steps=0, group=8: each must be at least 1"),
+    (dict(bandwidth=-1.0), "bandwidth=-1.0 must be positive"),
+])
+def test_bad_mode_finding_settings_are_one_clear_error(setting, message):
+    with pytest.raises(RomaEvalError, match=re.escape(message)):
+        C3POConfig(**setting)
 
 
 def test_c3po_embeds_the_question_of_a_few_shot_prompt():

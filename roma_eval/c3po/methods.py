@@ -1,12 +1,13 @@
-"""C3PO's three ways to re-mix a test sample's pathway from its neighbours (arXiv 2504.07964, Sec. 3; FACTS.md).
+"""C3PO's three ways to re-mix a test sample's pathway from its neighbours (arXiv 2504.07964; FACTS.md).
 
 The label of a test sample x is unknown, so C3PO optimises a surrogate built from its neighbours
 x_i in the reference set (samples the base model answers correctly), with kernel weights K_i
 (Gaussian in embedding distance, normalised to sum to 1) and pathways ω_i.  L(ω) = Σ K_i ℓ(f(x_i, ω), y_i)
 / Σ K_i is the neighbours' kernel-weighted loss with the test sample's pathway plugged in:
-  mode finding       ω ← α ω + (1-α) ω̄, ω̄ = Σ_{i∈N(ω)} K(ω_i, ω) ω_i / Σ_{i∈N(ω)} K(ω_i, ω): the kernel-weighted
-                     mean of the reference pathways around the *current* pathway, in pathway space, repeated
-                     (a relaxed mean-shift towards the densest region of successful pathways), α as below;
+  mode finding       ω ← α ω + (1-α) ω̄ with ω̄ = Σ_{i∈N(ω)} K(ω_i, ω) ω_i / Σ_{i∈N(ω)} K(ω_i, ω), the
+                     kernel-weighted mean of the reference pathways around the *current* pathway, in
+                     pathway space, repeated (a relaxed mean-shift towards the densest region of
+                     successful pathways), α as below;
   kernel regression  ω̂ = Σ K_i ω_i / Σ K_i, then ω ← α ω + (1-α) ω̂, α on a grid minimising L;
   NGD                gradient descent on L(ω) (10 steps, cosine learning rate 1e-2 -> 1e-5).
 All functions act on a batch of test samples, each with its own pathway: ``omega0`` (G, layers,
@@ -26,8 +27,8 @@ Mode finding, where the paper gives only the update:
               distances scale with layers and experts, so no fixed h fits every model; ``bandwidth``);
   α           searched exactly as for kernel regression (``alpha_search``: same grid, same loss L over the
               test prompt's embedding neighbours, the only labelled surrogate the paper defines for x);
-  iterations  at most ``mode_steps`` (3: 33 loss evaluations without gradients, about the cost of NGD's
-              10 forward + backward steps), fewer once no test sample moves (α = 1 everywhere).
+  iterations  at most ``mode_steps`` (3: 33 loss evaluations without gradients, against NGD's 10 forward
+              + backward), fewer once no test sample moves (α = 1, or ω̄ = ω, everywhere).
 """
 
 from __future__ import annotations
