@@ -1,9 +1,11 @@
 """C3PO against independent references: the uncached full forward, lm-eval's own `hf` model,
-brute-force mean-shift, loss sequences on a fixed example, and lm-eval's plain CLI."""
+brute-force loops for mode finding and the α search, loss sequences on a fixed example, and
+lm-eval's plain CLI."""
 
 import argparse
 import dataclasses
 import os
+import re
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from lm_eval_helpers import FIXTURE_TASKS, evaluate_api, evaluate_cli
 from roma_eval.c3po import C3PO, C3POConfig, Reference, TailBatch, build_reference, freeze, load_reference
 from roma_eval.c3po import reference as reference_module
 from roma_eval.c3po import steer_generation
-from roma_eval.c3po.methods import core_index, mode_finding, ngd
+from roma_eval.c3po.methods import core_index, kernel_regression, mode_finding, ngd
 from roma_eval.c3po.reference import EMBEDDED_TEXT, problem_of
 from roma_eval.checkpoint import router_fingerprint
 from roma_eval.errors import RomaEvalError
@@ -220,19 +222,107 @@ def test_ngd_lowers_the_neighbours_loss_step_by_step(tokenizer):
     assert torch.equal(moved[others], omega0[others]) and not torch.equal(moved, omega0)
 
 
-def test_mode_finding_is_mean_shift():
-    """Against a plain numpy mean-shift, with the neighbours' kernel weights as point weights."""
+def numpy_restrict(target, omega0, n_core):
+    """``target`` on each layer's n_core largest experts of ``omega0`` (all if 0), rescaled to their base mass."""
+    out = omega0.copy()
+    for layer in range(omega0.shape[0]):
+        core = np.argsort(-omega0[layer])[: n_core or omega0.shape[1]]
+        out[layer, core] = target[layer, core] * omega0[layer, core].sum() / target[layer, core].sum()
+    return out
+
+
+def numpy_local_mean(omega, omega0, pool, candidates, k, n_core, h=None):
+    """ω̄ over the k candidates nearest to ``omega``, one sample, by sorting; h defaults to their median distance."""
+    near = sorted((np.sqrt(((pool[i] - omega) ** 2).sum()), i) for i in candidates)[:k]
+    h = np.median([d for d, _ in near]) if h is None else h
+    kernel = [np.exp(-d**2 / (2 * h**2)) for d, _ in near]
+    mean = sum(w * pool[i] for w, (_, i) in zip(kernel, near)) / sum(kernel)
+    return numpy_restrict(mean, omega0, n_core), h, frozenset(i for _, i in near)
+
+
+def brute_force_mode_finding(omega0, pool, allowed, k, n_core, loss, steps, alpha_step=0.1):
+    """One test sample at a time: its neighbourhood re-sorted at every step, each grid α tried in turn."""
+    grid = np.linspace(1, 0, round(1 / alpha_step) + 1)
+    omegas, alphas, hoods = [], [], []
+    for g in range(len(omega0)):
+        omega, h, chosen, seen = omega0[g].copy(), None, [], []
+        for _ in range(steps):
+            bar, h, near = numpy_local_mean(omega, omega0[g], pool, np.flatnonzero(allowed[g]), k, n_core, h)
+            best = min(grid, key=lambda a: loss(g, a * omega + (1 - a) * bar))  # min keeps the first: larger α on ties
+            omega = best * omega + (1 - best) * bar
+            chosen.append(best)
+            seen.append(near)
+        omegas.append(omega), alphas.append(chosen), hoods.append(seen)
+    return np.stack(omegas), np.array(alphas).T, hoods
+
+
+def random_pathways(rng, *shape, experts=5):
+    return rng.dirichlet(np.full(experts, 0.5), size=shape)
+
+
+@pytest.mark.parametrize("k, n_core", [(3, 0), (3, 3), (4, 0)])  # k = 4: the median of an even count
+def test_mode_finding_matches_a_brute_force_loop(k, n_core):
+    """ω ← αω + (1-α)ω̄ with ω̄ the pathway-kernel mean of the k allowed reference pathways nearest to
+    the current ω, α the grid value minimising the loss, per sample: against plain numpy loops."""
     rng = np.random.default_rng(0)
-    points = rng.dirichlet(np.ones(4), size=(1, 5, 2))  # (G, k, layers, experts)
-    weight = rng.dirichlet(np.ones(5), size=1)
-    x, h = np.full(8, 0.25), 0.3
-    for _ in range(50):
-        w = weight[0] * np.exp(-((points[0].reshape(5, 8) - x) ** 2).sum(1) / (2 * h**2))
-        x = (w[:, None] * points[0].reshape(5, 8)).sum(0) / w.sum()
-    omega0 = torch.full((1, 2, 4), 0.25, dtype=torch.float64)
-    ours = mode_finding(omega0, torch.from_numpy(points), torch.from_numpy(weight), core_index(omega0, 0),
-                        "softmax", steps=50, bandwidth=h)
-    np.testing.assert_allclose(ours.numpy().reshape(-1), x, atol=1e-6)  # ours stops at a 1e-7 shift
+    pool, omega0, targets = random_pathways(rng, 12, 2), random_pathways(rng, 3, 2), random_pathways(rng, 3, 2)
+    allowed = rng.random((3, 12)) > 0.25  # the near-duplicates of each test prompt are not allowed
+    o0 = torch.from_numpy(omega0)
+    ours, alphas, losses = mode_finding(o0, torch.from_numpy(pool), torch.from_numpy(allowed), k,
+                                        core_index(o0, n_core), "softmax",
+                                        lambda w: ((w - torch.from_numpy(targets)) ** 2).sum((1, 2)), steps=6)
+    expected, expected_alphas, hoods = brute_force_mode_finding(
+        omega0, pool, allowed, k, n_core, lambda g, w: ((w - targets[g]) ** 2).sum(), steps=6)
+    np.testing.assert_allclose(ours.numpy(), expected, atol=1e-6, rtol=0)  # ours stops once nothing moves 1e-7
+    np.testing.assert_allclose(alphas.numpy(), expected_alphas[: len(alphas)], atol=1e-9, rtol=0)
+    assert losses.shape == (len(alphas), 11, 3)
+    # The example exercises what it checks: some α strictly inside (0, 1), a neighbourhood that changes as ω moves.
+    assert ((expected_alphas > 0) & (expected_alphas < 1)).any()
+    assert k == 4 or any(len(set(seen)) > 1 for seen in hoods)
+
+
+def test_mode_finding_alpha_search_picks_the_minimiser_of_a_known_loss():
+    """One step, a loss whose minimum on the segment [ω, ω̄] is at a chosen α per sample (0 at ω̄ itself),
+    a fixed bandwidth, and each sample restricted to its own 3 references (``mode_neighbours=embedding``)."""
+    rng = np.random.default_rng(1)
+    pool, omega0 = random_pathways(rng, 9, 2), random_pathways(rng, 3, 2)
+    allowed = np.zeros((3, 9), dtype=bool)
+    for g, own in enumerate(np.split(rng.permutation(9), 3)):
+        allowed[g, own] = True
+    best = np.array([0.3, 0.0, 0.8])
+    bars = np.stack([numpy_local_mean(omega0[g], omega0[g], pool, np.flatnonzero(allowed[g]), 3, 0, h=0.2)[0]
+                     for g in range(3)])
+    optimum = best[:, None, None] * omega0 + (1 - best[:, None, None]) * bars
+    o0 = torch.from_numpy(omega0)
+    ours, alphas, losses = mode_finding(o0, torch.from_numpy(pool), torch.from_numpy(allowed), 3, core_index(o0, 0),
+                                        "softmax", lambda w: ((w - torch.from_numpy(optimum)) ** 2).sum((1, 2)),
+                                        steps=1, bandwidth=0.2)
+    np.testing.assert_allclose(alphas.numpy(), best[None], atol=1e-12)
+    assert losses[0].argmin(dim=0).tolist() == [7, 10, 2]  # the grid runs 1, 0.9, ..., 0
+    np.testing.assert_allclose(ours.numpy(), optimum, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha_step, best", [(0.1, [0.6, 0.2]), (0.25, [0.75, 0.0])])
+def test_kernel_regression_alpha_search_picks_the_minimiser_of_a_known_loss(alpha_step, best):
+    """A loss whose minimum on [ω0, ω̂] is at a chosen grid α per sample; a constant loss keeps the base
+    (α = 1)."""
+    rng = np.random.default_rng(2)
+    omega0, neighbours, core = random_pathways(rng, 2, 2), random_pathways(rng, 2, 3, 2), 3
+    weight = rng.dirichlet(np.ones(3), size=2)
+    hat = np.stack([numpy_restrict(sum(w * p for w, p in zip(weight[g], neighbours[g])), omega0[g], core)
+                    for g in range(2)])
+    best = np.array(best)
+    optimum = best[:, None, None] * omega0 + (1 - best[:, None, None]) * hat
+    o0 = torch.from_numpy(omega0)
+    args = (o0, torch.from_numpy(neighbours), torch.from_numpy(weight), core_index(o0, core), "softmax")
+    ours, alphas, losses = kernel_regression(*args, lambda w: ((w - torch.from_numpy(optimum)) ** 2).sum((1, 2)),
+                                             alpha_step=alpha_step)
+    np.testing.assert_allclose(alphas.numpy(), best, atol=1e-12)
+    assert losses.shape == (round(1 / alpha_step) + 1, 2)
+    assert losses.argmin(dim=0).tolist() == [round((1 - b) / alpha_step) for b in best]
+    np.testing.assert_allclose(ours.numpy(), optimum, atol=1e-12)
+    kept, alphas, _ = kernel_regression(*args, lambda w: torch.zeros(len(w), dtype=w.dtype), alpha_step=alpha_step)
+    assert alphas.tolist() == [1.0, 1.0] and torch.equal(kept, o0)
 
 
 def test_generation_steers_the_last_prompt_token_and_optionally_every_token(tiny_models, tokenizer):
@@ -278,6 +368,57 @@ def test_python_api_and_plain_lm_eval_cli_agree_per_sample(setup, hf_base, token
         assert (result.acc, result.acc_norm) == (metrics["acc"], metrics["acc_norm"])
 
 
+@pytest.mark.parametrize("hood", ["pathway", "embedding"])
+def test_mode_finding_in_the_engine_searches_the_right_references(setup, tokenizer, hood):
+    """C3PO.optimise (a group, masks over the whole reference set) == mode_finding run one test prompt at a
+    time on the references it may use, listed by a plain loop: all but its near-duplicates (pathway), or its
+    k embedding neighbours (embedding)."""
+    from transformers import AutoModelForCausalLM
+
+    base_dir, ref, _ = setup
+    model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    reference = load_reference(ref)
+    c3po = C3PO(model, reference, C3POConfig(method="mode", mode_neighbours=hood))
+    samples = load_samples(["tiny_animals"], include_path=[FIXTURE_TASKS])[:6]
+    frozen = freeze(model, [problem_of(tokenizer, s, 512) for s in samples], c3po.layers)
+    queries = c3po.embed([s.context for s in samples])
+    together, info = c3po.optimise(frozen, queries)
+    index, weight = info["neighbours"], info["weights"]
+    duplicates = 0
+    for g, f in enumerate(frozen):
+        if hood == "pathway":
+            usable = [i for i, e in enumerate(reference.embeddings) if float(np.dot(queries[g], e)) <= 0.95]
+            duplicates += len(reference) - len(usable)
+        else:
+            usable = list(index[g])
+        omega0 = f.routing.unsqueeze(0)
+        loss = c3po.neighbour_loss(index[g:g + 1], weight[g:g + 1])
+        alone, _, _ = mode_finding(omega0, reference.routing[usable], torch.ones(1, len(usable), dtype=torch.bool), 3,
+                                   core_index(omega0, 0), "softmax", loss, steps=3)
+        torch.testing.assert_close(together[g:g + 1], alone, atol=1e-6, rtol=0)
+    assert hood == "embedding" or duplicates > 0  # the example has near-duplicates to leave out
+    assert not torch.equal(together, torch.stack([f.routing for f in frozen]))
+
+
+def test_mode_finding_through_the_plain_lm_eval_cli(setup, hf_base, tokenizer):
+    """`lm_eval --model c3po` with method=mode (plain CLI, generation task included) == C3PO.score_samples
+    per sample, and the re-mixing moved the scores."""
+    from transformers import AutoModelForCausalLM
+
+    base_dir, ref, root = setup
+    via_cli = evaluate_cli("c3po", f"pretrained={base_dir},reference={ref},method=mode", TASKS, root / "out_mode")
+    assert sorted(via_cli["tiny_sums"]) == sorted(hf_base["tiny_sums"])  # generation ran under mode finding too
+    assert via_cli["tiny_animals"] != hf_base["tiny_animals"]
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    samples = load_samples(["tiny_animals"], include_path=[FIXTURE_TASKS])
+    ours = C3PO(model, load_reference(ref), C3POConfig(method="mode")).score_samples(tokenizer, samples, progress=False)
+    for result in ours:
+        resps, metrics = via_cli["tiny_animals"][result.doc_id]
+        assert result.scores == pytest.approx([r[0] for r in resps], abs=1e-4)
+        assert (result.acc, result.acc_norm) == (metrics["acc"], metrics["acc_norm"])
+
+
 def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
     from transformers import AutoModelForCausalLM
 
@@ -307,6 +448,17 @@ def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
              for s, r in zip(samples, score_samples(model, tokenizer, samples))]
     with pytest.raises(RomaEvalError, match="answers none of the 12 training samples correctly"):
         build_reference(model, tokenizer, wrong, tmp_path / "empty", base_model="tiny", progress=False)
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(alpha_step=0.3), "alpha_step=0.3 must divide 1"),
+    (dict(mode_neighbours="input"), "mode_neighbours='input' is unknown; use one of pathway, embedding"),
+    (dict(mode_steps=0), "mode_steps=0, group=8: each must be at least 1"),
+    (dict(bandwidth=-1.0), "bandwidth=-1.0 must be positive"),
+])
+def test_bad_mode_finding_settings_are_one_clear_error(setting, message):
+    with pytest.raises(RomaEvalError, match=re.escape(message)):
+        C3POConfig(**setting)
 
 
 def test_c3po_embeds_the_question_of_a_few_shot_prompt():

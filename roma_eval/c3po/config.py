@@ -12,35 +12,46 @@ from roma_eval.errors import RomaEvalError
 from roma_eval.neighbours import DEFAULT_K, DEFAULT_SIGMA
 
 METHODS = ("ngd", "kernel", "mode")
+MODE_NEIGHBOURS = ("pathway", "embedding")
 
 
 @dataclass
 class C3POConfig:
     method: str = field(default="ngd", metadata={"help": "ngd (neighbourhood gradient descent, the paper's best), kernel (kernel regression with an α search) or mode (mean-shift mode finding)"})
-    k: int = field(default=DEFAULT_K, metadata={"help": "neighbours per test prompt, by embedding kNN (paper: 3)"})
+    k: int = field(default=DEFAULT_K, metadata={"help": "neighbours per test prompt, by embedding kNN (paper: 3); also the size of mode finding's N(ω)"})
     sigma: float = field(default=DEFAULT_SIGMA, metadata={"help": "width of the Gaussian kernel K on embedding distances (ours: RoMA's released value)"})
-    dedup: float = field(default=0.95, metadata={"help": "references whose prompt has cosine similarity above this to the test prompt are near-duplicates and dropped (paper: 0.95; >1 keeps all)"})
-    steps: int = field(default=10, metadata={"help": "NGD gradient steps (paper: 10) / mean-shift iterations at most"})
+    dedup: float = field(default=0.95, metadata={"help": "references whose prompt has cosine similarity above this to the test prompt are near-duplicates and dropped, so that a copy of the test question cannot be its own neighbour (ours, not the paper's; >1 keeps all)"})
+    steps: int = field(default=10, metadata={"help": "NGD gradient steps (paper: 10)"})
     lr: float = field(default=1e-2, metadata={"help": "NGD learning rate at the first step, annealed by a cosine (paper: 1e-2)"})
     lr_min: float = field(default=1e-5, metadata={"help": "NGD learning rate at the last step (paper: 1e-5)"})
     core_experts: int = field(default=0, metadata={"help": "re-mix only the top-n experts of the test prompt's own pathway per layer; 0 = all (paper: top-20 of 64 is as good as all)"})
-    alpha: float | None = field(default=None, metadata={"help": "kernel regression: fix α in ω ← αω + (1-α)ω̂ instead of searching it (1 keeps the base routing)"})
-    alpha_step: float = field(default=0.1, metadata={"help": "kernel regression: grid step of the α search over [0, 1] (paper: 0.1)"})
-    bandwidth: float | None = field(default=None, metadata={"help": "mode finding: Gaussian bandwidth in pathway space (default: median distance to the neighbours' pathways)"})
+    alpha: float | None = field(default=None, metadata={"help": "kernel regression and mode finding: fix α in ω ← αω + (1-α)ω̂ (or ω̄) instead of searching it (1 keeps the base routing; 0 makes mode finding a plain mean-shift)"})
+    alpha_step: float = field(default=0.1, metadata={"help": "kernel regression and mode finding: grid step of the α search over [0, 1], a divisor of 1 (paper: 0.1)"})
+    mode_neighbours: str = field(default="pathway", metadata={"help": "mode finding: N(ω), the reference pathways ω̄ averages — pathway (the k nearest to the current ω, re-found every iteration, near-duplicates of the test prompt excluded: the paper's neighbourhood in pathway space) or embedding (the test prompt's k embedding neighbours, fixed) (ours)"})
+    mode_steps: int = field(default=3, metadata={"help": "mode finding: iterations of ω ← αω + (1-α)ω̄ at most, each with its own α search; stops once no prompt moves (ours: 3 iterations are 33 gradient-free loss evaluations, against NGD's 10 forward + backward)"})
+    bandwidth: float | None = field(default=None, metadata={"help": "mode finding: width h of the pathway kernel K(ω_i, ω) = exp(-||ω_i - ω||² / 2h²) (ours, default: per test prompt, the median distance from its base pathway to N(ω0))"})
     all_generated_tokens: bool = field(default=False, metadata={"help": "generation: also override every generated token, not only the last prompt token (the public code did; generation collapsed)"})
     group: int = field(default=8, metadata={"help": "test prompts optimised together, each with its own pathway"})
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise RomaEvalError(f"method={self.method!r} is unknown; use one of {', '.join(METHODS)}")
-        if self.k < 1 or self.steps < 1 or self.group < 1:
-            raise RomaEvalError(f"k={self.k}, steps={self.steps}, group={self.group}: each must be at least 1")
+        if self.mode_neighbours not in MODE_NEIGHBOURS:
+            raise RomaEvalError(f"mode_neighbours={self.mode_neighbours!r} is unknown; use one of {', '.join(MODE_NEIGHBOURS)}")
+        if self.k < 1 or self.steps < 1 or self.mode_steps < 1 or self.group < 1:
+            raise RomaEvalError(f"k={self.k}, steps={self.steps}, mode_steps={self.mode_steps}, group={self.group}: "
+                                "each must be at least 1")
         if self.core_experts < 0:
             raise RomaEvalError(f"core_experts={self.core_experts} must be >= 0 (0 re-mixes all experts)")
         if self.alpha is not None and not 0 <= self.alpha <= 1:
             raise RomaEvalError(f"alpha={self.alpha} must be in [0, 1] (or unset to search it)")
-        if not 0 < self.alpha_step <= 1 or self.sigma <= 0 or self.lr < 0 or self.lr_min < 0:
-            raise RomaEvalError("alpha_step must be in (0, 1], sigma positive, lr and lr_min non-negative")
+        if not 0 < self.alpha_step <= 1 or abs(1 / self.alpha_step - round(1 / self.alpha_step)) > 1e-6:
+            raise RomaEvalError(f"alpha_step={self.alpha_step} must divide 1 (e.g. 0.1, 0.05, 0.25) so that the α grid "
+                                "runs from 1 to 0 in equal steps")
+        if self.bandwidth is not None and self.bandwidth <= 0:
+            raise RomaEvalError(f"bandwidth={self.bandwidth} must be positive (or unset for the median distance)")
+        if self.sigma <= 0 or self.lr < 0 or self.lr_min < 0:
+            raise RomaEvalError(f"sigma={self.sigma} must be positive and lr={self.lr}, lr_min={self.lr_min} non-negative")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -3,10 +3,10 @@
 For a group of test prompts (``C3POConfig.group``, each with its own pathway):
   1. ``freeze`` the prompts: one base pass gives their pathways ω0 and frozen prefixes;
   2. neighbours: embedding kNN (k = 3) among the reference set, Gaussian kernel weights, references
-     whose prompt is a near-duplicate of the test prompt (cosine > 0.95) dropped, as the paper does;
-  3. the method re-mixes ω (``methods.py``); kernel regression and NGD score the neighbours with
-     the test prompt's ω at their last context token, running only the critical layers against
-     their stored frozen prefixes (``frozen.py``);
+     whose prompt is a near-duplicate of the test prompt (cosine > 0.95, our guard) dropped;
+  3. the method re-mixes ω (``methods.py``); each scores the neighbours with the test prompt's ω at
+     their last context token (mode finding and kernel regression to search α, NGD to descend),
+     running only the critical layers against their stored frozen prefixes (``frozen.py``);
   4. the test prompt's continuations are scored under ω, again from the critical layers only.
 Generation uses the pathway at the last prompt token (``steer_generation``).
 """
@@ -69,14 +69,19 @@ class C3PO:
 
         return embed([query_text(c) for c in contexts], self.embedder)
 
+    def near_duplicates(self, queries: np.ndarray) -> np.ndarray:
+        """(G, N) whether each reference's prompt is a near-duplicate of each embedded test prompt."""
+        # Unit-norm embeddings: the dot product is the cosine.
+        return queries @ self.reference.embeddings.T > self.config.dedup
+
     def neighbours(self, queries: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
         """(index (G, k) into the reference set, kernel weights (G, k) summing to 1) per embedded test prompt."""
         k, n = self.config.k, len(self.reference)
+        duplicate = self.near_duplicates(queries)
         width = min(n, k + 8)
         while True:
             hood = find_neighbours(queries, self.reference.embeddings, k=width, sigma=self.config.sigma)
-            # Unit-norm embeddings: cosine = 1 - ||a - b||² / 2.
-            keep = (hood.index >= 0) & (1 - hood.distance2 / 2 <= self.config.dedup)
+            keep = (hood.index >= 0) & ~np.take_along_axis(duplicate, hood.index.clip(min=0), axis=1)
             if keep.sum(axis=1).min() >= k or width == n:
                 break
             width = min(n, 2 * width)
@@ -135,10 +140,17 @@ class C3PO:
         index, weight = self.neighbours(queries)
         core = core_index(omega0, cfg.core_experts)
         info = {"neighbours": index, "weights": weight.cpu()}
-        if cfg.method == "mode":
-            neighbour_omega = self.reference.routing[index].to(self.device)
-            return mode_finding(omega0, neighbour_omega, weight, core, self.kind, cfg.steps, cfg.bandwidth), info
         loss = self.neighbour_loss(index, weight)
+        if cfg.method == "mode":
+            if cfg.mode_neighbours == "pathway":
+                allowed = ~self.near_duplicates(queries)
+            else:
+                allowed = np.zeros((len(index), len(self.reference)), dtype=bool)
+                np.put_along_axis(allowed, index, True, axis=1)
+            omega, info["alpha"], info["losses"] = mode_finding(
+                omega0, self.reference.routing.to(self.device), torch.from_numpy(allowed).to(self.device), cfg.k, core,
+                self.kind, loss, cfg.mode_steps, cfg.bandwidth, cfg.alpha, cfg.alpha_step)
+            return omega, info
         if cfg.method == "kernel":
             neighbour_omega = self.reference.routing[index].to(self.device)
             omega, info["alpha"], info["losses"] = kernel_regression(omega0, neighbour_omega, weight, core, self.kind,

@@ -2,19 +2,33 @@
 
 The label of a test sample x is unknown, so C3PO optimises a surrogate built from its neighbours
 x_i in the reference set (samples the base model answers correctly), with kernel weights K_i
-(Gaussian in embedding distance, normalised to sum to 1) and pathways ω_i:
-  mode finding       ω moves by mean-shift to the densest region of the neighbours' pathways;
+(Gaussian in embedding distance, normalised to sum to 1) and pathways ω_i.  L(ω) = Σ K_i ℓ(f(x_i, ω), y_i)
+/ Σ K_i is the neighbours' kernel-weighted loss with the test sample's pathway plugged in:
+  mode finding       ω ← α ω + (1-α) ω̄ with ω̄ = Σ_{i∈N(ω)} K(ω_i, ω) ω_i / Σ_{i∈N(ω)} K(ω_i, ω), the
+                     kernel-weighted mean of the reference pathways around the *current* pathway, in
+                     pathway space, repeated (a relaxed mean-shift towards the densest region of
+                     successful pathways), α as below;
   kernel regression  ω̂ = Σ K_i ω_i / Σ K_i, then ω ← α ω + (1-α) ω̂, α on a grid minimising L;
-  NGD                gradient descent on L(ω) = Σ K_i ℓ(f(x_i, ω), y_i) / Σ K_i: the test sample's
-                     pathway is plugged into each neighbour's forward pass and scored on the
-                     neighbour's label (10 steps, cosine learning rate 1e-2 -> 1e-5).
+  NGD                gradient descent on L(ω) (10 steps, cosine learning rate 1e-2 -> 1e-5).
 All functions act on a batch of test samples, each with its own pathway: ``omega0`` (G, layers,
-experts) is the base pathway, ``loss_fn(omega) -> (G,)`` the neighbours' kernel-weighted loss.
+experts) is the base pathway, ``loss_fn(omega) -> (G,)`` the neighbours' kernel-weighted loss L.
 
 Choices the paper leaves open (docs/c3po.md): only the *core* experts move (the top-n of the base
 pathway per layer; all by default), the others keep their base scores; a softmax pathway stays a
 distribution — NGD projects each step back onto the simplex (Euclidean projection, the core
 experts keeping their base mass) and sigmoid pathways (DeepSeek-V3) are clipped to [0, 1].
+Mode finding, where the paper gives only the update:
+  N(ω)        the k reference pathways nearest to the current ω (Euclidean, critical layers concatenated
+              as RoMA's r_i), re-found at every iteration, among all references but the test prompt's
+              near-duplicates: the paper's neighbourhood is one of ω in pathway space, not of x
+              (``mode_neighbours="embedding"`` uses the test prompt's k embedding neighbours instead);
+  K(ω_i, ω)   Gaussian, exp(-||ω_i - ω||² / 2h²), with h per test sample the median distance from its base
+              pathway to N(ω0), kept for every iteration (one density estimate to climb; pathway
+              distances scale with layers and experts, so no fixed h fits every model; ``bandwidth``);
+  α           searched exactly as for kernel regression (``alpha_search``: same grid, same loss L over the
+              test prompt's embedding neighbours, the only labelled surrogate the paper defines for x);
+  iterations  at most ``mode_steps`` (3: 33 loss evaluations without gradients, against NGD's 10 forward
+              + backward), fewer once no test sample moves (α = 1, or ω̄ = ω, everywhere).
 """
 
 from __future__ import annotations
@@ -55,43 +69,57 @@ def restrict(target: torch.Tensor, omega0: torch.Tensor, core: torch.Tensor, kin
     return omega0.scatter(-1, core, values)
 
 
-def mode_finding(omega0, neighbour_omega, weight, core, kind, steps: int, bandwidth: float | None = None):
-    """Mean-shift from the base pathway over the neighbours' pathways ``neighbour_omega`` (G, k, layers,
-    experts), each point weighted by its kernel weight ``weight`` (G, k) times a Gaussian of its
-    distance to the current estimate (layers concatenated, as RoMA's r_i)."""
-    points = neighbour_omega.flatten(2)
-    x = omega0.flatten(1)
-    if bandwidth is None:
-        bandwidth = torch.cdist(x.unsqueeze(1), points).squeeze(1).median(dim=1, keepdim=True).values
-    h2 = torch.as_tensor(bandwidth, dtype=x.dtype, device=x.device).clamp(min=1e-12) ** 2
-    log_weight = weight.log()
-    for _ in range(steps):
-        d2 = ((points - x.unsqueeze(1)) ** 2).sum(-1)
-        w = torch.softmax(log_weight - d2 / (2 * h2), dim=1)  # normalised in log space: no underflow
-        new_x = (w.unsqueeze(-1) * points).sum(1)
-        converged = (new_x - x).norm(dim=1).max() < 1e-7
-        x = new_x
-        if converged:
-            break
-    return restrict(x.view_as(omega0), omega0, core, kind)
-
-
-def kernel_regression(omega0, neighbour_omega, weight, core, kind, loss_fn: LossFn,
-                      alpha: float | None = None, alpha_step: float = 0.1):
-    """ω = α ω0 + (1-α) ω̂ with ω̂ the kernel average; α per sample from the grid 1, 1-step, ..., 0
-    (first minimum wins, so ties keep the base routing), or fixed (no loss evaluated).
-    Returns (ω, α (G,), losses (grid, G) or None)."""
-    omega_hat = restrict((weight[..., None, None] * neighbour_omega).sum(1), omega0, core, kind)
+def alpha_search(omega: torch.Tensor, target: torch.Tensor, loss_fn: LossFn, alpha: float | None = None,
+                 alpha_step: float = 0.1):
+    """ω' = α ω + (1-α) target per test sample, α fixed (no loss evaluated) or the α of the grid 1, 1-step,
+    ..., 0 that minimises L (the paper's grid search for kernel regression; mode finding uses the same);
+    the first minimum wins, so ties keep ``omega``.  Returns (ω', α (G,), losses (grid, G) or None)."""
     if alpha is not None:
-        alphas, losses = torch.full(omega0.shape[:1], float(alpha), dtype=omega0.dtype, device=omega0.device), None
+        alphas, losses = torch.full(omega.shape[:1], float(alpha), dtype=omega.dtype, device=omega.device), None
     else:
         n = round(1 / alpha_step)
         grid = [1 - i / n for i in range(n + 1)]
         with torch.no_grad():
-            losses = torch.stack([loss_fn(a * omega0 + (1 - a) * omega_hat) for a in grid])
-        alphas = torch.tensor(grid, dtype=omega0.dtype, device=omega0.device)[losses.argmin(dim=0)]
+            losses = torch.stack([loss_fn(a * omega + (1 - a) * target) for a in grid])
+        alphas = torch.tensor(grid, dtype=omega.dtype, device=omega.device)[losses.argmin(dim=0)]
     a = alphas.view(-1, 1, 1)
-    return a * omega0 + (1 - a) * omega_hat, alphas, losses
+    return a * omega + (1 - a) * target, alphas, losses
+
+
+def mode_finding(omega0, pool, allowed, k: int, core, kind, loss_fn: LossFn, steps: int,
+                 bandwidth: float | None = None, alpha: float | None = None, alpha_step: float = 0.1):
+    """Mode finding (module docstring): ``pool`` (P, layers, experts) are reference pathways, ``allowed``
+    (G, P) the ones each test sample may use (at least k); N(ω) = the k allowed pathways nearest to the
+    current ω.  Returns (ω, α (iterations, G), losses (iterations, grid, G) or None)."""
+    points = pool.flatten(1)
+    omega, h2, alphas, history = omega0, None, [], []
+    for _ in range(steps):
+        # Exact pairwise distances (the matrix-product shortcut loses digits when ω is near a reference).
+        d2 = torch.cdist(omega.flatten(1), points, compute_mode="donot_use_mm_for_euclid_dist").square()
+        near_d2, near = d2.masked_fill(~allowed, torch.inf).topk(k, dim=1, largest=False)
+        if h2 is None:  # h from N(ω0), fixed from then on
+            h = (near_d2.sqrt().quantile(0.5, dim=1, keepdim=True) if bandwidth is None
+                 else torch.tensor(bandwidth, dtype=omega.dtype, device=omega.device))
+            h2 = h.clamp(min=1e-12) ** 2
+        kernel = torch.softmax(-near_d2 / (2 * h2), dim=1)  # K(ω_i, ω) / Σ K, normalised in log space: no underflow
+        omega_bar = restrict((kernel.unsqueeze(-1) * points[near]).sum(1).view_as(omega0), omega0, core, kind)
+        new, a, losses = alpha_search(omega, omega_bar, loss_fn, alpha, alpha_step)
+        alphas.append(a)
+        history.append(losses)
+        moved = (new - omega).abs().max()
+        omega = new
+        if moved < 1e-7:  # ω̄ depends on ω only, so an unmoved ω stays put
+            break
+    return omega, torch.stack(alphas), None if alpha is not None else torch.stack(history)
+
+
+def kernel_regression(omega0, neighbour_omega, weight, core, kind, loss_fn: LossFn,
+                      alpha: float | None = None, alpha_step: float = 0.1):
+    """ω = α ω0 + (1-α) ω̂ with ω̂ the kernel average of the neighbours' pathways ``neighbour_omega``
+    (G, k, layers, experts) under their weights ``weight`` (G, k); α from ``alpha_search``.
+    Returns (ω, α (G,), losses (grid, G) or None)."""
+    omega_hat = restrict((weight[..., None, None] * neighbour_omega).sum(1), omega0, core, kind)
+    return alpha_search(omega0, omega_hat, loss_fn, alpha, alpha_step)
 
 
 def cosine_lr(step: int, steps: int, lr: float, lr_min: float) -> float:
