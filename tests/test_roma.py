@@ -232,3 +232,35 @@ def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path):
     for layer in (2, 3):
         torch.testing.assert_close(a.tensors[layer], b.tensors[layer], rtol=0, atol=1e-4)
     assert not torch.equal(a.tensors[3], fresh_model(tokenizer).state_dict()["model.layers.3.mlp.gate.weight"])
+
+
+def test_base_pass_on_lm_eval_winogrande_and_arc(real_tasks, tokenizer):
+    """lm-eval's real YAMLs: a multiple-input sample's r_i is the mean over its choices of the routing at each
+    choice's last context token; an ordinary sample's is its context's; correctness is lm-eval's acc."""
+    from roma_eval.scoring import build_choice_batch, score_samples
+
+    model = fresh_model(tokenizer)
+    samples = load_samples(["winogrande", "arc_challenge"], split="train", limit=4)
+    config = RomaConfig(**FAST)
+    base = roma.base_pass(model, tokenizer, samples, config, [2, 3], batch_size=8, progress=False)
+    assert base.correct.tolist() == [bool(r.acc) for r in score_samples(model, tokenizer, samples)]
+    for i, sample in enumerate(samples):
+        batch = build_choice_batch(tokenizer, [sample], max_length=512)
+        per_choice = probe_routing(model, batch.input_ids, batch.attention_mask, layers=[2, 3],
+                                   positions=batch.last_context)
+        expected = per_choice.mean(0) if sample.multiple_input else per_choice[0]
+        torch.testing.assert_close(base.routing[i], expected.flatten(), rtol=0, atol=1e-6)
+    assert any(s.multiple_input for s in samples) and not all(s.multiple_input for s in samples)
+
+
+def test_train_cli_on_lm_eval_real_tasks(real_tasks, tokenizer, tmp_path):
+    """`roma-eval train` on lm-eval's own arc_easy and winogrande (train split) writes a router checkpoint."""
+    from roma_eval.cli import main
+    from roma_eval.tiny import save_tiny_model
+
+    model_dir = save_tiny_model("olmoe", tmp_path / "model", seed=11, tokenizer=tokenizer)
+    code = main(["train", "--model", str(model_dir), "--tasks", "arc_easy,winogrande", "--limit", "8",
+                 "--layers", "last:2", "--epochs", "1", "--batch-size", "8", "--k", "1", "--out", str(tmp_path / "out")])
+    assert code == 0
+    checkpoint = load_router_checkpoint(tmp_path / "out")
+    assert checkpoint.metadata["training_config"]["summary"]["training_samples"] == 16 and checkpoint.layers == [2, 3]
