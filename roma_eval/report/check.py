@@ -13,7 +13,6 @@ per-document prompt_hash, or the recorded n-shot, limit or task version) are ref
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import comb
 
 import numpy as np
 
@@ -61,12 +60,9 @@ def mcnemar_p(losses: int, wins: int) -> float:
     ``losses`` = documents the baseline gets right and the candidate wrong, ``wins`` the reverse;
     documents both get right (or wrong) carry no information about the difference.
     """
-    n = losses + wins
-    term, tail = comb(n, losses), 0
-    for k in range(losses, n + 1):  # exact integers; each term from the last, C(n,k+1) = C(n,k)(n-k)/(k+1)
-        tail += term
-        term = term * (n - k) // (k + 1)
-    return tail / 2 ** n
+    from scipy.stats import binomtest
+
+    return binomtest(losses, losses + wins, 0.5, alternative="greater").pvalue if losses + wins else 1.0
 
 
 def _bootstrap_means(values: np.ndarray, iterations: int, seed: int) -> np.ndarray:
@@ -74,7 +70,8 @@ def _bootstrap_means(values: np.ndarray, iterations: int, seed: int) -> np.ndarr
 
     Resampling documents with replacement only changes how often each distinct value is drawn, so
     the resamples are drawn as multinomial counts over the distinct values: the same distribution
-    as resampling indices, and far cheaper.
+    as resampling indices, and far cheaper (MMLU-sized, 14,042 0/1 documents, 10,000 resamples:
+    1.9 ms against 1.57 s for ``scipy.stats.bootstrap``, bench/NOTES.md).
     """
     n = len(values)
     distinct, counts = np.unique(values, return_counts=True)
