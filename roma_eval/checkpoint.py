@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import torch
 from roma_eval import __version__
 from roma_eval.errors import RomaEvalError
 from roma_eval.routing import routers, spec_for
+from roma_eval.storage import staged_directory
 
 WEIGHTS_NAME = "router_model.safetensors"
 CONFIG_NAME = "router_config.json"
@@ -82,18 +80,11 @@ def save_router_checkpoint(model, directory, layers, *, base_fingerprint: str, b
         "base_router_fingerprint": base_fingerprint, "roma_eval_version": __version__,
         "training_config": training_config or {},
     }
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with staged_directory(directory) as staging:  # overwrite: the old one goes only once the new one is complete
         save_file(tensors, staging / WEIGHTS_NAME, metadata={"format": "pt"})
         (staging / CONFIG_NAME).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)
-        if directory.exists():  # overwrite: move the old one aside only once the new one is complete
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return directory
 
 

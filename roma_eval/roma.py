@@ -44,6 +44,7 @@ from roma_eval.roma_config import RomaConfig
 from roma_eval.routing import record_routing, resolve_layers, routers
 from roma_eval.routing.partial import capture_layer_input, run_from_layer
 from roma_eval.samples import Sample
+from roma_eval.storage import load_training_state, read_progress, save_training_state
 from roma_eval.scoring import build_choice_batch, choice_scores, predictions, task_loss
 
 
@@ -153,47 +154,25 @@ class RouterWeights:
                 weight.copy_(master)
 
 
-class _Resume:
-    """Router weights, optimiser state and progress after each finished epoch (safetensors + JSON, no pickle)."""
+def _save_resume(directory: Path, weights: RouterWeights, optimizer, progress: dict) -> None:
+    """After each finished epoch: master router weights, optimiser state and progress (no pickle)."""
+    tensors = {f"router.{i}": w for i, w in zip(weights.layers, weights.master)}
+    save_training_state(directory, tensors, optimizer, progress)
 
-    def __init__(self, directory: Path):
-        self.directory = directory
 
-    def save(self, weights: RouterWeights, optimizer, epoch: int, step: int, log: list[dict], config: dict) -> None:
-        from safetensors.torch import save_file
-
-        staging = self.directory.with_name(self.directory.name + ".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        tensors = {f"router.{i}": w.detach().cpu().contiguous() for i, w in zip(weights.layers, weights.master)}
-        for n, state in enumerate(optimizer.state_dict()["state"].values()):
-            tensors.update({f"adam.{n}.{key}": value.detach().cpu().reshape(-1) if value.dim() == 0 else value.cpu()
-                            for key, value in state.items()})
-        save_file(tensors, staging / "state.safetensors")
-        (staging / "progress.json").write_text(json.dumps({"epoch": epoch, "step": step, "log": log, "config": config}))
-        shutil.rmtree(self.directory, ignore_errors=True)
-        staging.rename(self.directory)
-
-    def load(self, weights: RouterWeights, optimizer, config: dict):
-        from safetensors.torch import load_file
-
-        if not (self.directory / "progress.json").is_file():
-            return None
-        progress = json.loads((self.directory / "progress.json").read_text())
-        if progress["config"] != config:
-            raise RomaEvalError(f"{self.directory} holds an interrupted run with a different configuration; "
-                                "rerun with the same flags to resume, or delete that directory to start over")
-        tensors = load_file(self.directory / "state.safetensors")
-        with torch.no_grad():
-            for i, master in zip(weights.layers, weights.master):
-                master.copy_(tensors[f"router.{i}"])
-        weights.master_to_model()
-        state = optimizer.state_dict()
-        for n, param_id in enumerate(state["param_groups"][0]["params"]):
-            state["state"][param_id] = {key.split(".", 2)[2]: (value.reshape(()) if key.endswith(".step") else value)
-                                        for key, value in tensors.items() if key.startswith(f"adam.{n}.")}
-        optimizer.load_state_dict(state)
-        return progress
+def _load_resume(directory: Path, weights: RouterWeights, optimizer, config: dict) -> dict | None:
+    progress = read_progress(directory)
+    if progress is None:
+        return None
+    if progress["config"] != config:
+        raise RomaEvalError(f"{directory} holds an interrupted run with a different configuration; "
+                            "rerun with the same flags to resume, or delete that directory to start over")
+    tensors, progress = load_training_state(directory, optimizer)
+    with torch.no_grad():
+        for i, master in zip(weights.layers, weights.master):
+            master.copy_(tensors[f"router.{i}"])
+    weights.master_to_model()
+    return progress
 
 
 @dataclass
@@ -254,8 +233,8 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
     steps_per_epoch = math.ceil(len(samples) / config.batch_size)
     total = config.epochs * steps_per_epoch
     warmup = max(1, round(config.warmup_ratio * total))
-    resume = _Resume(out_dir.with_name(out_dir.name + ".partial"))
-    state = resume.load(weights, optimizer, config.to_dict())
+    resume_dir = out_dir.with_name(out_dir.name + ".partial")
+    state = _load_resume(resume_dir, weights, optimizer, config.to_dict())
     first_epoch, step, log = (state["epoch"] + 1, state["step"], state["log"]) if state else (0, 0, [])
 
     device = weights.model[0].device
@@ -305,7 +284,8 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
             bar.update(1)
             bar.set_postfix(task=f"{l_task_value:.3f}", reg=f"{l_reg_value:.4f}")
         if dist.is_main_process:
-            resume.save(weights, optimizer, epoch, step, log, config.to_dict())
+            _save_resume(resume_dir, weights, optimizer,
+                         {"epoch": epoch, "step": step, "log": log, "config": config.to_dict()})
         dist.wait_for_everyone()
     bar.close()
     model.eval()
@@ -321,7 +301,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
         save_router_checkpoint(model, out_dir, layers, base_fingerprint=fingerprint, base_model=base_model,
                                revision=revision, training_config=training_config, overwrite=overwrite,
                                extra_files={"training_log.jsonl": log_text})
-        shutil.rmtree(resume.directory, ignore_errors=True)
+        shutil.rmtree(resume_dir, ignore_errors=True)
     dist.wait_for_everyone()
     return TrainResult(out_dir, log, summary)
 

@@ -110,17 +110,17 @@ def test_cached_prefix_training_equals_full_forward_training(tokenizer, train_sa
 
 def test_interrupted_training_resumes_to_the_same_routers(tokenizer, train_samples, embedder, tmp_path, monkeypatch):
     straight, _ = run(tokenizer, train_samples, tmp_path / "straight", embedder)
-    save = roma._Resume.save
+    save = roma._save_resume
 
-    def save_then_stop(self, *args, **kwargs):
-        save(self, *args, **kwargs)
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(roma._Resume, "save", save_then_stop)
+    monkeypatch.setattr(roma, "_save_resume", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run(tokenizer, train_samples, tmp_path / "resumed", embedder)
-    assert (tmp_path / "resumed.partial" / "progress.json").is_file() and not (tmp_path / "resumed").exists()
-    monkeypatch.setattr(roma._Resume, "save", save)
+    assert (tmp_path / "resumed.partial" / "state.json").is_file() and not (tmp_path / "resumed").exists()
+    monkeypatch.setattr(roma, "_save_resume", save)
     resumed, result = run(tokenizer, train_samples, tmp_path / "resumed", embedder)
     assert torch.equal(resumed.state_dict()["model.layers.3.mlp.gate.weight"],
                        straight.state_dict()["model.layers.3.mlp.gate.weight"])

@@ -58,6 +58,7 @@ def routing_consistency(ctx: DemoContext, stage: str, model, tokenizer) -> dict:
     from roma_eval.report.plots import RoutingDump, read_routing_dump, write_routing_dump
     from roma_eval.routing import resolve_layers
     from roma_eval.samples import load_samples
+    from roma_eval.storage import write_json
     from roma_eval.toy.consistency import consistency_figure, routing_vectors
 
     samples = load_samples([EVAL_GROUP], limit=ctx.limit)
@@ -69,7 +70,5 @@ def routing_consistency(ctx: DemoContext, stage: str, model, tokenizer) -> dict:
     figure = {"model_dir": str(ctx.model_dir), "limit": ctx.limit, "layers": layers,
               **consistency_figure(routing, embeddings, len(layers), seed=ctx.seed)}
     write_routing_dump(dump_path, RoutingDump(embeddings, routing, np.array([s.task for s in samples])))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(figure, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, figure)
     return figure

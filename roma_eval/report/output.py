@@ -1,12 +1,11 @@
-"""Atomic, non-clobbering writes: a report is either fully written or not touched."""
+"""Non-clobbering writes: a report is either fully written (``storage.write_atomic``) or not touched."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
+from roma_eval.storage import write_atomic  # noqa: F401  (the report writers' one way to write a file)
 
 
 def refuse_existing(paths: list[Path], overwrite: bool) -> None:
@@ -17,25 +16,3 @@ def refuse_existing(paths: list[Path], overwrite: bool) -> None:
     if existing:
         raise RomaEvalError(f"{existing[0]} already exists ({len(existing)} of the report's files do); "
                             f"pass --overwrite to replace them or choose another --out")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write to a temporary file in the same directory, then rename over ``path`` (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; a report is an ordinary file
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

@@ -54,11 +54,13 @@ def manifold_figure(model: str, dumps: dict[str, RoutingDump], name: str) -> Fig
 
 def write_routing_dump(path: Path, dump: RoutingDump) -> Path:
     """Write ``dump`` where ``read_routing_dump`` and the report find it (``routing_*.npz`` beside a results JSON)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".tmp"), "wb") as handle:  # np.savez would append .npz to a .tmp name
-        np.savez_compressed(handle, embedding=dump.embedding, routing=dump.routing, task=dump.task.astype(str))
-    path.with_suffix(".tmp").replace(path)
-    return path
+    import io
+
+    from roma_eval.storage import write_atomic
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, embedding=dump.embedding, routing=dump.routing, task=dump.task.astype(str))
+    return write_atomic(path, buffer.getvalue())
 
 
 def read_routing_dump(path: Path) -> RoutingDump:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from roma_eval.toy.config import ToyConfig
+from roma_eval.storage import staged_directory
 
 CACHE_ENV = "ROMA_EVAL_CACHE"
 RECORD = "toy_config.json"  # written last, so its presence means the directory is complete
@@ -46,21 +46,13 @@ def ensure_model(config: ToyConfig, rebuild: bool = False, progress: bool = True
     # Saves every SAVE_EVERY steps here, so an interrupted pretraining resumes instead of restarting.
     partial = target.parent / f".{target.name}.partial"
     model, tokenizer, log = pretrain(config, progress=progress, resume_dir=partial)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with staged_directory(target) as staging:  # replaces --rebuild's old model, or another process's same one
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         record = {"config": config.to_dict(), "key": config.key(), "training": log,
                   "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
         (staging / RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        if target.exists():  # --rebuild, or another process finished the same model first
-            shutil.rmtree(target)
-        os.replace(staging, target)
-        shutil.rmtree(partial, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    shutil.rmtree(partial, ignore_errors=True)
     return target
 
 

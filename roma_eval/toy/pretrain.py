@@ -91,26 +91,6 @@ def deterministic_cpu(threads: int):
 SAVE_EVERY = 50  # steps between resume points (a save costs ~0.1 s; a step ~0.5 s)
 
 
-def _load_progress(resume_dir, config: ToyConfig):
-    """The saved training state in ``resume_dir`` if it belongs to ``config``, else None."""
-    import torch
-
-    path = None if resume_dir is None else resume_dir / "progress.pt"
-    if path is None or not path.is_file():
-        return None
-    state = torch.load(path, weights_only=False)
-    return state if state.get("key") == config.key() else None
-
-
-def _save_progress(resume_dir, state: dict) -> None:
-    import torch
-
-    resume_dir.mkdir(parents=True, exist_ok=True)
-    tmp = resume_dir / "progress.tmp"
-    torch.save(state, tmp)
-    tmp.replace(resume_dir / "progress.pt")
-
-
 def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None):
     """A pretrained toy model (eval mode), its tokenizer and a training log.
 
@@ -120,6 +100,8 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None):
     """
     import torch
     from tqdm.auto import tqdm
+
+    from roma_eval.storage import load_training_state, read_progress, save_training_state
 
     train = config.train
     with deterministic_cpu(train.threads):
@@ -133,9 +115,10 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None):
                                       lr=train.lr, betas=(0.9, 0.95))
         batches = packed_batches(config, tokenizer)
         first, losses, seconds = 0, [], 0.0
-        if (saved := _load_progress(resume_dir, config)) is not None:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
+        saved = None if resume_dir is None else read_progress(resume_dir)
+        if saved is not None and saved["key"] == config.key():  # a save of another config is ignored
+            weights, saved = load_training_state(resume_dir, optimizer)
+            model.load_state_dict(weights)
             first, losses, seconds = saved["step"], saved["losses"], saved["seconds"]
             for _ in range(first):  # replay the data stream to where the save was made
                 next(batches)
@@ -154,9 +137,9 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None):
             losses.append(out.loss.item())
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
             if resume_dir is not None and (step + 1) % SAVE_EVERY == 0 and step + 1 < train.steps:
-                _save_progress(resume_dir, {"key": config.key(), "step": step + 1, "losses": losses,
-                                            "seconds": time.time() - start, "model": model.state_dict(),
-                                            "optimizer": optimizer.state_dict()})
+                save_training_state(resume_dir, model.state_dict(), optimizer,
+                                    {"key": config.key(), "step": step + 1, "losses": losses,
+                                     "seconds": time.time() - start})
         bar.close()
     log = {"seconds": round(time.time() - start, 1), "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
            "loss_every_20_steps": [round(x, 4) for x in losses[::20]],

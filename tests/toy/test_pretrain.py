@@ -123,7 +123,9 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypat
     monkeypatch.setattr(module, "learning_rate", interrupted_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         pretrain(TINY, progress=False, resume_dir=tmp_path / "partial")
-    assert torch.load(tmp_path / "partial" / "progress.pt", weights_only=False)["step"] == 2
+    from roma_eval.storage import read_progress
+
+    assert read_progress(tmp_path / "partial")["step"] == 2
     monkeypatch.setattr(module, "learning_rate", schedule)
     resumed, _, log = pretrain(TINY, progress=False, resume_dir=tmp_path / "partial")
     a, b = state(straight), state(resumed)
