@@ -1,10 +1,21 @@
 """`roma-eval eval ARGS...`: exactly `lm_eval run ARGS...`, with roma-eval's tasks/ on the include path.
 
-Any --include_path you give is kept and searched alongside ours.
+lm-eval's own command line runs in a child process (its public entry point, nothing private), so every
+`lm_eval run` option and its exit status are lm-eval's.  Its CLI takes a single --include_path: when
+you give one, both task trees are offered to lm-eval through a temporary directory that mirrors them
+(real directories, linked files), so `!function` helpers beside each YAML still resolve.
 """
 
+from __future__ import annotations
+
 import argparse
+import os
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
+
+from roma_eval.errors import RomaEvalError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,17 +24,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(_accepts_extra=True)
 
 
-def run(args) -> int:
-    from lm_eval._cli import HarnessCLI
-    from lm_eval.utils import setup_logging
+def _split_include_path(arguments: list[str]) -> tuple[list[str], str | None]:
+    """The arguments without --include_path, and its value."""
+    rest, value = [], None
+    items = iter(arguments)
+    for item in items:
+        if item == "--include_path":
+            value = next(items, None)
+            if value is None:
+                raise RomaEvalError("--include_path needs a directory of task YAMLs after it")
+        elif item.startswith("--include_path="):
+            value = item.split("=", 1)[1]
+        else:
+            rest.append(item)
+    return rest, value
 
+
+def mirror(trees: list[Path], root: Path) -> Path:
+    """``root`` holding each tree under its own name, directories recreated and files linked."""
+    for number, tree in enumerate(trees):
+        for directory, _, files in os.walk(tree):
+            target = root / f"{number}_{tree.name}" / Path(directory).relative_to(tree)
+            target.mkdir(parents=True, exist_ok=True)
+            for name in files:
+                (target / name).symlink_to(Path(directory, name).resolve())
+    return root
+
+
+def run(args) -> int:
     from roma_eval.resources import tasks_dir
 
-    setup_logging()
-    cli = HarnessCLI()
-    sys.argv = ["lm_eval", "run", *args.extra]
-    lm_args = cli.parse_args()
-    # lm-eval's CLI takes one include path; its TaskManager takes a list.
-    lm_args.include_path = [str(tasks_dir())] + ([lm_args.include_path] if lm_args.include_path else [])
-    cli.execute(lm_args)
-    return 0
+    arguments, theirs = _split_include_path(args.extra)
+    with tempfile.TemporaryDirectory(prefix="roma-eval-tasks-") as scratch:
+        include = tasks_dir()
+        if theirs is not None:
+            if not Path(theirs).is_dir():
+                raise RomaEvalError(f"--include_path {theirs} is not a directory; give the directory holding your "
+                                    "task YAMLs")
+            include = mirror([tasks_dir(), Path(theirs).resolve()], Path(scratch))
+        command = [sys.executable, "-m", "lm_eval", "run", *arguments, "--include_path", str(include)]
+        return subprocess.run(command).returncode
