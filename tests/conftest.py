@@ -56,8 +56,10 @@ def gate_param_grads(model):
 
 
 @pytest.fixture(autouse=True)
-def _zero_grads(tiny_models):
+def _zero_grads(request):
+    """The session's shared tiny models start every test without gradients (built only for tests that use them)."""
     yield
-    for model in tiny_models.values():
-        model.zero_grad(set_to_none=True)
+    if "tiny_models" in request.fixturenames:
+        for model in request.getfixturevalue("tiny_models").values():
+            model.zero_grad(set_to_none=True)
     torch.set_grad_enabled(True)
