@@ -23,6 +23,7 @@ benchmark), so a test of the mixture's decontamination has something to find.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from contextlib import contextmanager
@@ -110,7 +111,12 @@ def _collision(source: str, i: int, split: str) -> str | None:
     if split != "train" or i % COLLIDE_EVERY != 3:
         return None
     path, name, eval_split, column = COLLISIONS[source]
-    return rows(path, name, eval_split, n=ROWS_PER_SPLIT)[(i // COLLIDE_EVERY) % ROWS_PER_SPLIT][column]
+    return _default_rows(path, name, eval_split)[(i // COLLIDE_EVERY) % ROWS_PER_SPLIT][column]
+
+
+@functools.lru_cache(maxsize=None)
+def _default_rows(path, name, split):
+    return rows(path, name, split)
 
 
 def _distinct(rng, k: int, n: int = 2) -> list[str]:
@@ -282,8 +288,11 @@ def rows(path: str, name: str | None, split: str, n: int = ROWS_PER_SPLIT) -> li
     return [DATASETS[path](rng, i, name, split) for i in range(5 if split == "dev" else n)]
 
 
-def _load(path, name, counts: dict[str, int]):
+def _load(path, name, counts: dict[str, int], paths=None):
     import datasets
+
+    if paths is not None and path not in paths:
+        counts = {}
 
     if path not in DATASETS or (path in _CONFIGS and name not in _CONFIGS[path]):
         raise RuntimeError(f"offline_hub has no synthetic rows for dataset {path!r} config {name!r}; "
@@ -323,14 +332,15 @@ def subprocess_env(**extra) -> dict:
 
 
 @contextmanager
-def more_rows(**counts: int):
+def more_rows(datasets_=None, **counts: int):
     """Inside the block, ``datasets.load_dataset`` answers with ``counts[split]`` rows in the named splits
-    (``more_rows(train=9000)``), the others as usual.  It installs a new loader function, so a cache keyed
-    on the loader (tasks/roma_paper_train/utils.py keys its evaluation questions on it) sees new data."""
+    (``more_rows(train=9000)``), the others as usual; ``datasets_``, a set of hub paths, limits that to those
+    datasets.  It installs a new loader function, so a cache keyed on the loader (tasks/roma_paper_train/
+    utils.py keys its evaluation questions on it) sees the new data."""
     import datasets
 
     def load(path, name=None, *args, **kwargs):
-        return _load(path, name, counts)
+        return _load(path, name, counts, datasets_)
 
     original = datasets.load_dataset
     datasets.load_dataset = load
