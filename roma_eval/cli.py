@@ -20,6 +20,7 @@ VERBS = {
     "demo": ("roma_eval.commands.demo",
              "the whole story on the embedded toy world: base, RoMA, oracle and C3PO on 8 benchmarks, then the report"),
     "toy": ("roma_eval.commands.toy", "the embedded toy world: build its MoE, list or show its lm-eval tasks"),
+    "tasks": ("roma_eval.commands.tasks", "the paper's 8 evaluation benchmarks and 49k training mixture as lm-eval groups"),
     "eval": ("roma_eval.commands.eval", "run lm-eval (any --model) with roma-eval's tasks/ on the include path"),
     "train": ("roma_eval.commands.train", "RoMA router post-training: routers only, task loss + manifold regulariser"),
     "oracle": ("roma_eval.commands.oracle",
