@@ -57,7 +57,7 @@ def task_manager(include_path: Sequence[str | Path] = (), task_names: Sequence[s
 
     paths = [str(tasks_dir()), *map(str, include_path)]
     manager = TaskManager(include_path=paths, include_defaults=False)
-    if all(name in manager.all_tasks for name in task_names):
+    if all(_resolvable(manager, name) for name in task_names):
         return manager
     manager = TaskManager(include_path=paths)
     unknown = [name for name in task_names if name not in manager.all_tasks]
@@ -65,6 +65,16 @@ def task_manager(include_path: Sequence[str | Path] = (), task_names: Sequence[s
         raise RomaEvalError(f"unknown task(s) {', '.join(unknown)}; check the names with `lm_eval ls tasks` "
                             "or pass --include_path DIR holding their YAMLs")
     return manager
+
+
+def _resolvable(manager, name: str) -> bool:
+    """Whether ``manager``'s index holds ``name`` and, for a group, every member it names (``roma_paper``
+    lives in tasks/, its members are lm-eval's own tasks).  Inline member configs define themselves."""
+    entry = manager.task_index.get(name)
+    if entry is None:
+        return False
+    members = (entry.cfg or {}).get("task", []) if entry.kind.name == "GROUP" else []
+    return all(_resolvable(manager, member) for member in members if isinstance(member, str))
 
 
 def _gold_index(task_name, doc_id, target, choices) -> int:

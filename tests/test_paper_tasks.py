@@ -280,8 +280,5 @@ def test_knowref_is_a_winogrande_style_task(train_tasks):
         assert rest.endswith(".") and " ." not in rest and " n't" not in rest
 
 
-@pytest.mark.xfail(strict=True, reason="roma_eval.samples.task_manager answers from the tasks/-only index "
-                   "because it holds the name roma_paper, whose members are lm-eval's own tasks; it should fall "
-                   "back to lm-eval's index when a group's members are not all in tasks/")
 def test_load_samples_of_roma_paper():
     assert {s.task for s in load_samples(["roma_paper"], limit=1)} >= {"gsm8k", "mmlu_anatomy"}
