@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from lm_eval_helpers import evaluate_api  # noqa: E402
 
-from roma_eval.checkpoint import router_fingerprint, save_router_checkpoint  # noqa: E402
-from roma_eval.routing import resolve_layers, routers  # noqa: E402
+from roma_eval.checkpoint import save_router_checkpoint  # noqa: E402
+from roma_eval.routing import resolve_layers, router_fingerprint, routers  # noqa: E402
 from roma_eval.tiny import save_tiny_model  # noqa: E402
 
 REPEATS = 3

@@ -1,7 +1,8 @@
 """Router-only checkpoints: the tuned routers' weights and what they were tuned on.
 
 A checkpoint is a directory (local, or a hub repo) holding two files, named like peft adapters:
-  - ``router_model.safetensors``: ``model.layers.{i}.mlp.gate.weight`` for each tuned layer i;
+  - ``router_model.safetensors``: each tuned layer's router weight under the model's own parameter name
+    (``model.layers.{i}.mlp.gate.weight`` for OLMoE), so the file reads like a slice of a full checkpoint;
   - ``router_config.json``: base model name or path and revision, model_type, tuned layers,
     expert count and hidden size, the fingerprint of the *base* model's routers, roma_eval's
     version and the training config.
@@ -11,8 +12,8 @@ tuned routers only make sense on top of the weights they were tuned with.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 
 from roma_eval import __version__
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing import routers, spec_for
+from roma_eval.routing import router_fingerprint, router_parameter_names, router_weights, spec_for
 from roma_eval.storage import staged_directory
 
 WEIGHTS_NAME = "router_model.safetensors"
@@ -28,19 +29,10 @@ CONFIG_NAME = "router_config.json"
 FORMAT_VERSION = 1
 
 
-def _key(layer: int) -> str:
-    return f"model.layers.{layer}.mlp.gate.weight"
-
-
-def router_fingerprint(model) -> str:
-    """sha256 of every router's weights, rounded to bfloat16 so that a model loaded in float32,
-    bfloat16 or float16 from the same bf16/fp32 checkpoint fingerprints the same."""
-    digest = hashlib.sha256()
-    for layer, gate in sorted(routers(model).items()):
-        weight = gate.weight.detach().to("cpu", torch.bfloat16).contiguous()
-        digest.update(f"{layer}:{tuple(weight.shape)}".encode())
-        digest.update(weight.view(torch.int16).numpy().tobytes())
-    return digest.hexdigest()
+def _layer_of(name: str) -> int | None:
+    """The decoder-layer index in a parameter name ("model.layers.3.mlp.gate.weight" -> 3)."""
+    match = re.search(r"(?:^|\.)layers\.(\d+)\.", name)
+    return int(match[1]) if match else None
 
 
 @dataclass
@@ -70,9 +62,10 @@ def save_router_checkpoint(model, directory, layers, *, base_fingerprint: str, b
 
     directory = Path(directory)
     ensure_new_output(directory, overwrite)
-    gates = routers(model)
-    tensors = {_key(i): gates[i].weight.detach().to("cpu").contiguous().clone() for i in layers}
-    first = gates[layers[0]].weight
+    weights = router_weights(model, layers)
+    names = router_parameter_names(model, layers)
+    tensors = {names[i]: weights[i].detach().to("cpu").contiguous().clone() for i in layers}
+    first = weights[layers[0]]
     metadata = {
         "format_version": FORMAT_VERSION, "base_model": str(base_model), "revision": revision,
         "model_type": spec_for(model).model_type, "layers": sorted(layers),
@@ -125,11 +118,11 @@ def load_router_checkpoint(source, revision: str | None = None) -> RouterCheckpo
     except (SafetensorError, OSError) as exc:
         raise RomaEvalError(f"{weights_path} is not a readable safetensors file ({exc}); "
                             "it may be truncated: copy or re-save the checkpoint") from None
-    missing = [_key(i) for i in layers if _key(i) not in raw]
-    if missing or len(raw) != len(layers):
+    by_layer = {_layer_of(name): tensor for name, tensor in raw.items()}
+    if sorted(k for k in by_layer if k is not None) != sorted(layers) or len(by_layer) != len(raw):
         raise RomaEvalError(f"{weights_path} holds {sorted(raw)} but {config_path.name} lists layers {layers}; "
                             "the two files do not belong together")
-    return RouterCheckpoint({i: raw[_key(i)] for i in layers}, metadata)
+    return RouterCheckpoint({i: by_layer[i] for i in layers}, metadata)
 
 
 def apply_router_checkpoint(model, checkpoint: RouterCheckpoint, force: bool = False) -> None:
@@ -139,18 +132,18 @@ def apply_router_checkpoint(model, checkpoint: RouterCheckpoint, force: bool = F
     if meta.get("model_type") != model_type:
         raise RomaEvalError(f"router checkpoint was made for a {meta.get('model_type')!r} model "
                             f"({meta.get('base_model')}), not this {model_type!r} one; load it onto its base model")
-    gates = routers(model)
+    weights = router_weights(model)
     for layer, weight in checkpoint.tensors.items():
-        if layer not in gates:
+        if layer not in weights:
             raise RomaEvalError(f"router checkpoint tunes layer {layer}, which is not a MoE layer of this model "
-                                f"(MoE layers: {sorted(gates)}); load it onto its base model {meta.get('base_model')}")
-        if tuple(weight.shape) != tuple(gates[layer].weight.shape):
+                                f"(MoE layers: {sorted(weights)}); load it onto its base model {meta.get('base_model')}")
+        if tuple(weight.shape) != tuple(weights[layer].shape):
             raise RomaEvalError(f"router checkpoint layer {layer} has shape {tuple(weight.shape)} but this model's "
-                                f"router is {tuple(gates[layer].weight.shape)}; load it onto its base model "
+                                f"router is {tuple(weights[layer].shape)}; load it onto its base model "
                                 f"{meta.get('base_model')}")
     if not force and router_fingerprint(model) != meta.get("base_router_fingerprint"):
         raise RomaEvalError(f"router checkpoint was tuned on {meta.get('base_model')}, whose routers differ from "
                             "this model's; load the right base model, or pass force_router_checkpoint=True")
     with torch.no_grad():
         for layer, weight in checkpoint.tensors.items():
-            gates[layer].weight.copy_(weight)
+            weights[layer].copy_(weight)

@@ -41,23 +41,11 @@ from accelerate import PartialState
 from roma_eval.errors import RomaEvalError
 from roma_eval.neighbours import Neighbourhoods, find_neighbours
 from roma_eval.roma_config import RomaConfig
-from roma_eval.routing import record_routing, resolve_layers, routers
+from roma_eval.routing import record_routing, resolve_layers, router_fingerprint, router_weights, token_positions
 from roma_eval.routing.partial import capture_layer_input, run_from_layer
 from roma_eval.samples import Sample
 from roma_eval.storage import load_training_state, read_progress, save_training_state
 from roma_eval.scoring import build_choice_batch, choice_scores, predictions, task_loss
-
-
-def token_positions(spec: str, last_context: torch.Tensor) -> torch.Tensor:
-    """(rows, N) context-token positions for ``first:N``, ``middle:N`` or ``last:N`` (paper: Last1)."""
-    name, _, count = spec.partition(":")
-    n = int(count) if count.isdigit() and int(count) > 0 else 0
-    if name not in ("first", "middle", "last") or not n:
-        raise RomaEvalError(f"tokens={spec!r} is not understood; use first:N, middle:N or last:N")
-    offsets = torch.arange(n, device=last_context.device)
-    start = {"first": torch.zeros_like(last_context), "middle": last_context // 2 - (n - 1) // 2,
-             "last": last_context - n + 1}[name]
-    return (start.unsqueeze(1) + offsets).clamp(min=0).minimum(last_context.unsqueeze(1))
 
 
 def manifold_terms(r: torch.Tensor, neighbour_r: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -78,8 +66,8 @@ def _regulariser(config: RomaConfig, r, neighbour_r, weight, scores, model, base
         p = scores.clamp_min(1e-12)
         return -(p * p.log()).sum(-1).flatten(1).mean(1)
     if config.regulariser in ("l1", "l2"):  # keep the routers near the pretrained ones
-        gates = routers(model)
-        deltas = [gates[i].weight - w for i, w in base_weights.items()]
+        current = router_weights(model, list(base_weights))
+        deltas = [current[i] - w for i, w in base_weights.items()]
         return sum(d.abs().sum() if config.regulariser == "l1" else (d**2).sum() for d in deltas)
     return torch.zeros(len(r), device=r.device)
 
@@ -134,9 +122,8 @@ class RouterWeights:
     tensors in an fp32 model, fp32 master copies otherwise (module docstring, "Precision")."""
 
     def __init__(self, model, layers):
-        gates = routers(model)
         self.layers = layers
-        self.model = [gates[i].weight for i in layers]
+        self.model = list(router_weights(model, layers).values())
         for weight in self.model:
             weight.requires_grad_(True)
         self.master = [w if w.dtype == torch.float32 else w.detach().float().requires_grad_(True) for w in self.model]
@@ -196,7 +183,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
     from tqdm.auto import tqdm
 
     from roma_eval import __version__
-    from roma_eval.checkpoint import ensure_new_output, router_fingerprint, save_router_checkpoint
+    from roma_eval.checkpoint import ensure_new_output, save_router_checkpoint
     from roma_eval.embedding import embed, load_embedder
 
     config = config or RomaConfig()
@@ -214,8 +201,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
         samples = sorted(rng.sample(samples, max(1, round(config.train_fraction * len(samples)))),
                          key=lambda s: (s.task, s.doc_id))
     fingerprint = router_fingerprint(model)
-    gates = routers(model)
-    base_weights = {i: gates[i].weight.detach().clone() for i in layers}
+    base_weights = {i: w.detach().clone() for i, w in router_weights(model, layers).items()}
 
     base = base_pass(model, tokenizer, samples, config, layers, config.batch_size, progress)
     success = np.flatnonzero(base.correct)

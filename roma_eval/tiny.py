@@ -76,15 +76,19 @@ def build_tiny_model(arch: str, tokenizer, seed: int = 0, router_std: float = 0.
     import torch
     from transformers import AutoModelForCausalLM
 
+    from roma_eval.errors import RomaEvalError
+    from roma_eval.routing import router_weights, routers
+
     config = tiny_config(arch, vocab_size=len(tokenizer), **overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    try:
+        gates = routers(model)
+    except RomaEvalError:  # a MoE family configured with dense layers only (a test of that refusal)
+        gates = {}
     with torch.no_grad():
-        for layer in model.model.layers:
-            gate = getattr(layer.mlp, "gate", None)
-            if gate is None:
-                continue
-            gate.weight.normal_(0.0, router_std)
+        for layer, gate in gates.items():
+            router_weights(model, [layer])[layer].normal_(0.0, router_std)
             if hasattr(gate, "e_score_correction_bias"):
                 # DeepSeek-V3: a non-zero correction bias, so tests see it change the expert choice.
                 gate.e_score_correction_bias.normal_(0.0, 0.05)

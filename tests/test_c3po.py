@@ -17,9 +17,8 @@ from roma_eval.c3po import reference as reference_module
 from roma_eval.c3po import steer_generation
 from roma_eval.c3po.methods import core_index, kernel_regression, mode_finding, ngd
 from roma_eval.c3po.reference import EMBEDDED_TEXT, problem_of
-from roma_eval.checkpoint import router_fingerprint
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing import probe_routing, resolve_layers, steer_routing
+from roma_eval.routing import probe_routing, resolve_layers, router_fingerprint, steer_routing
 from roma_eval.samples import Sample, load_samples
 from roma_eval.scoring import build_choice_batch, choice_scores, score_samples
 from roma_eval.tiny import ARCHITECTURES, build_tiny_model, save_tiny_model

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from roma_eval.checkpoint import (
-    CONFIG_NAME, WEIGHTS_NAME, apply_router_checkpoint, load_router_checkpoint, router_fingerprint,
+    CONFIG_NAME, WEIGHTS_NAME, apply_router_checkpoint, load_router_checkpoint,
     save_router_checkpoint,
 )
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing import routers
+from roma_eval.routing import router_fingerprint, routers
 from roma_eval.tiny import build_tiny_model
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lm_eval_helpers import evaluate_api, evaluate_cli
-from roma_eval.checkpoint import router_fingerprint, save_router_checkpoint
+from roma_eval.checkpoint import save_router_checkpoint
+from roma_eval.routing import router_fingerprint
 from roma_eval.routing import routers
 from roma_eval.tiny import save_tiny_model
 

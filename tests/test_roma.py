@@ -8,9 +8,9 @@ from lm_eval_helpers import FIXTURE_TASKS
 from roma_eval import roma
 from roma_eval.checkpoint import load_router_checkpoint
 from roma_eval.errors import RomaEvalError
-from roma_eval.roma import manifold_loss, token_positions, train_roma
+from roma_eval.roma import manifold_loss, train_roma
 from roma_eval.roma_config import RomaConfig
-from roma_eval.routing import probe_routing, routers
+from roma_eval.routing import probe_routing, routers, token_positions
 from roma_eval.samples import load_samples
 from roma_eval.tiny import build_tiny_model
 

@@ -32,9 +32,9 @@ import torch
 
 from roma_eval import __version__
 from roma_eval.c3po.frozen import Frozen, Problem, freeze
-from roma_eval.checkpoint import ensure_new_output, router_fingerprint
+from roma_eval.checkpoint import ensure_new_output
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing import resolve_layers, routers, spec_for
+from roma_eval.routing import num_experts, resolve_layers, router_fingerprint, spec_for
 from roma_eval.samples import Sample
 from roma_eval.scoring import encode_pair, model_max_length, score_samples
 
@@ -271,12 +271,11 @@ def _metadata(model, tokenizer, samples, records, layers, max_length, prefixes, 
     import lm_eval
     import transformers
 
-    gate = routers(model)[layers[0]]
     return {
         "format_version": FORMAT_VERSION, "base_model": str(base_model), "revision": revision,
         "model_type": spec_for(model).model_type, "router_fingerprint": router_fingerprint(model),
         "num_hidden_layers": model.config.num_hidden_layers, "layers": layers,
-        "num_experts": int(gate.weight.shape[0]), "score_kind": spec_for(model).score_kind,
+        "num_experts": num_experts(model), "score_kind": spec_for(model).score_kind,
         "embedder": embedder, "embedded_text": EMBEDDED_TEXT, "prefixes": prefixes,
         "prefix_dtype": str(next(model.parameters()).dtype), "max_length": max_length,
         "tokenizer": getattr(tokenizer, "name_or_path", None),

@@ -17,7 +17,7 @@ CRITERIA = ("both", "acc", "acc_norm")
 
 @dataclass
 class OracleConfig:
-    layers: str = field(default="last:5", metadata={"help": "steered MoE layers: last:N, first:N, middle:N, all, or indices (paper's critical layers: last 5)"})
+    layers: str | None = field(default=None, metadata={"help": "steered MoE layers: last:N, first:N, middle:N, all, or indices (default: the paper's critical layers, the last 5; all when the model has fewer)"})
     tokens: str = field(default="last:1", metadata={"help": "steered context tokens: last:N, first:N or middle:N"})
     variables: str = field(default="offset", metadata={"help": "offset: additive router-logit offsets starting at 0; scores: routing probabilities over all experts, starting at the base routing, kept on the simplex"})
     optimizer: str = field(default="sample-adam", metadata={"help": "sample-adam: Adam with one second moment per sample (each step moves a sample's variables by about lr in RMS; directions without gradient stay put); adam: per-coordinate Adam; sgd"})

@@ -25,8 +25,7 @@ import torch
 
 from roma_eval.errors import RomaEvalError
 from roma_eval.oracle.config import OracleConfig
-from roma_eval.roma import token_positions
-from roma_eval.routing import record_routing, routers, spec_for, steer_routing
+from roma_eval.routing import record_routing, routers, spec_for, steer_routing, token_positions
 from roma_eval.routing.partial import cache_holding, capture_layer_input, run_from_layer
 from roma_eval.scoring import ChoiceBatch, choice_scores, predictions, task_loss
 

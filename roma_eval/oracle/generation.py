@@ -24,8 +24,7 @@ import torch
 
 from roma_eval.errors import RomaEvalError
 from roma_eval.oracle.tasks import OracleTask
-from roma_eval.roma import token_positions
-from roma_eval.routing import steer_routing
+from roma_eval.routing import steer_routing, token_positions
 from roma_eval.samples import Sample
 from roma_eval.scoring import ChoiceBatch
 

@@ -18,7 +18,7 @@ from roma_eval.oracle.descent import Outcome, descend
 from roma_eval.oracle.generation import full_marks, generate, teacher_forced_batch
 from roma_eval.oracle.store import OracleStore
 from roma_eval.oracle.tasks import OracleTask, sample_record
-from roma_eval.routing import resolve_layers
+from roma_eval.routing import resolve_layers, router_fingerprint
 from roma_eval.samples import Sample
 from roma_eval.scoring import build_choice_batch
 
@@ -162,7 +162,6 @@ def run_oracle(lm, tasks: Sequence[OracleTask], out_dir, config: OracleConfig | 
     """
     from tqdm.auto import tqdm
 
-    from roma_eval.checkpoint import router_fingerprint
 
     config = config or OracleConfig()
     layers = resolve_layers(lm.model, config.layers)

@@ -1,8 +1,10 @@
-"""Per-architecture knowledge of MoE routers: where they are and how logits become top-k weights.
+"""Per-architecture knowledge of MoE routers: where they are, what they are called and how logits
+become top-k weights.
 
-This module is the only place in roma-eval that knows transformers' MoE internals.  Every family
-in transformers 5.x has a router module at ``model.model.layers[i].mlp.gate`` whose forward
-returns ``(router_logits, topk_weights, topk_indices)``.  We split that forward in two:
+This module is the only place in roma-eval that knows transformers' MoE internals.  Every supported
+family has a router module at ``model.model.layers[i].<ArchSpec.router_path>`` whose forward returns
+``(router_logits, topk_weights, topk_indices)`` and whose parameter ``<ArchSpec.weight_name>`` maps a
+hidden state to the router logits (the parameter RoMA tunes and a router checkpoint stores).  We split that forward in two:
 ``scores(logits)`` (the per-expert routing scores) and ``select(gate, scores, logits_dtype)``
 (top-k selection and weights).  Each ``select`` mirrors the transformers source line for line, so
 that a routing recomputed here is bit-identical to the router's own (tests check this).
@@ -10,7 +12,9 @@ that a routing recomputed here is bit-identical to the router's own (tests check
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Callable, Sequence
 
 import torch
@@ -90,6 +94,8 @@ class ArchSpec:
     # consistent with the scores it used.
     scores_to_logits: Callable[[torch.Tensor], torch.Tensor]
     score_kind: str  # "softmax" (a distribution over experts) or "sigmoid" (independent per expert)
+    router_path: str = "mlp.gate"  # the router module inside a decoder layer
+    weight_name: str = "weight"  # the router's (n_experts, hidden) parameter: logits = hidden @ weight.T
 
 
 _SOFTMAX = dict(scores=_softmax_scores, scores_to_logits=torch.log, score_kind="softmax")
@@ -136,15 +142,48 @@ def decoder_layers(model) -> Sequence[torch.nn.Module]:
 def routers(model) -> dict[int, torch.nn.Module]:
     """Decoder-layer index -> router module, for every MoE layer (dense layers are skipped)."""
     spec = spec_for(model)
+    find = attrgetter(spec.router_path)
     found = {}
     for i, layer in enumerate(decoder_layers(model)):
-        gate = getattr(getattr(layer, "mlp", None), "gate", None)
-        if gate is not None and type(gate).__name__ == spec.router_class:
+        try:
+            gate = find(layer)
+        except AttributeError:
+            continue
+        if type(gate).__name__ == spec.router_class:
             found[i] = gate
     if not found:
         raise RomaEvalError(f"model_type {spec.model_type!r} model has no MoE layers (every layer is dense); "
                             "RoMA needs a Mixture-of-Experts model")
     return found
+
+
+def router_weights(model, layers=None) -> dict[int, torch.nn.Parameter]:
+    """Decoder-layer index -> the router parameter of each MoE layer (of ``layers`` if given)."""
+    name = spec_for(model).weight_name
+    gates = routers(model)
+    return {i: getattr(gates[i], name) for i in (sorted(gates) if layers is None else layers)}
+
+
+def router_parameter_names(model, layers=None) -> dict[int, str]:
+    """Decoder-layer index -> the router parameter's name in ``model.state_dict()`` (what a full checkpoint
+    of the model calls it, and what a router checkpoint stores it as)."""
+    names = {id(p): n for n, p in _unwrap(model).named_parameters(remove_duplicate=False)}
+    return {i: names[id(weight)] for i, weight in router_weights(model, layers).items()}
+
+
+def router_fingerprint(model) -> str:
+    """sha256 of every router's weights, rounded to bfloat16 so that a model loaded in float32,
+    bfloat16 or float16 from the same bf16/fp32 checkpoint fingerprints the same."""
+    digest = hashlib.sha256()
+    for layer, weight in router_weights(model).items():
+        weight = weight.detach().to("cpu", torch.bfloat16).contiguous()
+        digest.update(f"{layer}:{tuple(weight.shape)}".encode())
+        digest.update(weight.view(torch.int16).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def num_experts(model) -> int:
+    return next(iter(router_weights(model).values())).shape[0]
 
 
 def resolve_layers(model, layers=None) -> list[int]:
@@ -182,31 +221,3 @@ def resolve_layers(model, layers=None) -> list[int]:
                                 f"choose among {moe[0]}..{moe[-1]} (MoE layers: {moe})")
         chosen.append(absolute)
     return sorted(set(chosen))
-
-
-def last_context_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last real token of each row: right after the prompt under right padding,
-    the final column under left padding."""
-    seq_len = attention_mask.shape[1]
-    return seq_len - 1 - attention_mask.flip(1).long().argmax(dim=1)
-
-
-def as_positions(positions, attention_mask: torch.Tensor | None, batch: int, seq_len: int) -> torch.Tensor:
-    """Normalise ``positions`` to a (batch, n_positions) LongTensor; None = last context token."""
-    if positions is None:
-        if attention_mask is None:
-            return torch.full((batch, 1), seq_len - 1, dtype=torch.long)
-        return last_context_positions(attention_mask).unsqueeze(1)
-    positions = torch.as_tensor(positions, dtype=torch.long)
-    if positions.dim() == 1:
-        positions = positions.unsqueeze(1)
-    if positions.shape[0] != batch or positions.min() < 0 or positions.max() >= seq_len:
-        raise RomaEvalError(f"positions of shape {tuple(positions.shape)} do not fit a batch of {batch} "
-                            f"sequences of length {seq_len}; give one row of in-range token indices per sequence")
-    return positions
-
-
-def token_rows(positions: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """Rows of a router's flattened (batch * seq_len, ...) input for (batch, n_positions) positions."""
-    batch = positions.shape[0]
-    return (torch.arange(batch, device=positions.device).unsqueeze(1) * seq_len + positions).reshape(-1)

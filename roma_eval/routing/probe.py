@@ -13,7 +13,8 @@ from contextlib import contextmanager
 
 import torch
 
-from roma_eval.routing.arch import as_positions, resolve_layers, routers, spec_for, token_rows
+from roma_eval.routing.arch import resolve_layers, routers, spec_for
+from roma_eval.routing.positions import as_positions, token_rows
 
 
 class RoutingRecord:

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 import torch
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing.arch import resolve_layers, routers, spec_for, token_rows
+from roma_eval.routing.arch import num_experts, resolve_layers, routers, spec_for
+from roma_eval.routing.positions import token_rows
 
 MODES = ("offset", "logits", "scores")
 
@@ -46,7 +47,7 @@ def steer_routing(model, override: torch.Tensor, positions: torch.Tensor, layers
     gates = routers(model)
     layers = resolve_layers(model, layers)
     batch, n_positions = positions.shape
-    expected = (batch, n_positions, len(layers), gates[layers[0]].num_experts)
+    expected = (batch, n_positions, len(layers), num_experts(model))
     if tuple(override.shape) != expected:
         raise RomaEvalError(f"routing override has shape {tuple(override.shape)}; expected {expected} "
                             "(batch, positions, layers, experts)")

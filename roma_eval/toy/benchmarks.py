@@ -11,7 +11,7 @@ from __future__ import annotations
 from roma_eval.toy import world
 from roma_eval.toy.families import pick
 from roma_eval.toy.phrases import article, capitalize, distractors, multiple_choice, person, two_people
-from roma_eval.toy.relations import CAPITALS, COUNTRY, RELATIONS, TOOL_NOUNS
+from roma_eval.toy.relations import CAPITALS, COUNTRY, RELATIONS
 from roma_eval.toy.templates import Template
 
 SKILLS = {"capital": "geography/capital", "country": "geography/country", "continent": "geography/continent",

@@ -10,7 +10,7 @@ from roma_eval.errors import RomaEvalError
 from roma_eval.toy import suite
 from roma_eval.toy.benchmarks import BENCHMARKS, gsm8k_docs
 from roma_eval.toy.corpus import documents
-from roma_eval.toy.families import FAMILIES, family_templates
+from roma_eval.toy.families import family_templates
 from roma_eval.toy.templates import make_docs
 
 
