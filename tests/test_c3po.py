@@ -4,8 +4,10 @@ lm-eval's plain CLI."""
 
 import argparse
 import dataclasses
+import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -443,6 +445,10 @@ def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
         C3POLM(pretrained=str(base_dir))
     with pytest.raises(RomaEvalError, match="has no reference.json"):
         load_reference(tmp_path)
+    shutil.copytree(ref, tmp_path / "v1")  # format 1 scored multiple-input samples after their shared prefix only
+    (tmp_path / "v1" / "reference.json").write_text(json.dumps({**reference.metadata, "format_version": 1}))
+    with pytest.raises(RomaEvalError, match="has format 1, not 2 .* rebuild it"):
+        load_reference(tmp_path / "v1")
 
     samples = train_samples()
     wrong = [dataclasses.replace(s, gold=int(np.argmin(r.scores)))
