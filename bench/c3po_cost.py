@@ -26,6 +26,7 @@ SUITE = MC_TASKS + ["toy_gsm8k"]
 FEWSHOT = 10  # toy prompts are ~26 BPE tokens; 10 shots give ~256-480 tokens, within the 512 positions
 METHODS = ("ngd", "kernel", "mode")
 BACKWARD = 1.0  # an NGD backward pass, in forward passes: input gradients only (weights are frozen)
+GRID = 11  # the α grid 1, 0.9, ..., 0: kernel regression searches it once, mode finding once per iteration
 
 
 def long_variant(directory: Path) -> list[str]:
@@ -41,14 +42,16 @@ def long_variant(directory: Path) -> list[str]:
 def predict(samples, tokenizer, reference, n_layers: int, first_layer: int, config) -> dict[str, float]:
     """C3PO / base in token x layer units (one token through one layer = 1; LM head and attention's
     length term neglected).  Base is lm-eval's hf: one row per (context, continuation) but the last
-    token, rows sharing context + continuation[:-1] computed once (its one-token-continuation cache)."""
+    token, rows sharing context + continuation[:-1] computed once (its one-token-continuation cache).
+    Mode finding's figure is an upper bound: ``mode_steps`` α searches, fewer once no prompt moves."""
     from roma_eval.scoring import encode_pair
 
     critical = n_layers - first_layer
     ref_tail = np.mean([sum(len(c) for c in p.continuations) for p in reference.problems])  # Σ_c T_c of a neighbour
     # A steered pass: the last context token through the first critical layer, the tails through the rest.
     neighbours = config["k"] * (1 + ref_tail * (critical - 1))
-    per_method = {"ngd": config["steps"] * (1 + BACKWARD) * neighbours, "kernel": 11 * neighbours, "mode": 0.0}
+    per_method = {"ngd": config["steps"] * (1 + BACKWARD) * neighbours, "kernel": GRID * neighbours,
+                  "mode": config["mode_steps"] * GRID * neighbours}
     base, test_side, n = 0.0, 0.0, 0
     for s in samples:
         if s.output_type == "multiple_choice":
@@ -116,7 +119,7 @@ def main() -> None:
           f"critical layers {reference.layers}; reference: {len(reference)} of {len(train)} training samples, "
           f"built in {time.perf_counter() - start:.1f} s (not timed below)")
 
-    config = {"k": 3, "steps": 10}
+    config = {"k": 3, "steps": 10, "mode_steps": 3}  # C3POConfig's defaults
     variants = {"toy suite (0-shot)": SUITE, f"long prompts ({FEWSHOT}-shot)": long_tasks}
     manager = task_manager([work])
     for name, tasks in variants.items():
@@ -124,7 +127,7 @@ def main() -> None:
         lengths = [len(tokenizer.encode(s.context)) for s in samples]
         predicted = predict(samples, tokenizer, reference, model.config.num_hidden_layers, reference.layers[0], config)
         print(f"\n{name}: {len(samples)} prompts of {min(lengths)}-{max(lengths)} tokens (mean {np.mean(lengths):.0f})")
-        print("  predicted C3PO/base: " + ", ".join(f"{m} {r:.2f}" for m, r in predicted.items()))
+        print("  predicted C3PO/base: " + ", ".join(f"{m} {'<= ' * (m == 'mode')}{r:.2f}" for m, r in predicted.items()))
         runs = {"hf": f"pretrained={model_dir}"}
         for method in METHODS:
             runs[method] = f"pretrained={model_dir},reference={work / 'reference'},method={method},group={args.group}"

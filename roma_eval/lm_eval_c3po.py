@@ -3,13 +3,24 @@
 model_args: every ``hf`` argument, plus ``reference=`` (a directory written by
 ``roma-eval c3po build-reference`` for this base model) and the ``C3POConfig`` fields:
 ``method=ngd|kernel|mode``, ``k=``, ``steps=``, ``lr=``, ``lr_min=``, ``core_experts=``, ``alpha=``,
-``alpha_step=``, ``bandwidth=``, ``sigma=``, ``dedup=``, ``all_generated_tokens=``, ``group=``.
+``alpha_step=``, ``mode_neighbours=pathway|embedding``, ``mode_steps=``, ``bandwidth=``, ``sigma=``,
+``dedup=``, ``all_generated_tokens=``, ``group=``.
 
-Multiple choice: lm-eval sends one request per choice, tokenised by its own ``_encode_pair``; the
-requests are grouped by context, each context is optimised once, and all its choices are scored
-under that pathway.  Generation: the pathway replaces the routing at the last prompt token
-(``all_generated_tokens=True``: at every generated token too).  Rolling log-likelihood (perplexity)
-has no prompt to re-route and is refused.
+Multiple choice: lm-eval sends one request per choice, tokenised by its own ``_encode_pair``.  The
+requests of one document form one problem: one pathway is optimised for it and every choice is
+scored under it.  A document whose choices share a context is keyed by that context (so identical
+prompts of different documents are optimised once, as before); a multiple-input document
+(winogrande: each option fills the blank of its own prompt, one continuation for all) is one
+problem whose choices are scored after their own prompts, the pathway moving each prompt's routing
+(``c3po/frozen.py``).  Documents are told apart by lm-eval's own ``Instance.task_name`` and
+``doc_id``, not by a shared continuation: two documents can share one (winogrande's twin sentences
+often differ only before the blank), and a shared continuation says nothing about an ordinary task.
+Requests without a document (``_loglikelihood_tokens`` called directly) are grouped by context.
+The embedded text is the label-free prompt (``c3po.reference.label_free_prompt``): the context, or
+the question with a blank for a multiple-input document, as for the reference samples.
+Generation: the pathway replaces the routing at the last prompt token (``all_generated_tokens=True``:
+at every generated token too).  Rolling log-likelihood (perplexity) has no prompt to re-route and is
+refused.
 """
 
 from __future__ import annotations
@@ -18,7 +29,14 @@ import torch
 from lm_eval.models.huggingface import HFLM
 
 from roma_eval.c3po import C3PO, C3POConfig, Problem, load_reference, steer_generation
+from roma_eval.c3po.reference import label_free_prompt
 from roma_eval.errors import RomaEvalError
+
+
+def _document(request):
+    """lm-eval's (task, doc_id) of a request, or None when it carries none."""
+    task, doc_id = getattr(request, "task_name", None), getattr(request, "doc_id", None)
+    return None if task is None or doc_id is None else ("document", task, doc_id)
 
 
 class C3POLM(HFLM):
@@ -32,19 +50,49 @@ class C3POLM(HFLM):
         self.c3po = C3PO(self.model, loaded, config)
         self._pathways: dict[str, torch.Tensor] = {}
         self._batch_contexts: list[str] = []
+        self._documents: list | None = None
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        # HFLM.loglikelihood tokenises the requests and hands _loglikelihood_tokens their strings and
+        # token ids only, in order: remember each one's document for the grouping there.
+        self._documents = [_document(request) for request in requests]
+        try:
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._documents = None
+
+    def _problem_keys(self, requests) -> list:
+        """Per request, its problem: its context if its document's requests share one, else its document."""
+        documents = self._documents if self._documents is not None and len(self._documents) == len(requests) \
+            else [None] * len(requests)
+        members: dict = {}
+        for n, (((context, _), _, _), document) in enumerate(zip(requests, documents)):
+            members.setdefault(document or ("prompt", context), []).append(n)
+        keys = [None] * len(requests)
+        for document, indices in members.items():
+            contexts = {requests[n][0][0] for n in indices}
+            key = ("prompt", contexts.pop()) if len(contexts) == 1 else document
+            for n in indices:
+                keys[n] = key
+        return keys
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
-        groups: dict[str, tuple[list[int], dict[tuple[int, ...], None]]] = {}
-        for (context, _), context_enc, continuation_enc in requests:
-            groups.setdefault(context, (context_enc, {}))[1].setdefault(tuple(continuation_enc))
-        contexts = list(groups)
-        problems = [Problem.make(enc, list(conts), self.max_length) for enc, conts in groups.values()]
-        _, scored = self.c3po.run(problems, contexts, progress=not disable_tqdm)
-        answers = {(context, cont): pair for context, pairs in zip(contexts, scored)
-                   for cont, pair in zip(groups[context][1], pairs)}
+        keys = self._problem_keys(requests)
+        # problem -> its (context, continuation ids) pairs, in request order -> (context ids, continuation string)
+        groups: dict = {}
+        for key, ((context, continuation), context_enc, continuation_enc) in zip(keys, requests):
+            groups.setdefault(key, {}).setdefault((context, tuple(continuation_enc)), (context_enc, continuation))
+        problems, prompts = [], []
+        for choices in groups.values():
+            problems.append(Problem.make([enc for enc, _ in choices.values()], [cont for _, cont in choices],
+                                         self.max_length))
+            prompts.append(label_free_prompt([context for context, _ in choices], next(iter(choices.values()))[1]))
+        _, scored = self.c3po.run(problems, prompts, progress=not disable_tqdm)
+        answers = {(key, choice): pair for (key, choices), pairs in zip(groups.items(), scored)
+                   for choice, pair in zip(choices, pairs)}
         results = []
-        for request_str, _, continuation_enc in requests:
-            ll, greedy = answers[(request_str[0], tuple(continuation_enc))]
+        for key, (request_str, _, continuation_enc) in zip(keys, requests):
+            ll, greedy = answers[key, (request_str[0], tuple(continuation_enc))]
             results.append((ll, bool(greedy)))
             self.cache_hook.add_partial("loglikelihood", request_str, results[-1])
         return results
@@ -55,7 +103,7 @@ class C3POLM(HFLM):
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         contexts = list(dict.fromkeys(request.args[0] for request in requests))
-        problems = [Problem.make(self.tok_encode(c) or [self.prefix_token_id], [()], self.max_length) for c in contexts]
+        problems = [Problem.make([self.tok_encode(c) or [self.prefix_token_id]], [()], self.max_length) for c in contexts]
         omegas, _ = self.c3po.run(problems, contexts, score=False, progress=not disable_tqdm)
         self._pathways = dict(zip(contexts, omegas))
         try:

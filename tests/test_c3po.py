@@ -4,8 +4,10 @@ lm-eval's plain CLI."""
 
 import argparse
 import dataclasses
+import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -144,7 +146,8 @@ def test_reference_build_resumes_and_stores_exact_prefixes(tmp_path, tokenizer, 
     for a, b in zip(stored, recomputed):
         torch.testing.assert_close(a.tail_hidden, b.tail_hidden, atol=1e-5, rtol=0)
         torch.testing.assert_close(a.token0, b.token0, atol=1e-5, rtol=0)
-        for (ka, va), (kb, vb) in zip(a.kv, b.kv):
+        assert len(a.kv) == len(b.kv) == 1  # one prompt per problem
+        for (ka, va), (kb, vb) in zip(a.kv[0], b.kv[0], strict=True):
             torch.testing.assert_close(ka, kb, atol=1e-5, rtol=0)
             torch.testing.assert_close(va, vb, atol=1e-5, rtol=0)
     with pytest.raises(RomaEvalError, match="already exists"):
@@ -433,7 +436,7 @@ def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
         C3PO(model, reference, C3POConfig(k=9))
     with pytest.raises(RomaEvalError, match="k=8 neighbours are needed but only 7 reference samples remain"):
         c3po = C3PO(model, reference, C3POConfig(k=8))
-        c3po.neighbours(c3po.embed([reference.metadata["samples"][0]["context"]]))
+        c3po.neighbours(c3po.embed([reference.metadata["samples"][0]["prompt"]]))
     older = dataclasses.replace(reference, metadata={**reference.metadata, "embedded_text": "context"})
     with pytest.raises(RomaEvalError, match="embeds 'context', not the last block .* rebuild it"):
         C3PO(model, older)
@@ -441,6 +444,10 @@ def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
         C3POLM(pretrained=str(base_dir))
     with pytest.raises(RomaEvalError, match="has no reference.json"):
         load_reference(tmp_path)
+    shutil.copytree(ref, tmp_path / "v1")  # format 1 scored multiple-input samples after their shared prefix only
+    (tmp_path / "v1" / "reference.json").write_text(json.dumps({**reference.metadata, "format_version": 1}))
+    with pytest.raises(RomaEvalError, match="has format 1, not 2 .* rebuild it"):
+        load_reference(tmp_path / "v1")
 
     samples = train_samples()
     wrong = [dataclasses.replace(s, gold=int(np.argmin(r.scores)))

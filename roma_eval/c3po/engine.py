@@ -8,6 +8,8 @@ For a group of test prompts (``C3POConfig.group``, each with its own pathway):
      their last context token (mode finding and kernel regression to search α, NGD to descend),
      running only the critical layers against their stored frozen prefixes (``frozen.py``);
   4. the test prompt's continuations are scored under ω, again from the critical layers only.
+A multiple-input prompt (winogrande: one prompt per choice) is one problem with one pathway, its
+base pathway the mean over its prompts; ω moves each prompt's own routing (``frozen.py``).
 Generation uses the pathway at the last prompt token (``steer_generation``).
 """
 
@@ -23,7 +25,7 @@ import torch
 from roma_eval.c3po.config import C3POConfig
 from roma_eval.c3po.frozen import Frozen, Problem, TailBatch, freeze
 from roma_eval.c3po.methods import core_index, kernel_regression, mode_finding, ngd
-from roma_eval.c3po.reference import Reference, check_reference, problem_of, query_text
+from roma_eval.c3po.reference import Reference, check_reference, problem_of, query_text, sample_prompt
 from roma_eval.errors import RomaEvalError
 from roma_eval.neighbours import find_neighbours, gaussian_weights
 from roma_eval.routing import spec_for, steer_routing
@@ -63,11 +65,12 @@ class C3PO:
 
     # ------------------------------------------------------------ neighbours
 
-    def embed(self, contexts: Sequence[str]) -> np.ndarray:
-        """Test prompts embedded as the reference prompts were (their last block, ``query_text``)."""
+    def embed(self, prompts: Sequence[str]) -> np.ndarray:
+        """Label-free test prompts (``reference.label_free_prompt``) embedded as the reference prompts were
+        (their last block, ``query_text``)."""
         from roma_eval.embedding import embed
 
-        return embed([query_text(c) for c in contexts], self.embedder)
+        return embed([query_text(p) for p in prompts], self.embedder)
 
     def near_duplicates(self, queries: np.ndarray) -> np.ndarray:
         """(G, N) whether each reference's prompt is a near-duplicate of each embedded test prompt."""
@@ -161,12 +164,13 @@ class C3PO:
 
     # ------------------------------------------------------------ test prompts
 
-    def run(self, problems: Sequence[Problem], contexts: Sequence[str], score: bool = True, progress: bool = True):
-        """For each test problem: its pathway ω and, if ``score``, its choices' (log-likelihood, greedy)
-        under ω.  Problems are optimised ``config.group`` at a time."""
+    def run(self, problems: Sequence[Problem], prompts: Sequence[str], score: bool = True, progress: bool = True):
+        """For each test problem and its label-free prompt (``reference.label_free_prompt``): its pathway ω
+        and, if ``score``, its choices' (log-likelihood, greedy) under ω.  Problems are optimised
+        ``config.group`` at a time."""
         from tqdm.auto import tqdm
 
-        queries = self.embed(contexts)
+        queries = self.embed(prompts)
         omegas, scored = [], []
         for start in tqdm(range(0, len(problems), self.config.group), desc=f"C3PO ({self.config.method})",
                           disable=not progress):
@@ -186,7 +190,7 @@ class C3PO:
         """Multiple-choice samples scored under C3PO, with per-sample acc and acc_norm as lm-eval computes them."""
         max_length = model_max_length(self.model)
         problems = [problem_of(tokenizer, s, max_length) for s in samples]
-        _, scored = self.run(problems, [s.context for s in samples], progress=progress)
+        _, scored = self.run(problems, [sample_prompt(s) for s in samples], progress=progress)
         results = []
         for sample, pairs in zip(samples, scored):
             scores = torch.tensor([ll for ll, _ in pairs])

@@ -12,6 +12,13 @@ and a steered pass (``TailBatch.forward``) runs layer k on token 0 alone, then l
 tail tokens against the cached prefix: (tail tokens) x (critical layers - 1) + one token, whatever
 the prompt's length.
 
+A problem's choices share one prompt, or (lm-eval's multiple-input tasks, winogrande) each choice
+has its own prompt: then every prompt has its own prefix and its own token 0, and the problem's
+pathway ω is the mean of its prompts' routings (``ChoiceBatch.per_sample``, as RoMA and the oracle
+read such a sample).  Steering the problem with a pathway ω moves each prompt's own routing by
+ω - ω̄ (ω̄ the base pathway), projected back onto the scores' domain if that leaves it: ω = ω̄ is
+the base model exactly, as for one shared prompt, where the prompt's routing is ω itself.
+
 Prefixes of different problems are left-padded to a common length and masked; every row gets its
 true position ids, so rotary embeddings see the same relative positions as in the uncached pass.
 Cache slots below the cached layers are transformers' ``DummyLayer`` (no storage).  Cached and
@@ -28,8 +35,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from roma_eval.c3po.methods import project
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing import record_routing, steer_routing
+from roma_eval.routing import record_routing, spec_for, steer_routing
 from roma_eval.routing.arch import decoder_layers
 from roma_eval.routing.partial import cache_holding, capture_layer_input, run_from_layer
 
@@ -38,25 +46,41 @@ KV = list[tuple[torch.Tensor, torch.Tensor]]  # per cached layer: keys, values o
 
 @dataclass(frozen=True)
 class Problem:
-    """A context and its scored continuations, as token ids in lm-eval's tokenisation.
+    """Continuations scored after a prompt, as token ids in lm-eval's tokenisation.
 
+    ``contexts`` holds one prompt shared by every choice or, for lm-eval's multiple-input tasks
+    (winogrande: the option fills a blank in the prompt), one prompt per choice.
     A generation prompt has one empty continuation: its tail is only the last context token.
     """
 
-    context: tuple[int, ...]
+    contexts: tuple[tuple[int, ...], ...]
     continuations: tuple[tuple[int, ...], ...]
     gold: int = -1  # labelled references: the right continuation
 
     @classmethod
-    def make(cls, context: Sequence[int], continuations: Sequence[Sequence[int]], max_length: int,
+    def make(cls, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], max_length: int,
              gold: int = -1) -> "Problem":
+        """``contexts``: one shared by all ``continuations``, or one per continuation (one if they are all equal)."""
+        contexts, continuations = [tuple(c) for c in contexts], tuple(tuple(c) for c in continuations)
+        if len(contexts) not in (1, len(continuations)):
+            raise ValueError(f"{len(contexts)} contexts for {len(continuations)} continuations: give one, or one each")
+        shared = len(set(contexts)) == 1
         # lm-eval keeps the last max_length + 1 tokens of context + continuation and drops the final
-        # one; one cut for all choices (made for the longest) keeps a single shared prefix.
-        longest = max(len(c) for c in continuations)
-        return cls(tuple(context)[-max(1, max_length + 1 - longest):], tuple(tuple(c) for c in continuations), gold)
+        # one; one cut per prompt (made for the longest continuation after it) keeps one prefix per prompt.
+        longest = [max(len(c) for c in continuations)] if shared else [len(c) for c in continuations]
+        cut = tuple(context[-max(1, max_length + 1 - n):] for context, n in zip(contexts, longest))
+        return cls(cut, continuations, gold)
+
+    @property
+    def multiple_input(self) -> bool:
+        return len(self.contexts) > 1
+
+    def prompt(self, choice: int) -> int:
+        """Which of ``contexts`` choice ``choice`` is scored after."""
+        return choice if self.multiple_input else 0
 
     def tail(self, choice: int) -> tuple[int, ...]:
-        return self.context[-1:] + self.continuations[choice][:-1]
+        return self.contexts[self.prompt(choice)][-1:] + self.continuations[choice][:-1]
 
 
 @dataclass
@@ -64,10 +88,16 @@ class Frozen:
     """One problem's frozen state for steering from decoder layer k = the first critical layer."""
 
     problem: Problem
-    kv: KV | None  # layers k..; None when the context is a single token (no prefix)
-    token0: torch.Tensor  # (hidden,) entering layer k at the last context token
+    kv: list[KV | None]  # per prompt: layers k..; None when its context is a single token (no prefix)
+    token0: torch.Tensor  # (prompts, hidden) entering layer k at each prompt's last token
     tail_hidden: torch.Tensor  # (choices, longest tail, hidden) entering layer k + 1, zero-padded
-    routing: torch.Tensor  # (n_layers, n_experts) the base routing scores at the last context token
+    prompt_routing: torch.Tensor  # (prompts, n_layers, n_experts) base routing scores at each prompt's last token
+
+    @property
+    def routing(self) -> torch.Tensor:
+        """(n_layers, n_experts) the problem's base pathway ω̄: its prompt's routing, or the mean over its
+        prompts (label-free: the gold prompt is not singled out)."""
+        return self.prompt_routing[0] if len(self.prompt_routing) == 1 else self.prompt_routing.mean(0)
 
 
 def _buckets(lengths: Sequence[int]) -> list[list[int]]:
@@ -81,19 +111,22 @@ def _buckets(lengths: Sequence[int]) -> list[list[int]]:
     return groups
 
 
-def _stack_prefixes(prefixes: Sequence[KV | None], owners: list[int], width: int, layers: slice) -> KV:
-    """Per cached layer in ``layers``: keys and values of each row's problem (``owners``), left-padded to ``width``."""
+Prefixes = dict[tuple[int, int], "KV | None"]  # (problem, prompt) -> its prefix's keys/values
+
+
+def _stack_prefixes(prefixes: Prefixes, owners: list[tuple[int, int]], width: int, layers: slice) -> KV:
+    """Per cached layer in ``layers``: keys and values of each row's prompt (``owners``), left-padded to ``width``."""
     used = sorted(set(owners))
-    slot = {i: n for n, i in enumerate(used)}
-    template = next(prefixes[i] for i in used if prefixes[i] is not None)[layers]
+    slot = {key: n for n, key in enumerate(used)}
+    template = next(prefixes[key] for key in used if prefixes[key] is not None)[layers]
     if not template:
         return []
-    index = torch.tensor([slot[i] for i in owners], device=template[0][0].device)
+    index = torch.tensor([slot[key] for key in owners], device=template[0][0].device)
     stacked = []
     for layer, (keys0, values0) in enumerate(template):
         padded = []
-        for i in used:
-            pair = prefixes[i][layers][layer] if prefixes[i] is not None else (keys0[:, :0], values0[:, :0])
+        for key in used:
+            pair = prefixes[key][layers][layer] if prefixes[key] is not None else (keys0[:, :0], values0[:, :0])
             padded.append([F.pad(t, (0, 0, width - t.shape[1], 0)) for t in pair])
         stacked.append((torch.stack([k for k, _ in padded])[index], torch.stack([v for _, v in padded])[index]))
     return stacked
@@ -101,15 +134,16 @@ def _stack_prefixes(prefixes: Sequence[KV | None], owners: list[int], width: int
 
 class _Rows:
     """Token sequences of several problems as one right-padded forward, each row attending to its
-    problem's prefix (left-padded to the longest prefix among them, with true position ids)."""
+    prompt's prefix (left-padded to the longest prefix among them, with true position ids).
+    A row is (problem, prompt, choice); choice -1 is the prompt's last token alone (no target)."""
 
-    def __init__(self, problems, prefixes, rows: list[tuple[int, int]], device, cached: slice):
+    def __init__(self, problems, prefixes: Prefixes, rows: list[tuple[int, int, int]], device, cached: slice):
         self.rows = rows
-        owners = [i for i, _ in rows]
-        tails = [problems[i].tail(j) if j >= 0 else problems[i].context[-1:] for i, j in rows]
-        prefix_lens = [len(problems[i].context) - 1 for i in owners]
-        self.row_problem = torch.tensor(owners, device=device)
-        self.row_choice = torch.tensor([j for _, j in rows], device=device)
+        owners = [(i, p) for i, p, _ in rows]
+        tails = [problems[i].tail(j) if j >= 0 else problems[i].contexts[p][-1:] for i, p, j in rows]
+        prefix_lens = [len(problems[i].contexts[p]) - 1 for i, p in owners]
+        self.row_problem = torch.tensor([i for i, _ in owners], device=device)
+        self.row_choice = torch.tensor([j for _, _, j in rows], device=device)
         self.tail_lens = [len(t) for t in tails]
         self.width, self.prefix_len = max(self.tail_lens), max(prefix_lens)
         self.tail_ids = torch.zeros(len(rows), self.width, dtype=torch.long, device=device)
@@ -117,7 +151,7 @@ class _Rows:
         self.target_mask = torch.zeros(len(rows), self.width, dtype=torch.bool, device=device)
         tail_mask = torch.zeros(len(rows), self.width, dtype=torch.long, device=device)
         prefix_mask = torch.zeros(len(rows), self.prefix_len, dtype=torch.long, device=device)
-        for r, ((i, j), tail, n_prefix) in enumerate(zip(rows, tails, prefix_lens)):
+        for r, ((i, _, j), tail, n_prefix) in enumerate(zip(rows, tails, prefix_lens)):
             target = problems[i].continuations[j] if j >= 0 else ()
             self.tail_ids[r, : len(tail)] = torch.tensor(tail)
             self.targets[r, : len(target)] = torch.tensor(target, dtype=torch.long)
@@ -129,6 +163,7 @@ class _Rows:
         self.position_ids = torch.tensor(prefix_lens, device=device).unsqueeze(1) + torch.arange(self.width, device=device)
         self.kv = _stack_prefixes(prefixes, owners, self.prefix_len, cached) if self.prefix_len else None
         self.hidden: torch.Tensor | None = None  # the frozen inputs, when set
+        self.row_prompt: torch.Tensor | None = None  # TailBatch: each row's prompt, numbered across problems
 
     def forward_kwargs(self, first_layer: int, n_layers: int) -> dict:
         if first_layer == n_layers:  # only the final norm and head run: no attention, no cache
@@ -146,54 +181,84 @@ class _Rows:
         return (logprobs * self.target_mask).sum(dim=1), greedy
 
 
-def _steer(model, override, row_problem, layers: list[int], steered: list[int]):
-    """Steer token 0 of each row at ``steered``, a subset of the ``layers`` that ``override`` spans."""
-    if override is None or not steered:
+def _steer(model, pathways: torch.Tensor | None, layers: list[int], steered: list[int]):
+    """Steer token 0 of each row with its pathway (rows, n_layers, n_experts) at ``steered``, a subset
+    of the ``layers`` the pathways span."""
+    if pathways is None or not steered:
         return nullcontext()
-    positions = torch.zeros(len(row_problem), 1, dtype=torch.long, device=row_problem.device)
+    positions = torch.zeros(len(pathways), 1, dtype=torch.long, device=pathways.device)
     columns = [layers.index(layer) for layer in steered]
-    return steer_routing(model, override[row_problem][:, columns].unsqueeze(1), positions, layers=steered,
-                         mode="scores")
+    return steer_routing(model, pathways[:, columns].unsqueeze(1), positions, layers=steered, mode="scores")
+
+
+def _valid(values: torch.Tensor, own: torch.Tensor, kind: str) -> torch.Tensor:
+    """Moved routing scores back in their domain: sigmoid scores clipped to [0, 1]; a softmax layer with
+    a negative score projected (Euclidean) onto the simplex of its own mass, the other layers kept exactly."""
+    if kind == "sigmoid":
+        return values.clamp(0.0, 1.0)
+    return torch.where((values < 0).any(-1, keepdim=True), project(values, own.sum(-1, keepdim=True), kind), values)
 
 
 class TailBatch:
-    """Frozen problems ready for steered passes: token 0 of each problem at layer k, then the tails
+    """Frozen problems ready for steered passes: token 0 of each prompt at layer k, then the tails
     (one row per choice) at layers k+1.., in a few padded forwards grouped by tail length.
     Built once, run many times (NGD steps, the α grid, the final scoring)."""
 
     def __init__(self, frozen: Sequence[Frozen], device):
         problems = [f.problem for f in frozen]
-        prefixes = [f.kv for f in frozen]
+        prefixes = {(i, p): kv for i, f in enumerate(frozen) for p, kv in enumerate(f.kv)}
         self.shape = (len(problems), max(len(p.continuations) for p in problems))
-        # Choice -1: the last context token alone (no target), through layer k only.
-        self.token0 = _Rows(problems, prefixes, [(i, -1) for i in range(len(problems))], device, slice(0, 1))
-        self.token0.hidden = torch.stack([f.token0 for f in frozen]).unsqueeze(1).to(device)
-        rows = [(i, j) for i, p in enumerate(problems) for j in range(len(p.continuations))]
-        lengths = [len(problems[i].tail(j)) for i, j in rows]
+        prompts = [(i, p, -1) for i, problem in enumerate(problems) for p in range(len(problem.contexts))]
+        number = {(i, p): n for n, (i, p, _) in enumerate(prompts)}
+        # Choice -1: each prompt's last token alone (no target), through layer k only.
+        self.token0 = _Rows(problems, prefixes, prompts, device, slice(0, 1))
+        self.token0.hidden = torch.cat([f.token0 for f in frozen]).unsqueeze(1).to(device)
+        self.moves = None  # multiple-input problems: each prompt's own routing, its problem's pathway, which prompts
+        if any(p.multiple_input for p in problems):
+            self.moves = (torch.cat([f.prompt_routing for f in frozen]).to(device),
+                          torch.stack([f.routing for f in frozen]).to(device)[self.token0.row_problem],
+                          torch.tensor([problems[i].multiple_input for i, _, _ in prompts], device=device))
+        rows = [(i, problem.prompt(j), j) for i, problem in enumerate(problems) for j in range(len(problem.continuations))]
+        lengths = [len(problems[i].tail(j)) for i, _, j in rows]
         self.parts = []
         for group in _buckets(lengths):
             part = _Rows(problems, prefixes, [rows[r] for r in group], device, slice(1, None))
             part.hidden = torch.stack([F.pad(frozen[i].tail_hidden[j, : part.width],
                                              (0, 0, 0, max(0, part.width - frozen[i].tail_hidden.shape[1])))
-                                       for i, j in part.rows]).to(device)
+                                       for i, _, j in part.rows]).to(device)
+            part.row_prompt = torch.tensor([number[i, p] for i, p, _ in part.rows], device=device)
             self.parts.append(part)
+
+    def pathways(self, override: torch.Tensor | None, kind: str) -> torch.Tensor | None:
+        """(prompts, n_layers, n_experts) the routing each prompt's last token gets under the problems'
+        pathways ``override``: a shared prompt takes its problem's pathway ω as it is; a multiple-input
+        problem's prompt keeps its own routing, moved by ω - ω̄ (module docstring)."""
+        if override is None:
+            return None
+        pathways = override[self.token0.row_problem]
+        if self.moves is None:
+            return pathways
+        own, base, multiple = self.moves
+        moved = _valid(own + (pathways - base), own, kind)
+        return torch.where(multiple.view(-1, 1, 1), moved, pathways)
 
     def forward(self, model, layers: list[int], override: torch.Tensor | None = None):
         """Choice scores (problems, max_choices) as lm-eval sums them (-inf where a problem has fewer
-        choices) and greedy flags (same shape).  ``override`` (problems, n_layers, n_experts)
-        replaces the routing scores at the last context token of the critical ``layers`` (those
-        the problems were frozen for)."""
+        choices) and greedy flags (same shape).  ``override`` (problems, n_layers, n_experts) is each
+        problem's pathway at the critical ``layers`` (those the problems were frozen for), replacing
+        the routing scores at its last context token (``pathways``)."""
         k, n_layers = layers[0], len(decoder_layers(model))
         t0 = self.token0
-        with _steer(model, override, t0.row_problem, layers, [k]), capture_layer_input(model, k + 1, stop=True) as leaving:
+        pathways = self.pathways(override, spec_for(model).score_kind if self.moves is not None else "softmax")
+        with _steer(model, pathways, layers, [k]), capture_layer_input(model, k + 1, stop=True) as leaving:
             run_from_layer(model, k, t0.hidden, **t0.forward_kwargs(k, n_layers))
-        new_token0 = leaving["hidden_states"][:, 0]  # (problems, hidden) leaving layer k
+        new_token0 = leaving["hidden_states"][:, 0]  # (prompts, hidden) leaving layer k
         device = t0.row_problem.device
         scores = torch.full(self.shape, float("-inf"), device=device)
         greedy = torch.zeros(self.shape, dtype=torch.bool, device=device)
         for part in self.parts:
-            hidden = torch.cat([new_token0[part.row_problem].unsqueeze(1).to(part.hidden.dtype), part.hidden[:, 1:]], 1)
-            with _steer(model, override, part.row_problem, layers, layers[1:]):
+            hidden = torch.cat([new_token0[part.row_prompt].unsqueeze(1).to(part.hidden.dtype), part.hidden[:, 1:]], 1)
+            with _steer(model, None if pathways is None else pathways[part.row_prompt], layers, layers[1:]):
                 logits = run_from_layer(model, k + 1, hidden, **part.forward_kwargs(k + 1, n_layers)).logits
             row_scores, row_greedy = part.scores(logits)
             scores = scores.index_put((part.row_problem, part.row_choice), row_scores)
@@ -201,22 +266,22 @@ class TailBatch:
         return scores, greedy
 
 
-def _prefix_pass(model, problems: Sequence[Problem], device) -> list[KV | None]:
-    """Keys/values of every layer for each context but its last token (right-padded batch, sliced back)."""
-    lens = [len(p.context) - 1 for p in problems]
-    with_prefix = [i for i, n in enumerate(lens) if n > 0]
-    out: list[KV | None] = [None] * len(problems)
+def _prefix_pass(model, problems: Sequence[Problem], device) -> Prefixes:
+    """Keys/values of every layer for each prompt but its last token (right-padded batch, sliced back)."""
+    lens = {(i, p): len(context) - 1 for i, problem in enumerate(problems) for p, context in enumerate(problem.contexts)}
+    with_prefix = [key for key, n in lens.items() if n > 0]
+    out: Prefixes = dict.fromkeys(lens)
     if not with_prefix:
         return out
-    width = max(lens)
+    width = max(lens.values())
     ids = torch.zeros(len(with_prefix), width, dtype=torch.long, device=device)
     mask = torch.zeros_like(ids)
-    for row, i in enumerate(with_prefix):
-        ids[row, : lens[i]] = torch.tensor(problems[i].context[:-1])
-        mask[row, : lens[i]] = 1
+    for row, (i, p) in enumerate(with_prefix):
+        ids[row, : lens[i, p]] = torch.tensor(problems[i].contexts[p][:-1])
+        mask[row, : lens[i, p]] = 1
     cache = model(input_ids=ids, attention_mask=mask, use_cache=True).past_key_values
-    for row, i in enumerate(with_prefix):
-        out[i] = [(layer.keys[row, :, : lens[i]], layer.values[row, :, : lens[i]]) for layer in cache.layers]
+    for row, key in enumerate(with_prefix):
+        out[key] = [(layer.keys[row, :, : lens[key]], layer.values[row, :, : lens[key]]) for layer in cache.layers]
     return out
 
 
@@ -229,29 +294,32 @@ def _check_attention(model) -> None:
 
 @torch.no_grad()
 def freeze(model, problems: Sequence[Problem], layers: list[int]) -> list[Frozen]:
-    """One full pass over ``problems`` (prefix, then the tails against it): each problem's frozen
+    """One full pass over ``problems`` (prefixes, then the tails against them): each problem's frozen
     state for steering ``layers`` (sorted decoder-layer indices), with its base routing."""
     _check_attention(model)
     device = next(model.parameters()).device
     k = layers[0]
     prefixes = _prefix_pass(model, problems, device)
     entering_k, entering_next, routing = {}, {}, {}
-    rows = [(i, j) for i, p in enumerate(problems) for j in range(len(p.continuations))]
-    for group in _buckets([len(problems[i].tail(j)) for i, j in rows]):
+    rows = [(i, problem.prompt(j), j) for i, problem in enumerate(problems) for j in range(len(problem.continuations))]
+    for group in _buckets([len(problems[i].tail(j)) for i, _, j in rows]):
         part = _Rows(problems, prefixes, [rows[r] for r in group], device, slice(0, None))
         positions = torch.zeros(len(part.rows), 1, dtype=torch.long, device=device)
         with record_routing(model, positions, layers) as record, capture_layer_input(model, k) as at_k, \
                 capture_layer_input(model, k + 1) as at_next:
             model(input_ids=part.tail_ids, **part.forward_kwargs(0, len(decoder_layers(model))))
-        for r, (i, j) in enumerate(part.rows):
+        for r, (i, p, j) in enumerate(part.rows):
             entering_next[i, j] = at_next["hidden_states"][r, : part.tail_lens[r]]
-            entering_k.setdefault(i, at_k["hidden_states"][r, 0])
-            routing.setdefault(i, record.scores[r, 0].float())
+            entering_k.setdefault((i, p), at_k["hidden_states"][r, 0])
+            routing.setdefault((i, p), record.scores[r, 0].float())
     frozen = []
     for i, problem in enumerate(problems):
         tails = [entering_next[i, j] for j in range(len(problem.continuations))]
         width = max(len(t) for t in tails)
-        kv = None if prefixes[i] is None else [(keys.clone(), values.clone()) for keys, values in prefixes[i][k:]]
-        frozen.append(Frozen(problem, kv, entering_k[i].clone(),
-                             torch.stack([F.pad(t, (0, 0, 0, width - len(t))) for t in tails]), routing[i].clone()))
+        prompts = range(len(problem.contexts))
+        kv = [None if prefixes[i, p] is None else [(keys.clone(), values.clone()) for keys, values in prefixes[i, p][k:]]
+              for p in prompts]
+        frozen.append(Frozen(problem, kv, torch.stack([entering_k[i, p] for p in prompts]),
+                             torch.stack([F.pad(t, (0, 0, 0, width - len(t))) for t in tails]),
+                             torch.stack([routing[i, p] for p in prompts])))
     return frozen

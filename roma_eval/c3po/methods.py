@@ -47,7 +47,7 @@ def core_index(omega0: torch.Tensor, n: int) -> torch.Tensor:
     return omega0.topk(n if 0 < n < n_experts else n_experts, dim=-1).indices
 
 
-def _project(values: torch.Tensor, mass: torch.Tensor, kind: str) -> torch.Tensor:
+def project(values: torch.Tensor, mass: torch.Tensor, kind: str) -> torch.Tensor:
     """Euclidean projection onto {v >= 0, Σ v = mass} (softmax) or onto [0, 1] (sigmoid), per row."""
     if kind == "sigmoid":
         return values.clamp(0.0, 1.0)
@@ -141,5 +141,5 @@ def ngd(omega0, core, kind, loss_fn: LossFn, steps: int = 10, lr: float = 1e-2, 
             losses = loss_fn(omega0.scatter(-1, core, theta))
             (grad,) = torch.autograd.grad(losses.sum(), theta)
         history.append(losses.detach())
-        theta = _project(theta.detach() - cosine_lr(step, steps, lr, lr_min) * grad, mass, kind)
+        theta = project(theta.detach() - cosine_lr(step, steps, lr, lr_min) * grad, mass, kind)
     return omega0.scatter(-1, core, theta), torch.stack(history)

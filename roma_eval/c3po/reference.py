@@ -6,13 +6,16 @@ A reference is a directory, like a router checkpoint, holding two files:
     unless built with ``prefixes=False``, its frozen prefix (``frozen.py``): the keys/values of
     layers first..last for the context but its last token, the hidden state entering the first
     critical layer at the last context token, and the hidden states entering the layer after it
-    at the tail tokens.  Ragged data is concatenated along its first axis,
-    with a lengths array beside it.
+    at the tail tokens.  A multiple-input sample (winogrande) has one prompt per choice: its
+    prompts, their prefixes and routings are stored each, and its pathway is the mean of those
+    routings (``ChoiceBatch.per_sample``, RoMA's r_i).  Ragged data is concatenated along its first
+    axis, with a lengths array beside it (``n_contexts``: prompts per sample).
   - ``reference.json``: base model, router fingerprint, layers, embedder, build settings,
-    versions, and each reference sample's task, doc_id and prompt.
+    versions, and each reference sample's task, doc_id and label-free prompt.
 The reference set is the success set of RoMA (Eq. 2): acc as lm-eval scores it (``scoring``).
-C3PO embeds the prompt's last block (``query_text``): the question itself, without the few-shot
-examples and task description lm-eval puts before it; references and test prompts alike.
+C3PO embeds the last block of the label-free prompt (``embedded_text``): the question itself,
+without the few-shot examples and task description lm-eval puts before it, and without any answer
+option filled in; references and test prompts alike.
 A build runs in chunks saved under ``DIR.partial/``, so an interrupted build resumes where it stopped.
 """
 
@@ -40,13 +43,15 @@ from roma_eval.scoring import encode_pair, model_max_length, score_samples
 
 TENSORS_NAME = "reference.safetensors"
 METADATA_NAME = "reference.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one prompt per choice for multiple-input samples (1 scored winogrande wrongly)
 
 
 def problem_of(tokenizer, sample: Sample, max_length: int) -> Problem:
-    """A multiple-choice sample tokenised as lm-eval tokenises its requests."""
-    pairs = [encode_pair(tokenizer, sample.context, c) for c in sample.continuations]
-    return Problem.make(pairs[0][0], [cont for _, cont in pairs], max_length, gold=int(sample.gold))
+    """A multiple-choice sample tokenised as lm-eval tokenises its requests (one prompt per choice
+    for a multiple-input sample)."""
+    pairs = [encode_pair(tokenizer, context, c) for context, c in zip(sample.contexts, sample.continuations)]
+    return Problem.make([context for context, _ in pairs], [cont for _, cont in pairs], max_length,
+                        gold=int(sample.gold))
 
 
 @dataclass
@@ -54,8 +59,13 @@ class Reference:
     directory: Path
     metadata: dict
     embeddings: np.ndarray  # (N, dim), L2-normalised
-    routing: torch.Tensor  # (N, n_layers, n_experts)
+    routing: torch.Tensor  # (N, n_layers, n_experts) each sample's pathway
     problems: list[Problem]
+    prompt_routing: torch.Tensor | None = None  # (prompts, n_layers, n_experts), the problems' prompts in order;
+    # None: one prompt per problem, whose routing is the pathway
+
+    def __post_init__(self):
+        self._prompt_ends = np.cumsum([len(p.contexts) for p in self.problems])
 
     def __len__(self) -> int:
         return len(self.problems)
@@ -68,6 +78,10 @@ class Reference:
     def has_prefixes(self) -> bool:
         return bool(self.metadata["prefixes"])
 
+    def prompts_of(self, i: int) -> tuple[int, int]:
+        """Reference sample ``i``'s prompts: their span in the arrays stored per prompt."""
+        return _span(self._prompt_ends, i)
+
     def stored_frozen(self, indices: Sequence[int], device, dtype) -> list[Frozen]:
         """The frozen prefixes of reference samples ``indices``, read from the file (memory-mapped)."""
         from safetensors import safe_open
@@ -77,16 +91,22 @@ class Reference:
         with safe_open(str(self.directory / TENSORS_NAME), framework="pt") as f:
             ends = {name: np.cumsum(f.get_tensor(name).numpy()) for name in ("prefix_lens", "choice_lens", "n_choices")}
             for i in indices:
-                a, b = _span(ends["prefix_lens"], i)
-                kv = None if a == b else [tuple(f.get_slice(f"prefix.{layer}.{part}")[a:b].to(device, dtype).transpose(0, 1)
-                                                for part in ("keys", "values")) for layer in range(n_layers)]
+                kv = []
+                prompts = self.prompts_of(i)
+                for q in range(*prompts):
+                    a, b = _span(ends["prefix_lens"], q)
+                    kv.append(None if a == b else [
+                        tuple(f.get_slice(f"prefix.{layer}.{part}")[a:b].to(device, dtype).transpose(0, 1)
+                              for part in ("keys", "values")) for layer in range(n_layers)])
                 first, last = _span(ends["n_choices"], i)
                 tails = [f.get_slice("tail_hidden")[slice(*_span(ends["choice_lens"], r))] for r in range(first, last)]
                 width = max(len(t) for t in tails)
                 hidden = torch.stack([torch.nn.functional.pad(t, (0, 0, 0, width - len(t))) for t in tails])
-                token0 = f.get_slice("token0")[i:i + 1][0]
+                token0 = f.get_slice("token0")[slice(*prompts)]
+                routing = (self.routing[i:i + 1] if self.prompt_routing is None
+                           else self.prompt_routing[slice(*prompts)])
                 out.append(Frozen(self.problems[i], kv, token0.to(device, dtype), hidden.to(device, dtype),
-                                  self.routing[i].to(device)))
+                                  routing.to(device)))
         return out
 
 
@@ -110,10 +130,14 @@ def load_reference(directory) -> Reference:
     try:
         metadata = json.loads(meta_path.read_text())
         n = int(metadata["n_references"])
+        if metadata.get("format_version") != FORMAT_VERSION:
+            raise RomaEvalError(f"reference {directory} has format {metadata.get('format_version')}, not "
+                                f"{FORMAT_VERSION} (one prompt per choice for multiple-input tasks such as winogrande); "
+                                "rebuild it with `roma-eval c3po build-reference`")
         with safe_open(str(tensors_path), framework="pt") as f:
-            small = {name: f.get_tensor(name) for name in ("embeddings", "routing", "gold", "context_ids",
-                                                            "context_lens", "choice_ids", "choice_lens", "n_choices")
-                     } if n else {}
+            small = {name: f.get_tensor(name) for name in (
+                "embeddings", "routing", "context_routing", "gold", "context_ids", "context_lens", "n_contexts",
+                "choice_ids", "choice_lens", "n_choices")} if n else {}
     except (ValueError, KeyError, TypeError, SafetensorError, OSError) as exc:
         raise RomaEvalError(f"reference {directory} is unreadable ({exc}); rebuild it with "
                             "`roma-eval c3po build-reference`") from None
@@ -122,22 +146,46 @@ def load_reference(directory) -> Reference:
                             "rebuild it on more or easier training tasks")
     contexts = _split(small["context_ids"], small["context_lens"])
     choices = _split(small["choice_ids"], small["choice_lens"])
+    prompt_starts = np.concatenate([[0], np.cumsum(small["n_contexts"].numpy())])
     starts = np.concatenate([[0], np.cumsum(small["n_choices"].numpy())])
-    problems = [Problem(contexts[i], tuple(choices[starts[i]:starts[i + 1]]), int(small["gold"][i])) for i in range(n)]
-    return Reference(directory, metadata, small["embeddings"].numpy(), small["routing"].float(), problems)
+    problems = [Problem(tuple(contexts[prompt_starts[i]:prompt_starts[i + 1]]), tuple(choices[starts[i]:starts[i + 1]]),
+                        int(small["gold"][i])) for i in range(n)]
+    return Reference(directory, metadata, small["embeddings"].numpy(), small["routing"].float(), problems,
+                     small["context_routing"].float())
 
 
-# What is embedded, for references and test prompts alike.  lm-eval joins a task description, the
-# few-shot examples and the question with its default fewshot_delimiter "\n\n"; the last block is
-# the question.  Neighbours are found by what is asked: embedding the whole prompt would let the
-# demonstrations, shared by every test prompt of a task, swamp the question (and cost the
-# embedding model ten times the tokens on 10-shot prompts).  A question whose own text holds a
-# blank line is embedded from its last paragraph on.
-EMBEDDED_TEXT = "last block of the prompt"
+# What is embedded, for references and test prompts alike: the last block of the label-free prompt.
+# lm-eval joins a task description, the few-shot examples and the question with its default
+# fewshot_delimiter "\n\n"; the last block is the question.  Neighbours are found by what is asked:
+# embedding the whole prompt would let the demonstrations, shared by every test prompt of a task,
+# swamp the question (and cost the embedding model ten times the tokens on 10-shot prompts).  A
+# question whose own text holds a blank line is embedded from its last paragraph on.
+# The prompt of an ordinary task holds no answer.  A multiple-input task's prompts each fill in an
+# option (winogrande: "... because the trophy" / "... because the suitcase", then " is too big.");
+# its label-free prompt is the question with a blank: their shared part up to a word boundary, "_",
+# and the shared continuation ("... because the _ is too big."), as samples.py's Sample.text.
+EMBEDDED_TEXT = "last block of the label-free prompt"
 
 
-def query_text(context: str) -> str:
-    return context.rsplit("\n\n", 1)[-1]
+def label_free_prompt(contexts: Sequence[str], continuation: str = "") -> str:
+    """The prompt without an answer in it: the context its choices share, or (one prompt per choice)
+    the prompts' common part cut after its last whitespace, a blank "_" and the shared ``continuation``."""
+    distinct = list(dict.fromkeys(contexts))
+    if len(distinct) == 1:
+        return distinct[0]
+    shared = os.path.commonprefix(distinct)
+    shared = shared[: max(shared.rfind(space) for space in " \t\n") + 1]  # whole words: "the rocket"/"the river"
+    return f"{shared}_{continuation}"
+
+
+def sample_prompt(sample: Sample) -> str:
+    """A sample's label-free prompt (``label_free_prompt``)."""
+    return label_free_prompt(sample.contexts or (sample.context,), sample.continuations[0] if sample.continuations else "")
+
+
+def query_text(prompt: str) -> str:
+    """What the embedder reads of a label-free prompt: its last block."""
+    return prompt.rsplit("\n\n", 1)[-1]
 
 
 def check_reference(reference: Reference, model) -> None:
@@ -158,7 +206,8 @@ def check_reference(reference: Reference, model) -> None:
 
 def _settings(model, samples, layers, max_length, prefixes, embedder) -> dict:
     ids = hashlib.sha256("\n".join(f"{s.task}:{s.doc_id}" for s in samples).encode()).hexdigest()
-    return {"router_fingerprint": router_fingerprint(model), "samples_sha256": ids, "layers": layers,
+    return {"format_version": FORMAT_VERSION, "router_fingerprint": router_fingerprint(model), "samples_sha256": ids,
+            "layers": layers,
             "max_length": max_length, "prefixes": prefixes, "embedder": embedder, "embedded_text": EMBEDDED_TEXT,
             "dtype": str(next(model.parameters()).dtype)}
 
@@ -185,26 +234,29 @@ def _chunk_arrays(model, tokenizer, samples: Sequence[Sample], layers, max_lengt
     problems = [problem_of(tokenizer, s, max_length) for s in good]
     frozen = [f for start in range(0, len(problems), batch_size)
               for f in freeze(model, problems[start:start + batch_size], layers)]
+    prompts = [sample_prompt(s) for s in good]
     arrays = {
-        "embeddings": torch.from_numpy(embed([query_text(s.context) for s in good], embedder)),
+        "embeddings": torch.from_numpy(embed([query_text(p) for p in prompts], embedder)),
         "routing": torch.stack([f.routing for f in frozen]).cpu(),
+        "context_routing": torch.cat([f.prompt_routing for f in frozen]).cpu(),
         "gold": torch.tensor([p.gold for p in problems]),
-        "context_ids": torch.tensor([t for p in problems for t in p.context]),
-        "context_lens": torch.tensor([len(p.context) for p in problems]),
+        "context_ids": torch.tensor([t for p in problems for c in p.contexts for t in c]),
+        "context_lens": torch.tensor([len(c) for p in problems for c in p.contexts]),
+        "n_contexts": torch.tensor([len(p.contexts) for p in problems]),
         "choice_ids": torch.tensor([t for p in problems for c in p.continuations for t in c]),
         "choice_lens": torch.tensor([len(c) for p in problems for c in p.continuations]),
         "n_choices": torch.tensor([len(p.continuations) for p in problems]),
     }
     if prefixes:
-        arrays["prefix_lens"] = torch.tensor([len(p.context) - 1 for p in problems])
-        arrays["token0"] = torch.stack([f.token0 for f in frozen]).cpu()
+        arrays["prefix_lens"] = torch.tensor([len(c) - 1 for p in problems for c in p.contexts])
+        arrays["token0"] = torch.cat([f.token0 for f in frozen]).cpu()
         arrays["tail_hidden"] = torch.cat([f.tail_hidden[j, : max(1, len(c))] for f in frozen
                                            for j, c in enumerate(f.problem.continuations)]).cpu()
-        with_kv = [f for f in frozen if f.kv is not None]
-        for layer in range(len(with_kv[0].kv) if with_kv else 0):
+        with_kv = [kv for f in frozen for kv in f.kv if kv is not None]
+        for layer in range(len(with_kv[0]) if with_kv else 0):
             for part, slot in (("keys", 0), ("values", 1)):
-                arrays[f"prefix.{layer}.{part}"] = torch.cat([f.kv[layer][slot].transpose(0, 1) for f in with_kv]).cpu()
-    records = [{"task": s.task, "doc_id": s.doc_id, "context": s.context} for s in good]
+                arrays[f"prefix.{layer}.{part}"] = torch.cat([kv[layer][slot].transpose(0, 1) for kv in with_kv]).cpu()
+    records = [{"task": s.task, "doc_id": s.doc_id, "prompt": p} for s, p in zip(good, prompts)]
     return arrays, records
 
 

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 "with their pathways and frozen prefixes",
         description="C3PO's reference set: training samples the base model answers correctly (lm-eval acc), "
                     "their routing at the critical layers and last context token, prompt embeddings and frozen "
-                    "prefixes.  Interrupted builds resume from DIR.partial/.")
+                    "prefixes; a multiple-input task (winogrande) keeps one prompt per choice, its pathway the mean "
+                    "over them.  Interrupted builds resume from DIR.partial/.")
     add_model_and_tasks(build, dtype="auto", dtype_help="model dtype (auto, float32, bfloat16); prefixes are stored in it",
                         tasks_help="comma-separated lm-eval multiple-choice training tasks or groups (train split)")
     build.add_argument("--out", required=True, help="output directory for the reference")
