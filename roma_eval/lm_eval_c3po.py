@@ -16,7 +16,7 @@ problem whose choices are scored after their own prompts, the pathway moving eac
 ``doc_id``, not by a shared continuation: two documents can share one (winogrande's twin sentences
 often differ only before the blank), and a shared continuation says nothing about an ordinary task.
 Requests without a document (``_loglikelihood_tokens`` called directly) are grouped by context.
-The embedded text is the label-free prompt (``c3po.reference.label_free_prompt``): the context, or
+The embedded text is the label-free prompt (``samples.label_free_prompt``): the context, or
 the question with a blank for a multiple-input document, as for the reference samples.
 Generation: the pathway replaces the routing at the last prompt token (``all_generated_tokens=True``:
 at every generated token too).  Rolling log-likelihood (perplexity) has no prompt to re-route and is
@@ -29,7 +29,7 @@ import torch
 from lm_eval.models.huggingface import HFLM
 
 from roma_eval.c3po import C3PO, C3POConfig, Problem, load_reference, steer_generation
-from roma_eval.c3po.reference import label_free_prompt
+from roma_eval.samples import label_free_prompt
 from roma_eval.errors import RomaEvalError
 
 

@@ -67,6 +67,23 @@ def task_manager(include_path: Sequence[str | Path] = (), task_names: Sequence[s
     return manager
 
 
+def shared_prompt(contexts: Sequence[str]) -> str:
+    """The part every prompt shares: the prompt itself, or the common prefix of several cut after its last
+    whitespace (whole words: "the rocket" and "the river" share "the ", not "the r")."""
+    distinct = list(dict.fromkeys(contexts))
+    if len(distinct) == 1:
+        return distinct[0]
+    shared = os.path.commonprefix(distinct)
+    return shared[: max(shared.rfind(space) for space in " \t\n") + 1]
+
+
+def label_free_prompt(contexts: Sequence[str], continuation: str = "") -> str:
+    """A prompt without an answer in it: the context its choices share, or (one prompt per choice) their
+    shared part, a blank "_" and the shared ``continuation`` -- the question as posed, no option filled in."""
+    shared = shared_prompt(contexts)
+    return shared if len(set(contexts)) == 1 else f"{shared}_{continuation}"
+
+
 def _resolvable(manager, name: str) -> bool:
     """Whether ``manager``'s index holds ``name`` and, for a group, every member it names (``roma_paper``
     lives in tasks/, its members are lm-eval's own tasks).  Inline member configs define themselves."""
@@ -110,9 +127,8 @@ def samples_from_task(task, split: str = "eval", limit: int | None = None) -> li
             choices = tuple(task.doc_to_choice(doc))
             contexts = tuple(r.args[0] for r in requests[: len(choices)])
             continuation = requests[0].args[1]
-            shared = os.path.commonprefix(contexts)
-            shared = shared[: shared.rfind(" ") + 1]  # whole words: "the rocket" / "the river" share "the ", not "the r"
-            out.append(Sample(name, doc_id, shared, "multiple_choice", f"{shared}_{continuation}",
+            out.append(Sample(name, doc_id, shared_prompt(contexts), "multiple_choice",
+                              label_free_prompt(contexts, continuation),
                               continuations=(continuation,) * len(choices), choices=choices,
                               gold=_gold_index(name, doc_id, text, list(choices)), choice_contexts=contexts))
         elif task.OUTPUT_TYPE == "multiple_choice":

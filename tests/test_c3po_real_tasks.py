@@ -14,7 +14,8 @@ import torch
 
 from lm_eval_helpers import LM_EVAL, evaluate_api, per_sample
 from roma_eval.c3po import C3PO, C3POConfig, TailBatch, build_reference, freeze, load_reference
-from roma_eval.c3po.reference import label_free_prompt, problem_of, sample_prompt
+from roma_eval.c3po.reference import problem_of, sample_prompt
+from roma_eval.samples import label_free_prompt
 from roma_eval.routing import probe_routing, resolve_layers, spec_for, steer_routing
 from roma_eval.samples import Sample, load_samples
 from roma_eval.scoring import build_choice_batch, choice_scores, encode_pair

@@ -66,7 +66,7 @@ class C3PO:
     # ------------------------------------------------------------ neighbours
 
     def embed(self, prompts: Sequence[str]) -> np.ndarray:
-        """Label-free test prompts (``reference.label_free_prompt``) embedded as the reference prompts were
+        """Label-free test prompts (``samples.label_free_prompt``) embedded as the reference prompts were
         (their last block, ``query_text``)."""
         from roma_eval.embedding import embed
 
@@ -165,7 +165,7 @@ class C3PO:
     # ------------------------------------------------------------ test prompts
 
     def run(self, problems: Sequence[Problem], prompts: Sequence[str], score: bool = True, progress: bool = True):
-        """For each test problem and its label-free prompt (``reference.label_free_prompt``): its pathway ω
+        """For each test problem and its label-free prompt (``samples.label_free_prompt``): its pathway ω
         and, if ``score``, its choices' (log-likelihood, greedy) under ω.  Problems are optimised
         ``config.group`` at a time."""
         from tqdm.auto import tqdm

@@ -38,7 +38,7 @@ from roma_eval.c3po.frozen import Frozen, Problem, freeze
 from roma_eval.checkpoint import ensure_new_output
 from roma_eval.errors import RomaEvalError
 from roma_eval.routing import num_experts, resolve_layers, router_fingerprint, spec_for
-from roma_eval.samples import Sample
+from roma_eval.samples import Sample, label_free_prompt
 from roma_eval.scoring import encode_pair, model_max_length, score_samples
 
 TENSORS_NAME = "reference.safetensors"
@@ -167,19 +167,8 @@ def load_reference(directory) -> Reference:
 EMBEDDED_TEXT = "last block of the label-free prompt"
 
 
-def label_free_prompt(contexts: Sequence[str], continuation: str = "") -> str:
-    """The prompt without an answer in it: the context its choices share, or (one prompt per choice)
-    the prompts' common part cut after its last whitespace, a blank "_" and the shared ``continuation``."""
-    distinct = list(dict.fromkeys(contexts))
-    if len(distinct) == 1:
-        return distinct[0]
-    shared = os.path.commonprefix(distinct)
-    shared = shared[: max(shared.rfind(space) for space in " \t\n") + 1]  # whole words: "the rocket"/"the river"
-    return f"{shared}_{continuation}"
-
-
 def sample_prompt(sample: Sample) -> str:
-    """A sample's label-free prompt (``label_free_prompt``)."""
+    """A sample's label-free prompt (``samples.label_free_prompt``)."""
     return label_free_prompt(sample.contexts or (sample.context,), sample.continuations[0] if sample.continuations else "")
 
 
