@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
+from typing import Sequence
 
 import torch
 
@@ -44,7 +45,8 @@ class Iterate:
 
 @dataclass
 class Outcome:
-    """One sample's descent.  ``after`` is the last iterate if converged, else the best one visited."""
+    """One sample's descent.  ``after`` is the last iterate if converged, else the best eligible one visited
+    (``descend``: an iterate is eligible when it keeps every metric that was right at iterate 0)."""
 
     steps: int  # gradient steps taken
     converged: bool  # right at `stable` consecutive iterates within the budget
@@ -141,14 +143,19 @@ def greedy_rows(logits: torch.Tensor, batch: ChoiceBatch) -> torch.Tensor:
     return ((predicted == batch.continuation_ids) | ~batch.continuation_mask).all(1)
 
 
-def _loss_and_right(scores, greedy, batch: ChoiceBatch, generative: bool, criterion: str):
-    """Per sample: the loss, whether the prediction is right, and how many of its metrics are right."""
-    if generative:  # one row per sample: the gold answer, then EOS (generation.py)
-        return -scores[:, 0], greedy[:, 0], greedy[:, 0].long()
+def criterion_metrics(criterion: str, metrics: Sequence[str]) -> tuple[str, ...]:
+    """The metrics that must be right for a multiple-choice sample to count as right: "both" is every metric
+    the task reports among acc and acc_norm (``metrics``), otherwise the one named."""
+    return tuple(metrics) if criterion == "both" else (criterion,)
+
+
+def _loss_and_right(scores, greedy, batch: ChoiceBatch, generative: bool, tracked: Sequence[str]):
+    """Per sample: the loss and, per tracked metric, whether it is right ((samples, metrics) bool)."""
+    if generative:  # one row per sample: the target answer after the model's reasoning (generation.py)
+        return -scores[:, 0], greedy[:, :1]
     acc_pred, norm_pred = predictions(scores, batch)
-    acc, acc_norm = acc_pred == batch.gold, norm_pred == batch.gold
-    right = {"acc": acc, "acc_norm": acc_norm, "both": acc & acc_norm}[criterion]
-    return task_loss(scores, batch.gold, reduction="none"), right, acc.long() + acc_norm.long()  # Eq. 8 per sample
+    right = {"acc": acc_pred == batch.gold, "acc_norm": norm_pred == batch.gold}
+    return task_loss(scores, batch.gold, reduction="none"), torch.stack([right[m] for m in tracked], 1)  # Eq. 8
 
 
 def _project(variables: torch.Tensor, score_kind: str) -> torch.Tensor:
@@ -175,34 +182,49 @@ def _frozen(model):
             p.requires_grad_(flag)
 
 
-def descend(model, batch: ChoiceBatch, config: OracleConfig, layers: list[int],
-            generative: bool = False) -> list[Outcome]:
+def descend(model, batch: ChoiceBatch, config: OracleConfig, layers: list[int], generative: bool = False, *,
+            metrics: Sequence[str] = ("acc", "acc_norm"), steered: torch.Tensor | None = None,
+            initial: torch.Tensor | None = None, min_steps: int = 0) -> list[Outcome]:
     """Run the oracle descent for every sample of ``batch`` (built by ``scoring.build_choice_batch``, or
-    ``generation.teacher_forced_batch`` with ``generative=True``)."""
+    ``generation.teacher_forced_batch`` with ``generative=True``).
+
+    ``metrics``: the multiple-choice metrics the task reports (acc, acc_norm); "right" is
+    ``config.criterion`` over them, and no iterate that loses one of them right at iterate 0 is reported.
+    ``steered``: (rows, N) positions of the steered tokens (default: ``config.tokens`` counted back from each
+    row's last context token); ``initial``: (samples, N, layers, experts) starting variables (default: the
+    base routing); ``min_steps``: iterates before this one cannot stop a sample (they were judged already).
+    """
     device = next(model.parameters()).device
     batch = batch.to(device)
-    positions = token_positions(config.tokens, batch.last_context)
+    positions = token_positions(config.tokens, batch.last_context) if steered is None else steered.to(device)
     if (positions[:, 1:] == positions[:, :-1]).any():
         raise RomaEvalError(f"tokens={config.tokens!r} asks for more tokens than some contexts have; "
                             "steer fewer tokens (e.g. --tokens last:1)")
     spec = spec_for(model)
     n_experts = routers(model)[layers[0]].num_experts
+    tracked = ("greedy",) if generative else tuple(dict.fromkeys([*metrics, *criterion_metrics(config.criterion, metrics)]))
+    wanted = torch.tensor([generative or m in criterion_metrics(config.criterion, metrics) for m in tracked])
     with _frozen(model):
         rows, step_batch = prepare_rows(model, batch, positions, layers[0], config.prefix_cache)
-        if config.variables == "scores":  # start at the base routing: the steered forward then equals base exactly
+        if initial is not None:
+            variables = initial.detach().float().to(device).clone()
+        elif config.variables == "scores":  # start at the base routing: the steered forward then equals base exactly
             with torch.no_grad(), record_routing(model, rows.positions, layers) as record:
                 rows.logits(model, layers[0])
             variables = batch.per_sample(record.scores).float()
         else:
             variables = torch.zeros(batch.n_samples, positions.shape[1], len(layers), n_experts, device=device)
-        return _descend(model, rows, step_batch, variables, config, layers, generative, spec.score_kind)
+        return _descend(model, rows, step_batch, variables, config, layers, generative, spec.score_kind,
+                        tracked, wanted, min_steps)
 
 
-def _descend(model, rows, batch, variables, config, layers, generative, score_kind) -> list[Outcome]:
+def _descend(model, rows, batch, variables, config, layers, generative, score_kind, tracked, wanted,
+             min_steps) -> list[Outcome]:
     n = batch.n_samples
     active = torch.arange(n)  # original index of each still-descending sample
     moment, second = torch.zeros_like(variables), torch.zeros_like(variables)
     streak = torch.zeros(n, dtype=torch.long)
+    base_right = torch.zeros(n, len(tracked), dtype=torch.bool)  # per metric: right at iterate 0
     losses: list[list[float]] = [[] for _ in range(n)]
     before: list[Iterate | None] = [None] * n
     best: list[tuple[tuple, int, Iterate] | None] = [None] * n
@@ -216,25 +238,33 @@ def _descend(model, rows, batch, variables, config, layers, generative, score_ki
             scores = choice_scores(logits, batch)
             greedy = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).index_put(
                 (batch.row_sample, batch.row_choice), greedy_rows(logits.detach(), batch))
-            loss, right, hits = _loss_and_right(scores, greedy, batch, generative, config.criterion)
+            loss, right = _loss_and_right(scores, greedy, batch, generative, tracked)
+        right = right.cpu()
+        if t == 0:
+            base_right = right.clone()
+        # The oracle never reports a sample worse than base on any metric: an iterate is eligible only if it
+        # keeps every metric that was right at iterate 0 (iterate 0 always is).  The proxy of a generation
+        # sample (its target is greedy) is not a reported metric: the generated answer is judged outside.
+        eligible = (right | ~base_right[active]).all(1) | generative
+        is_right = right[:, wanted].all(1) & eligible
+        streak = torch.where(is_right, streak + 1, 0)
+        done = ((streak >= config.stable) & (t >= min_steps)) | (t == config.max_steps)
         routing = batch.per_sample(record.scores).detach().float().cpu() if config.save_routing else None
-        streak = torch.where(right.cpu(), streak + 1, 0)
-        done = (streak >= config.stable) | (t == config.max_steps)
-        per_sample = zip(active.tolist(), loss.tolist(), right.tolist(), hits.tolist(), scores.detach().cpu(),
-                         greedy.cpu(), variables.detach().cpu())
-        for j, (i, value, is_right, n_hits, row_scores, row_greedy, row_variables) in enumerate(per_sample):
+        per_sample = zip(active.tolist(), loss.tolist(), eligible.tolist(), right.sum(1).tolist(),
+                         scores.detach().cpu(), greedy.cpu(), variables.detach().cpu())
+        for j, (i, value, is_eligible, n_hits, row_scores, row_greedy, row_variables) in enumerate(per_sample):
             losses[i].append(value)
             chosen = torch.isfinite(row_scores)
             here = Iterate(row_scores[chosen].tolist(), row_greedy[chosen].tolist(), row_variables,
                            None if routing is None else routing[j])
             before[i] = before[i] or here
-            # Without convergence the oracle reports its best visit: right first, then more metrics right, then
-            # the lowest loss (r* = argmin CE) -- so a sample right at the base routing stays right.
-            rank = (is_right, n_hits, -value)
+            # Without convergence the oracle reports its best visit: eligible first, then more metrics right,
+            # then the lowest loss (r* = argmin CE) -- one iterate, so one consistent set of log-likelihoods.
+            rank = (is_eligible, n_hits, -value)
             if best[i] is None or rank > best[i][0]:
                 best[i] = (rank, t, here)
             if done[j]:
-                converged = bool(streak[j] >= config.stable)
+                converged = bool(streak[j] >= config.stable and t >= min_steps)
                 step, after = (t, here) if converged else best[i][1:]
                 outcomes[i] = Outcome(t, converged, step, losses[i], before[i], after)
         if done.all():
