@@ -5,8 +5,8 @@ from __future__ import annotations
 
 
 def oracle_stage(ctx) -> None:
-    """Run (or resume, or reuse) the oracle on ``toy_suite`` under ``ctx.output/oracle/<model>/``."""
-    from lm_eval.models.huggingface import HFLM
+    """Run (or resume, or reuse) the oracle on ``toy_suite``; lm-eval writes it under ``ctx.output/oracle/``."""
+    import logging
 
     from roma_eval.demo.context import headline
     from roma_eval.oracle.config import OracleConfig
@@ -14,14 +14,13 @@ def oracle_stage(ctx) -> None:
     from roma_eval.oracle.tasks import load_oracle_tasks
     from roma_eval.toy.suite import EVAL_GROUP
 
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
     model, tokenizer = ctx.load_model()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1)
-    tasks, group_map = load_oracle_tasks([EVAL_GROUP], limit=ctx.limit)
-    out = ctx.stage_dir("oracle") / ctx.model_dir.name  # one directory per toy model: a new seed never clashes
-    run = run_oracle(lm, tasks, out, OracleConfig(seed=ctx.seed), model_name=str(ctx.model_dir),
-                     group_map=group_map, limit=ctx.limit, overwrite=ctx.overwrite, progress=ctx.progress)
+    tasks = load_oracle_tasks([EVAL_GROUP], limit=ctx.limit)
+    run = run_oracle(model, tokenizer, tasks, ctx.stage_dir("oracle"), OracleConfig(seed=ctx.seed),
+                     model_name=str(ctx.model_dir), overwrite=ctx.overwrite, progress=ctx.progress)
     if run.resumed_complete:
-        print(f"oracle: reusing the oracle results in {out} (--overwrite recomputes them)")
+        print(f"oracle: reusing the oracle results in {run.results_file.parent} (--overwrite recomputes them)")
     ctx.columns["oracle"] = headline(run.results)
     print("\n".join(gap_table(run.results)))
     base = headline({"results": run.results["oracle"]["base"]})

@@ -9,8 +9,8 @@ from importlib import import_module
 
 _EXPORTS = {
     "OracleConfig": "config", "descend": "descent", "Outcome": "descent", "Iterate": "descent",
-    "load_oracle_tasks": "tasks", "run_oracle": "run", "gap_table": "run", "OracleStore": "store",
-    "load_oracle_routing": "store",
+    "load_oracle_tasks": "tasks", "OracleTasks": "tasks", "run_oracle": "run", "gap_table": "run",
+    "OracleStore": "store", "load_oracle_routing": "store", "OracleLM": "lm_eval",
 }
 __all__ = sorted(_EXPORTS)
 

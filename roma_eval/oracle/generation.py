@@ -1,104 +1,146 @@
-"""The oracle for generation tasks (the GSM8K analogue).
+"""The oracle for generation tasks (the GSM8K analogue): aim at what the task's filters score, the final answer.
 
-There is no set of choices to take a cross-entropy over, so the oracle descends on the gold
-answer's teacher-forced likelihood instead (the paper's CE with the gold sequence as the label):
-  1. the *response* is the gold answer as the model must write it to score full marks: the task's
-     target delimiter + doc_to_target if the task's own filters and metric accept that, otherwise the
-     bare doc_to_target (lm-eval compares generated text, so " 7" may not equal "7");
-  2. the teacher-forced sequence is the generation prompt, exactly as lm-eval's ``hf`` model encodes
-     it, then the response's tokens and the EOS token (lm-eval always stops at EOS), so the
-     optimised routing both says the answer and stops;
-  3. the loss is the summed negative log-likelihood of those tokens; a sample is "right" when greedy
-     decoding would produce every one of them (teacher-forced argmax), then the usual stopping rule;
-  4. the reported answer is a real greedy generation by lm-eval's ``hf`` model (``HFLM.generate_until``)
-     with the final routing override at the steered prompt tokens (the last one by default; with a KV
-     cache later tokens are not steered, see ``routing.steer``), scored by the task's filters and metric.
-With the variables at their initial values, step 4 is lm-eval's own base generation.
+lm-eval scores a generated answer by its filters (GSM8K: the number after "#### ", or the last number) and a
+metric (exact match against the gold answer).  The oracle therefore descends on the likelihood of the gold
+*final answer*, written where the model writes its own, after the model's own greedy reasoning; and it calls
+a sample right only when a real generation, scored by the task's filters and metric, gets full marks
+(docs/oracle.md, "Generation tasks", says why not the whole worked solution):
+
+  1. **Target** (``answer_target``): from the model's last greedy generation G, a prefix R (its reasoning)
+     and an answer A with R + A scoring full marks under the task's filters and metric.  Tried in order:
+     G cut where a filter found the model's own answer, A = the filter's reading of the gold target
+     ("... = 20.\n#### " + "18"); all of G, then the gold target's last line ("\n#### 18"); no reasoning,
+     the gold answer alone (" 7", "7").  A candidate that a stop sequence would cut is skipped.
+  2. **Loss**: the summed negative log-likelihood of A's tokens after prompt + R (teacher-forced, R and A
+     within ``max_gen_toks``), steered at the prompt's last token(s) as the generation is.
+  3. **Right**: when greedy decoding would produce A after R (the cheap proxy), a real greedy generation
+     with lm-eval's ``HFLM.generate_until`` and the current routing override is scored by the task's
+     filters and metric; full marks under every filter pipeline is right (the sample stops there).
+     Otherwise R is re-read from that generation (the model's reasoning has changed with its routing)
+     and the descent goes on from the same variables, within the same step budget.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.oracle.tasks import OracleTask
+from roma_eval.oracle.tasks import judge_generation, marks
 from roma_eval.routing import steer_routing, token_positions
-from roma_eval.samples import Sample
 from roma_eval.scoring import ChoiceBatch
 
 
-def _prompt_ids(lm, instance) -> list[int]:
-    from lm_eval.models.utils import normalize_gen_kwargs
+@dataclass(frozen=True)
+class Target:
+    prefix: str  # R: the model's own reasoning, before its answer
+    answer: str  # A: the gold answer in the form the task's filters read
 
-    context, gen_kwargs = instance.args
-    max_gen_toks = normalize_gen_kwargs(dict(gen_kwargs), lm.max_gen_toks)["max_gen_toks"]
-    ids, _ = lm.tok_batch_encode([context], left_truncate_len=lm.max_length - max_gen_toks)
+
+def generation_settings(lm, instance) -> tuple[list[str], int]:
+    """(stop sequences with EOS, max_gen_toks) exactly as ``HFLM.generate_until`` resolves them."""
+    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+
+    kwargs = normalize_gen_kwargs(dict(instance.args[1]), lm.max_gen_toks)
+    eos = lm.tok_decode(lm.eot_token_id, skip_special_tokens=False)
+    return handle_stop_sequences(kwargs.get("until"), eos=eos), kwargs["max_gen_toks"]
+
+
+def prompt_ids(lm, instance) -> list[int]:
+    """The generation prompt's tokens as lm-eval's ``hf`` model encodes them (left-truncated)."""
+    _, max_gen_toks = generation_settings(lm, instance)
+    ids, _ = lm.tok_batch_encode([instance.args[0]], left_truncate_len=lm.max_length - max_gen_toks)
     return ids[0].tolist()
 
 
-def full_marks(by_filter: dict) -> bool:
-    """Whether an answer is right: every metric of some filter pipeline is 1 (``OracleTask.generation_metrics``)."""
-    return any(all(value == 1 for value in entry["metrics"].values()) for entry in by_filter.values())
+def _stopped(text: str, until: Sequence[str]) -> str:
+    for term in until:
+        if term:
+            text = text.split(term)[0]
+    return text
 
 
-def gold_response(task: OracleTask, sample: Sample) -> str:
-    """The task's target delimiter + gold if the task's filters and metric give it full marks, else the bare gold."""
-    candidates = [task.task.config.target_delimiter + sample.gold, sample.gold]
-    judged = task.generation_metrics([sample] * len(candidates), candidates)
-    return next((c for c, by_filter in zip(candidates, judged) if full_marks(by_filter)), sample.gold)
+def answer_target(task, doc: dict, generation: str, until: Sequence[str], ensembles) -> Target:
+    """R and A for one document after the model generated ``generation`` (see the module docstring)."""
+    gold = str(task.doc_to_target(doc))
+    gold_read = {name: entry["filtered"] for name, entry in judge_generation(task, doc, gold, ensembles).items()}
+    last_line = gold.strip().splitlines()[-1].strip() if gold.strip() else gold
+    candidates = []
+    for name, entry in judge_generation(task, doc, generation, ensembles).items():
+        own, wanted = entry["filtered"], gold_read[name]
+        if isinstance(own, str) and own and isinstance(wanted, str) and wanted:
+            for at in dict.fromkeys([generation.find(own), generation.rfind(own)]):
+                if at >= 0:
+                    candidates.append(Target(generation[:at], wanted))
+    body = generation.rstrip()
+    candidates += [Target(body, "\n" + last_line), Target(body, " " + last_line)]
+    delimiter = task.config.target_delimiter
+    for answer in dict.fromkeys([last_line, gold.strip(), *(v for v in gold_read.values() if isinstance(v, str))]):
+        candidates += [Target("", delimiter + answer), Target("", answer)]
+    best = None
+    for candidate in candidates:
+        text = candidate.prefix + candidate.answer
+        if not candidate.answer.strip() or _stopped(text, until) != text:
+            continue  # a real generation would have stopped before the answer's end
+        right = marks(judge_generation(task, doc, text, ensembles))
+        key = (all(right.values()), sum(right.values()))
+        if key[0]:
+            return candidate
+        if best is None or key > best[0]:
+            best = (key, candidate)
+    return best[1] if best is not None and best[0][1] else Target("", gold)
 
 
-def teacher_forced_batch(lm, task: OracleTask, samples: Sequence[Sample]) -> tuple[ChoiceBatch, list[str]]:
-    """One row per sample: prompt + response + EOS, as a one-choice ``ChoiceBatch`` (gold 0)."""
-    rows, continuations, last_context, responses = [], [], [], []
-    for sample in samples:
-        response = gold_response(task, sample)
-        prompt = _prompt_ids(lm, task.instance(sample))
-        eos = [] if lm.eot_token_id is None else [lm.eot_token_id]
-        target = lm.tokenizer.encode(response, add_special_tokens=False) + eos
-        if len(prompt) + len(target) > lm.max_length:
-            raise RomaEvalError(f"task {task.name} doc {sample.doc_id}: prompt and gold answer ({len(prompt)} + "
-                                f"{len(target)} tokens) exceed the model's {lm.max_length}; use a shorter task")
-        rows.append((prompt + target)[:-1])
-        continuations.append(target)
-        last_context.append(len(prompt) - 1)
-        responses.append(response)
-    width, cont_width = max(map(len, rows)), max(map(len, continuations))
+def target_tokens(tokenizer, target: Target, max_gen_toks: int) -> tuple[list[int], list[int]]:
+    """(R's tokens, A's tokens), split as lm-eval splits context and continuation (R's trailing whitespace
+    goes with A), R shortened so that R + A fits in ``max_gen_toks`` (what a real generation can reach)."""
+    prefix, answer = target.prefix, target.answer
+    n_spaces = len(prefix) - len(prefix.rstrip())
+    if n_spaces:
+        prefix, answer = prefix[:-n_spaces], prefix[-n_spaces:] + answer
+    prefix_ids = tokenizer.encode(prefix, add_special_tokens=False) if prefix else []
+    answer_ids = tokenizer.encode(prefix + answer, add_special_tokens=False)[len(prefix_ids):]
+    answer_ids = answer_ids[:max_gen_toks]
+    return prefix_ids[: max(0, max_gen_toks - len(answer_ids))], answer_ids
+
+
+def teacher_forced_batch(prompts: Sequence[list[int]], targets: Sequence[tuple[list[int], list[int]]],
+                         pad_id: int = 0) -> tuple[ChoiceBatch, torch.Tensor]:
+    """One row per sample, prompt + R + A, as a one-choice ``ChoiceBatch`` scoring A (gold 0); and the
+    position of each prompt's last token (the steered one)."""
+    rows = [list(p) + list(r) + list(a[:-1]) for p, (r, a) in zip(prompts, targets)]
+    answers = [list(a) for _, a in targets]
+    width, answer_width = max(map(len, rows)), max(map(len, answers))
     batch = ChoiceBatch(
-        input_ids=torch.zeros(len(rows), width, dtype=torch.long),
+        input_ids=torch.full((len(rows), width), pad_id, dtype=torch.long),
         attention_mask=torch.zeros(len(rows), width, dtype=torch.long),
-        last_context=torch.tensor(last_context),
-        continuation_ids=torch.zeros(len(rows), cont_width, dtype=torch.long),
-        continuation_mask=torch.zeros(len(rows), cont_width, dtype=torch.bool),
+        last_context=torch.tensor([len(p) + len(r) - 1 for p, (r, _) in zip(prompts, targets)]),
+        continuation_ids=torch.zeros(len(rows), answer_width, dtype=torch.long),
+        continuation_mask=torch.zeros(len(rows), answer_width, dtype=torch.bool),
         row_sample=torch.arange(len(rows)), row_choice=torch.zeros(len(rows), dtype=torch.long),
-        gold=torch.zeros(len(rows), dtype=torch.long),
-        char_lens=torch.tensor([[float(max(len(r), 1))] for r in responses]), row_share=torch.ones(len(rows)))
-    for r, (tokens, target) in enumerate(zip(rows, continuations)):
+        gold=torch.zeros(len(rows), dtype=torch.long), char_lens=torch.ones(len(rows), 1),
+        row_share=torch.ones(len(rows)))
+    for r, (tokens, answer) in enumerate(zip(rows, answers)):
         batch.input_ids[r, : len(tokens)] = torch.tensor(tokens)
         batch.attention_mask[r, : len(tokens)] = 1
-        batch.continuation_ids[r, : len(target)] = torch.tensor(target)
-        batch.continuation_mask[r, : len(target)] = True
-    return batch, responses
+        batch.continuation_ids[r, : len(answer)] = torch.tensor(answer)
+        batch.continuation_mask[r, : len(answer)] = True
+    return batch, torch.tensor([len(p) - 1 for p in prompts])
 
 
-def generate(lm, task: OracleTask, samples: Sequence[Sample], variables=None, layers=None, tokens: str = "last:1",
-             mode: str = "offset") -> list[str]:
-    """lm-eval's greedy generation for each sample, with its routing variables (tokens, layers, experts)
-    applied at the steered prompt tokens; ``variables=None``: the base model, unsteered."""
-    out = []
-    for i, sample in enumerate(samples):
-        instance = task.instance(sample)
-        if variables is None:
-            out.extend(lm.generate_until([instance], disable_tqdm=True))
-            continue
-        length = len(_prompt_ids(lm, instance))
-        positions = token_positions(tokens, torch.tensor([length - 1]))
-        if int(positions.max()) == 0:  # a one-token prompt: every cached decoding step would look like it
-            raise RomaEvalError(f"task {task.name} doc {sample.doc_id} has a one-token prompt; the oracle needs "
-                                "a prompt longer than the steered tokens")
-        override = variables[i].unsqueeze(0).to(lm.model.device)
-        with torch.no_grad(), steer_routing(lm.model, override, positions.to(lm.model.device), layers, mode=mode):
-            out.extend(lm.generate_until([instance], disable_tqdm=True))
-    return out
+def steered_generation(generate: Callable, lm, instance, variables: torch.Tensor, layers, tokens: str,
+                       mode: str) -> str:
+    """lm-eval's greedy generation (``generate``: ``HFLM.generate_until`` on a list of requests) with the routing
+    ``variables`` (tokens, layers, experts) applied at the steered prompt tokens.  Cached decoding steps are
+    not steered (``routing.steer``): the override acts on the prompt, as in the descent."""
+    length = len(prompt_ids(lm, instance))
+    positions = token_positions(tokens, torch.tensor([length - 1]))
+    if int(positions.max()) == 0:  # a one-token prompt: every cached decoding step would look like it
+        raise RomaEvalError(f"task {instance.task_name} doc {instance.doc_id} has a one-token prompt; the oracle "
+                            "needs a prompt longer than the steered tokens")
+    device = lm.model.device
+    with torch.no_grad(), steer_routing(lm.model, variables.unsqueeze(0).to(device), positions.to(device), layers,
+                                        mode=mode):
+        return generate([instance])[0]

@@ -1,32 +1,45 @@
-"""Run the oracle over lm-eval tasks and write lm-eval-style results (store.py), resumably."""
+"""Run the oracle over lm-eval tasks through lm-eval itself, resumably.
+
+``run_oracle`` hands ``lm_eval.simple_evaluate`` an ``OracleLM`` (lm_eval.py): lm-eval builds the requests,
+the oracle answers them at each document's oracle routing, and lm-eval computes every metric, filter and
+group aggregate (MMLU's size-weighted total included) and writes the results and samples files through
+its ``EvaluationTracker``, in ``OUT/<model_name_sanitized>/``, exactly as ``lm_eval --output_path OUT
+--log_samples`` does.  The same documents are then evaluated once more with the base answers (iterate 0,
+kept from the same descent), so the base scores in the ``oracle`` block are lm-eval's aggregation too.
+
+``solve_choices`` and ``solve_generations`` are the per-batch work: the batched descent (descent.py) and,
+for generation, the answer-targeted descent with real generations (generation.py).
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import statistics
-import time
-from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from roma_eval.errors import RomaEvalError
 from roma_eval.oracle.config import OracleConfig
 from roma_eval.oracle.descent import Outcome, descend
-from roma_eval.oracle.generation import full_marks, generate, teacher_forced_batch
+from roma_eval.oracle.generation import (
+    answer_target, generation_settings, prompt_ids, steered_generation, target_tokens, teacher_forced_batch,
+)
 from roma_eval.oracle.store import OracleStore
-from roma_eval.oracle.tasks import OracleTask, sample_record
-from roma_eval.routing import resolve_layers, router_fingerprint
-from roma_eval.samples import Sample
+from roma_eval.oracle.tasks import (
+    OracleTasks, choice_sample, filter_ensembles, judge_generation, marks, reported_metrics,
+)
+from roma_eval.routing import resolve_layers, router_fingerprint, token_positions
 from roma_eval.scoring import build_choice_batch
 
 
 @dataclass
 class OracleRun:
     results_file: Path
-    results: dict  # the lm-eval-style results JSON
+    results: dict  # lm-eval's results JSON, with the ``oracle`` block
     resumed_complete: bool  # the directory already held this complete run: nothing was computed
 
 
@@ -34,174 +47,245 @@ def _round(values, digits: int = 6):
     return [round(float(v), digits) for v in values]
 
 
-def _oracle_fields(outcome: Outcome | None, seconds: float) -> dict:
-    if outcome is None:  # a generation sample whose base answer already scores full marks: kept, no descent
-        return {"steps": 0, "converged": True, "reported_step": 0, "loss_before": None, "loss_after": None,
-                "loss_min": None, "losses": [], "seconds": seconds}
-    return {"steps": outcome.steps, "converged": outcome.converged, "reported_step": outcome.reported_step,
-            "loss_before": outcome.losses[0], "loss_after": outcome.losses[outcome.reported_step],
-            "loss_min": min(outcome.losses), "losses": _round(outcome.losses), "seconds": seconds}
+def _routing(before, after, variables) -> dict | None:
+    if before is None or after is None:
+        return None
+    return {"base": torch.round(before, decimals=6).tolist(), "oracle": torch.round(after, decimals=6).tolist(),
+            "variables": torch.round(variables, decimals=6).tolist()}
 
 
-def _routing_line(sample: Sample, outcome: Outcome) -> dict:
-    return {"doc_id": sample.doc_id, "base": torch.round(outcome.before.routing, decimals=6).tolist(),
-            "oracle": torch.round(outcome.after.routing, decimals=6).tolist(),
-            "variables": torch.round(outcome.after.variables, decimals=6).tolist()}
+def batches(documents: list, size: int, task, lm) -> list[list]:
+    """Documents (each a list of its lm-eval requests) in batches of ``size``, similar lengths together (less
+    padding: every step runs the batch's longest answer, the prefix cache its longest context).  Longest
+    first, like lm-eval, so memory runs out at once if at all."""
+    if task.OUTPUT_TYPE == "generate_until":
+        def length(instances):
+            return -len(instances[0].args[0])
+    else:
+        def length(instances):
+            return (-max(len(i.args[1]) for i in instances), -max(len(i.args[0]) for i in instances))
+    ordered = sorted(documents, key=length)
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
 
-def _choice_lines(lm, task: OracleTask, chunk: Sequence[Sample], config: OracleConfig, layers):
-    """Per-sample lines and the (sample, outcome) pairs of one batch of a multiple-choice task."""
-    batch = build_choice_batch(lm.tokenizer, chunk, lm.max_length, lm.add_bos_token)
-    started = time.perf_counter()
-    outcomes = descend(lm.model, batch, config, layers)
-    seconds = (time.perf_counter() - started) / len(chunk)
-    lines = []
-    for sample, outcome in zip(chunk, outcomes):
-        after = task.choice_metrics(sample, outcome.after.scores, outcome.after.greedy)
-        before = task.choice_metrics(sample, outcome.before.scores, outcome.before.greedy)
-        pairs = [[s, g] for s, g in zip(outcome.after.scores, outcome.after.greedy)]
-        lines.append({**sample_record(task, sample, "none", [[p] for p in pairs], pairs), "metrics": list(after),
-                      **after, **{f"{k}_before": v for k, v in before.items()}, **_oracle_fields(outcome, seconds)})
-    return lines, list(zip(chunk, outcomes))
+def _loss_fields(losses: list[float], reported: int) -> dict:
+    if not losses:
+        return {"loss_before": None, "loss_after": None, "loss_min": None, "losses": []}
+    return {"loss_before": losses[0], "loss_after": losses[reported], "loss_min": min(losses),
+            "losses": _round(losses)}
 
 
-def _generation_lines(lm, task: OracleTask, chunk: Sequence[Sample], config: OracleConfig, layers):
-    """Per-sample lines and the (sample, outcome) pairs of one batch of a generation task (generation.py)."""
-    started = time.perf_counter()
-    texts = generate(lm, task, chunk)
-    before = task.generation_metrics(chunk, texts)
-    # "Until the prediction is right": a base answer with full marks is kept as it is, at no cost.
-    todo = [i for i, by_filter in enumerate(before) if not full_marks(by_filter)]
-    outcomes, responses = {}, {}
-    if todo:
-        batch, gold = teacher_forced_batch(lm, task, [chunk[i] for i in todo])
-        found = descend(lm.model, batch, config, layers, generative=True)
-        steered = generate(lm, task, [chunk[i] for i in todo], torch.stack([o.after.variables for o in found]),
-                           layers, config.tokens, config.variables)
-        for i, outcome, text, response in zip(todo, found, steered, gold):
-            outcomes[i], texts[i], responses[i] = outcome, text, response
-    seconds = (time.perf_counter() - started) / len(chunk)
-    after = task.generation_metrics(chunk, texts)
-    lines = []
-    for i, sample in enumerate(chunk):
-        for name in task.filters:
-            metrics = after[i][name]["metrics"]
-            lines.append({**sample_record(task, sample, name, [[texts[i]]], [after[i][name]["filtered"]]),
-                          "metrics": list(metrics), **metrics,
-                          **{f"{k}_before": v for k, v in before[i][name]["metrics"].items()},
-                          "gold_response": responses.get(i), **_oracle_fields(outcomes.get(i), seconds)})
-    return lines, [(chunk[i], outcome) for i, outcome in outcomes.items()]
+def solve_choices(lm, task, documents: Sequence[list]) -> list[dict]:
+    """One batch of a multiple-choice task: per document, the (log-likelihood, is_greedy) pairs at the reported
+    iterate (``answers``) and at iterate 0 (``base``), and the descent's record (``oracle``)."""
+    config = lm.oracle_config
+    samples = [choice_sample(task, instances) for instances in documents]
+    batch = build_choice_batch(lm.tokenizer, samples, lm.max_length, lm.add_bos_token)
+    outcomes: list[Outcome] = descend(lm.model, batch, config, lm.oracle_layers, metrics=reported_metrics(task))
+    records = []
+    for outcome in outcomes:
+        records.append({
+            "answers": [[s, g] for s, g in zip(outcome.after.scores, outcome.after.greedy)],
+            "base": [[s, g] for s, g in zip(outcome.before.scores, outcome.before.greedy)],
+            "oracle": {"steps": outcome.steps, "converged": outcome.converged,
+                       "reported_step": outcome.reported_step, **_loss_fields(outcome.losses, outcome.reported_step)},
+            "routing": _routing(outcome.before.routing, outcome.after.routing, outcome.after.variables)
+            if config.save_routing else None})
+    return records
 
 
-def _length(sample: Sample) -> tuple[int, int]:
-    """Batch like lengths together (less padding): every step runs the longest answer of the batch, the
-    prefix cache its longest context.  Longest first, like lm-eval, so memory runs out at once if at all."""
-    answer = max(map(len, sample.continuations), default=len(str(sample.gold)))
-    return -answer, -len(sample.context)
+@dataclass
+class _Check:
+    """A real generation at one iterate of a generation sample's descent."""
+
+    step: int
+    text: str
+    right: dict[str, bool]  # "metric,filter" -> full marks
+    loss: float | None
+    variables: torch.Tensor | None
+    routing: torch.Tensor | None
 
 
-def summarise(task: OracleTask, lines: list[dict]) -> tuple[dict, dict, dict]:
-    """(oracle metrics, base metrics, convergence) of one task, from its per-sample lines."""
-    oracle, base = defaultdict(list), defaultdict(list)
-    for line in lines:
-        for metric in line["metrics"]:
-            oracle[f"{metric},{line['filter']}"].append(line[metric])
-            base[f"{metric},{line['filter']}"].append(line[f"{metric}_before"])
-    per_doc = {line["doc_id"]: line for line in lines}.values()
-    steps = [line["steps"] for line in per_doc]
-    converged = [line["steps"] for line in per_doc if line["converged"]]
-    convergence = {"samples": len(steps), "converged": len(converged),
-                   "converged_share": len(converged) / len(steps), "mean_steps": statistics.fmean(steps),
-                   "mean_steps_converged": statistics.fmean(converged) if converged else None,
-                   "median_steps": statistics.median(steps),
-                   "seconds": sum(line["seconds"] for line in per_doc)}
-    return task.aggregate(oracle), task.aggregate(base), convergence
+def solve_generations(lm, task, documents: Sequence[list]) -> list[dict]:
+    """One batch of a generation task (generation.py): the base model's own greedy answer first; a document
+    with full marks under every filter pipeline keeps it (0 steps).  The others descend on the gold final
+    answer after their own reasoning, judged by real generations, within ``max_steps`` gradient steps."""
+    config, layers = lm.oracle_config, lm.oracle_layers
+    instances = [d[0] for d in documents]
+    ensembles = filter_ensembles(task)
+
+    def judge(instance, text):
+        return marks(judge_generation(task, instance.doc, text, ensembles))
+
+    checks = [[_Check(0, text, judge(i, text), None, None, None)] for i, text in zip(instances, lm.lm_eval_generate(instances))]
+    losses: list[list[float]] = [[] for _ in instances]
+    targets: list[tuple[str, str] | None] = [None] * len(instances)
+    used = [0] * len(instances)
+    variables: list[torch.Tensor | None] = [None] * len(instances)
+    base_routing: list[torch.Tensor | None] = [None] * len(instances)
+    converged = [all(c[0].right.values()) for c in checks]
+    active = [i for i, right in enumerate(converged) if not right]
+    settings = [generation_settings(lm, i) for i in instances]
+    prompts = {i: prompt_ids(lm, instances[i]) for i in active}
+    while active:
+        spent = used[active[0]]
+        group = [i for i in active if used[i] == spent]  # samples with the same budget left descend together
+        found = [answer_target(task, instances[i].doc, checks[i][-1].text, settings[i][0], ensembles) for i in group]
+        tokens = [target_tokens(lm.tokenizer, t, settings[i][1]) for i, t in zip(group, found)]
+        batch, prompt_last = teacher_forced_batch([prompts[i] for i in group], tokens,
+                                                  lm.tokenizer.pad_token_id or 0)
+        initial = None if spent == 0 else torch.stack([variables[i] for i in group])
+        # Iterate 0 of a round was judged already (the base answer, or a generation that was wrong): the round
+        # stops at the first later iterate whose target is greedy, and a real generation judges it.
+        outcomes = descend(lm.model, batch, replace(config, max_steps=config.max_steps - spent, stable=1), layers,
+                           generative=True, steered=token_positions(config.tokens, prompt_last), initial=initial,
+                           min_steps=1)
+        for i, target, outcome in zip(group, found, outcomes):
+            targets[i] = (target.prefix, target.answer)
+            losses[i] = losses[i][:spent] + outcome.losses
+            if spent == 0:
+                checks[i][0].loss, checks[i][0].variables = outcome.losses[0], outcome.before.variables
+                checks[i][0].routing = base_routing[i] = outcome.before.routing
+            if not outcome.converged:  # the budget is spent
+                used[i] = config.max_steps
+                continue
+            step = spent + outcome.reported_step
+            text = steered_generation(lm.lm_eval_generate, lm, instances[i], outcome.after.variables, layers,
+                                      config.tokens, config.variables)
+            checks[i].append(_Check(step, text, judge(instances[i], text), outcome.losses[outcome.reported_step],
+                                    outcome.after.variables, outcome.after.routing))
+            used[i], variables[i] = step, outcome.after.variables
+            converged[i] = all(checks[i][-1].right.values())
+        active = [i for i in active if not converged[i] and used[i] < config.max_steps]
+    records = []
+    for i, instance in enumerate(instances):
+        base = checks[i][0]
+        if converged[i]:
+            reported = checks[i][-1]
+        else:
+            # The best real generation: eligible (keeps every metric right at the base answer), then more metrics
+            # right, then the lowest loss.  Iterate 0 is eligible, so the oracle never reports below base.
+            def rank(check):
+                eligible = all(check.right[k] or not base.right[k] for k in base.right)
+                return eligible, sum(check.right.values()), -(check.loss if check.loss is not None else math.inf)
+            reported = max(checks[i], key=rank)
+        steps = used[i] if not converged[i] else reported.step
+        record = {"answers": reported.text, "base": base.text,
+                  "oracle": {"steps": steps, "converged": converged[i], "reported_step": reported.step,
+                             **_loss_fields(losses[i], reported.step), "loss_after": reported.loss,
+                             "generations": len(checks[i]),
+                             "target": None if targets[i] is None else {"prefix": targets[i][0],
+                                                                        "answer": targets[i][1]}},
+                  "routing": None}
+        if config.save_routing and targets[i] is not None:
+            record["routing"] = _routing(base_routing[i], reported.routing, reported.variables)
+        records.append(record)
+    return records
 
 
-def _results_json(lm, tasks, group_map, config: OracleConfig, layers, store: OracleStore, summaries) -> dict:
+def _settings_args(model_name: str, config: OracleConfig) -> dict:
+    return {"pretrained": model_name, **config.settings()}
+
+
+def convergence(records: list[dict]) -> dict:
+    """A task's convergence statistics from its documents' records."""
+    steps = [r["oracle"]["steps"] for r in records]
+    converged = [r["oracle"]["steps"] for r in records if r["oracle"]["converged"]]
+    return {"samples": len(steps), "converged": len(converged), "converged_share": len(converged) / len(steps),
+            "mean_steps": statistics.fmean(steps),
+            "mean_steps_converged": statistics.fmean(converged) if converged else None,
+            "median_steps": statistics.median(steps),
+            "seconds": sum(r["oracle"].get("seconds", 0.0) for r in records)}
+
+
+def _annotate(samples: dict, base_samples: dict, store: OracleStore) -> None:
+    """Add to each of lm-eval's sample lines an ``oracle`` object: the descent's record and the line's metrics
+    at iterate 0 (``before``, from the base evaluation of the same document and filter)."""
+    for task, lines in samples.items():
+        before = {(line["doc_id"], line["filter"]): {m: line[m] for m in line["metrics"]}
+                  for line in base_samples.get(task, [])}
+        documents = store.documents(task)
+        for line in lines:
+            record = documents[line["doc_id"]]
+            line["oracle"] = {**record["oracle"], "before": before.get((line["doc_id"], line["filter"]), {})}
+
+
+def run_oracle(model, tokenizer, tasks: OracleTasks, out_dir, config: OracleConfig | None = None, *,
+               model_name: str, overwrite: bool = False, progress: bool = True) -> OracleRun:
+    """The oracle on ``tasks`` (``load_oracle_tasks``) with ``model``, written under ``out_dir`` as lm-eval
+    writes ``--output_path out_dir``.  Resumable: finished documents are stored per batch and not recomputed
+    by a rerun with the same settings; a complete run is returned as it is."""
     import lm_eval
-    import transformers
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.utils import sanitize_model_name
 
     from roma_eval import __version__
-
-    identity = store.manifest
-    seconds = sum(convergence["seconds"] for _, _, convergence in summaries.values())
-    return {
-        "results": {t.name: {"name": t.name, "alias": t.name, "sample_len": summaries[t.name][2]["samples"],
-                             **summaries[t.name][0]} for t in tasks},
-        "group_subtasks": group_map,
-        "configs": {t.name: t.task.dump_config() for t in tasks},
-        "versions": {t.name: getattr(t.task, "VERSION", None) for t in tasks},
-        "n-shot": {t.name: t.task.config.num_fewshot or 0 for t in tasks},
-        "higher_is_better": {t.name: t.task.higher_is_better() for t in tasks},
-        "n-samples": {t.name: {"original": t.n_docs, "effective": summaries[t.name][2]["samples"]} for t in tasks},
-        "config": {"model": "oracle", "model_args": {"pretrained": identity["model"], **config.settings()},
-                   "model_dtype": str(lm.model.dtype), "batch_size": config.batch_size, "device": str(lm.model.device),
-                   "limit": identity["limit"], "random_seed": config.seed, "torch_seed": config.seed},
-        "model_name": identity["model"],
-        "model_name_sanitized": identity["model"].replace("/", "__"),
-        "date": time.time(),
-        "total_evaluation_time_seconds": str(seconds),
-        "transformers_version": transformers.__version__,
-        "lm_eval_version": lm_eval.__version__,
-        "max_length": lm.max_length,
-        "oracle": {"config": config.to_dict(), "layers": layers, "split": identity["split"],
-                   "base_router_fingerprint": identity["base_router_fingerprint"], "roma_eval_version": __version__,
-                   "torch_version": torch.__version__, "seed": config.seed,
-                   "base": {name: summary[1] for name, summary in summaries.items()},
-                   "convergence": {name: summary[2] for name, summary in summaries.items()}},
-    }
-
-
-def run_oracle(lm, tasks: Sequence[OracleTask], out_dir, config: OracleConfig | None = None, *, model_name: str,
-               group_map: dict | None = None, split: str = "eval", limit: int | None = None,
-               overwrite: bool = False, progress: bool = True) -> OracleRun:
-    """The oracle on every sample of ``tasks`` with ``lm`` (an lm-eval ``HFLM``), written to ``out_dir``.
-
-    Resumable: finished samples are appended per batch and skipped by a rerun with the same settings.
-    """
-    from tqdm.auto import tqdm
-
+    from roma_eval.oracle.lm_eval import OracleLM
 
     config = config or OracleConfig()
-    layers = resolve_layers(lm.model, config.layers)
-    identity = {"model": model_name, "model_type": lm.model.config.model_type,
-                "base_router_fingerprint": router_fingerprint(lm.model),
-                "tasks": [t.name for t in tasks], "split": split, "limit": limit, "settings": config.settings()}
-    store = OracleStore(out_dir, identity, overwrite)
+    layers = resolve_layers(model, config.layers)
+    identity = {"model": model_name, "model_type": model.config.model_type,
+                "base_router_fingerprint": router_fingerprint(model), "tasks": list(tasks.names),
+                "split": tasks.split, "limit": tasks.limit, "settings": config.settings()}
+    store = OracleStore(Path(out_dir) / sanitize_model_name(model_name), identity, overwrite)
     if store.complete:
-        return OracleRun(store.results_path, json.loads(store.results_path.read_text(encoding="utf-8")), True)
-    torch.manual_seed(config.seed)
-    done = {t.name: {line["doc_id"] for line in store.lines(t.name, len(t.filters))} for t in tasks}
-    pending = {t.name: [s for s in t.samples if s.doc_id not in done[t.name]] for t in tasks}
-    bar = tqdm(total=sum(map(len, pending.values())), desc="oracle", unit="sample", disable=not progress)
-    for task in tasks:
-        bar.set_postfix_str(task.name)
-        todo = sorted(pending[task.name], key=_length)
-        for start in range(0, len(todo), config.batch_size):
-            chunk = todo[start:start + config.batch_size]
-            make_lines = _generation_lines if task.generative else _choice_lines
-            lines, descended = make_lines(lm, task, chunk, config, layers)
-            routing = [_routing_line(s, o) for s, o in descended] if config.save_routing else None
-            store.append(task.name, lines, routing)
-            bar.update(len(chunk))
-    bar.close()
-    summaries = {t.name: summarise(t, store.lines(t.name, len(t.filters))) for t in tasks}
-    results = _results_json(lm, tasks, group_map or {}, config, layers, store, summaries)
-    return OracleRun(store.finish(results), results, False)
+        return OracleRun(store.results_file, json.loads(store.results_file.read_text(encoding="utf-8")), True)
+    store.clear_outputs()
+    lm = OracleLM(model, tokenizer, tasks.tasks, config, layers, store, progress)
+    tracker = EvaluationTracker(output_path=str(out_dir))
+    results = lm_eval.simple_evaluate(model=lm, model_args=_settings_args(model_name, config), tasks=tasks.items,
+                                      task_manager=tasks.manager, limit=tasks.limit, log_samples=True,
+                                      evaluation_tracker=tracker, torch_random_seed=config.seed)
+    samples = results.pop("samples")
+    # The base scores of the same documents, aggregated by lm-eval: every answer is iterate 0, from the store.
+    lm.view = "base"
+    for task in tasks.tasks.values():
+        task.set_fewshot_seed(seed=results["config"]["fewshot_seed"])  # the same few-shot examples again
+    base = lm_eval.evaluator.evaluate(lm=lm, task_dict=tasks.loaded, limit=tasks.limit, log_samples=True)
+    lm.view = "oracle"
+    _annotate(samples, base["samples"], store)
+    results["config"]["model"] = "oracle"
+    results["oracle"] = {
+        "config": config.to_dict(), "layers": layers, "split": tasks.split,
+        "base_router_fingerprint": identity["base_router_fingerprint"], "roma_eval_version": __version__,
+        "torch_version": torch.__version__, "seed": config.seed,
+        "base": base["results"],
+        "convergence": {name: convergence(list(store.documents(name).values())) for name in sorted(tasks.tasks)},
+    }
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for name in results["configs"]:
+        tracker.save_results_samples(task_name=name, samples=samples[name])
+    results_file = store.directory / f"results_{tracker.date_id}.json"
+    if not results_file.is_file():
+        raise RomaEvalError(f"lm-eval did not write {results_file}; check that {store.directory} is writable")
+    store.finish(results_file)
+    return OracleRun(results_file, json.loads(results_file.read_text(encoding="utf-8")), False)
+
+
+def _leaves(name: str, group_subtasks: dict) -> list[str]:
+    children = group_subtasks.get(name)
+    return [leaf for child in children for leaf in _leaves(child, group_subtasks)] if children else [name]
 
 
 def gap_table(results: dict) -> list[str]:
-    """One line per task and metric: base -> oracle, the gap in points, and the convergence."""
+    """One line per top-level task or group and metric: base -> oracle, the gap in points, the convergence."""
+    oracle, subtasks = results["oracle"], results.get("group_subtasks", {})
+    nested = {child for children in subtasks.values() for child in children}
     lines = []
-    oracle = results["oracle"]
     for task, metrics in results["results"].items():
-        convergence = oracle["convergence"][task]
+        if task in nested:
+            continue
+        stats = [oracle["convergence"][leaf] for leaf in _leaves(task, subtasks) if leaf in oracle["convergence"]]
+        samples = sum(s["samples"] for s in stats)
+        converged = sum(s["converged"] for s in stats)
+        mean_steps = sum(s["mean_steps"] * s["samples"] for s in stats) / samples if samples else float("nan")
         for key, value in metrics.items():
             if "," not in key or "_stderr," in key or not isinstance(value, (int, float)) or math.isnan(value):
                 continue
-            base = oracle["base"][task][key]
-            lines.append(f"{task:<24} {key:<28} base {100 * base:6.2f}  oracle {100 * value:6.2f}  "
-                         f"gap {100 * (value - base):+6.2f} pts   converged {convergence['converged']}/"
-                         f"{convergence['samples']}, mean steps {convergence['mean_steps']:.1f}")
+            base = oracle["base"].get(task, {}).get(key)
+            if not isinstance(base, (int, float)):
+                continue
+            lines.append(f"{task:<24} {key:<30} base {100 * base:6.2f}  oracle {100 * value:6.2f}  "
+                         f"gap {100 * (value - base):+6.2f} pts   converged {converged}/{samples}, "
+                         f"mean steps {mean_steps:.1f}")
     return lines

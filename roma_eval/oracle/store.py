@@ -1,12 +1,14 @@
-"""An oracle output directory: what plain ``lm_eval --output_path --log_samples`` writes, plus a manifest.
+"""An oracle run's directory: what ``lm_eval --output_path OUT --log_samples`` writes, plus a manifest and the
+per-document outcomes that make the run resumable.
 
-Layout (oracle/README.md documents the fields):
-  oracle_run.json                     the run's identity (base-model router fingerprint, tasks, settings),
-                                      its date id and whether it is complete
-  samples_<task>_<date>.jsonl         one line per document (per document and filter for generation),
-                                      appended as batches finish: an interrupted run resumes from them
-  routing_<task>_<date>.jsonl         with --save-routing: base and oracle routing scores per document
-  results_<date>.json                 lm-eval's results format, written once every task is done
+Layout, in ``OUT/<model_name_sanitized>/`` (lm-eval's own; oracle/README.md documents the fields):
+  results_<date>.json            lm-eval's results (EvaluationTracker), with an ``oracle`` block
+  samples_<task>_<date>.jsonl    lm-eval's per-sample lines, each with an ``oracle`` object
+  oracle_run.json                the run's identity (base-model router fingerprint, tasks, settings), whether
+                                 it is complete, and its results file
+  oracle_progress/<task>.jsonl   one line per finished document (what the oracle answers, its base answers,
+                                 steps, losses, optional routing), appended as batches finish: a rerun with
+                                 the same settings skips those documents
 Whole files are written atomically (temp file + os.replace); nothing is replaced without ``overwrite``.
 """
 
@@ -14,16 +16,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections import defaultdict
-from datetime import datetime
 from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
 
 MANIFEST = "oracle_run.json"
-FORMAT_VERSION = 1
-_OURS = ("results_*.json", "samples_*.jsonl", "routing_*.jsonl")
+PROGRESS = "oracle_progress"
+FORMAT_VERSION = 2
+_LM_EVAL_FILES = ("results_*.json", "samples_*.jsonl")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -44,124 +46,179 @@ def _differences(old: dict, new: dict) -> list[str]:
             if old.get(key) != new.get(key)]
 
 
+def _safe_name(task: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in task)
+
+
 # What makes two runs the same model: the router fingerprint and the architecture (the model's name or
 # path may differ: a moved directory is the same model).
 _MODEL_KEYS = ("base_router_fingerprint", "model_type")
+_RUN_KEYS = ("tasks", "split", "limit", "settings")
 
 
 class OracleStore:
     """``identity``: ``model``, ``model_type``, ``base_router_fingerprint``, ``tasks``, ``split``, ``limit``,
-    ``settings`` (a dict of the oracle settings that change results)."""
+    ``settings`` (a dict of the oracle settings that change results).  Checks, before anything is written,
+    that ``directory`` holds nothing but this run (or is new); ``overwrite`` clears it first."""
 
     def __init__(self, directory, identity: dict, overwrite: bool = False):
         self.directory = Path(directory)
         self.identity = identity
-        manifest = self.directory / MANIFEST
-        existing = [p for pattern in _OURS for p in self.directory.glob(pattern)] if self.directory.is_dir() else []
+        self._cache: dict[str, dict[int, dict]] = {}
         if overwrite:
-            for path in existing + ([manifest] if manifest.exists() else []):
-                path.unlink()
-        elif manifest.exists():
-            self._check(json.loads(manifest.read_text(encoding="utf-8")))
-        elif existing:
-            raise RomaEvalError(f"{self.directory} holds results not written by `roma-eval oracle` "
-                                f"({existing[0].name}); choose another --out or pass --overwrite")
-        if not manifest.exists():
+            self._verify_is_directory()
+            self._clear()
+        else:
+            self._verify(_MODEL_KEYS)
+        if not (self.directory / MANIFEST).is_file():
             self.directory.mkdir(parents=True, exist_ok=True)
-            self.manifest = {"format_version": FORMAT_VERSION, **identity, "complete": False,
-                             "date_id": datetime.now().isoformat().replace(":", "-")}
+            self.manifest = {"format_version": FORMAT_VERSION, **identity, "complete": False, "results_file": None}
             self._save_manifest()
 
-    def _check(self, old: dict) -> None:
-        if any(old.get(key) != self.identity[key] for key in _MODEL_KEYS):
+    @classmethod
+    def precheck(cls, directory, identity: dict, overwrite: bool = False) -> None:
+        """The checks of ``OracleStore(directory, identity)`` that need no model (a file in the way, foreign
+        results, other settings), writing nothing: run them before loading a model that takes minutes."""
+        store = cls.__new__(cls)
+        store.directory, store.identity = Path(directory), identity
+        store._verify_is_directory()
+        if not overwrite:
+            store._verify(model_keys=())
+
+    def _verify_is_directory(self) -> None:
+        if self.directory.exists() and not self.directory.is_dir():
+            raise RomaEvalError(f"{self.directory} is a file, not a directory; pass another --out")
+
+    def _verify(self, model_keys) -> None:
+        """Refuse a directory holding anything but this run (its manifest must agree on ``model_keys`` and the
+        run's settings); load the manifest of a run to resume."""
+        self._verify_is_directory()
+        manifest = self.directory / MANIFEST
+        if manifest.is_file():
+            self._check(json.loads(manifest.read_text(encoding="utf-8")), model_keys)
+            return
+        foreign = self._lm_eval_files() + ([self.directory / PROGRESS] if (self.directory / PROGRESS).exists() else [])
+        if foreign:
+            raise RomaEvalError(f"{self.directory} holds results not written by `roma-eval oracle` "
+                                f"({foreign[0].name}); choose another --out or pass --overwrite")
+
+    def _lm_eval_files(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for pattern in _LM_EVAL_FILES for p in self.directory.glob(pattern))
+
+    def _clear(self) -> None:
+        for path in self._lm_eval_files():
+            path.unlink()
+        if (self.directory / PROGRESS).is_dir():
+            shutil.rmtree(self.directory / PROGRESS)
+        if (self.directory / MANIFEST).exists():
+            (self.directory / MANIFEST).unlink()
+
+    def _check(self, old: dict, model_keys) -> None:
+        if old.get("format_version") != FORMAT_VERSION:
+            raise RomaEvalError(f"{self.directory} holds oracle results of an older roma-eval (format "
+                                f"{old.get('format_version')}); choose another --out or pass --overwrite")
+        if any(old.get(key) != self.identity[key] for key in model_keys):
             raise RomaEvalError(f"{self.directory} holds oracle results of another model ({old.get('model')}: its "
-                                f"routers or architecture differ from {self.identity['model']}'s); choose another "
-                                "--out or pass --overwrite")
-        run_keys = [k for k in self.identity if k not in (*_MODEL_KEYS, "model", "settings")]
-        differences = _differences({k: old.get(k) for k in run_keys}, {k: self.identity[k] for k in run_keys})
-        differences += _differences(old.get("settings") or {}, self.identity["settings"])
-        if differences:
-            raise RomaEvalError(f"{self.directory} holds oracle results with other settings: {'; '.join(differences)}; "
-                                "rerun with the same flags to resume, or choose another --out, or pass --overwrite")
+                                "router fingerprint differs); choose another --out or pass --overwrite")
+        changed = [d for key in _RUN_KEYS for d in _differences({key: old.get(key)}, {key: self.identity[key]})]
+        if changed:
+            raise RomaEvalError(f"{self.directory} holds oracle results made with other settings "
+                                f"({'; '.join(changed)}); rerun with those settings to resume, or choose another "
+                                "--out, or pass --overwrite")
         self.manifest = old
 
     def _save_manifest(self) -> None:
-        write_atomic(self.directory / MANIFEST, json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+        write_atomic(self.directory / MANIFEST, json.dumps(self.manifest, indent=2, default=str) + "\n")
 
     @property
     def complete(self) -> bool:
-        return bool(self.manifest["complete"])
+        results = self.results_file
+        return bool(self.manifest.get("complete")) and results is not None and results.is_file()
 
     @property
-    def date_id(self) -> str:
-        return self.manifest["date_id"]
+    def results_file(self) -> Path | None:
+        name = self.manifest.get("results_file")
+        return self.directory / name if name else None
 
-    def samples_path(self, task: str) -> Path:
-        return self.directory / f"samples_{task}_{self.date_id}.jsonl"
+    def progress_path(self, task: str) -> Path:
+        return self.directory / PROGRESS / f"{_safe_name(task)}.jsonl"
 
-    def routing_path(self, task: str) -> Path:
-        return self.directory / f"routing_{task}_{self.date_id}.jsonl"
+    def documents(self, task: str) -> dict[int, dict]:
+        """doc_id -> the task's finished documents.  A run killed mid-append leaves at most a cut-off last
+        line: it is skipped (that document is computed again)."""
+        if task not in self._cache:
+            found = {}
+            path = self.progress_path(task)
+            if path.is_file():
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    try:
+                        item = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    found[item["doc_id"]] = item
+            self._cache[task] = found
+        return self._cache[task]
 
-    @property
-    def results_path(self) -> Path:
-        return self.directory / f"results_{self.date_id}.json"
+    def append(self, task: str, records: list[dict]) -> None:
+        """Store one finished batch of documents (durably, before the next batch starts)."""
+        path = self.progress_path(task)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in records)
+        with open(path, "a+", encoding="utf-8") as f:
+            if f.tell():  # a cut-off last line of a killed run must not swallow the first new record
+                f.seek(f.tell() - 1)
+                if f.read(1) != "\n":
+                    f.write("\n")
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        self.documents(task).update({record["doc_id"]: record for record in records})
 
-    def lines(self, task: str, lines_per_doc: int) -> list[dict]:
-        """The task's finished per-sample lines.  A run killed mid-append can leave a cut-off last line or a
-        document without all its filter lines: those are dropped (and the file rewritten without them)."""
-        path = self.samples_path(task)
-        if not path.exists():
-            return []
-        parsed = []
-        raw = path.read_text(encoding="utf-8").splitlines()
-        for line in raw:
-            try:
-                parsed.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        counts = defaultdict(int)
-        for line in parsed:
-            counts[line["doc_id"]] += 1
-        kept = [line for line in parsed if counts[line["doc_id"]] == lines_per_doc]
-        if len(kept) != len(raw):
-            write_atomic(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in kept))
-        return kept
+    def clear_outputs(self) -> None:
+        """Remove lm-eval files left by an earlier attempt that stopped while writing them."""
+        for path in self._lm_eval_files():
+            path.unlink()
 
-    def append(self, task: str, lines: list[dict], routing: list[dict] | None = None) -> None:
-        """Append one finished batch (whole documents) to the task's JSONL files.  Routing goes first: a run
-        killed in between redoes those documents, and routing readers keep a document's last line."""
-        pairs = ([(self.routing_path(task), routing)] if routing else []) + [(self.samples_path(task), lines)]
-        for path, items in pairs:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(item, ensure_ascii=False, default=str) + "\n" for item in items))
-                f.flush()
-                os.fsync(f.fileno())
-
-    def finish(self, results: dict) -> Path:
-        write_atomic(self.results_path, json.dumps(results, indent=2, ensure_ascii=False, default=str) + "\n")
-        self.manifest["complete"] = True
+    def finish(self, results_file: Path) -> None:
+        self.manifest.update(complete=True, results_file=results_file.name)
         self._save_manifest()
-        return self.results_path
+
+
+def find_run_directory(directory) -> Path:
+    """The oracle run directory at ``directory``: itself, or its one ``<model_name_sanitized>`` subdirectory."""
+    directory = Path(directory)
+    if (directory / MANIFEST).is_file():
+        return directory
+    runs = sorted(p.parent for p in directory.glob(f"*/{MANIFEST}")) if directory.is_dir() else []
+    if len(runs) == 1:
+        return runs[0]
+    if not runs:
+        raise RomaEvalError(f"{directory} is not an oracle output directory (no {MANIFEST}); "
+                            "pass the --out of `roma-eval oracle`")
+    raise RomaEvalError(f"{directory} holds oracle runs of several models ({', '.join(p.name for p in runs)}); "
+                        "pass one of those directories")
 
 
 def load_oracle_routing(directory, task: str) -> dict[int, dict]:
     """doc_id -> {"base", "oracle", "variables"} as (tokens, layers, experts) tensors, from a run made with
-    --save-routing (a document's last line wins; see ``OracleStore.append``)."""
+    --save-routing (every document that descended)."""
     import torch
 
-    directory = Path(directory)
-    manifest = directory / MANIFEST
-    if not manifest.is_file():
-        raise RomaEvalError(f"{directory} is not an oracle output directory (no {MANIFEST}); "
-                            "pass the --out of `roma-eval oracle`")
-    path = directory / f"routing_{task}_{json.loads(manifest.read_text(encoding='utf-8'))['date_id']}.jsonl"
-    if not path.is_file():
-        raise RomaEvalError(f"{directory} has no routing for task {task}; rerun `roma-eval oracle` with --save-routing")
+    run = find_run_directory(directory)
+    manifest = json.loads((run / MANIFEST).read_text(encoding="utf-8"))
+    if not manifest.get("settings", {}).get("save_routing"):
+        raise RomaEvalError(f"{run} was made without routing; rerun `roma-eval oracle` with --save-routing")
+    store_path = run / PROGRESS / f"{_safe_name(task)}.jsonl"
+    if not store_path.is_file():
+        raise RomaEvalError(f"{run} has no documents of task {task}; check the task name")
     out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in store_path.read_text(encoding="utf-8").splitlines():
         try:
             item = json.loads(line)
         except json.JSONDecodeError:  # a cut-off last line of an interrupted run
             continue
-        out[item["doc_id"]] = {key: torch.tensor(item[key]) for key in ("base", "oracle", "variables")}
+        if item.get("routing"):
+            out[item["doc_id"]] = {key: torch.tensor(value) for key, value in item["routing"].items()}
     return out

@@ -1,107 +1,155 @@
-"""The oracle's view of lm-eval tasks: samples, their documents, and lm-eval's own per-sample metrics.
+"""The oracle's view of lm-eval tasks: loading them (groups kept, for lm-eval's own aggregation), the gold
+label of a document, a ``Sample`` from the requests lm-eval built for it, and the tasks' filter pipelines.
 
-The oracle changes only what the model computes; everything after that is lm-eval's: a multiple-choice
-sample is scored by the task's ``process_results`` on (log-likelihood, is_greedy) pairs, a generated
-answer goes through the task's filter pipelines and then ``process_results``, exactly as lm-eval's
-evaluator does, and a task's figure is its ``aggregation()`` with lm-eval's standard error.
+The oracle changes only what the model computes: lm-eval builds every request (prompts, few-shot examples,
+multiple-input choices), and lm-eval scores every answer (filters, ``process_results``, aggregation, groups).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.samples import Sample, _docs, samples_from_task, task_manager
+from roma_eval.samples import SPLITS, Sample, _gold_index, task_manager
+
+OUTPUT_TYPES = ("multiple_choice", "generate_until")
 
 
 @dataclass
-class OracleTask:
-    name: str
-    task: object  # lm-eval Task
-    samples: list[Sample]
-    docs: dict[int, dict]
-    n_docs: int  # in the split, before --limit (lm-eval's n-samples "original")
+class OracleTasks:
+    """What ``lm_eval.simple_evaluate`` is given: the top-level tasks and groups as asked (``items``), their
+    TaskManager, and the documents to run on (``split``, ``limit``)."""
+
+    names: list[str]
+    items: list  # lm-eval Task / Group objects, one per requested name (a tag gives its tasks)
+    manager: object  # lm_eval.tasks.TaskManager
+    split: str = "eval"
+    limit: int | None = None
+    loaded: dict = field(default_factory=dict)  # TaskManager.load(items): tasks, groups, group_map
 
     @property
-    def generative(self) -> bool:
-        return self.task.OUTPUT_TYPE == "generate_until"
+    def tasks(self) -> dict:
+        """Leaf task name -> lm-eval Task."""
+        return self.loaded["tasks"]
 
     @property
-    def filters(self) -> list[str]:
-        """Names of the task's filter pipelines ("none" when it has none): one per-sample line each."""
-        return [ensemble.name for ensemble in getattr(self.task, "_filters", [])] or ["none"]
-
-    def instance(self, sample: Sample):
-        """The lm-eval request of a generation sample, as lm-eval's ``build_all_requests`` makes it."""
-        requests = self.task.construct_requests(doc=self.docs[sample.doc_id], ctx=sample.context,
-                                                metadata=(self.name, sample.doc_id, 1))
-        return requests[0] if isinstance(requests, list) else requests
-
-    def choice_metrics(self, sample: Sample, scores: Sequence[float], greedy: Sequence[bool]) -> dict:
-        return self.task.process_results(self.docs[sample.doc_id], list(zip(scores, greedy)))
-
-    def generation_metrics(self, samples: Sequence[Sample], responses: Sequence[str]) -> list[dict[str, dict]]:
-        """Per sample: filter name -> (filtered response, metrics), through the task's filter pipelines."""
-        instances = [self.instance(sample) for sample in samples]
-        for instance, response in zip(instances, responses):
-            instance.resps.append(response)
-        ensembles = getattr(self.task, "_filters", [])
-        for ensemble in ensembles:
-            ensemble.apply(instances)
-        out = []
-        for sample, instance in zip(samples, instances):
-            doc = self.docs[sample.doc_id]
-            by_filter = {}
-            for name in self.filters:
-                filtered = instance.filtered_resps[name] if ensembles else instance.resps[0]
-                by_filter[name] = {"filtered": filtered, "metrics": self.task.process_results(doc, [filtered])}
-            out.append(by_filter)
-        return out
-
-    def aggregate(self, values: dict[str, list]) -> dict[str, float]:
-        """lm-eval's ``metric,filter`` and ``metric_stderr,filter`` entries from per-sample values."""
-        from lm_eval.api.metrics import stderr_for_metric
-
-        aggregation = self.task.aggregation()
-        out = {}
-        for key, items in values.items():
-            metric, _, filter_name = key.partition(",")
-            function = aggregation[metric]
-            out[key] = function(items)
-            stderr = stderr_for_metric(metric=function, bootstrap_iters=100000)
-            out[f"{metric}_stderr,{filter_name}"] = stderr(items) if stderr and len(items) > 1 else "N/A"
-        return out
+    def group_map(self) -> dict[str, list[str]]:
+        return {name: list(children) for name, children in self.loaded.get("group_map", {}).items()}
 
 
 def load_oracle_tasks(names: Sequence[str], include_path: Sequence[str | Path] = (), split: str = "eval",
-                      limit: int | None = None) -> tuple[list[OracleTask], dict[str, list[str]]]:
-    """The leaf tasks of ``names`` (groups expanded, like ``samples.load_samples``) and the group map."""
+                      limit: int | None = None) -> OracleTasks:
+    """lm-eval's tasks and groups for ``names``, checked for what the oracle needs (labelled multiple-choice or
+    generation tasks with documents in ``split``); ``split="train"`` evaluates the training documents."""
+    if split not in SPLITS:
+        raise RomaEvalError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
+    if limit is not None and limit < 1:
+        raise RomaEvalError(f"limit {limit}: give at least 1 document per task, or no limit")
+    names = list(dict.fromkeys(n for n in names if n))
+    if not names:
+        raise RomaEvalError("no tasks given; pass --tasks with lm-eval task or group names")
     manager = task_manager(include_path, names)
-    loaded = manager.load(list(names))
-    tasks = []
-    for name in sorted(loaded["tasks"]):
-        task = loaded["tasks"][name]
-        if task.OUTPUT_TYPE not in ("multiple_choice", "generate_until"):
+    items = []
+    for name in names:
+        loaded = manager.load([name])
+        items.extend([loaded["groups"][name]] if name in loaded["groups"] else loaded["tasks"].values())
+    try:
+        loaded = manager.load(items)
+    except ValueError as exc:  # lm-eval refuses a task asked for twice (as a task and inside a group)
+        raise RomaEvalError(f"--tasks {','.join(names)}: {exc}; ask for each task once") from None
+    for name, task in loaded["tasks"].items():
+        if task.OUTPUT_TYPE not in OUTPUT_TYPES:
             raise RomaEvalError(f"task {name} has output_type {task.OUTPUT_TYPE}; the oracle handles "
                                 "multiple_choice and generate_until tasks")
-        samples = samples_from_task(task, split, limit)
-        if not samples:
+        if split == "train":
+            if not task.has_training_docs():
+                raise RomaEvalError(f"task {name} has no training split; drop it from --tasks or use --split eval")
+            # lm-eval evaluates test docs first: point them at the training split (few-shot examples drawn
+            # from that split then skip the document itself, as lm-eval does whenever the splits coincide).
+            task.set_config(key="test_split", value=task.config.training_split)
+        docs = list(task.doc_iterator(limit=limit))
+        if not docs:
             raise RomaEvalError(f"task {name} has no documents in the {split} split; drop it from --tasks")
-        all_docs = _docs(task, split)
-        tasks.append(OracleTask(name, task, samples, dict(all_docs[:limit]), len(all_docs)))
-    return tasks, {group: list(children) for group, children in loaded.get("group_map", {}).items()}
+        if task.OUTPUT_TYPE == "multiple_choice":
+            for doc_id, doc in docs:
+                gold_index(task, doc, doc_id)
+    return OracleTasks(names, items, manager, split, limit, loaded)
 
 
-def sample_record(task: OracleTask, sample: Sample, filter_name: str, resps, filtered) -> dict:
-    """The fields lm-eval's ``--log_samples`` writes for one document (without the metric values)."""
-    from lm_eval.utils import handle_non_serializable, hash_string
+def multiple_input(task) -> bool:
+    return task.OUTPUT_TYPE == "multiple_choice" and bool(getattr(task, "multiple_input", 0))
 
-    doc = task.docs[sample.doc_id]
-    target = task.task.doc_to_target(doc)
-    return {"doc_id": sample.doc_id, "doc": doc, "target": target, "resps": resps, "filtered_resps": filtered,
-            "filter": filter_name,
-            "doc_hash": hash_string(json.dumps(doc, indent=2, default=handle_non_serializable, ensure_ascii=False)),
-            "prompt_hash": hash_string(sample.context), "target_hash": hash_string(str(target))}
+
+def reported_metrics(task) -> tuple[str, ...]:
+    """The multiple-choice metrics the oracle steers for: acc and/or acc_norm, those the task reports."""
+    reported = tuple(m for m in ("acc", "acc_norm") if m in task.aggregation())
+    return reported or ("acc", "acc_norm")
+
+
+def gold_index(task, doc: dict, doc_id: int) -> int:
+    """The index of the right choice, as lm-eval's ``process_results`` finds it (multiple-input tasks give it
+    through ``doc_to_text``)."""
+    choices = list(task.doc_to_choice(doc))
+    target = task.doc_to_text(doc) if multiple_input(task) else task.doc_to_target(doc)
+    return _gold_index(task.config.task, doc_id, target, choices)
+
+
+def choice_sample(task, instances: Sequence) -> Sample:
+    """A multiple-choice ``Sample`` from the requests lm-eval built for one document (sorted by ``idx``): the
+    contexts and continuations are the very strings lm-eval asks the model to score."""
+    first = instances[0]
+    doc, doc_id = first.doc, first.doc_id
+    choices = tuple(task.doc_to_choice(doc))
+    if len(instances) != len(choices) or [i.idx for i in instances] != list(range(len(choices))):
+        raise RomaEvalError(f"task {first.task_name} asks {len(instances)} log-likelihoods for a document with "
+                            f"{len(choices)} choices (a metric such as acc_mutual_info); the oracle scores one "
+                            "request per choice: drop that metric or the task")
+    contexts = tuple(i.args[0] for i in instances)
+    continuations = tuple(i.args[1] for i in instances)
+    gold = gold_index(task, doc, doc_id)
+    if multiple_input(task):
+        return Sample(first.task_name, doc_id, contexts[0], "multiple_choice", contexts[0],
+                      continuations=continuations, choices=choices, gold=gold, choice_contexts=contexts)
+    return Sample(first.task_name, doc_id, contexts[0], "multiple_choice", contexts[0],
+                  continuations=continuations, choices=choices, gold=gold)
+
+
+def request_key(instances: Sequence) -> str:
+    """A document's requests, hashed: a stored outcome is reused only for the very same prompts."""
+    from hashlib import sha256
+
+    text = json.dumps([list(i.args) for i in instances], sort_keys=True, default=str, ensure_ascii=False)
+    return sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def filter_ensembles(task) -> list:
+    """The task's filter pipelines, built from its config exactly as lm-eval's Task does ("none": take_first)."""
+    from lm_eval.filters import build_filter_ensemble
+
+    filter_list = task.config.filter_list
+    if not filter_list:
+        return [build_filter_ensemble("none", [["take_first", None]])]
+    return [build_filter_ensemble(entry["name"], [[f["function"], {k: v for k, v in f.items() if k != "function"}]
+                                                  for f in entry["filter"]]) for entry in filter_list]
+
+
+def judge_generation(task, doc: dict, text: str, ensembles=None) -> dict[str, dict]:
+    """filter name -> {"filtered": the filtered answer, "metrics": process_results of it}: what lm-eval's
+    evaluator logs for one generated ``text``."""
+    out = {}
+    for ensemble in ensembles if ensembles is not None else filter_ensembles(task):
+        responses = [[text]]
+        for make in ensemble.filters:
+            responses = make().apply(responses, [doc])
+        filtered = list(responses)[0]
+        out[ensemble.name] = {"filtered": filtered, "metrics": task.process_results(doc, [filtered])}
+    return out
+
+
+def marks(judged: dict[str, dict]) -> dict[str, bool]:
+    """"metric,filter" -> full marks (the metric is 1) for a judged answer."""
+    return {f"{metric},{name}": value == 1 for name, entry in judged.items()
+            for metric, value in entry["metrics"].items()}

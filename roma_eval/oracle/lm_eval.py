@@ -1,0 +1,108 @@
+"""The oracle as an lm-eval model: ``OracleLM`` answers lm-eval's requests at each document's oracle routing.
+
+lm-eval builds every request (prompts, few-shot examples, one request per choice, multiple-input prompts),
+and computes every metric, filter, group aggregate, sample line and file from the answers.  ``OracleLM``
+only answers: it groups the requests by document, looks up the document's gold label in its task, runs the
+batched routing descent (``run.solve_choices`` / ``run.solve_generations``) and returns
+
+  - ``loglikelihood``: the (log-likelihood, is_greedy) pair of every choice at the reported iterate (one
+    iterate per document, so lm-eval's acc and acc_norm come from one consistent set of scores);
+  - ``generate_until``: the text a real greedy generation produced at the reported routing.
+
+Finished documents go to the run's ``OracleStore`` as each batch finishes; a rerun answers them from there.
+With ``view = "base"`` the same object answers with every document's iterate-0 answers (the base model's,
+from the store), so lm-eval's own aggregation gives the base scores of the very same run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from lm_eval.models.huggingface import HFLM
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.oracle.tasks import request_key
+
+
+class OracleLM(HFLM):
+    def __init__(self, model, tokenizer, tasks: dict, config, layers: list[int], store, progress: bool = True):
+        super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=1)
+        self.oracle_tasks = tasks  # leaf task name -> lm-eval Task (the gold labels, the filters)
+        self.oracle_config = config
+        self.oracle_layers = layers
+        self.store = store
+        self.progress = progress
+        self.view = "oracle"  # or "base": answer with the documents' iterate-0 answers
+
+    def _documents(self, requests) -> dict[tuple[str, int], list[tuple[int, object]]]:
+        """(task, doc_id) -> [(position in ``requests``, request)], each document's requests by ``idx``."""
+        by_doc = defaultdict(list)
+        for position, request in enumerate(requests):
+            by_doc[(request.task_name, request.doc_id)].append((position, request))
+        for items in by_doc.values():
+            items.sort(key=lambda item: item[1].idx)
+        return by_doc
+
+    def _solve(self, requests, kind: str) -> dict[tuple[str, int], dict]:
+        """Every document of ``requests`` solved: from the store, or computed (and stored) batch by batch."""
+        from tqdm.auto import tqdm
+
+        from roma_eval.oracle import run
+
+        by_doc = self._documents(requests)
+        pending, records = defaultdict(list), {}
+        for (task_name, doc_id), items in by_doc.items():
+            if task_name not in self.oracle_tasks:
+                raise RomaEvalError(f"lm-eval asked about task {task_name}, which this oracle run was not given")
+            unique = list({id(r): r for _, r in items}.values())  # generation repeats: one request, K times
+            stored = self.store.documents(task_name).get(doc_id)
+            if stored is not None and stored.get("key") == request_key(unique):
+                records[(task_name, doc_id)] = stored
+            else:
+                pending[task_name].append(unique)
+        if pending and self.view == "base":
+            raise RomaEvalError("the base view found documents the oracle has not solved; rerun `roma-eval oracle`")
+        total = sum(map(len, pending.values()))
+        bar = tqdm(total=total, desc=f"oracle ({kind})", unit="doc", disable=not self.progress or not total)
+        solver = run.solve_choices if kind == "multiple choice" else run.solve_generations
+        for task_name, documents in pending.items():
+            bar.set_postfix_str(task_name)
+            task = self.oracle_tasks[task_name]
+            for chunk in run.batches(documents, self.oracle_config.batch_size, task, self):
+                started = time.perf_counter()
+                solved = solver(self, task, chunk)
+                seconds = (time.perf_counter() - started) / len(chunk)
+                for instances, record in zip(chunk, solved):
+                    record.update(doc_id=instances[0].doc_id, key=request_key(instances))
+                    record["oracle"]["seconds"] = seconds
+                self.store.append(task_name, solved)
+                records.update({(task_name, r["doc_id"]): r for r in solved})
+                bar.update(len(chunk))
+        bar.close()
+        return records
+
+    def _answer(self, record: dict):
+        return record["base" if self.view == "base" else "answers"]
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        records = self._solve(requests, "multiple choice")
+        out = [None] * len(requests)
+        for (task_name, doc_id), items in self._documents(requests).items():
+            pairs = self._answer(records[(task_name, doc_id)])
+            for position, request in items:
+                score, greedy = pairs[request.idx]
+                out[position] = (float(score), bool(greedy))
+        return out
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        records = self._solve(requests, "generation")
+        return [self._answer(records[(r.task_name, r.doc_id)]) for r in requests]
+
+    def lm_eval_generate(self, requests) -> list[str]:
+        """lm-eval's own ``HFLM.generate_until`` (greedy, its stop sequences), unsteered unless a routing
+        override is active around the call."""
+        return HFLM.generate_until(self, requests, disable_tqdm=True)
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        raise RomaEvalError("the oracle handles multiple_choice and generate_until tasks, not perplexity tasks")
