@@ -1,20 +1,25 @@
-"""The oracle upper bound: descent mechanics against independent references, lm-eval parity at the
-initial variables, batching and caching equivalence, output format, resuming and bad inputs."""
+"""The oracle upper bound: descent mechanics against independent references (the full uncached forward, a
+brute-force one-sample descent, lm-eval's own per-sample results), the never-below-base rule, batching and
+caching equivalence, the lm-eval-written output, resuming and bad inputs.
+
+Real lm-eval task YAMLs (MMLU's group total, winogrande, ARC, GSM8K): test_oracle_real_tasks.py.
+Generation (the GSM8K target): test_oracle_generation.py.
+"""
 
 import argparse
 import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lm_eval_helpers import FIXTURE_TASKS, evaluate_api
 from roma_eval.errors import RomaEvalError
 from roma_eval.oracle import OracleConfig, descend, load_oracle_routing, load_oracle_tasks, run_oracle
 from roma_eval.oracle.descent import _project, prefix_cache_supported, prepare_rows
-from roma_eval.oracle.generation import teacher_forced_batch
 from roma_eval.roma import token_positions
-from roma_eval.routing import probe_routing, resolve_layers, routers, steer_routing
-from roma_eval.samples import Sample
+from roma_eval.routing import record_routing, resolve_layers, routers, steer_routing
+from roma_eval.samples import Sample, load_samples
 from roma_eval.scoring import build_choice_batch, choice_scores, score_samples, task_loss
 from roma_eval.tiny import build_tiny_model, save_tiny_model
 
@@ -30,15 +35,48 @@ def model(tokenizer):
 
 
 @pytest.fixture(scope="module")
-def lm(model, tokenizer):
-    from lm_eval.models.huggingface import HFLM
-
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1)
+def model_dir(tmp_path_factory, tokenizer):
+    """A saved tiny OLMoE, so that lm-eval's own ``hf`` model can load the very same weights."""
+    return save_tiny_model("olmoe", tmp_path_factory.mktemp("model") / "olmoe", seed=3, tokenizer=tokenizer, **STRONG)
 
 
 @pytest.fixture(scope="module")
-def tasks():
-    return load_oracle_tasks(TASKS, [FIXTURE_TASKS])[0]
+def saved(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir).eval()
+
+
+VARIED = [("whale", 0), ("shark", 1), ("eagle", 2), ("bat", 0), ("trout", 1), ("owl", 2), ("dog", 0), ("eel", 1),
+          ("duck", 2), ("cow", 0), ("cod", 1), ("hawk", 2)]
+
+
+@pytest.fixture(scope="module")
+def varied_tasks(tmp_path_factory):
+    """A toy-suite-like lm-eval task whose prompts differ in length (so the descent does flip answers of a tiny
+    random model), written for the test: its YAML and its dataset function."""
+    directory = tmp_path_factory.mktemp("varied_tasks")
+    rows = [{"question": f"Question:{' Think.' * (i % 4)} What is a {name}?\nAnswer:",
+             "choices": ["mammal", "fish", "bird"], "label": label} for i, (name, label) in enumerate(VARIED)]
+    (directory / "oracle_varied_docs.py").write_text(
+        "import datasets\n\n\ndef rows(**kwargs):\n"
+        f"    return datasets.DatasetDict({{'test': datasets.Dataset.from_list({rows!r})}})\n")
+    (directory / "oracle_varied.yaml").write_text(
+        "task: oracle_varied\ncustom_dataset: !function oracle_varied_docs.rows\noutput_type: multiple_choice\n"
+        "test_split: test\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: label\n"
+        "target_delimiter: ' '\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def lm_eval_base(model_dir, varied_tasks):
+    """lm-eval's own per-sample results of the saved model: the independent base."""
+    return {**evaluate_api("hf", f"pretrained={model_dir}", TASKS),
+            **evaluate_api("hf", f"pretrained={model_dir}", ["oracle_varied"], include_path=varied_tasks)}
+
+
+def fixture_tasks(names=TASKS, limit=None, include_path=(FIXTURE_TASKS,)):
+    return load_oracle_tasks(names, include_path, limit=limit)
 
 
 def varied_samples():
@@ -54,6 +92,47 @@ def full_forward_scores(model, batch, variables, layers, tokens="last:1"):
     positions = token_positions(tokens, batch.last_context)
     with torch.no_grad(), steer_routing(model, variables[batch.row_sample], positions, layers):
         return choice_scores(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch)
+
+
+def reference_descent(model, tokenizer, sample, config, layers):
+    """One sample, brute force: the full uncached forward of all its choices every step, plain-Python Adam with
+    one second moment for the sample, the stopping rule and the never-below-base pick written out.  Returns
+    (steps, converged, reported_step, losses)."""
+    batch = build_choice_batch(tokenizer, [sample], 512)
+    positions = token_positions(config.tokens, batch.last_context)
+    lengths = torch.tensor([float(len(c)) for c in sample.choices])
+    x = torch.zeros(1, positions.shape[1], len(layers), routers(model)[layers[0]].num_experts)
+    moment, second = torch.zeros_like(x), torch.zeros(())
+    losses, streak, base_right, best = [], 0, None, None
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        for t in range(config.max_steps + 1):
+            x.requires_grad_(True)
+            with steer_routing(model, x.expand(len(sample.choices), -1, -1, -1), positions, layers):
+                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            scores = choice_scores(logits, batch)[0]
+            loss = F.cross_entropy(scores[None], torch.tensor([sample.gold]))
+            right = {"acc": int(scores.argmax()) == sample.gold, "acc_norm": int((scores / lengths).argmax()) == sample.gold}
+            base_right = base_right or dict(right)
+            eligible = all(right[m] or not base_right[m] for m in right)
+            streak = streak + 1 if (all(right.values()) and eligible) else 0
+            losses.append(loss.item())
+            rank = (eligible, sum(right.values()), -loss.item())
+            if best is None or rank > best[0]:
+                best = (rank, t)
+            if streak >= config.stable:
+                return t, True, t, losses
+            if t == config.max_steps:
+                return t, False, best[1], losses
+            (grad,) = torch.autograd.grad(loss, x)
+            moment = 0.9 * moment + 0.1 * grad
+            second = 0.999 * second + 0.001 * (grad * grad).mean()
+            step = t + 1
+            x = (x - config.lr * (moment / (1 - 0.9 ** step)) / ((second / (1 - 0.999 ** step)).sqrt() + 1e-8)).detach()
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
 
 
 @pytest.mark.parametrize("tokens", ["last:1", "last:3"])
@@ -100,6 +179,22 @@ def test_one_gradient_step_lowers_the_gold_cross_entropy(model, tokenizer):
     assert all(o.after.variables.abs().max() > 0 for o in outcomes)
 
 
+def test_batched_descent_equals_a_brute_force_descent_of_each_sample_alone(model, tokenizer):
+    """The batched, cached, compacting descent against ``reference_descent``: same steps, convergence, reported
+    iterate and loss trajectory for every sample."""
+    samples = varied_samples()
+    layers = resolve_layers(model, "last:3")
+    config = OracleConfig(layers="last:3", lr=0.5, max_steps=12)
+    together = descend(model, build_choice_batch(tokenizer, samples, 512), config, layers)
+    for sample, joint in zip(samples, together):
+        steps, converged, reported, losses = reference_descent(model, tokenizer, sample, config, layers)
+        assert (joint.steps, joint.converged, joint.reported_step) == (steps, converged, reported), sample.doc_id
+        # Float32 rounding differs with the batch's shapes and the prefix cache: values agree to ~1e-4.
+        assert joint.losses == pytest.approx(losses, rel=1e-3, abs=1e-4)
+    assert len({o.steps for o in together}) > 1, "samples should stop at different steps (compaction exercised)"
+    assert any(o.converged for o in together) and not all(o.converged for o in together)
+
+
 def test_batched_and_one_at_a_time_give_the_same_per_sample_results(model, tokenizer):
     samples = varied_samples()
     layers = resolve_layers(model, "last:3")
@@ -109,12 +204,45 @@ def test_batched_and_one_at_a_time_give_the_same_per_sample_results(model, token
         alone = descend(model, build_choice_batch(tokenizer, [sample], 512), config, layers)[0]
         decisions = (alone.steps, alone.converged, alone.reported_step)
         assert decisions == (joint.steps, joint.converged, joint.reported_step)
-        # Float32 rounding differs with the batch's shapes; Adam's per-coordinate normalisation carries it
-        # along, so values agree to ~1e-4 relative, decisions exactly.
         assert alone.losses == pytest.approx(joint.losses, rel=1e-3, abs=1e-4)
         assert alone.after.scores == pytest.approx(joint.after.scores, rel=1e-4)
         assert alone.after.greedy == joint.after.greedy
-    assert len({o.steps for o in together}) > 1, "samples should stop at different steps (compaction exercised)"
+
+
+# A scripted score trajectory: the descent's bookkeeping (stopping rule, reported iterate) under test alone.
+CHOICES = ("ab", "abcd", "abcdefgh")  # 2, 4 and 8 characters: acc and acc_norm can disagree
+BASE = [-1.0, -1.5, -8.0]  # acc wrong (choice 0 has the highest score), acc_norm right (-0.375 per character)
+ACC_ONLY = [-3.0, -2.0, -2.5]  # acc right, acc_norm wrong (choice 2: -0.31 per character); lower CE than BASE
+
+
+def script_scores(monkeypatch, trajectory):
+    import roma_eval.oracle.descent as descent
+
+    real, calls = descent.choice_scores, []
+
+    def scripted(logits, batch):
+        scores = real(logits, batch)
+        wanted = torch.tensor(trajectory[min(len(calls), len(trajectory) - 1)], dtype=scores.dtype)
+        calls.append(None)
+        return wanted.to(scores.device).expand_as(scores) + 0 * scores  # zero gradient: the variables stay put
+
+    monkeypatch.setattr(descent, "choice_scores", scripted)
+
+
+@pytest.mark.parametrize("criterion", ["both", "acc"])
+def test_the_reported_iterate_never_loses_a_metric_right_at_step_0(monkeypatch, tokenizer, criterion):
+    """Right on acc_norm at step 0; later iterates right on acc only, with a lower loss.  Reporting one of them
+    (the best "number of metrics right, then loss", or a converged streak under --criterion acc) would report
+    the sample below base on acc_norm: the only eligible iterate is step 0."""
+    model = build_tiny_model("olmoe", tokenizer, seed=1)
+    sample = Sample("t", 0, "Question: which?\nAnswer:", "multiple_choice", "",
+                    continuations=tuple(f" {c}" for c in CHOICES), choices=CHOICES, gold=1)
+    script_scores(monkeypatch, [BASE, ACC_ONLY])
+    layers = resolve_layers(model, "last:2")
+    config = OracleConfig(layers="last:2", max_steps=3, stable=2, criterion=criterion)
+    outcome = descend(model, build_choice_batch(tokenizer, [sample], 512), config, layers)[0]
+    assert outcome.losses[1] < outcome.losses[0]
+    assert (outcome.reported_step, outcome.converged, outcome.after.scores) == (0, False, pytest.approx(BASE))
 
 
 def test_scores_variables_stay_on_the_simplex():
@@ -142,161 +270,180 @@ def test_scores_variables_start_at_the_base_routing_and_stay_on_the_simplex(mode
     assert any(not torch.equal(o.before.variables, o.after.variables) for o in outcomes)
 
 
-def test_generation_teacher_forcing_is_the_gold_answer_likelihood(lm, tasks, tokenizer):
-    sums = next(t for t in tasks if t.name == "tiny_sums")
-    batch, responses = teacher_forced_batch(lm, sums, sums.samples[:3])
-    assert responses == ["0", "1", "2"]  # exact_match without filters: " 0" would not match "0"
-    layers = resolve_layers(lm.model, "last:2")
-    outcomes = descend(lm.model, batch, OracleConfig(layers="last:2", max_steps=1, stable=5), layers, generative=True)
-    for sample, outcome in zip(sums.samples[:3], outcomes):
-        ids = tokenizer.encode(sample.context) + tokenizer.encode(responses[sample.doc_id]) + [tokenizer.eos_token_id]
-        n_prompt = len(tokenizer.encode(sample.context))
-        with torch.no_grad():
-            logp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].float(), -1)
-        nll = -sum(logp[t - 1, ids[t]].item() for t in range(n_prompt, len(ids)))
-        assert outcome.losses[0] == pytest.approx(nll, abs=1e-3)
-
-
 def read_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_initial_variables_reproduce_lm_eval_exactly(tmp_path, tokenizer):
-    """lr 0 keeps the base routing: per sample, the oracle's answers must be lm-eval hf's own."""
-    model_dir = save_tiny_model("olmoe", tmp_path / "m", seed=4, tokenizer=tokenizer, **STRONG)
-    from lm_eval.models.huggingface import HFLM
-    from transformers import AutoModelForCausalLM
+def run_files(out, pattern):
+    """lm-eval's layout: OUT/<model_name_sanitized>/<files>."""
+    return sorted(out.glob(f"*/{pattern}"))
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1)
-    tasks, group_map = load_oracle_tasks(TASKS, [FIXTURE_TASKS])
-    run = run_oracle(lm, tasks, tmp_path / "out", OracleConfig(lr=0.0, max_steps=2), model_name=str(model_dir),
-                     group_map=group_map, progress=False)
-    reference = evaluate_api("hf", f"pretrained={model_dir}", TASKS)
+
+def test_initial_variables_reproduce_lm_eval_exactly(tmp_path, tokenizer, model_dir, saved, lm_eval_base):
+    """lr 0 keeps the base routing: per sample, the oracle's answers must be lm-eval hf's own."""
+    run = run_oracle(saved, tokenizer, fixture_tasks(), tmp_path, OracleConfig(lr=0.0, max_steps=2),
+                     model_name=str(model_dir), progress=False)
+    assert run.results_file.parent.parent == tmp_path  # lm-eval's OUT/<model_name_sanitized>/
     for task in TASKS:
-        lines = read_lines(next((tmp_path / "out").glob(f"samples_{task}_*.jsonl")))
-        assert len(lines) == len(reference[task])
+        (samples_file,) = run_files(tmp_path, f"samples_{task}_*.jsonl")
+        lines = read_lines(samples_file)
+        assert len(lines) == len(lm_eval_base[task])
         for line in lines:
-            resps, metrics = reference[task][line["doc_id"]]
+            resps, metrics = lm_eval_base[task][line["doc_id"]]
+            assert "arguments" in line and line["oracle"]["before"] == {m: line[m] for m in line["metrics"]}
             for metric, value in metrics.items():
-                assert line[metric] == line[f"{metric}_before"] == value, (task, line["doc_id"], metric)
+                assert line[metric] == value, (task, line["doc_id"], metric)
             if task == "tiny_sums":
                 assert line["filtered_resps"] == resps and line["resps"] == [resps]  # the very same generated text
             else:
-                assert [s for s, _ in line["filtered_resps"]] == pytest.approx([r[0] for r in resps], abs=1e-4)
+                assert [float(s) for s, _ in line["filtered_resps"]] == pytest.approx([r[0] for r in resps], abs=1e-4)
     from roma_eval.results import load_run
 
     parsed = load_run(run.results_file)
-    assert parsed.method == "oracle" and parsed.model == str(model_dir).split("/")[-1]
-    oracle = run.results["results"]["tiny_animals"]
-    assert oracle["acc,none"] == run.results["oracle"]["base"]["tiny_animals"]["acc,none"]
+    assert parsed.method == "oracle" and parsed.model == model_dir.name
+    assert run.results["results"]["tiny_animals"] == {**run.results["oracle"]["base"]["tiny_animals"]}
     assert run.results["oracle"]["base_router_fingerprint"] and run.results["oracle"]["config"]["lr"] == 0.0
+    assert run.results["n-shot"] == {"tiny_animals": 0, "tiny_sums": 0} and set(run.results["configs"]) == set(TASKS)
 
 
-def test_oracle_is_at_least_base_and_routing_is_recorded(tmp_path, lm, tasks, model):
-    config = OracleConfig(lr=0.5, max_steps=8, layers="last:3", save_routing=True, batch_size=5)
-    run = run_oracle(lm, tasks[:1], tmp_path, config, model_name="tiny", progress=False)
-    animals = run.results["results"]["tiny_animals"]
-    base = run.results["oracle"]["base"]["tiny_animals"]
-    assert animals["acc,none"] >= base["acc,none"] and animals["acc_norm,none"] >= base["acc_norm,none"]
-    convergence = run.results["oracle"]["convergence"]["tiny_animals"]
-    assert convergence["samples"] == 12 and 0 <= convergence["converged"] <= 12
-    routing = load_oracle_routing(tmp_path, "tiny_animals")
-    samples = tasks[0].samples
-    batch = build_choice_batch(lm.tokenizer, samples, 512)
+def test_oracle_is_at_least_lm_eval_base_and_converges_as_the_reference(tmp_path, tokenizer, model_dir, saved,
+                                                                        varied_tasks, lm_eval_base):
+    """Per sample and metric the oracle is >= lm-eval's own base answer; the steps, convergence and reported
+    iterate it records are those of the brute-force reference descent; the routing it records is the routing
+    under its reported variables."""
+    config = OracleConfig(lr=1.0, max_steps=6, layers="all", tokens="last:4", save_routing=True, batch_size=5)
+    run = run_oracle(saved, tokenizer, fixture_tasks(["oracle_varied"], include_path=[varied_tasks]), tmp_path,
+                     config, model_name=str(model_dir), progress=False)
+    (samples_file,) = run_files(tmp_path, "samples_oracle_varied_*.jsonl")
+    lines = {line["doc_id"]: line for line in read_lines(samples_file)}
+    for doc_id, (_, base) in lm_eval_base["oracle_varied"].items():
+        for metric, value in base.items():
+            assert lines[doc_id][metric] >= value == lines[doc_id]["oracle"]["before"][metric], (doc_id, metric)
+    oracle, base = run.results["results"]["oracle_varied"], run.results["oracle"]["base"]["oracle_varied"]
+    assert oracle["acc,none"] > base["acc,none"]  # answers do flip: the comparison above is not vacuous
+    layers = resolve_layers(saved, "all")
+    samples = load_samples(["oracle_varied"], include_path=[varied_tasks])
+    reference = {s.doc_id: reference_descent(saved, tokenizer, s, config, layers) for s in samples}
+    for doc_id, (steps, converged, reported, _) in reference.items():
+        recorded = lines[doc_id]["oracle"]
+        assert (recorded["steps"], recorded["converged"], recorded["reported_step"]) == (steps, converged, reported)
+    convergence = run.results["oracle"]["convergence"]["oracle_varied"]
+    assert convergence["samples"] == len(VARIED) and convergence["converged"] == sum(r[1] for r in reference.values())
+    routing = load_oracle_routing(tmp_path, "oracle_varied")
+    batch = build_choice_batch(tokenizer, samples, 512)
     first = batch.row_choice == 0
-    layers = resolve_layers(model, "last:3")
-    probed = probe_routing(model, batch.input_ids[first], batch.attention_mask[first], layers=layers,
-                           positions=batch.last_context[first])
-    for sample, expected in zip(samples, probed):
-        recorded = routing[sample.doc_id]
-        torch.testing.assert_close(recorded["base"][0], expected, rtol=0, atol=1e-5)
-        torch.testing.assert_close(recorded["oracle"][0].sum(-1), torch.ones(len(layers)), rtol=0, atol=1e-4)
+    positions = token_positions(config.tokens, batch.last_context[first])
+    inputs = dict(input_ids=batch.input_ids[first], attention_mask=batch.attention_mask[first])
+    with torch.no_grad(), record_routing(saved, positions, layers) as plain:
+        saved(**inputs)
+    variables = torch.stack([routing[s.doc_id]["variables"] for s in samples])
+    with torch.no_grad(), steer_routing(saved, variables, positions, layers), \
+            record_routing(saved, positions, layers) as steered:
+        saved(**inputs)
+    for i, sample in enumerate(samples):
+        torch.testing.assert_close(routing[sample.doc_id]["base"], plain.scores[i], rtol=0, atol=1e-5)
+        torch.testing.assert_close(routing[sample.doc_id]["oracle"], steered.scores[i], rtol=0, atol=1e-5)
 
 
-def test_generation_answers_already_right_are_kept_without_descent(tmp_path, lm, tasks, monkeypatch):
-    import roma_eval.oracle.run as oracle_run
+def test_generation_answers_already_right_are_kept_without_descent(tmp_path, tokenizer, model_dir, saved, monkeypatch):
+    from roma_eval.oracle.lm_eval import OracleLM
 
-    real = oracle_run.generate
+    real = OracleLM.lm_eval_generate
 
-    def base_right_on_even_docs(lm, task, samples, variables=None, *args, **kwargs):
-        texts = real(lm, task, samples, variables, *args, **kwargs)
-        return [s.gold if variables is None and s.doc_id % 2 == 0 else t for s, t in zip(samples, texts)]
+    def base_right_on_even_docs(self, requests):
+        texts = real(self, requests)
+        steered = any(gate._forward_hooks for gate in routers(self.model).values())
+        return [r.doc["answer"] if not steered and r.doc_id % 2 == 0 else t for r, t in zip(requests, texts)]
 
-    monkeypatch.setattr(oracle_run, "generate", base_right_on_even_docs)
-    sums = [t for t in tasks if t.name == "tiny_sums"]
-    run_oracle(lm, sums, tmp_path, OracleConfig(max_steps=2), model_name="tiny", progress=False)
-    for line in read_lines(next(tmp_path.glob("samples_tiny_sums_*.jsonl"))):
-        kept = line["doc_id"] % 2 == 0
-        assert (line["steps"] == 0 and line["losses"] == [] and line["gold_response"] is None) == kept
+    monkeypatch.setattr(OracleLM, "lm_eval_generate", base_right_on_even_docs)
+    run_oracle(saved, tokenizer, fixture_tasks(["tiny_sums"]), tmp_path, OracleConfig(max_steps=2),
+               model_name="tiny", progress=False)
+    (samples_file,) = run_files(tmp_path, "samples_tiny_sums_*.jsonl")
+    for line in read_lines(samples_file):
+        kept, oracle = line["doc_id"] % 2 == 0, line["oracle"]
+        assert (oracle["steps"] == 0 and oracle["losses"] == [] and oracle["target"] is None) == kept
         if kept:
-            assert line["exact_match"] == line["exact_match_before"] == 1.0 and line["converged"]
+            assert line["exact_match"] == oracle["before"]["exact_match"] == 1.0 and oracle["converged"]
         else:
-            assert len(line["losses"]) == 3 and line["gold_response"] == line["target"]
+            assert len(oracle["losses"]) == 3 and oracle["target"]["answer"] == line["target"]
 
 
-def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, lm, tasks, monkeypatch):
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, tokenizer, saved, monkeypatch):
     import roma_eval.oracle.run as oracle_run
 
     config = OracleConfig(lr=0.5, max_steps=3, layers="last:2", batch_size=4)
-    complete = run_oracle(lm, tasks, tmp_path / "a", config, model_name="tiny", progress=False)
-    run_oracle(lm, tasks, tmp_path / "b", config, model_name="tiny", progress=False)
-    # Simulate a kill: the results file never written, a batch cut off in the middle of a line.
-    manifest = json.loads((tmp_path / "b" / "oracle_run.json").read_text())
-    (tmp_path / "b" / "oracle_run.json").write_text(json.dumps({**manifest, "complete": False}))
-    next((tmp_path / "b").glob("results_*.json")).unlink()
-    animals = next((tmp_path / "b").glob("samples_tiny_animals_*.jsonl"))
-    text = animals.read_text()
-    animals.write_text(text[: text.index("\n", len(text) // 2) + 40])
+    complete = run_oracle(saved, tokenizer, fixture_tasks(), tmp_path / "a", config, model_name="tiny", progress=False)
+    run_oracle(saved, tokenizer, fixture_tasks(), tmp_path / "b", config, model_name="tiny", progress=False)
+    # Simulate a kill: lm-eval's files never written (or half), a batch cut off in the middle of a line.
+    run_dir = tmp_path / "b" / "tiny"
+    manifest = json.loads((run_dir / "oracle_run.json").read_text())
+    (run_dir / "oracle_run.json").write_text(json.dumps({**manifest, "complete": False}))
+    next(run_dir.glob("samples_tiny_sums_*.jsonl")).unlink()
+    progress = run_dir / "oracle_progress" / "tiny_animals.jsonl"
+    text = progress.read_text()
+    progress.write_text(text[: text.index("\n", len(text) // 2) + 40])
     seen = []
     real = oracle_run.descend
+
     def counting(model, batch, *args, **kwargs):
         seen.append(batch.n_samples)
         return real(model, batch, *args, **kwargs)
 
     monkeypatch.setattr(oracle_run, "descend", counting)
-    resumed = run_oracle(lm, tasks, tmp_path / "b", config, model_name="tiny", progress=False)
-    assert 0 < sum(seen) < 12  # only the lost tiny_animals documents were recomputed
+    resumed = run_oracle(saved, tokenizer, fixture_tasks(), tmp_path / "b", config, model_name="tiny", progress=False)
+    assert 0 < sum(seen) < 12  # only the lost tiny_animals documents were recomputed, no tiny_sums one
     assert resumed.results["results"] == complete.results["results"]
-    again = run_oracle(lm, tasks, tmp_path / "b", config, model_name="tiny", progress=False)
-    assert again.resumed_complete and sum(seen) < 12
+    assert len(list(run_dir.glob("results_*.json"))) == 1 and len(list(run_dir.glob("samples_*.jsonl"))) == 2
+    again = run_oracle(saved, tokenizer, fixture_tasks(), tmp_path / "b", config, model_name="tiny", progress=False)
+    assert again.resumed_complete and again.results_file == resumed.results_file and sum(seen) < 12
 
 
-def oracle_cli(argv):
-    from roma_eval.commands import oracle
+def oracle_cli(argv, capsys):
+    """`roma-eval oracle ARGV` in-process: (exit code, stderr lines)."""
+    from roma_eval.cli import main
 
-    parser = argparse.ArgumentParser()
-    oracle.add_arguments(parser)
-    return oracle.run(parser.parse_args(argv))
+    capsys.readouterr()
+    code = main(["oracle", *argv])
+    return code, capsys.readouterr().err.strip().splitlines()
 
 
 def snapshot(directory):
-    return {p.name: p.read_bytes() for p in directory.iterdir()}
+    return {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
-def test_bad_inputs_are_one_clear_error_and_overwrite_nothing(tmp_path, tokenizer, lm, tasks):
+def test_bad_inputs_are_one_clear_error_and_overwrite_nothing(tmp_path, tokenizer, saved, capsys):
     with pytest.raises(RomaEvalError, match="no single gold label"):
         load_oracle_tasks(["tiny_unlabelled"], [FIXTURE_TASKS])
     with pytest.raises(RomaEvalError, match="step budget must be at least 1"):
         OracleConfig(max_steps=0)
     model_dir = save_tiny_model("olmoe", tmp_path / "other", seed=9, tokenizer=tokenizer)
     out = tmp_path / "out"
-    base_args = ["--tasks", "tiny_animals", "--include_path", str(FIXTURE_TASKS), "--out", str(out), "--limit", "2",
-                 "--max-steps", "1", "--no-progress"]
-    with pytest.raises(RomaEvalError, match="step budget"):
-        oracle_cli(["--model", str(model_dir), *base_args, "--max-steps", "0"])
+
+    def cli_args(directory):
+        return ["--model", str(model_dir), "--tasks", "tiny_animals", "--include_path", str(FIXTURE_TASKS), "--out",
+                str(directory), "--limit", "2", "--max-steps", "1", "--no-progress"]
+
+    args = cli_args(out)
+    for bad, message in ((["--max-steps", "0"], "step budget"), (["--limit", "0"], "--limit 0"),
+                         (["--tasks", "no_such_task"], "unknown task(s) no_such_task")):
+        code, err = oracle_cli([*args, *bad], capsys)
+        assert code == 2 and len(err) == 1 and message in err[0], err
     assert not out.exists()
-    run_oracle(lm, tasks[:1], out, OracleConfig(max_steps=1), model_name="tiny", limit=2, progress=False)
+    # Another model's run under the same name, a run with other settings, lm-eval's own results: all refused.
+    run_oracle(saved, tokenizer, fixture_tasks(["tiny_animals"], limit=2), out, OracleConfig(max_steps=1),
+               model_name=str(model_dir), progress=False)
     before = snapshot(out)
-    with pytest.raises(RomaEvalError, match="another model"):
-        oracle_cli(["--model", str(model_dir), *base_args])
-    with pytest.raises(RomaEvalError, match="other settings"):
-        run_oracle(lm, tasks[:1], out, OracleConfig(max_steps=1, lr=0.3), model_name="tiny", limit=2, progress=False)
+    for bad, message in (([], "another model"), (["--lr", "0.3"], "other settings")):
+        code, err = oracle_cli([*args, *bad], capsys)
+        assert code == 2 and len(err) == 1 and message in err[0], err
     assert snapshot(out) == before
-    assert oracle_cli(["--model", str(model_dir), *base_args, "--overwrite"]) == 0
-    assert json.loads((out / "oracle_run.json").read_text())["model"] == str(model_dir)
-    foreign = tmp_path / "lm_eval_out"
-    foreign.mkdir()
+    assert oracle_cli([*args, "--overwrite"], capsys)[0] == 0
+    (run_dir,) = [p.parent for p in out.glob("*/oracle_run.json")]
+    assert json.loads((run_dir / "oracle_run.json").read_text())["model"] == str(model_dir)
+    foreign = tmp_path / "lm_eval_out" / run_dir.name
+    foreign.mkdir(parents=True)
     (foreign / "results_2026-01-01T00-00-00.json").write_text("{}")
-    with pytest.raises(RomaEvalError, match="not written by `roma-eval oracle`"):
-        run_oracle(lm, tasks[:1], foreign, OracleConfig(max_steps=1), model_name="tiny", limit=2, progress=False)
+    before = snapshot(foreign.parent)
+    code, err = oracle_cli(cli_args(foreign.parent), capsys)
+    assert code == 2 and len(err) == 1 and "not written by `roma-eval oracle`" in err[0], err
+    assert snapshot(foreign.parent) == before

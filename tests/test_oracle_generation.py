@@ -1,0 +1,131 @@
+"""The oracle on generation tasks (GSM8K): it aims at what lm-eval's filters score, the final answer after the
+model's own reasoning, and calls a sample right only when a real generation gets full marks."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from lm_eval_helpers import FIXTURE_TASKS
+from roma_eval.oracle import OracleConfig, descend, load_oracle_tasks, run_oracle
+from roma_eval.oracle.generation import (
+    Target, answer_target, generation_settings, prompt_ids, target_tokens, teacher_forced_batch,
+)
+from roma_eval.oracle.tasks import filter_ensembles, judge_generation, marks
+from roma_eval.roma import token_positions
+from roma_eval.routing import resolve_layers
+from roma_eval.tiny import build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def lm(tokenizer):
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=build_tiny_model("olmoe", tokenizer, seed=3, initializer_range=0.3), tokenizer=tokenizer,
+                batch_size=1)
+
+
+def first_request(task):
+    """lm-eval's request for the task's first document (prompt with its few-shot examples, generation kwargs)."""
+    task.build_all_requests(limit=1)
+    return task.instances[0]
+
+
+@pytest.fixture(scope="module")
+def gsm8k():
+    """lm-eval's own gsm8k (5-shot, strict-match and flexible-extract) on the offline hub's synthetic rows."""
+    import offline_hub
+
+    with offline_hub.installed():
+        return load_oracle_tasks(["gsm8k"], limit=2).tasks["gsm8k"]
+
+
+def target_for(task, lm, request, generation):
+    until, _ = generation_settings(lm, request)
+    return answer_target(task, request.doc, generation, until, filter_ensembles(task))
+
+
+def test_the_gsm8k_target_is_the_final_answer_after_the_models_own_reasoning(gsm8k, lm):
+    request = first_request(gsm8k)
+    gold = request.doc["answer"].split("#### ")[-1]
+    wrong = str(int(gold) + 1)
+    # The model wrote its own "#### N": keep its reasoning, replace only the number the filters read.
+    reasoning = f"She adds them: 2 + 3 = {wrong} things.\n#### "
+    assert target_for(gsm8k, lm, request, reasoning + wrong) == Target(reasoning, gold)
+    # No "#### ": its reasoning, then the gold solution's final line (strict-match and flexible-extract both read it).
+    target = target_for(gsm8k, lm, request, f"She has {wrong} of them.")
+    assert target == Target(f"She has {wrong} of them.", f"\n#### {gold}")
+    judged = marks(judge_generation(gsm8k, request.doc, target.prefix + target.answer, filter_ensembles(gsm8k)))
+    assert judged == {"exact_match,strict-match": True, "exact_match,flexible-extract": True}
+    # Never the whole worked solution, whose "<<...>>" annotations no model writes.
+    assert "<<" not in target.answer and "<<" in request.doc["answer"]
+
+
+def test_the_target_respects_the_tasks_filters_and_stop_sequences(lm):
+    tasks = load_oracle_tasks(["toy_gsm8k", "tiny_sums"], [FIXTURE_TASKS], limit=3)
+    toy, sums = tasks.tasks["toy_gsm8k"], tasks.tasks["tiny_sums"]
+    request = first_request(toy)
+    gold = request.doc["answer"]
+    # First-number filter, stop at "\n": the answer goes where the model wrote its first number.
+    assert target_for(toy, lm, request, " 11 apples") == Target(" ", gold)
+    # No number yet: after its words, not on a new line (the generation stops at "\n").
+    assert target_for(toy, lm, request, " She has") == Target(" She has", f" {gold}")
+    # No filter, exact match: " 0" is not "0".
+    request = first_request(sums)
+    assert target_for(sums, lm, request, " 3+4") == Target("", request.doc["answer"])
+
+
+def test_the_generation_loss_is_the_answers_likelihood_after_the_reasoning(gsm8k, lm, tokenizer):
+    request = first_request(gsm8k)
+    until, max_gen_toks = generation_settings(lm, request)
+    target = Target("She adds them: 2 + 3 = 9 things.\n#### ", request.doc["answer"].split("#### ")[-1])
+    prompt = prompt_ids(lm, request)
+    reasoning, answer = target_tokens(tokenizer, target, max_gen_toks)
+    assert tokenizer.decode(reasoning + answer) == target.prefix + target.answer
+    batch, prompt_last = teacher_forced_batch([prompt], [(reasoning, answer)])
+    layers = resolve_layers(lm.model, "last:2")
+    config = OracleConfig(layers="last:2", max_steps=1, stable=5)
+    (outcome,) = descend(lm.model, batch, config, layers, generative=True,
+                         steered=token_positions(config.tokens, prompt_last))
+    ids = prompt + reasoning + answer
+    with torch.no_grad():
+        logp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].float(), -1)
+    start = len(prompt) + len(reasoning)
+    assert outcome.losses[0] == pytest.approx(-sum(logp[t - 1, ids[t]].item() for t in range(start, len(ids))), abs=1e-3)
+    assert prompt_last.tolist() == [len(prompt) - 1]  # steered at the prompt's last token, as the generation is
+
+
+@pytest.mark.parametrize("steered_text", ["wrong", "gold"])
+def test_a_sample_is_right_only_when_a_real_generation_gets_full_marks(tmp_path, lm, monkeypatch, steered_text):
+    """The teacher-forced target turns greedy at step 1 of every round (forced here); the real generation at that
+    routing decides.  Wrong: the descent goes on (a new round each step) and ends unconverged at its best real
+    generation.  Right: the sample stops there and that generation is what lm-eval scores."""
+    import roma_eval.oracle.run as oracle_run
+
+    real = oracle_run.descend
+
+    def greedy_at_step_1(model, batch, config, *args, **kwargs):
+        outcomes = real(model, batch, dataclasses.replace(config, max_steps=1), *args, **kwargs)
+        return [dataclasses.replace(o, converged=True, reported_step=1, after=o.before) for o in outcomes]
+
+    def generation(generate, lm, instance, *args):
+        return instance.doc["answer"] if steered_text == "gold" else "no idea"
+
+    monkeypatch.setattr(oracle_run, "descend", greedy_at_step_1)
+    monkeypatch.setattr(oracle_run, "steered_generation", generation)
+    tasks = load_oracle_tasks(["tiny_sums"], [FIXTURE_TASKS], limit=3)
+    run = run_oracle(lm.model, lm.tokenizer, tasks, tmp_path, OracleConfig(max_steps=4), model_name="tiny",
+                     progress=False)
+    (samples_file,) = tmp_path.glob("*/samples_tiny_sums_*.jsonl")
+    for line in map(json.loads, samples_file.read_text().splitlines()):
+        oracle = line["oracle"]
+        if oracle["before"]["exact_match"] == 1:
+            continue
+        if steered_text == "gold":
+            assert line["resps"] == [[line["target"]]] and line["exact_match"] == 1
+            assert (oracle["converged"], oracle["steps"], oracle["reported_step"], oracle["generations"]) == (True, 1, 1, 2)
+        else:
+            assert line["exact_match"] == 0 and not oracle["converged"]
+            assert (oracle["steps"], oracle["generations"]) == (4, 5)  # the base answer and one per step
+    assert run.results["oracle"]["convergence"]["tiny_sums"]["samples"] == 3
