@@ -6,11 +6,14 @@ metric (exact match against the gold answer).  The oracle therefore descends on 
 a sample right only when a real generation, scored by the task's filters and metric, gets full marks
 (docs/oracle.md, "Generation tasks", says why not the whole worked solution):
 
-  1. **Target** (``answer_target``): from the model's last greedy generation G, a prefix R (its reasoning)
-     and an answer A with R + A scoring full marks under the task's filters and metric.  Tried in order:
-     G cut where a filter found the model's own answer, A = the filter's reading of the gold target
+  1. **Target** (``answer_targets``): from the model's last greedy generation G, a prefix R (its reasoning)
+     and an answer A with R + A scoring full marks under the task's filters and metric.  Candidates: G cut
+     where a filter found the model's own answer, A = the filter's reading of the gold target
      ("... = 20.\n#### " + "18"); all of G, then the gold target's last line ("\n#### 18"); no reasoning,
-     the gold answer alone (" 7", "7").  A candidate that a stop sequence would cut is skipped.
+     the gold answer alone (" 7", "7", "#### 18") -- never the whole worked solution.  A candidate that a
+     stop sequence would cut is skipped.  Of those with full marks under every filter pipeline, the one the
+     model finds likeliest at the current routing (lowest loss, ``target_losses``) is the target:
+     r* = argmin CE over the ways of writing the answer that lm-eval accepts.
   2. **Loss**: the summed negative log-likelihood of A's tokens after prompt + R (teacher-forced, R and A
      within ``max_gen_toks``), steered at the prompt's last token(s) as the generation is.
   3. **Right**: when greedy decoding would produce A after R (the cheap proxy), a real greedy generation
@@ -62,8 +65,10 @@ def _stopped(text: str, until: Sequence[str]) -> str:
     return text
 
 
-def answer_target(task, doc: dict, generation: str, until: Sequence[str], ensembles) -> Target:
-    """R and A for one document after the model generated ``generation`` (see the module docstring)."""
+def answer_targets(task, doc: dict, generation: str, until: Sequence[str], ensembles) -> list[Target]:
+    """The ways to write the gold answer after the model generated ``generation`` (see the module docstring):
+    every candidate whose R + A gets full marks under all of the task's filter pipelines and that no stop
+    sequence cuts; if none does, those with the most marks; the bare gold target as a last resort."""
     gold = str(task.doc_to_target(doc))
     gold_read = {name: entry["filtered"] for name, entry in judge_generation(task, doc, gold, ensembles).items()}
     last_line = gold.strip().splitlines()[-1].strip() if gold.strip() else gold
@@ -77,20 +82,19 @@ def answer_target(task, doc: dict, generation: str, until: Sequence[str], ensemb
     body = generation.rstrip()
     candidates += [Target(body, "\n" + last_line), Target(body, " " + last_line)]
     delimiter = task.config.target_delimiter
-    for answer in dict.fromkeys([last_line, gold.strip(), *(v for v in gold_read.values() if isinstance(v, str))]):
+    for answer in dict.fromkeys([last_line, *(v for v in gold_read.values() if isinstance(v, str))]):
         candidates += [Target("", delimiter + answer), Target("", answer)]
-    best = None
-    for candidate in candidates:
+    scored = {}
+    for candidate in dict.fromkeys(candidates):
         text = candidate.prefix + candidate.answer
         if not candidate.answer.strip() or _stopped(text, until) != text:
             continue  # a real generation would have stopped before the answer's end
         right = marks(judge_generation(task, doc, text, ensembles))
-        key = (all(right.values()), sum(right.values()))
-        if key[0]:
-            return candidate
-        if best is None or key > best[0]:
-            best = (key, candidate)
-    return best[1] if best is not None and best[0][1] else Target("", gold)
+        scored[candidate] = (all(right.values()), sum(right.values()))
+    best = max(scored.values(), default=(False, 0))
+    if not best[1]:
+        return [Target("", gold)]
+    return [candidate for candidate, key in scored.items() if key == best]
 
 
 def target_tokens(tokenizer, target: Target, max_gen_toks: int) -> tuple[list[int], list[int]]:
@@ -128,6 +132,31 @@ def teacher_forced_batch(prompts: Sequence[list[int]], targets: Sequence[tuple[l
         batch.continuation_ids[r, : len(answer)] = torch.tensor(answer)
         batch.continuation_mask[r, : len(answer)] = True
     return batch, torch.tensor([len(p) - 1 for p in prompts])
+
+
+@torch.no_grad()
+def target_losses(model, batch: ChoiceBatch, steered: torch.Tensor, variables: torch.Tensor | None, layers,
+                  mode: str, rows_per_forward: int = 32) -> torch.Tensor:
+    """(rows,) the summed negative log-likelihood of each row's answer, at the routing ``variables`` (one per
+    row; None: the base routing), steered at ``steered`` as in the descent."""
+    from contextlib import nullcontext
+
+    from roma_eval.scoring import choice_scores
+
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, batch.n_samples, rows_per_forward):
+        rows = torch.arange(start, min(start + rows_per_forward, batch.n_samples))
+        part = ChoiceBatch(batch.input_ids[rows], batch.attention_mask[rows], batch.last_context[rows],
+                           batch.continuation_ids[rows], batch.continuation_mask[rows], torch.arange(len(rows)),
+                           batch.row_choice[rows], batch.gold[rows], batch.char_lens[rows],
+                           batch.row_share[rows]).to(device)
+        steering = nullcontext() if variables is None else steer_routing(
+            model, variables[rows].to(device), steered[rows].to(device), layers, mode=mode)
+        with steering:
+            logits = model(input_ids=part.input_ids, attention_mask=part.attention_mask).logits
+        out.append(-choice_scores(logits, part)[:, 0].cpu())
+    return torch.cat(out)
 
 
 def steered_generation(generate: Callable, lm, instance, variables: torch.Tensor, layers, tokens: str,

@@ -26,7 +26,8 @@ from roma_eval.errors import RomaEvalError
 from roma_eval.oracle.config import OracleConfig
 from roma_eval.oracle.descent import Outcome, descend
 from roma_eval.oracle.generation import (
-    answer_target, generation_settings, prompt_ids, steered_generation, target_tokens, teacher_forced_batch,
+    answer_targets, generation_settings, prompt_ids, steered_generation, target_losses, target_tokens,
+    teacher_forced_batch,
 )
 from roma_eval.oracle.store import OracleStore
 from roma_eval.oracle.tasks import (
@@ -106,6 +107,29 @@ class _Check:
     routing: torch.Tensor | None
 
 
+def _choose_targets(lm, task, items, variables, ensembles):
+    """Per sample (index, request, last generation, prompt ids, (stop sequences, max_gen_toks)): its target R + A
+    (``generation.answer_targets``, the lowest loss at the routing ``variables`` among the equally right ones)
+    and its tokens."""
+    config, options, owners = lm.oracle_config, [], []
+    for j, (_, instance, text, prompt, (until, max_gen_toks)) in enumerate(items):
+        for target in answer_targets(task, instance.doc, text, until, ensembles):
+            options.append((target, target_tokens(lm.tokenizer, target, max_gen_toks)))
+            owners.append(j)
+    owner = torch.tensor(owners)
+    if len(options) > len(items):  # a choice to make: score every option in one pass
+        batch, prompt_last = teacher_forced_batch([items[j][3] for j in owners], [t for _, t in options],
+                                                  lm.tokenizer.pad_token_id or 0)
+        losses = target_losses(lm.model, batch, token_positions(config.tokens, prompt_last),
+                               None if variables is None else variables[owner], lm.oracle_layers, config.variables,
+                               config.batch_size)
+    else:
+        losses = torch.zeros(len(options))
+    chosen = [min((k for k in range(len(options)) if owners[k] == j), key=lambda k: float(losses[k]))
+              for j in range(len(items))]
+    return [options[k][0] for k in chosen], [options[k][1] for k in chosen]
+
+
 def solve_generations(lm, task, documents: Sequence[list]) -> list[dict]:
     """One batch of a generation task (generation.py): the base model's own greedy answer first; a document
     with full marks under every filter pipeline keeps it (0 steps).  The others descend on the gold final
@@ -130,11 +154,11 @@ def solve_generations(lm, task, documents: Sequence[list]) -> list[dict]:
     while active:
         spent = used[active[0]]
         group = [i for i in active if used[i] == spent]  # samples with the same budget left descend together
-        found = [answer_target(task, instances[i].doc, checks[i][-1].text, settings[i][0], ensembles) for i in group]
-        tokens = [target_tokens(lm.tokenizer, t, settings[i][1]) for i, t in zip(group, found)]
+        initial = None if spent == 0 else torch.stack([variables[i] for i in group])
+        found, tokens = _choose_targets(lm, task, [(i, instances[i], checks[i][-1].text, prompts[i], settings[i])
+                                                   for i in group], initial, ensembles)
         batch, prompt_last = teacher_forced_batch([prompts[i] for i in group], tokens,
                                                   lm.tokenizer.pad_token_id or 0)
-        initial = None if spent == 0 else torch.stack([variables[i] for i in group])
         # Iterate 0 of a round was judged already (the base answer, or a generation that was wrong): the round
         # stops at the first later iterate whose target is greedy, and a real generation judges it.
         outcomes = descend(lm.model, batch, replace(config, max_steps=config.max_steps - spent, stable=1), layers,
