@@ -17,8 +17,7 @@ from lm_eval_helpers import FIXTURE_TASKS, evaluate_api
 from roma_eval.errors import RomaEvalError
 from roma_eval.oracle import OracleConfig, descend, load_oracle_routing, load_oracle_tasks, run_oracle
 from roma_eval.oracle.descent import _project, prefix_cache_supported, prepare_rows
-from roma_eval.roma import token_positions
-from roma_eval.routing import record_routing, resolve_layers, routers, steer_routing
+from roma_eval.routing import record_routing, resolve_layers, routers, steer_routing, token_positions
 from roma_eval.samples import Sample, load_samples
 from roma_eval.scoring import build_choice_batch, choice_scores, score_samples, task_loss
 from roma_eval.tiny import build_tiny_model, save_tiny_model

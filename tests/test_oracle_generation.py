@@ -13,8 +13,7 @@ from roma_eval.oracle.generation import (
     Target, answer_targets, generation_settings, prompt_ids, target_losses, target_tokens, teacher_forced_batch,
 )
 from roma_eval.oracle.tasks import filter_ensembles, judge_generation, marks
-from roma_eval.roma import token_positions
-from roma_eval.routing import resolve_layers
+from roma_eval.routing import resolve_layers, token_positions
 from roma_eval.tiny import build_tiny_model
 
 

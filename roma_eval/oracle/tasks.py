@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.samples import SPLITS, Sample, _gold_index, task_manager
+from roma_eval.samples import SPLITS, Sample, _gold_index, label_free_prompt, shared_prompt, task_manager
 
 OUTPUT_TYPES = ("multiple_choice", "generate_until")
 
@@ -110,11 +110,12 @@ def choice_sample(task, instances: Sequence) -> Sample:
     contexts = tuple(i.args[0] for i in instances)
     continuations = tuple(i.args[1] for i in instances)
     gold = gold_index(task, doc, doc_id)
+    text = label_free_prompt(contexts, continuations[0])
     if multiple_input(task):
-        return Sample(first.task_name, doc_id, contexts[0], "multiple_choice", contexts[0],
+        return Sample(first.task_name, doc_id, shared_prompt(contexts), "multiple_choice", text,
                       continuations=continuations, choices=choices, gold=gold, choice_contexts=contexts)
-    return Sample(first.task_name, doc_id, contexts[0], "multiple_choice", contexts[0],
-                  continuations=continuations, choices=choices, gold=gold)
+    return Sample(first.task_name, doc_id, contexts[0], "multiple_choice", text, continuations=continuations,
+                  choices=choices, gold=gold)
 
 
 def request_key(instances: Sequence) -> str:
