@@ -446,3 +446,14 @@ def test_bad_inputs_are_one_clear_error_and_overwrite_nothing(tmp_path, tokenize
     code, err = oracle_cli(cli_args(foreign.parent), capsys)
     assert code == 2 and len(err) == 1 and "not written by `roma-eval oracle`" in err[0], err
     assert snapshot(foreign.parent) == before
+
+
+def test_split_train_runs_on_the_training_documents(tmp_path, tokenizer, model):
+    tasks = load_oracle_tasks(["tiny_animals_train"], [FIXTURE_TASKS], split="train")
+    run = run_oracle(model, tokenizer, tasks, tmp_path, OracleConfig(max_steps=1), model_name="tiny", progress=False)
+    assert run.results["n-samples"]["tiny_animals_train"] == {"original": 8, "effective": 8}
+    assert run.results["oracle"]["split"] == "train"
+    (samples_file,) = run_files(tmp_path, "samples_tiny_animals_train_*.jsonl")
+    questions = [line["doc"]["question"] for line in read_lines(samples_file)]
+    train = load_samples(["tiny_animals_train"], split="train", include_path=[FIXTURE_TASKS])
+    assert sorted(questions) == sorted(s.context.split("\n")[0].removeprefix("Question: ") for s in train)

@@ -69,7 +69,7 @@ class OracleLM(HFLM):
         for task_name, documents in pending.items():
             bar.set_postfix_str(task_name)
             task = self.oracle_tasks[task_name]
-            for chunk in run.batches(documents, self.oracle_config.batch_size, task, self):
+            for chunk in run.batches(documents, self.oracle_config.batch_size, task):
                 started = time.perf_counter()
                 solved = solver(self, task, chunk)
                 seconds = (time.perf_counter() - started) / len(chunk)

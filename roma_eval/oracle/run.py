@@ -55,7 +55,7 @@ def _routing(before, after, variables) -> dict | None:
             "variables": torch.round(variables, decimals=6).tolist()}
 
 
-def batches(documents: list, size: int, task, lm) -> list[list]:
+def batches(documents: list, size: int, task) -> list[list]:
     """Documents (each a list of its lm-eval requests) in batches of ``size``, similar lengths together (less
     padding: every step runs the batch's longest answer, the prefix cache its longest context).  Longest
     first, like lm-eval, so memory runs out at once if at all."""
