@@ -6,7 +6,6 @@ Real lm-eval task YAMLs (MMLU's group total, winogrande, ARC, GSM8K): test_oracl
 Generation (the GSM8K target): test_oracle_generation.py.
 """
 
-import argparse
 import json
 
 import pytest
