@@ -1,0 +1,62 @@
+"""Every verb on lm-eval's own YAMLs (offline synthetic rows): base, RoMA, C3PO and the oracle on a tiny OLMoE,
+then the report and the gate over all four runs."""
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from roma_eval.cli import main
+from roma_eval.tiny import save_tiny_model
+
+EVAL = ["mmlu", "arc_challenge", "winogrande", "gsm8k"]
+TRAIN = ["arc_easy", "winogrande"]
+pytestmark = pytest.mark.slow
+
+
+def evaluate(model: str, model_args: str, output, limit: int = 2) -> None:
+    """What `lm_eval --model M --model_args A --tasks EVAL --output_path OUT --log_samples` writes."""
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
+
+    tracker = EvaluationTracker(output_path=str(output))
+    results = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=EVAL, device="cpu", batch_size=8,
+                                      limit=limit, log_samples=True, evaluation_tracker=tracker,
+                                      task_manager=TaskManager(), gen_kwargs="max_gen_toks=8")
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task in results["configs"]:
+        tracker.save_results_samples(task_name=task, samples=samples[task])
+
+
+def test_every_verb_on_lm_evals_own_tasks(real_tasks, tokenizer, tmp_path):
+    model = save_tiny_model("olmoe", tmp_path / "model", seed=5, tokenizer=tokenizer)
+    runs = tmp_path / "runs"
+    evaluate("hf", f"pretrained={model}", runs / "base")
+    assert main(["train", "--model", str(model), "--tasks", ",".join(TRAIN), "--limit", "8", "--layers", "last:2",
+                 "--epochs", "1", "--batch-size", "8", "--k", "1", "--out", str(tmp_path / "routers")]) == 0
+    evaluate("roma", f"pretrained={model},router_checkpoint={tmp_path / 'routers'}", runs / "roma")
+    assert main(["c3po", "build-reference", "--model", str(model), "--tasks", ",".join(TRAIN), "--limit", "8",
+                 "--out", str(tmp_path / "reference")]) == 0
+    evaluate("c3po", f"pretrained={model},reference={tmp_path / 'reference'},steps=2", runs / "c3po")
+    assert main(["oracle", "--model", str(model), "--tasks", ",".join(EVAL), "--limit", "2", "--max-steps", "2",
+                 "--no-progress", "--out", str(runs / "oracle")]) == 0
+
+    assert main(["report", str(runs), "--out", str(tmp_path / "report"), "--format", "md", "--no-plots",
+                 "--columns", "present"]) == 0
+    table = (tmp_path / "report" / "report.md").read_text().split("\n\n")
+    scores = next(block for block in table if "| Base |" in block)  # the first table: accuracy
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+            for line in scores.splitlines()[2:]}
+    assert set(rows) >= {"Base", "RoMA", "C3PO", "Oracle"}
+    assert all(cell not in ("", "—") for row in rows.values() for cell in row), scores  # every column filled
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["check", "--baseline", str(runs / "base"), "--candidate", str(runs / "roma")])
+    assert code in (0, 1), out.getvalue()
+    verdicts = [line for line in out.getvalue().splitlines() if line.startswith(("PASS", "REGRESSION"))]
+    assert {line.split()[1].rstrip(":") for line in verdicts} == {"mmlu", "arc_challenge", "winogrande", "gsm8k"}
+    assert json.loads(next((runs / "oracle").rglob("results_*.json")).read_text())["config"]["model"] == "oracle"
