@@ -19,12 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from roma_eval.methods.c3po.config import C3POConfig
+from roma_eval.methods.choices import choices
+
 ROOT = Path(__file__).resolve().parents[1]
 MC_TASKS = ["toy_mmlu", "toy_hellaswag", "toy_arc_challenge", "toy_arc_easy", "toy_piqa", "toy_winogrande",
             "toy_boolq"]
 SUITE = MC_TASKS + ["toy_gsm8k"]
 FEWSHOT = 10  # toy prompts are ~26 BPE tokens; 10 shots give ~256-480 tokens, within the 512 positions
-METHODS = ("ngd", "kernel", "mode")
+METHODS = choices(C3POConfig, "method")
 BACKWARD = 1.0  # an NGD backward pass, in forward passes: input gradients only (weights are frozen)
 GRID = 11  # the α grid 1, 0.9, ..., 0: kernel regression searches it once, mode finding once per iteration
 
@@ -97,13 +100,13 @@ def main() -> None:
     from lm_eval.api.registry import model_registry
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from roma_eval.c3po import build_reference, load_reference
+    from roma_eval.methods.c3po import build_reference, load_reference
     from roma_eval.samples import load_samples, task_manager
     from roma_eval.toy.cache import ensure_model
     from roma_eval.toy.config import preset
 
     if "c3po" not in model_registry:
-        model_registry.register("c3po", target="roma_eval.lm_eval_c3po:C3POLM")
+        model_registry.register("c3po", target="roma_eval.methods.c3po.lm_eval:C3POLM")
     model_dir = ensure_model(preset(args.preset))
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -127,10 +130,12 @@ def main() -> None:
         lengths = [len(tokenizer.encode(s.context)) for s in samples]
         predicted = predict(samples, tokenizer, reference, model.config.num_hidden_layers, reference.layers[0], config)
         print(f"\n{name}: {len(samples)} prompts of {min(lengths)}-{max(lengths)} tokens (mean {np.mean(lengths):.0f})")
-        print("  predicted C3PO/base: " + ", ".join(f"{m} {'<= ' * (m == 'mode')}{r:.2f}" for m, r in predicted.items()))
+        print("  predicted C3PO/base: " + ", ".join(f"{m} {'<= ' * (m == 'mode')}{r:.2f}" for m,
+                                                    r in predicted.items()))
         runs = {"hf": f"pretrained={model_dir}"}
         for method in METHODS:
-            runs[method] = f"pretrained={model_dir},reference={work / 'reference'},method={method},group={args.group}"
+            runs[method] = (f"pretrained={model_dir},reference={work / 'reference'},c3po_method={method},"
+                            f"c3po_group={args.group}")
         times = {key: [] for key in runs}
         run = dict(tasks=tasks, manager=manager, limit=args.limit, batch_size=args.batch_size)
         for key, model_args in runs.items():  # warm-up: file cache, lazy imports, the embedder

@@ -36,14 +36,16 @@ def samples():
     out = []
     for i in range(N_SAMPLES):
         animal, place = SUBJECTS[i % len(SUBJECTS)], PLACES[i % len(PLACES)]
-        context = f"Question: A {animal} was seen near the {place} this morning. What kind of animal is a {animal}?\nAnswer:"
-        out.append(Sample("bench", i, context, "multiple_choice", context, continuations=tuple(f" {c}" for c in choices),
+        context = (f"Question: A {animal} was seen near the {place} this morning. What kind of animal is a "
+                   f"{animal}?\nAnswer:")
+        out.append(Sample("bench", i, context, "multiple_choice", context,
+                          continuations=tuple(f" {c}" for c in choices),
                           choices=choices, gold=i % 4))
     return out
 
 
 def throughput(model, tokenizer, items, batch_size: int, prefix_cache: bool) -> float:
-    from roma_eval.oracle import OracleConfig, descend
+    from roma_eval.methods.oracle import OracleConfig, descend
     from roma_eval.routing import resolve_layers
     from roma_eval.scoring import build_choice_batch
 
@@ -58,7 +60,8 @@ def throughput(model, tokenizer, items, batch_size: int, prefix_cache: bool) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="a saved MoE directory (default: toy-shaped random OLMoE)")
-    parser.add_argument("--tasks", default=None, help="comma-separated multiple-choice lm-eval tasks to take samples from")
+    parser.add_argument("--tasks", default=None, help="comma-separated multiple-choice lm-eval tasks to take samples "
+                                                      "from")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1; the machine is shared)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -27,8 +27,8 @@ def one_epoch(num_hidden_layers: int, layers: str, cached: bool) -> dict:
 
     import torch
 
-    from roma_eval import roma
-    from roma_eval.roma_config import RomaConfig
+    from roma_eval.methods.roma import train as roma
+    from roma_eval.methods.roma.config import RomaConfig
     from roma_eval.samples import Sample
     from roma_eval.tiny import build_tiny_model, train_tokenizer
 
@@ -69,7 +69,8 @@ def main() -> None:
         runs = {"cached": [], "uncached": []}
         for _ in range(REPEATS):
             for variant in runs:
-                out = subprocess.run([sys.executable, __file__, str(shape["num_hidden_layers"]), shape["layers"], variant],
+                out = subprocess.run([sys.executable, __file__, str(shape["num_hidden_layers"]), shape["layers"],
+                                      variant],
                                      capture_output=True, text=True, check=True).stdout
                 runs[variant].append(json.loads(out.strip().splitlines()[-1]))
         epoch = {v: statistics.median(r["epoch"] for r in runs[v]) for v in runs}

@@ -21,7 +21,12 @@ import torch
 
 from roma_eval import __version__
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing import router_fingerprint, router_parameter_names, router_weights, spec_for
+from roma_eval.routing import (
+    router_fingerprint,
+    router_parameter_names,
+    router_weights,
+    spec_for,
+)
 from roma_eval.storage import staged_directory
 
 WEIGHTS_NAME = "router_model.safetensors"
@@ -136,7 +141,8 @@ def apply_router_checkpoint(model, checkpoint: RouterCheckpoint, force: bool = F
     for layer, weight in checkpoint.tensors.items():
         if layer not in weights:
             raise RomaEvalError(f"router checkpoint tunes layer {layer}, which is not a MoE layer of this model "
-                                f"(MoE layers: {sorted(weights)}); load it onto its base model {meta.get('base_model')}")
+                                f"(MoE layers: {sorted(weights)}); load it onto its base model "
+                                f"{meta.get('base_model')}")
         if tuple(weight.shape) != tuple(weights[layer].shape):
             raise RomaEvalError(f"router checkpoint layer {layer} has shape {tuple(weight.shape)} but this model's "
                                 f"router is {tuple(weights[layer].shape)}; load it onto its base model "

@@ -1,14 +1,17 @@
 """`roma-eval <verb>`: the project's command line.
 
-Each verb lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
-the modules are imported only when building the parser, and must keep heavy imports (torch,
-transformers, lm_eval) inside ``run`` so ``roma-eval --help`` stays fast.
+Each verb lives in its own module exposing ``add_arguments(parser)``, ``run(args) -> int`` and optionally
+``parents()`` (parent parsers, e.g. a config dataclass's flags).  Only the chosen verb's module is imported
+and its parser built, so `roma-eval --help` and the torch-free verbs (report, check) stay light.  This module
+owns how the command line talks to the user: the one-line error for a mistake (exit 2), log records as plain
+lines, and the exit status.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -20,39 +23,112 @@ VERBS = {
     "demo": ("roma_eval.commands.demo",
              "the whole story on the embedded toy world: base, RoMA, oracle and C3PO on 8 benchmarks, then the report"),
     "toy": ("roma_eval.commands.toy", "the embedded toy world: build its MoE, list or show its lm-eval tasks"),
-    "tasks": ("roma_eval.commands.tasks", "the paper's 8 evaluation benchmarks and 49k training mixture as lm-eval groups"),
+    "tasks": ("roma_eval.commands.tasks",
+              "the paper's evaluation suite (roma_paper) and training mixture (roma_paper_train), with counts"),
     "eval": ("roma_eval.commands.eval", "run lm-eval (any --model) with roma-eval's tasks/ on the include path"),
     "train": ("roma_eval.commands.train", "RoMA router post-training: routers only, task loss + manifold regulariser"),
     "oracle": ("roma_eval.commands.oracle",
                "the routing upper bound: per-sample routing gradient descent with the gold label"),
     "c3po": ("roma_eval.commands.c3po", "C3PO's reference set (build-reference); evaluate with --model c3po"),
     "report": ("roma_eval.commands.report",
-               "paper-style tables (Markdown, LaTeX, HTML) and plots from lm-eval results; --paper adds the published tables"),
+               "paper-style tables (Markdown, LaTeX, HTML) and plots from lm-eval results; --paper adds the "
+               "published tables"),
     "check": ("roma_eval.commands.check",
               "regression gate: per-benchmark paired test of a candidate run against a baseline"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _HelpFormatter(argparse.HelpFormatter):
+    """Each option's default after its help, unless the help already speaks of it or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def build_parser(verb: str | None = None) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
+    """The command line, with ``verb``'s own parser built in full (the others only named); and that parser."""
     parser = argparse.ArgumentParser(prog="roma-eval", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"roma-eval {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
-    for verb, (module_name, help_text) in VERBS.items():
+    chosen = None
+    for name, (module_name, help_text) in VERBS.items():
+        if name != verb:
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
         module = importlib.import_module(module_name)
-        verb_parser = sub.add_parser(verb, help=help_text, description=help_text)
-        module.add_arguments(verb_parser)
-        verb_parser.set_defaults(_run=module.run)
-    return parser
+        parents = module.parents() if hasattr(module, "parents") else []
+        chosen = sub.add_parser(name, help=help_text, description=help_text, parents=parents,
+                                formatter_class=_HelpFormatter)
+        module.add_arguments(chosen)
+        chosen.set_defaults(_run=module.run)
+    return parser, chosen
+
+
+def _refuse_renamed(verb: str, argv: list[str]) -> None:
+    from roma_eval.commands.options import RENAMED
+
+    if verb == "eval":  # everything after `eval` is lm-eval's, where --model names a backend
+        return
+    for item in argv:
+        old = item.split("=", 1)[0]
+        if old in RENAMED:
+            raise RomaEvalError(f"{old} is now {RENAMED[old]} (one flag convention for every verb, lm-eval's names); "
+                                f"see `roma-eval {verb} --help`")
+
+
+def _apply_config_file(verb_parser: argparse.ArgumentParser, path: str) -> None:
+    """Defaults from a YAML run configuration; unknown keys are refused."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+    except OSError as exc:
+        raise RomaEvalError(f"--config {path}: cannot read it ({exc.strerror}); give a YAML file of option "
+                            "values") from None
+    except yaml.YAMLError as exc:
+        raise RomaEvalError(f"--config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise RomaEvalError(f"--config {path} must map option names to values, e.g. `lam: 0.8`")
+    known = {action.dest for action in verb_parser._actions}
+    unknown = sorted(set(k.replace("-", "_") for k in values) - known)
+    if unknown:
+        raise RomaEvalError(f"--config {path}: unknown option(s) {', '.join(unknown)}; see `--help` for the names")
+    verb_parser.set_defaults(**{k.replace("-", "_"): v for k, v in values.items()})
+
+
+def _log_plainly() -> None:
+    """roma-eval's log records (progress of long stages, notices) as plain lines on stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("roma_eval")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    verb = next((item for item in argv if not item.startswith("-")), None)
+    parser, verb_parser = build_parser(verb if verb in VERBS else None)
+    if verb in VERBS:
+        try:
+            _refuse_renamed(verb, argv)
+        except RomaEvalError as exc:
+            print(f"roma-eval {verb}: error: {exc}", file=sys.stderr)
+            return 2
     args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "_accepts_extra", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.extra = extra
     try:
+        if getattr(args, "config", None):
+            _apply_config_file(verb_parser, args.config)
+            args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "_accepts_extra", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.extra = extra
+        _log_plainly()
         return int(args._run(args) or 0)
     except RomaEvalError as exc:
         print(f"roma-eval {args.verb}: error: {exc}", file=sys.stderr)

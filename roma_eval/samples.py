@@ -16,9 +16,9 @@ options, label-free, like ``doc_to_text`` of an ordinary task.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from roma_eval.errors import RomaEvalError
 

@@ -12,8 +12,8 @@ and lm-eval's acc_norm then divides by the length of the choice (that prompt's o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,7 @@ class ChoiceBatch:
     def n_samples(self) -> int:
         return self.gold.shape[0]
 
-    def to(self, device) -> "ChoiceBatch":
+    def to(self, device) -> ChoiceBatch:
         return ChoiceBatch(**{k: v.to(device) for k, v in vars(self).items()})
 
     def per_sample(self, row_values: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,8 @@ and the models are built from configs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 

@@ -12,15 +12,33 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from lm_eval_helpers import FIXTURE_TASKS, evaluate_api, evaluate_cli
-from roma_eval.c3po import C3PO, C3POConfig, Reference, TailBatch, build_reference, freeze, load_reference
-from roma_eval.c3po import reference as reference_module
-from roma_eval.c3po import steer_generation
-from roma_eval.c3po.methods import core_index, kernel_regression, mode_finding, ngd
-from roma_eval.c3po.reference import EMBEDDED_TEXT, problem_of
+
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing import probe_routing, resolve_layers, router_fingerprint, steer_routing
+from roma_eval.methods.c3po import (
+    C3PO,
+    C3POConfig,
+    Reference,
+    TailBatch,
+    build_reference,
+    freeze,
+    load_reference,
+    steer_generation,
+)
+from roma_eval.methods.c3po import reference as reference_module
+from roma_eval.methods.c3po.reference import EMBEDDED_TEXT, problem_of
+from roma_eval.methods.c3po.remix import (
+    core_index,
+    kernel_regression,
+    mode_finding,
+    ngd,
+)
+from roma_eval.routing import (
+    probe_routing,
+    resolve_layers,
+    router_fingerprint,
+    steer_routing,
+)
 from roma_eval.samples import Sample, load_samples
 from roma_eval.scoring import build_choice_batch, choice_scores, score_samples
 from roma_eval.tiny import ARCHITECTURES, build_tiny_model, save_tiny_model
@@ -51,7 +69,7 @@ def register_c3po():
     from lm_eval.api.registry import model_registry
 
     if "c3po" not in model_registry:
-        model_registry.register("c3po", target="roma_eval.lm_eval_c3po:C3POLM")
+        model_registry.register("c3po", target="roma_eval.methods.c3po.lm_eval:C3POLM")
 
 
 def train_samples():
@@ -67,8 +85,9 @@ def setup(tmp_path_factory, tokenizer):
     base_dir = save_tiny_model("olmoe", root / "base", tokenizer=tokenizer, **STRONG)
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
-    args = parser.parse_args(["build-reference", "--model", str(base_dir), "--tasks", "c3po_fish_train",
-                              "--include_path", str(FIXTURE_TASKS), "--out", str(root / "ref"), "--chunk-size", "5"])
+    args = parser.parse_args(["build-reference", "--pretrained", str(base_dir), "--tasks", "c3po_fish_train",
+                              "--include_path", str(FIXTURE_TASKS), "--output_path", str(root / "ref"),
+                              "--chunk-size", "5"])
     assert command.run(args) == 0
     register_c3po()
     return base_dir, root / "ref", root
@@ -168,7 +187,7 @@ def test_reference_build_resumes_and_stores_exact_prefixes(tmp_path, tokenizer, 
 def test_kernel_regression_with_alpha_one_is_base(setup, hf_base):
     """α = 1 keeps each test prompt's own pathway: per sample, lm-eval's `hf` results."""
     base_dir, ref, _ = setup
-    c3po = evaluate_api("c3po", f"pretrained={base_dir},reference={ref},method=kernel,alpha=1", TASKS)
+    c3po = evaluate_api("c3po", f"pretrained={base_dir},reference={ref},c3po_method=kernel,c3po_alpha=1", TASKS)
     for doc_id, (resps, metrics) in hf_base["tiny_animals"].items():
         ours, our_metrics = c3po["tiny_animals"][doc_id]
         assert [r[0] for r in ours] == pytest.approx([r[0] for r in resps], abs=1e-4)
@@ -353,7 +372,7 @@ def test_generation_steers_the_last_prompt_token_and_optionally_every_token(tiny
 def test_python_api_and_plain_lm_eval_cli_agree_per_sample(setup, hf_base, tokenizer):
     """`lm_eval --model c3po` (plain CLI, NGD) == lm-eval's Python API == C3PO.score_samples, per sample."""
     base_dir, ref, root = setup
-    args = f"pretrained={base_dir},reference={ref},method=ngd,lr=1.0"
+    args = f"pretrained={base_dir},reference={ref},c3po_method=ngd,c3po_lr=1.0"
     via_api = evaluate_api("c3po", args, TASKS)
     via_cli = evaluate_cli("c3po", args, TASKS, root / "out")
     assert via_cli == via_api
@@ -408,7 +427,7 @@ def test_mode_finding_through_the_plain_lm_eval_cli(setup, hf_base, tokenizer):
     from transformers import AutoModelForCausalLM
 
     base_dir, ref, root = setup
-    via_cli = evaluate_cli("c3po", f"pretrained={base_dir},reference={ref},method=mode", TASKS, root / "out_mode")
+    via_cli = evaluate_cli("c3po", f"pretrained={base_dir},reference={ref},c3po_method=mode", TASKS, root / "out_mode")
     assert sorted(via_cli["tiny_sums"]) == sorted(hf_base["tiny_sums"])  # generation ran under mode finding too
     assert via_cli["tiny_animals"] != hf_base["tiny_animals"]
 
@@ -424,7 +443,7 @@ def test_mode_finding_through_the_plain_lm_eval_cli(setup, hf_base, tokenizer):
 def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from roma_eval.lm_eval_c3po import C3POLM
+    from roma_eval.methods.c3po.lm_eval import C3POLM
 
     base_dir, ref, _ = setup
     reference = load_reference(ref)
@@ -432,7 +451,8 @@ def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
     with pytest.raises(RomaEvalError, match="was built for base model .* rebuild it"):
         C3PO(other, reference)
     model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
-    with pytest.raises(RomaEvalError, match=f"k=9 neighbours requested but the reference set .* has only {len(reference)}"):
+    with pytest.raises(RomaEvalError, match="k=9 neighbours requested but the reference set .* has only "
+                                            f"{len(reference)}"):
         C3PO(model, reference, C3POConfig(k=9))
     with pytest.raises(RomaEvalError, match="k=8 neighbours are needed but only 7 reference samples remain"):
         c3po = C3PO(model, reference, C3POConfig(k=8))
@@ -469,7 +489,7 @@ def test_bad_mode_finding_settings_are_one_clear_error(setting, message):
 
 def test_c3po_embeds_the_question_of_a_few_shot_prompt():
     """The embedded text of lm-eval's own 2-shot context is the test doc's doc_to_text."""
-    from roma_eval.c3po.reference import query_text
+    from roma_eval.methods.c3po.reference import query_text
     from roma_eval.samples import task_manager
 
     task = task_manager([FIXTURE_TASKS]).load(["tiny_animals_train"])["tasks"]["tiny_animals_train"]

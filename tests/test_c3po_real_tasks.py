@@ -11,13 +11,19 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from lm_eval_helpers import LM_EVAL, evaluate_api, per_sample
-from roma_eval.c3po import C3PO, C3POConfig, TailBatch, build_reference, freeze, load_reference
-from roma_eval.c3po.reference import problem_of, sample_prompt
-from roma_eval.samples import label_free_prompt
+
+from roma_eval.methods.c3po import (
+    C3PO,
+    C3POConfig,
+    TailBatch,
+    build_reference,
+    freeze,
+    load_reference,
+)
+from roma_eval.methods.c3po.reference import problem_of, sample_prompt
 from roma_eval.routing import probe_routing, resolve_layers, spec_for, steer_routing
-from roma_eval.samples import Sample, load_samples
+from roma_eval.samples import Sample, label_free_prompt, load_samples
 from roma_eval.scoring import build_choice_batch, choice_scores, encode_pair
 from roma_eval.tiny import ARCHITECTURES, save_tiny_model
 
@@ -44,7 +50,7 @@ def register_c3po():
     from lm_eval.api.registry import model_registry
 
     if "c3po" not in model_registry:
-        model_registry.register("c3po", target="roma_eval.lm_eval_c3po:C3POLM")
+        model_registry.register("c3po", target="roma_eval.methods.c3po.lm_eval:C3POLM")
 
 
 # ---------------------------------------------------------------- the frozen-prefix machinery
@@ -53,7 +59,8 @@ def register_c3po():
 def multiple_input_samples():
     """Two multiple-input samples (one prompt per choice, one continuation; one of the prompts is a single
     token, so it has no prefix) around an ordinary one, as samples.py builds them."""
-    trophy = ("The trophy does not fit in the case because the trophy", "The trophy does not fit in the case because the case")
+    trophy = ("The trophy does not fit in the case because the trophy", "The trophy does not fit in the case because "
+                                                                        "the case")
     names = ("Q", "Ann gave it to Bob", "Ann gave it to the old man who")
     return [
         Sample("w", 0, "The trophy does not fit in the case because the ", "multiple_choice", "",
@@ -163,7 +170,7 @@ def test_kernel_alpha_one_is_lm_eval_hf_per_sample_and_one_problem_per_document(
         return real_run(self, problems, prompts, *args, **kwargs)
 
     monkeypatch.setattr(C3PO, "run", recording)
-    args = f"pretrained={world.model_dir},reference={world.ref},method=kernel,alpha=1"
+    args = f"pretrained={world.model_dir},reference={world.ref},c3po_method=kernel,c3po_alpha=1"
     ours = evaluate_api("c3po", args, TASKS, include_path=None)
     hf = evaluate_api("hf", f"pretrained={world.model_dir}", TASKS, include_path=None)
     assert_same_per_sample(ours, hf, TASKS)
@@ -233,8 +240,8 @@ def test_build_reference_and_plain_lm_eval_cli_on_winogrande_arc_and_mmlu(world,
     repo = str(Path(roma_eval.__file__).resolve().parents[1])  # this checkout's roma_eval in the subprocesses
     env = world.hub.subprocess_env(PYTHONPATH=os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p))
     ref, out = tmp_path / "ref", tmp_path / "out"
-    build = subprocess.run([ROMA_EVAL, "c3po", "build-reference", "--model", str(world.model_dir), "--tasks",
-                            "winogrande", "--out", str(ref)], capture_output=True, text=True, env=env)
+    build = subprocess.run([ROMA_EVAL, "c3po", "build-reference", "--pretrained", str(world.model_dir), "--tasks",
+                            "winogrande", "--output_path", str(ref)], capture_output=True, text=True, env=env)
     assert build.returncode == 0, build.stderr[-3000:]
     reference = load_reference(ref)
     assert [len(p.contexts) for p in reference.problems] == [2] * len(reference)

@@ -4,7 +4,10 @@ import pytest
 import torch
 
 from roma_eval.checkpoint import (
-    CONFIG_NAME, WEIGHTS_NAME, apply_router_checkpoint, load_router_checkpoint,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    apply_router_checkpoint,
+    load_router_checkpoint,
     save_router_checkpoint,
 )
 from roma_eval.errors import RomaEvalError

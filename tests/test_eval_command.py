@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from lm_eval_helpers import FIXTURE_TASKS
+
 from roma_eval.tiny import save_tiny_model
 
 ROMA_EVAL = str(Path(sys.executable).parent / "roma-eval")
@@ -24,7 +25,8 @@ def test_eval_runs_our_tasks_and_the_users_together(tmp_path, tokenizer):
 def test_eval_passes_lm_evals_exit_status_and_refuses_a_missing_include_path(tmp_path):
     bad = subprocess.run([ROMA_EVAL, "eval", "--model", "hf", "--tasks", "toy_boolq", "--include_path",
                           str(tmp_path / "nowhere")], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("roma-eval eval: error: --include_path")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("roma-eval eval: error: "
+                                                                                  "--include_path")
     unknown = subprocess.run([ROMA_EVAL, "eval", "--model", "hf", "--tasks", "no_such_task_at_all"],
                              capture_output=True, text=True)
     assert unknown.returncode != 0

@@ -5,11 +5,10 @@ import sys
 
 import pytest
 import torch
-
 from lm_eval_helpers import evaluate_api, evaluate_cli
+
 from roma_eval.checkpoint import save_router_checkpoint
-from roma_eval.routing import router_fingerprint
-from roma_eval.routing import routers
+from roma_eval.routing import router_fingerprint, routers
 from roma_eval.tiny import save_tiny_model
 
 TASKS = ["tiny_animals", "tiny_sums"]
@@ -57,8 +56,8 @@ def test_entry_point_is_declared():
     from importlib.metadata import entry_points
 
     names = {ep.name: ep.value for ep in entry_points(group="lm_eval.models")}
-    assert names.get("roma") == "roma_eval.lm_eval_models:RomaLM"
-    assert names.get("c3po") == "roma_eval.lm_eval_c3po:C3POLM"
+    assert names.get("roma") == "roma_eval.methods.roma.lm_eval:RomaLM"
+    assert names.get("c3po") == "roma_eval.methods.c3po.lm_eval:C3POLM"
 
 
 def test_bad_checkpoint_under_plain_cli_is_one_line(setup, tmp_path):

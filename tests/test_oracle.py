@@ -11,14 +11,33 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-
 from lm_eval_helpers import FIXTURE_TASKS, evaluate_api
+
 from roma_eval.errors import RomaEvalError
-from roma_eval.oracle import OracleConfig, descend, load_oracle_routing, load_oracle_tasks, run_oracle
-from roma_eval.oracle.descent import _project, prefix_cache_supported, prepare_rows
-from roma_eval.routing import record_routing, resolve_layers, routers, steer_routing, token_positions
+from roma_eval.methods.oracle import (
+    OracleConfig,
+    descend,
+    load_oracle_routing,
+    load_oracle_tasks,
+    run_oracle,
+)
+from roma_eval.methods.oracle.descent import prepare_rows
+from roma_eval.routing import (
+    record_routing,
+    resolve_layers,
+    routers,
+    steer_routing,
+    token_positions,
+)
+from roma_eval.routing.partial import prefix_cache_exact
+from roma_eval.routing.scores import project_scores
 from roma_eval.samples import Sample, load_samples
-from roma_eval.scoring import build_choice_batch, choice_scores, score_samples, task_loss
+from roma_eval.scoring import (
+    build_choice_batch,
+    choice_scores,
+    score_samples,
+    task_loss,
+)
 from roma_eval.tiny import build_tiny_model, save_tiny_model
 
 TASKS = ["tiny_animals", "tiny_sums"]
@@ -111,7 +130,8 @@ def reference_descent(model, tokenizer, sample, config, layers):
                 logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
             scores = choice_scores(logits, batch)[0]
             loss = F.cross_entropy(scores[None], torch.tensor([sample.gold]))
-            right = {"acc": int(scores.argmax()) == sample.gold, "acc_norm": int((scores / lengths).argmax()) == sample.gold}
+            right = {"acc": int(scores.argmax()) == sample.gold,
+                     "acc_norm": int((scores / lengths).argmax()) == sample.gold}
             base_right = base_right or dict(right)
             eligible = all(right[m] or not base_right[m] for m in right)
             streak = streak + 1 if (all(right.values()) and eligible) else 0
@@ -153,7 +173,7 @@ def test_prefix_cache_and_partial_layers_equal_the_full_forward(arch_model, toke
 
 def test_sliding_window_models_take_the_uncached_path(tokenizer):
     model = build_tiny_model("mixtral", tokenizer, seed=1, sliding_window=8)
-    assert not prefix_cache_supported(model)
+    assert not prefix_cache_exact(model, 9) and prefix_cache_exact(model, 8)
     batch = build_choice_batch(tokenizer, varied_samples(), 512)
     rows, _ = prepare_rows(model, batch, token_positions("last:1", batch.last_context), 2, prefix_cache=True)
     assert rows.prefix is None and rows.input_ids.shape == batch.input_ids.shape
@@ -214,7 +234,7 @@ ACC_ONLY = [-3.0, -2.0, -2.5]  # acc right, acc_norm wrong (choice 2: -0.31 per 
 
 
 def script_scores(monkeypatch, trajectory):
-    import roma_eval.oracle.descent as descent
+    import roma_eval.methods.oracle.descent as descent
 
     real, calls = descent.choice_scores, []
 
@@ -246,10 +266,10 @@ def test_the_reported_iterate_never_loses_a_metric_right_at_step_0(monkeypatch, 
 def test_scores_variables_stay_on_the_simplex():
     torch.manual_seed(0)
     points = torch.randn(50, 8)
-    projected = _project(points, "softmax")
+    projected = project_scores(points, "softmax")
     assert (projected >= 0).all() and torch.allclose(projected.sum(-1), torch.ones(50))
     inside = torch.softmax(torch.randn(50, 8), -1)
-    torch.testing.assert_close(_project(inside + 0.3, "softmax"), inside)  # shift along 1: back to the point
+    torch.testing.assert_close(project_scores(inside + 0.3, "softmax"), inside)  # shift along 1: back to the point
     # The projection is the closest simplex point: no random simplex point is closer.
     others = torch.distributions.Dirichlet(torch.ones(8)).sample((2000,))
     assert ((points[:1] - projected[:1]).norm() <= (points[:1] - others).norm(dim=-1) + 1e-6).all()
@@ -344,7 +364,7 @@ def test_oracle_is_at_least_lm_eval_base_and_converges_as_the_reference(tmp_path
 
 
 def test_generation_answers_already_right_are_kept_without_descent(tmp_path, tokenizer, model_dir, saved, monkeypatch):
-    from roma_eval.oracle.lm_eval import OracleLM
+    from roma_eval.methods.oracle.lm_eval import OracleLM
 
     real = OracleLM.lm_eval_generate
 
@@ -367,7 +387,7 @@ def test_generation_answers_already_right_are_kept_without_descent(tmp_path, tok
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, tokenizer, saved, monkeypatch):
-    import roma_eval.oracle.run as oracle_run
+    import roma_eval.methods.oracle.run as oracle_run
 
     config = OracleConfig(lr=0.5, max_steps=3, layers="last:2", batch_size=4)
     complete = run_oracle(saved, tokenizer, fixture_tasks(), tmp_path / "a", config, model_name="tiny", progress=False)
@@ -418,7 +438,8 @@ def test_bad_inputs_are_one_clear_error_and_overwrite_nothing(tmp_path, tokenize
     out = tmp_path / "out"
 
     def cli_args(directory):
-        return ["--model", str(model_dir), "--tasks", "tiny_animals", "--include_path", str(FIXTURE_TASKS), "--out",
+        return ["--pretrained", str(model_dir), "--tasks", "tiny_animals", "--include_path", str(FIXTURE_TASKS),
+                "--output_path",
                 str(directory), "--limit", "2", "--max-steps", "1", "--no-progress"]
 
     args = cli_args(out)

@@ -6,13 +6,24 @@ import json
 
 import pytest
 import torch
-
 from lm_eval_helpers import FIXTURE_TASKS
-from roma_eval.oracle import OracleConfig, descend, load_oracle_tasks, run_oracle
-from roma_eval.oracle.generation import (
-    Target, answer_targets, generation_settings, prompt_ids, target_losses, target_tokens, teacher_forced_batch,
+
+from roma_eval.methods.oracle import (
+    OracleConfig,
+    descend,
+    load_oracle_tasks,
+    run_oracle,
 )
-from roma_eval.oracle.tasks import filter_ensembles, judge_generation, marks
+from roma_eval.methods.oracle.generation import (
+    Target,
+    answer_targets,
+    generation_settings,
+    prompt_ids,
+    target_losses,
+    target_tokens,
+    teacher_forced_batch,
+)
+from roma_eval.methods.oracle.tasks import filter_ensembles, judge_generation, marks
 from roma_eval.routing import resolve_layers, token_positions
 from roma_eval.tiny import build_tiny_model
 
@@ -88,7 +99,7 @@ def test_the_easiest_right_target_is_chosen(lm, tokenizer):
     base routing) is descended on; target_losses is checked against a plain forward."""
     from types import SimpleNamespace
 
-    from roma_eval.oracle.run import _choose_targets
+    from roma_eval.methods.oracle.run import _choose_targets
 
     toy = load_oracle_tasks(["toy_gsm8k"], limit=3).tasks["toy_gsm8k"]
     request = first_request(toy)
@@ -128,7 +139,8 @@ def test_the_generation_loss_is_the_answers_likelihood_after_the_reasoning(gsm8k
     with torch.no_grad():
         logp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].float(), -1)
     start = len(prompt) + len(reasoning)
-    assert outcome.losses[0] == pytest.approx(-sum(logp[t - 1, ids[t]].item() for t in range(start, len(ids))), abs=1e-3)
+    assert outcome.losses[0] == pytest.approx(-sum(logp[t - 1, ids[t]].item() for t in range(start, len(ids))),
+                                              abs=1e-3)
     assert prompt_last.tolist() == [len(prompt) - 1]  # steered at the prompt's last token, as the generation is
 
 
@@ -137,7 +149,7 @@ def test_a_sample_is_right_only_when_a_real_generation_gets_full_marks(tmp_path,
     """The teacher-forced target turns greedy at step 1 of every round (forced here); the real generation at that
     routing decides.  Wrong: the descent goes on (a new round each step) and ends unconverged at its best real
     generation.  Right: the sample stops there and that generation is what lm-eval scores."""
-    import roma_eval.oracle.run as oracle_run
+    import roma_eval.methods.oracle.run as oracle_run
 
     real = oracle_run.descend
 
@@ -160,7 +172,8 @@ def test_a_sample_is_right_only_when_a_real_generation_gets_full_marks(tmp_path,
             continue
         if steered_text == "gold":
             assert line["resps"] == [[line["target"]]] and line["exact_match"] == 1
-            assert (oracle["converged"], oracle["steps"], oracle["reported_step"], oracle["generations"]) == (True, 1, 1, 2)
+            assert (oracle["converged"], oracle["steps"], oracle["reported_step"], oracle["generations"]) == (True, 1,
+                                                                                                              1, 2)
         else:
             assert line["exact_match"] == 0 and not oracle["converged"]
             assert (oracle["steps"], oracle["generations"]) == (4, 5)  # the base answer and one per step

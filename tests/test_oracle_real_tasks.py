@@ -7,9 +7,9 @@ import json
 import statistics
 
 import pytest
-
 from lm_eval_helpers import evaluate_api
-from roma_eval.oracle import OracleConfig, load_oracle_tasks, run_oracle
+
+from roma_eval.methods.oracle import OracleConfig, load_oracle_tasks, run_oracle
 from roma_eval.resources import tasks_dir
 from roma_eval.tiny import save_tiny_model
 
@@ -31,8 +31,8 @@ def cli_run(tmp_path_factory, model_dir):
 
     out = tmp_path_factory.mktemp("oracle")
     with offline_hub.installed():
-        code = main(["oracle", "--model", str(model_dir), "--tasks", ",".join(PAPER_TASKS), "--limit", "2",
-                     "--max-steps", "2", "--out", str(out), "--no-progress"])
+        code = main(["oracle", "--pretrained", str(model_dir), "--tasks", ",".join(PAPER_TASKS), "--limit", "2",
+                     "--max-steps", "2", "--output_path", str(out), "--no-progress"])
     assert code == 0
     (results_file,) = out.glob("*/results_*.json")
     return out, results_file, json.loads(results_file.read_text())
@@ -84,7 +84,7 @@ def test_the_report_reads_the_oracle_row_with_every_cell(cli_run, tmp_path, caps
     assert {name: cells.get(name) for name in PAPER_TASKS} == {
         "mmlu": "acc,none", "winogrande": "acc,none", "arc_challenge": "acc_norm,none",
         "gsm8k": "exact_match,flexible-extract"}
-    assert main(["report", str(out), "--out", str(tmp_path / "report"), "--format", "md", "--no-plots",
+    assert main(["report", str(out), "--output_path", str(tmp_path / "report"), "--format", "md", "--no-plots",
                  "--columns", "present"]) == 0
     lines = (tmp_path / "report" / "report.md").read_text().splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("| Oracle |"))  # the first table's row
@@ -118,7 +118,7 @@ def test_per_sample_and_metric_the_oracle_is_never_below_lm_eval_base(never_belo
     run, base = never_below
     lines = {line["doc_id"]: line for line in samples_of(run.results_file, task)}
     assert len(lines) == len(base[task]) == 8
-    for doc_id, (resps, metrics) in base[task].items():
+    for doc_id, (_, metrics) in base[task].items():
         line = lines[doc_id]
         assert line["oracle"]["before"] == metrics, (task, doc_id)  # step 0 is lm-eval's own answer
         for metric, value in metrics.items():

@@ -9,9 +9,9 @@ import sys
 import types
 from pathlib import Path
 
+import offline_hub
 import pytest
 
-import offline_hub
 from roma_eval.commands.tasks import mixture as mixture_spec
 from roma_eval.resources import tasks_dir
 from roma_eval.results import DEFAULT_METRICS, PAPER_COLUMNS
@@ -117,7 +117,8 @@ def test_roma_paper_through_lm_eval_cli_fills_every_report_column(tmp_path, toke
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = load_runs([str(tmp_path / "out")])
     shots = run.data["n-shot"]  # leaves and groups
-    assert set(shots.values()) == {0} and set(PAPER_COLUMNS) - {"mmlu"} | {"mmlu_anatomy", "mmlu_virology"} <= set(shots)
+    assert set(shots.values()) == {0} and set(PAPER_COLUMNS) - {"mmlu"} | {"mmlu_anatomy",
+                                                                           "mmlu_virology"} <= set(shots)
     columns = {b.name: b for b in run.benchmarks if b.suite == "paper"}
     assert set(columns) == set(PAPER_COLUMNS)
     for column, bench in columns.items():
@@ -221,7 +222,8 @@ def test_no_evaluation_question_is_in_the_mixture(paper, train_tasks):
 def test_mixture_prompts_are_lm_eval_s(train_tasks, lm_eval_tasks):
     """Each source with an lm-eval task builds lm-eval's own zero-shot prompt, choices and gold on the same
     document; MultiRC's choices come in the order its label means (lm-eval's gold is the other one)."""
-    own_name = {"roma_train_cb": "cb", "roma_train_copa": "copa", "roma_train_wsc": "wsc", "roma_train_rte": "sglue_rte",
+    own_name = {"roma_train_cb": "cb", "roma_train_copa": "copa", "roma_train_wsc": "wsc",
+                "roma_train_rte": "sglue_rte",
                 "roma_train_wic": "wic", "roma_train_multirc": "multirc", "roma_train_commonsense_qa": "commonsense_qa",
                 "roma_train_social_iqa": "social_iqa", "roma_train_openbookqa": "openbookqa", "roma_train_sciq": "sciq"}
     own_name |= {t: f"bigbench_{t.removeprefix('roma_train_bigbench_')}_multiple_choice"

@@ -35,16 +35,16 @@ def test_every_verb_on_lm_evals_own_tasks(real_tasks, tokenizer, tmp_path):
     model = save_tiny_model("olmoe", tmp_path / "model", seed=5, tokenizer=tokenizer)
     runs = tmp_path / "runs"
     evaluate("hf", f"pretrained={model}", runs / "base")
-    assert main(["train", "--model", str(model), "--tasks", ",".join(TRAIN), "--limit", "8", "--layers", "last:2",
-                 "--epochs", "1", "--batch-size", "8", "--k", "1", "--out", str(tmp_path / "routers")]) == 0
+    assert main(["train", "--pretrained", str(model), "--tasks", ",".join(TRAIN), "--limit", "8", "--layers", "last:2",
+                 "--epochs", "1", "--batch-size", "8", "--k", "1", "--output_path", str(tmp_path / "routers")]) == 0
     evaluate("roma", f"pretrained={model},router_checkpoint={tmp_path / 'routers'}", runs / "roma")
-    assert main(["c3po", "build-reference", "--model", str(model), "--tasks", ",".join(TRAIN), "--limit", "8",
-                 "--out", str(tmp_path / "reference")]) == 0
-    evaluate("c3po", f"pretrained={model},reference={tmp_path / 'reference'},steps=2", runs / "c3po")
-    assert main(["oracle", "--model", str(model), "--tasks", ",".join(EVAL), "--limit", "2", "--max-steps", "2",
-                 "--no-progress", "--out", str(runs / "oracle")]) == 0
+    assert main(["c3po", "build-reference", "--pretrained", str(model), "--tasks", ",".join(TRAIN), "--limit", "8",
+                 "--output_path", str(tmp_path / "reference")]) == 0
+    evaluate("c3po", f"pretrained={model},reference={tmp_path / 'reference'},c3po_steps=2", runs / "c3po")
+    assert main(["oracle", "--pretrained", str(model), "--tasks", ",".join(EVAL), "--limit", "2", "--max-steps", "2",
+                 "--no-progress", "--output_path", str(runs / "oracle")]) == 0
 
-    assert main(["report", str(runs), "--out", str(tmp_path / "report"), "--format", "md", "--no-plots",
+    assert main(["report", str(runs), "--output_path", str(tmp_path / "report"), "--format", "md", "--no-plots",
                  "--columns", "present"]) == 0
     table = (tmp_path / "report" / "report.md").read_text().split("\n\n")
     scores = next(block for block in table if "| Base |" in block)  # the first table: accuracy

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-
 from lm_eval_helpers import FIXTURE_TASKS
-from roma_eval import roma
+
 from roma_eval.checkpoint import load_router_checkpoint
 from roma_eval.errors import RomaEvalError
-from roma_eval.roma import manifold_loss, train_roma
-from roma_eval.roma_config import RomaConfig
+from roma_eval.methods.roma import train as roma
+from roma_eval.methods.roma.config import RomaConfig
+from roma_eval.methods.roma.train import manifold_loss, train_roma
 from roma_eval.routing import probe_routing, routers, token_positions
 from roma_eval.samples import load_samples
 from roma_eval.tiny import build_tiny_model
@@ -146,7 +146,8 @@ def test_bf16_routers_move_as_far_as_fp32(tokenizer, train_samples, embedder, tm
     for dtype in (torch.float32, torch.bfloat16):
         model = fresh_model(tokenizer).to(dtype)
         before = {i: g.weight.detach().float().clone() for i, g in routers(model).items()}
-        train_roma(model, tokenizer, train_samples, tmp_path / str(dtype), RomaConfig(**{**FAST, "lr": 5e-4, "epochs": 20}),
+        train_roma(model, tokenizer, train_samples, tmp_path / str(dtype), RomaConfig(**{**FAST, "lr": 5e-4,
+                                                                                         "epochs": 20}),
                    base_model="tiny", embedder=embedder, progress=False)
         moved[dtype] = sum((g.weight.float() - before[i]).norm() for i, g in routers(model).items() if i in (2, 3))
         assert load_router_checkpoint(tmp_path / str(dtype)).tensors[3].dtype == dtype  # saved in the model's dtype
@@ -158,17 +159,18 @@ def test_bf16_routers_move_as_far_as_fp32(tokenizer, train_samples, embedder, tm
     ("--neighbours", "eps"), ("--warmup-ratio", "2"),
 ])
 def test_bad_training_flags_are_one_line_and_exit_2(tmp_path, flag, value, tokenizer):
+    import contextlib
+    import io
+
     from roma_eval.cli import main
     from roma_eval.tiny import save_tiny_model
-
-    import io
-    import contextlib
 
     model_dir = save_tiny_model("olmoe", tmp_path / "model", seed=11, tokenizer=tokenizer)
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = main(["train", "--model", str(model_dir), "--tasks", "tiny_parity", "--include_path", str(FIXTURE_TASKS),
-                     "--out", str(tmp_path / "out"), flag, value])
+        code = main(["train", "--pretrained", str(model_dir), "--tasks", "tiny_parity", "--include_path",
+                     str(FIXTURE_TASKS),
+                     "--output_path", str(tmp_path / "out"), flag, value])
     assert code == 2
     errors = [line for line in err.getvalue().splitlines() if line.strip() and "Loading weights" not in line]
     assert len(errors) == 1 and errors[0].startswith("roma-eval train: error: ")
@@ -220,13 +222,13 @@ def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path):
     from roma_eval.tiny import save_tiny_model
 
     model_dir = save_tiny_model("olmoe", tmp_path / "model", seed=11, tokenizer=tokenizer)
-    args = ["train", "--model", str(model_dir), "--tasks", "tiny_parity", "--include_path", str(FIXTURE_TASKS),
+    args = ["train", "--pretrained", str(model_dir), "--tasks", "tiny_parity", "--include_path", str(FIXTURE_TASKS),
             "--layers", "last:2", "--lr", "0.05", "--epochs", "2", "--batch-size", "7", "--k", "2"]
     bin_dir = Path(sys.executable).parent
-    one = subprocess.run([str(bin_dir / "roma-eval"), *args, "--out", str(tmp_path / "one")],
+    one = subprocess.run([str(bin_dir / "roma-eval"), *args, "--output_path", str(tmp_path / "one")],
                          capture_output=True, text=True)
     two = subprocess.run([str(bin_dir / "accelerate"), "launch", "--cpu", "--num_processes", "2", "-m", "roma_eval.cli",
-                          *args, "--out", str(tmp_path / "two")], capture_output=True, text=True)
+                          *args, "--output_path", str(tmp_path / "two")], capture_output=True, text=True)
     assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
     a, b = load_router_checkpoint(tmp_path / "one"), load_router_checkpoint(tmp_path / "two")
     for layer in (2, 3):
@@ -259,8 +261,9 @@ def test_train_cli_on_lm_eval_real_tasks(real_tasks, tokenizer, tmp_path):
     from roma_eval.tiny import save_tiny_model
 
     model_dir = save_tiny_model("olmoe", tmp_path / "model", seed=11, tokenizer=tokenizer)
-    code = main(["train", "--model", str(model_dir), "--tasks", "arc_easy,winogrande", "--limit", "8",
-                 "--layers", "last:2", "--epochs", "1", "--batch-size", "8", "--k", "1", "--out", str(tmp_path / "out")])
+    code = main(["train", "--pretrained", str(model_dir), "--tasks", "arc_easy,winogrande", "--limit", "8",
+                 "--layers", "last:2", "--epochs", "1", "--batch-size", "8", "--k", "1", "--output_path",
+                 str(tmp_path / "out")])
     assert code == 0
     checkpoint = load_router_checkpoint(tmp_path / "out")
     assert checkpoint.metadata["training_config"]["summary"]["training_samples"] == 16 and checkpoint.layers == [2, 3]

@@ -2,11 +2,16 @@
 
 import pytest
 import torch
-
 from lm_eval_helpers import FIXTURE_TASKS, evaluate_api
+
 from roma_eval.errors import RomaEvalError
 from roma_eval.samples import load_samples
-from roma_eval.scoring import build_choice_batch, choice_scores, score_samples, task_loss
+from roma_eval.scoring import (
+    build_choice_batch,
+    choice_scores,
+    score_samples,
+    task_loss,
+)
 from roma_eval.tiny import save_tiny_model
 
 
@@ -52,7 +57,7 @@ def test_task_loss_is_cross_entropy_over_choice_scores(tiny_models, tokenizer):
     batch = build_choice_batch(tokenizer, samples, max_length=512)
     scores = choice_scores(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch)
     expected = []
-    for i, sample in enumerate(samples):
+    for sample in samples:
         lls = []
         for cont in sample.continuations:
             ctx_ids = tokenizer.encode(sample.context)

@@ -10,8 +10,8 @@ discover the same names through the ``lm_eval.models`` entry-point group in pypr
 import sys
 
 MODELS = {
-    "roma": "roma_eval.lm_eval_models:RomaLM",
-    "c3po": "roma_eval.lm_eval_c3po:C3POLM",
+    "roma": "roma_eval.methods.roma.lm_eval:RomaLM",
+    "c3po": "roma_eval.methods.c3po.lm_eval:C3POLM",
 }
 _TARGET = "lm_eval.models"
 

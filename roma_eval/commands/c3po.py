@@ -1,48 +1,62 @@
-"""`roma-eval c3po build-reference --model M --tasks T --out DIR`: C3PO's reference set (arXiv 2504.07964).
+"""`roma-eval c3po build-reference --pretrained M --tasks T --output_path DIR`: C3PO's reference set
+(arXiv 2504.07964).
 
 Evaluating with C3PO is lm-eval's job once the reference exists:
-`roma-eval eval --model c3po --model_args pretrained=M,reference=DIR,method=ngd --tasks ...`
+`roma-eval eval --model c3po --model_args pretrained=M,reference=DIR,c3po_method=ngd --tasks ...`
 """
 
 import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from roma_eval.commands.options import add_model_and_tasks
+    from roma_eval.commands.options import (
+        add_base_model,
+        add_output,
+        add_progress,
+        add_tasks,
+        flag,
+    )
 
     actions = parser.add_subparsers(dest="c3po_action", metavar="<action>", required=True)
     build = actions.add_parser(
-        "build-reference", help="score training tasks with the base model and store the correctly answered ones "
+        "build-reference", formatter_class=parser.formatter_class, help="score training tasks with the base model "
+                                                                        "and store the correctly answered ones "
                                 "with their pathways and frozen prefixes",
         description="C3PO's reference set: training samples the base model answers correctly (lm-eval acc), "
                     "their routing at the critical layers and last context token, prompt embeddings and frozen "
                     "prefixes; a multiple-input task (winogrande) keeps one prompt per choice, its pathway the mean "
                     "over them.  Interrupted builds resume from DIR.partial/.")
-    add_model_and_tasks(build, dtype="auto", dtype_help="model dtype (auto, float32, bfloat16); prefixes are stored in it",
-                        tasks_help="comma-separated lm-eval multiple-choice training tasks or groups (train split)")
-    build.add_argument("--out", required=True, help="output directory for the reference")
-    build.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    build.add_argument("--layers", default=None, help="critical layers: last:N, first:N, middle:N, all, or indices (default: the paper's last 5, all when the model has fewer)")
-    build.add_argument("--limit", type=int, default=None, help="at most this many documents per training task")
-    build.add_argument("--batch-size", type=int, default=8, help="samples per forward pass")
-    build.add_argument("--chunk-size", type=int, default=256, help="samples per saved chunk (the unit of resumption)")
-    build.add_argument("--no-prefixes", action="store_true",
+    add_base_model(build)
+    add_tasks(build, "comma-separated lm-eval multiple-choice training tasks or groups (train split); prefixes are "
+                     "stored in the model's dtype")
+    add_output(build, "output directory for the reference")
+    build.add_argument("--layers", default=None, help="critical layers: last:N, first:N, middle:N, all, or indices "
+                                                      "(default: the paper's last 5, all when the model has fewer)")
+    build.add_argument(*flag("batch_size"), type=int, default=8, help="samples per forward pass")
+    build.add_argument(*flag("chunk_size"), type=int, default=256,
+                       help="samples per saved chunk, the unit of resumption")
+    build.add_argument(*flag("no_prefixes"), action="store_true",
                        help="do not store frozen prefixes (smaller file; C3PO then computes them once per run)")
-    build.add_argument("--embedder", default=None, help="sentence-transformers model (default: packaged all-MiniLM-L6-v2)")
+    build.add_argument("--embedder", default=None, help="sentence-transformers model (default: packaged "
+                                                        "all-MiniLM-L6-v2)")
+    add_progress(build)
 
 
 def run(args) -> int:
-    from roma_eval.c3po import build_reference, load_reference
     from roma_eval.checkpoint import ensure_new_output
+    from roma_eval.commands.options import split_list
+    from roma_eval.methods.c3po import build_reference, load_reference
     from roma_eval.model_loading import load_model
     from roma_eval.samples import load_samples
 
-    ensure_new_output(args.out, args.overwrite)
-    samples = load_samples(args.tasks.split(","), split="train", include_path=args.include_path, limit=args.limit)
-    model, tokenizer = load_model(args.model, args.revision, args.dtype, trust_remote_code=args.trust_remote_code)
-    out = build_reference(model, tokenizer, samples, args.out, base_model=args.model, revision=args.revision,
-                          layers=args.layers, embedder=args.embedder, batch_size=args.batch_size,
-                          chunk_size=args.chunk_size, prefixes=not args.no_prefixes, overwrite=args.overwrite)
+    ensure_new_output(args.output_path, args.overwrite)
+    samples = load_samples(split_list(args.tasks), split="train", include_path=args.include_path, limit=args.limit)
+    model, tokenizer = load_model(args.pretrained, args.revision, args.dtype, args.device,
+                                  trust_remote_code=args.trust_remote_code)
+    out = build_reference(model, tokenizer, samples, args.output_path, base_model=args.pretrained,
+                          revision=args.revision, layers=args.layers, embedder=args.embedder,
+                          batch_size=args.batch_size, chunk_size=args.chunk_size, prefixes=not args.no_prefixes,
+                          overwrite=args.overwrite, progress=not args.no_progress)
     meta = load_reference(out).metadata
     print(f"C3PO reference: {out}  ({meta['n_references']} of {meta['n_training_samples']} training samples answered "
           f"correctly; layers {meta['layers']}; prefixes {'stored' if meta['prefixes'] else 'not stored'})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from roma_eval.commands.options import flag
 from roma_eval.errors import RomaEvalError
 
 
@@ -15,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", required=True, metavar="PATH",
                         help="lm-eval output (directory or results_*.json, with samples_*.jsonl from --log_samples)")
     parser.add_argument("--candidate", required=True, metavar="PATH", help="the run to check, same form")
-    parser.add_argument("--max-drop", type=float, default=1.0,
+    parser.add_argument(*flag("max_drop"), type=float, default=1.0,
                         help="points a benchmark may lose before it can fail (default: %(default)s)")
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="significance level of the one-sided paired test (default: %(default)s)")
@@ -27,10 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "of the baseline's")
     parser.add_argument("--metric", action="append", metavar="COLUMN=METRIC[,FILTER]",
                         help="the lm-eval metric of a column, e.g. arc_easy=acc (repeatable)")
-    parser.add_argument("--allow-prompt-change", action="store_true",
+    parser.add_argument(*flag("allow_prompt_change"), action="store_true",
                         help="compare runs whose prompts differ (n-shot, limit, task version or lm-eval's per-document "
                              "prompt_hash) instead of refusing them; each verdict then says how they differ")
-    parser.add_argument("--bootstrap-iterations", type=int, default=10_000, help="default: %(default)s")
+    parser.add_argument(*flag("bootstrap_iterations"), type=int, default=10_000, help="default: %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
     parser.add_argument("--summary", type=Path, default=None, help="also write the Markdown summary to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --summary file")

@@ -9,17 +9,20 @@ import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from roma_eval.commands.options import add_progress, flag
+
     parser.add_argument("--preset", default="default", choices=("default", "fast"),
                         help="default: the README's demo; fast: a briefly trained model and 16 docs per "
                              "benchmark (CI smoke test)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the toy model's weights and pretraining text")
-    parser.add_argument("--output", default=None,
+    parser.add_argument(*flag("output_path"), default=None,
                         help="results directory (default: reports/demo, or reports/demo-fast for --preset fast)")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="lm-eval batch size; plain `lm_eval ... --batch_size` with the same value reproduces every "
-                             "number (default: 32)")
+    parser.add_argument(*flag("batch_size"), type=int, default=32,
+                        help="lm-eval batch size; plain `lm_eval ... --batch_size` with the same value reproduces "
+                             "every "
+                             "number")
     parser.add_argument("--overwrite", action="store_true", help="recompute stages whose results already exist")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress(parser)
 
 
 def run(args) -> int:
@@ -28,13 +31,14 @@ def run(args) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import logging
 
-    from roma_eval.demo import DemoContext, run_demo
+    from roma_eval.demo import DemoContext, run_demo, summary
 
     # lm-eval warns about `--metadata` every time it loads a task built by a Python function, which
     # every toy task is (16 times per stage); nothing for a demo user to act on.
-    logging.getLogger("lm_eval.api.task").addFilter(lambda record: "Custom kwargs can be passed" not in record.getMessage())
+    logging.getLogger("lm_eval.api.task").addFilter(
+        lambda record: "Custom kwargs can be passed" not in record.getMessage())
 
-    ctx = DemoContext.from_preset(args.preset, seed=args.seed, output=args.output, batch_size=args.batch_size,
-                                  overwrite=args.overwrite, progress=not args.quiet)
-    run_demo(ctx)
+    ctx = DemoContext.from_preset(args.preset, seed=args.seed, output=args.output_path, batch_size=args.batch_size,
+                                  overwrite=args.overwrite, progress=not args.no_progress)
+    print(summary(run_demo(ctx)))
     return 0

@@ -19,7 +19,8 @@ from roma_eval.errors import RomaEvalError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.usage = "roma-eval eval --model roma --model_args pretrained=M,router_checkpoint=C --tasks T [lm_eval run options]"
+    parser.usage = ("roma-eval eval --model roma --model_args pretrained=M,router_checkpoint=C --tasks T "
+                    "[lm_eval run options]")
     parser.epilog = "All arguments are passed to `lm_eval run`; see `lm_eval run --help`."
     parser.set_defaults(_accepts_extra=True)
 

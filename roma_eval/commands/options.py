@@ -1,33 +1,66 @@
-"""Flags shared by the verbs that load a base MoE and read lm-eval tasks (train, oracle, c3po build-reference)."""
+"""One flag convention for every verb: lm-eval's names where lm-eval has the concept (--tasks, --include_path,
+--limit, --batch_size, --device, --output_path, --seed), lm-eval's `hf` model_args names for the base model
+(--pretrained, --revision, --dtype, --trust_remote_code), underscores first and the dashed spelling accepted
+too (as transformers' HfArgumentParser does for the config dataclasses, whose fields become flags here).
+"""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING
+from dataclasses import fields
+
+# Flags of earlier versions and of other tools: refused with the new name rather than half-understood.
+RENAMED = {"--model": "--pretrained", "--out": "--output_path", "--output": "--output_path",
+           "--quiet": "--no_progress"}
 
 
-def add_model_and_tasks(parser, *, dtype: str, dtype_help: str, tasks_help: str) -> None:
-    """--model, --revision, --dtype, --tasks, --include_path, --trust_remote_code, named as lm-eval names them."""
-    parser.add_argument("--model", required=True, help="base MoE: hub id or local directory")
+def flag(name: str) -> list[str]:
+    """``--max_drop`` and its dashed spelling ``--max-drop``."""
+    return [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+
+
+def add_base_model(parser, dtype: str = "auto") -> None:
+    """The base MoE, named as lm-eval's `hf` model_args name it."""
+    parser.add_argument(*flag("pretrained"), required=True, help="base MoE: hub id or local directory")
     parser.add_argument("--revision", default=None, help="model revision on the hub")
-    parser.add_argument("--dtype", default=dtype, help=dtype_help)
-    parser.add_argument("--tasks", required=True, help=tasks_help)
-    parser.add_argument("--include_path", action="append", default=[], help="extra directory of task YAMLs")
-    parser.add_argument("--trust_remote_code", action="store_true", help="allow the model's own code (e.g. DeepSeekMoE)")
+    parser.add_argument("--dtype", default=dtype, help="model dtype: auto, float32, bfloat16, float16")
+    parser.add_argument(*flag("trust_remote_code"), action="store_true",
+                        help="allow the model's own code (e.g. DeepSeekMoE)")
+    parser.add_argument("--device", default=None, help="torch device (default: accelerate's choice, GPU if present)")
 
 
-def add_config_fields(group, config_cls) -> None:
-    """One flag per dataclass field of ``config_cls`` (dashes for underscores; help from the field's metadata)."""
-    for f in config_cls.field_specs():
-        flag = "--" + f.name.replace("_", "-")
-        default = None if f.default is MISSING else f.default
-        help_text = f.metadata["help"] if "default" in f.metadata["help"] else f"{f.metadata['help']} (default: {default})"
-        if f.type in ("bool", bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-            continue
-        kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
-        group.add_argument(flag, type=kind, default=default, help=help_text)
+def add_tasks(parser, help_text: str, limit: bool = True) -> None:
+    parser.add_argument("--tasks", required=True, help=help_text)
+    parser.add_argument(*flag("include_path"), action="append", default=[], help="extra directory of task YAMLs")
+    if limit:
+        parser.add_argument("--limit", type=int, default=None, help="at most this many documents per task")
+
+
+def add_output(parser, help_text: str, default=None) -> None:
+    parser.add_argument(*flag("output_path"), required=default is None, default=default, help=help_text)
+    parser.add_argument("--overwrite", action="store_true", help="replace what an earlier run wrote there")
+
+
+def add_progress(parser) -> None:
+    parser.add_argument(*flag("no_progress"), action="store_true", help="no progress bars")
+
+
+def config_parser(*config_classes) -> argparse.ArgumentParser:
+    """A parent parser (``add_parser(..., parents=[...])``) with one flag per field of each config dataclass
+    (transformers' HfArgumentParser: help from the field's metadata, ``Literal`` fields as choices, booleans
+    with a --no_ twin), plus ``--config FILE.yaml``, whose keys set any of the verb's options (flags on the
+    command line win; ``cli.main`` reads it)."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(list(config_classes), add_help=False)
+    parser.add_argument("--config", default=None, metavar="FILE.yaml",
+                        help="YAML file of option values (keys as the flags, without dashes)")
+    return parser
 
 
 def config_from_args(config_cls, args):
-    return config_cls(**{f.name: getattr(args, f.name) for f in config_cls.field_specs()})
+    return config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls) if f.init})
+
+
+def split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]

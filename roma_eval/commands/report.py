@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from roma_eval.commands.options import flag
 from roma_eval.errors import RomaEvalError
 
 FORMATS = ("md", "tex", "html")
@@ -16,15 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a directory lm_eval --output_path wrote (searched recursively) or a results_*.json; "
                              "LABEL names the method of its runs (default: from lm-eval's --model and --model_args: "
                              "hf -> base, roma with router_checkpoint -> roma, c3po, oracle)")
-    parser.add_argument("--out", type=Path, default=Path("reports/report"),
+    parser.add_argument(*flag("output_path"), type=Path, default=Path("reports/report"),
                         help="directory for report.md, report.tex, report.html, results.csv and plots/ "
                              "(default: %(default)s)")
     parser.add_argument("--paper", action="store_true",
                         help="add the paper's published Table 1 (RoMA, three models) and C3PO's Table 1")
-    parser.add_argument("--paper-dir", type=Path, default=None,
+    parser.add_argument(*flag("paper_dir"), type=Path, default=None,
                         help="read the published CSVs (table1_<model>.csv, c3po_table1.csv) from here "
                              "instead of the copy shipped with roma-eval")
-    parser.add_argument("--paper-model", choices=PAPER_MODELS, default=None,
+    parser.add_argument(*flag("paper_model"), choices=PAPER_MODELS, default=None,
                         help="compare our runs with this model's published rows (default: guessed from the model name)")
     parser.add_argument("--metric", action="append", metavar="COLUMN=METRIC[,FILTER]",
                         help="the lm-eval metric of a column, e.g. arc_easy=acc or gsm8k=exact_match,strict-match "
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "method has, averaged over those (default: %(default)s)")
     parser.add_argument("--format", default=",".join(FORMATS),
                         help="comma-separated outputs among md, tex, html (default: %(default)s)")
-    parser.add_argument("--no-plots", action="store_true", help="write no figures")
+    parser.add_argument(*flag("no_plots"), action="store_true", help="write no figures")
     parser.add_argument("--title", default="roma-eval report", help="the report's title")
     parser.add_argument("--overwrite", action="store_true", help="replace report files that already exist")
 
@@ -53,6 +54,6 @@ def run(args) -> int:
     report = build_report(load_runs(args.runs), metric_overrides=parse_metric_overrides(args.metric),
                           columns=args.columns, paper=args.paper, paper_dir=args.paper_dir or PUBLISHED_DIR,
                           paper_model=args.paper_model, plots=not args.no_plots, title=args.title)
-    for path in write_report(report, args.out, formats=formats, overwrite=args.overwrite):
+    for path in write_report(report, args.output_path, formats=formats, overwrite=args.overwrite):
         print(path)
     return 0

@@ -11,7 +11,8 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="toy_action", metavar="<action>", required=True)
-    build = actions.add_parser("build", help="pretrain the toy model (or load it from the cache) and print its directory")
+    build = actions.add_parser("build", help="pretrain the toy model (or load it from the cache) and print its "
+                                             "directory")
     _model_flags(build)
     build.add_argument("--rebuild", action="store_true", help="pretrain again even if the model is cached")
     path = actions.add_parser("path", help="print the toy model's directory (the cache location; builds nothing)")
@@ -55,7 +56,13 @@ def _path(args) -> int:
 def _tasks(args) -> int:
     from roma_eval.toy.benchmarks import BENCHMARKS
     from roma_eval.toy.families import ANALOGUES
-    from roma_eval.toy.suite import EVAL_GROUP, EVAL_TASKS, TRAIN_GROUP, TRAIN_TASKS, task_splits
+    from roma_eval.toy.suite import (
+        EVAL_GROUP,
+        EVAL_TASKS,
+        TRAIN_GROUP,
+        TRAIN_TASKS,
+        task_splits,
+    )
 
     analogue = {f"toy_{name}": paper for name, (paper, _, _) in BENCHMARKS.items()} | {"toy_gsm8k": "GSM8K"}
     analogue |= {f"toy_train_{name}": paper for name, paper in ANALOGUES.items()}

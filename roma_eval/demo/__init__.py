@@ -13,7 +13,8 @@ printed at the end (table.py).
 
 from __future__ import annotations
 
-from typing import Callable
+import logging
+from collections.abc import Callable
 
 from roma_eval.demo.base import base_stage, toy_model_stage
 from roma_eval.demo.c3po import c3po_stage
@@ -26,20 +27,24 @@ from roma_eval.demo.table import format_table
 Stage = Callable[[DemoContext], None]
 STAGES: list[tuple[str, Stage]] = [("toy model", toy_model_stage), ("base", base_stage), ("roma", roma_stage),
                                    ("oracle", oracle_stage), ("c3po", c3po_stage), ("report", report_stage)]
-__all__ = ["DemoContext", "STAGES", "run_demo"]
+__all__ = ["DemoContext", "STAGES", "run_demo", "summary"]
+logger = logging.getLogger(__name__)
 
 
 def run_demo(ctx: DemoContext, stages: list[tuple[str, Stage]] | None = None) -> DemoContext:
+    """Run the stages (each logs what it does); ``summary(ctx)`` is the table to show at the end."""
     import time
 
     ctx.claim_output()
     for name, stage in STAGES if stages is None else stages:
-        print(f"\n== {name}")
+        logger.info("\n== %s", name)
         started = time.perf_counter()
         stage(ctx)
-        print(f"({name}: {time.perf_counter() - started:.0f} s)")
-    print(f"\n{ctx.preset} preset, seed {ctx.seed}; % per benchmark; outputs in {ctx.output}/")
-    print(format_table(ctx))
-    for note in ctx.notes:
-        print(note)
+        logger.info("(%s: %.0f s)", name, time.perf_counter() - started)
     return ctx
+
+
+def summary(ctx: DemoContext) -> str:
+    """Per benchmark, chance and every method's headline value, then the stages' notes."""
+    return "\n".join([f"{ctx.preset} preset, seed {ctx.seed}; % per benchmark; outputs in {ctx.output}/",
+                      format_table(ctx), *ctx.notes])

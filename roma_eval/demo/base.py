@@ -4,12 +4,15 @@ its routing-consistency figure and its routing dump (the report's routing-manifo
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from roma_eval.demo.context import DemoContext, evaluate_suite, headline
 from roma_eval.toy.suite import EVAL_GROUP
 
 DUMP_NAME = "routing_toy_suite.npz"  # beside the stage's lm-eval results JSON, where the report looks
+
+logger = logging.getLogger(__name__)
 
 
 def toy_model_stage(ctx: DemoContext) -> None:
@@ -20,7 +23,7 @@ def toy_model_stage(ctx: DemoContext) -> None:
     ctx.model_dir = ensure_model(ctx.toy, progress=ctx.progress)
     training = read_record(ctx.model_dir)["training"]
     how = "loaded from the cache" if cached else f"pretrained in {training['seconds']:.0f} s"
-    print(f"toy model {how}: {ctx.model_dir}")
+    logger.info(f"toy model {how}: {ctx.model_dir}")
 
 
 def base_stage(ctx: DemoContext) -> None:
@@ -55,7 +58,11 @@ def routing_consistency(ctx: DemoContext, stage: str, model, tokenizer) -> dict:
     import numpy as np
 
     from roma_eval.embedding import embed
-    from roma_eval.report.plots import RoutingDump, read_routing_dump, write_routing_dump
+    from roma_eval.report.plots import (
+        RoutingDump,
+        read_routing_dump,
+        write_routing_dump,
+    )
     from roma_eval.routing import resolve_layers
     from roma_eval.samples import load_samples
     from roma_eval.storage import write_json

@@ -11,7 +11,7 @@ from roma_eval.demo.context import DemoContext, method_stage
 # The paper's best setting (NGD, k = 3, 10 steps, cosine lr 1e-2 -> 1e-5), as model_args; 32 test
 # prompts optimised together (default 8, sized for real models' memory): 22% faster on the toy
 # suite, the same pathways (each prompt has its own variables and gradient).
-DEMO_C3PO = "method=ngd,k=3,steps=10,lr=0.01,lr_min=1e-05,group=32"
+DEMO_C3PO = "c3po_method=ngd,c3po_k=3,c3po_steps=10,c3po_lr=0.01,c3po_lr_min=1e-05,c3po_group=32"
 
 
 def c3po_stage(ctx: DemoContext) -> None:
@@ -21,7 +21,7 @@ def c3po_stage(ctx: DemoContext) -> None:
 
 
 def _build(ctx: DemoContext, reference) -> None:
-    from roma_eval.c3po import build_reference, load_reference
+    from roma_eval.methods.c3po import build_reference, load_reference
 
     model, tokenizer = ctx.load_model()
     samples = ctx.training_samples()

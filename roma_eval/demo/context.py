@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.toy.config import ToyConfig, preset as toy_preset
+from roma_eval.toy.config import ToyConfig
+from roma_eval.toy.config import preset as toy_preset
 from roma_eval.toy.suite import EVAL_GROUP, EVAL_TASKS, TRAIN_GROUP
 
 # demo preset -> (toy model preset, docs per benchmark, training docs per mixture family; None = all)
 DEMO_PRESETS = {"default": ("default", None, None), "fast": ("fast", 16, 16)}
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,7 +69,8 @@ class DemoContext:
         try:
             self.output.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise RomaEvalError(f"cannot create --output {self.output} ({exc.strerror}); pass a writable directory") from None
+            raise RomaEvalError(f"cannot create --output_path {self.output} ({exc.strerror}); pass a writable "
+                                "directory") from None
         manifest.write_text(json.dumps(self.identity(), indent=2) + "\n")
 
     def stage_dir(self, stage: str) -> Path:
@@ -102,7 +106,7 @@ def evaluate_suite(ctx: DemoContext, stage: str, model: str, model_args: str) ->
     ``lm_eval --output_path DIR --log_samples`` writes them (reused when already there)."""
     out_dir = ctx.stage_dir(stage)
     if not ctx.overwrite and (found := find_results(out_dir, model_args, ctx.limit)) is not None:
-        print(f"{stage}: reusing the lm-eval results in {out_dir} (--overwrite recomputes them)")
+        logger.info(f"{stage}: reusing the lm-eval results in {out_dir} (--overwrite recomputes them)")
         return found
     import lm_eval
     import torch
@@ -130,7 +134,7 @@ def method_stage(ctx: DemoContext, method: str, artefact: Path, complete: str, b
     if ctx.overwrite or not (artefact / complete).is_file():
         build(ctx, artefact)
     else:
-        print(f"{method}: reusing {artefact} (--overwrite rebuilds it)")
+        logger.info(f"{method}: reusing {artefact} (--overwrite rebuilds it)")
     ctx.columns[method] = headline(evaluate_suite(ctx, method, method, model_args))
     ctx.notes.extend(paired_differences(ctx, "base", method))
 

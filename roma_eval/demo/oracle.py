@@ -3,15 +3,19 @@ routing on the eight toy benchmarks, and its gap over base (the paper's headline
 
 from __future__ import annotations
 
+import logging
+
+logger = logging.getLogger(__name__)
+
 
 def oracle_stage(ctx) -> None:
     """Run (or resume, or reuse) the oracle on ``toy_suite``; lm-eval writes it under ``ctx.output/oracle/``."""
     import logging
 
     from roma_eval.demo.context import headline
-    from roma_eval.oracle.config import OracleConfig
-    from roma_eval.oracle.run import gap_table, run_oracle
-    from roma_eval.oracle.tasks import load_oracle_tasks
+    from roma_eval.methods.oracle.config import OracleConfig
+    from roma_eval.methods.oracle.run import gap_table, run_oracle
+    from roma_eval.methods.oracle.tasks import load_oracle_tasks
     from roma_eval.toy.suite import EVAL_GROUP
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
@@ -20,9 +24,9 @@ def oracle_stage(ctx) -> None:
     run = run_oracle(model, tokenizer, tasks, ctx.stage_dir("oracle"), OracleConfig(seed=ctx.seed),
                      model_name=str(ctx.model_dir), overwrite=ctx.overwrite, progress=ctx.progress)
     if run.resumed_complete:
-        print(f"oracle: reusing the oracle results in {run.results_file.parent} (--overwrite recomputes them)")
+        logger.info(f"oracle: reusing the oracle results in {run.results_file.parent} (--overwrite recomputes them)")
     ctx.columns["oracle"] = headline(run.results)
-    print("\n".join(gap_table(run.results)))
+    logger.info("\n".join(gap_table(run.results)))
     base = headline({"results": run.results["oracle"]["base"]})
     oracle = ctx.columns["oracle"]
     gap = sum(oracle[t] - base[t] for t in oracle) / len(oracle)

@@ -3,9 +3,13 @@ directories (reports/demo/ by default), rebuilt from whatever rows exist on ever
 
 from __future__ import annotations
 
+import logging
+
 from roma_eval.demo.context import DemoContext
 
 METHODS = ("base", "roma", "c3po", "oracle")  # the stage directories the report reads
+
+logger = logging.getLogger(__name__)
 
 
 def report_stage(ctx: DemoContext) -> None:
@@ -13,4 +17,4 @@ def report_stage(ctx: DemoContext) -> None:
 
     out = ctx.output
     written = write_demo_report(ctx.output, out, methods=[m for m in METHODS if m in ctx.columns], overwrite=True)
-    print(f"report: {len(written)} files in {out}/ (report.md, report.html, report.tex, plots/)")
+    logger.info(f"report: {len(written)} files in {out}/ (report.md, report.html, report.tex, plots/)")

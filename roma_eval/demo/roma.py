@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from roma_eval.demo.base import consistency_line, routing_consistency
 from roma_eval.demo.context import DemoContext, method_stage
-from roma_eval.roma_config import RomaConfig
+from roma_eval.methods.roma.config import RomaConfig
 
 # The paper's configuration except the optimiser's step size and length: its lr 7e-5 for 3 epochs
 # is tuned for OLMoE-1B-7B (49k samples); the toy routers need larger steps to move in a CPU budget.
@@ -28,7 +28,7 @@ def roma_stage(ctx: DemoContext) -> None:
 
 
 def _train(ctx: DemoContext, checkpoint) -> None:
-    from roma_eval.roma import train_roma
+    from roma_eval.methods.roma.train import train_roma
 
     model, tokenizer = ctx.load_model()
     samples = ctx.training_samples()

@@ -7,9 +7,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roma_eval.report import paper as published
-from roma_eval.report.plots import ROUTING_DUMP_GLOB, FigureSpec, bar_chart, manifold_figure, read_routing_dump
+from roma_eval.report.plots import (
+    ROUTING_DUMP_GLOB,
+    FigureSpec,
+    bar_chart,
+    manifold_figure,
+    read_routing_dump,
+)
 from roma_eval.report.tables import (
-    Grid, Table, cost_table, delta_table, gap_closed_table, grids_from_runs, ordered_methods, scores_table,
+    Grid,
+    Table,
+    cost_table,
+    delta_table,
+    gap_closed_table,
+    grids_from_runs,
+    ordered_methods,
+    scores_table,
     side_by_side_table,
 )
 from roma_eval.results import Run, Score, metric_preferences, tidy

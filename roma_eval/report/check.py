@@ -19,7 +19,14 @@ import numpy as np
 from roma_eval.errors import RomaEvalError
 from roma_eval.report.tables import fmt
 from roma_eval.report.templating import environment
-from roma_eval.results import PAPER_COLUMNS, Benchmark, Run, choose_metric, latest_cells, wanted_metrics
+from roma_eval.results import (
+    PAPER_COLUMNS,
+    Benchmark,
+    Run,
+    choose_metric,
+    latest_cells,
+    wanted_metrics,
+)
 
 TESTS = ("auto", "mcnemar", "bootstrap")
 

@@ -1,10 +1,22 @@
 """The MoE routing seam: RoMA, C3PO and the oracle read and change routing only through here."""
 
 from roma_eval.routing.arch import (
-    SPECS, ArchSpec, num_experts, resolve_layers, router_fingerprint, router_parameter_names, router_weights,
-    routers, spec_for,
+    SPECS,
+    ArchSpec,
+    num_experts,
+    resolve_layers,
+    router_fingerprint,
+    router_parameter_names,
+    router_weights,
+    routers,
+    spec_for,
 )
-from roma_eval.routing.positions import as_positions, last_context_positions, token_positions, token_rows
+from roma_eval.routing.positions import (
+    as_positions,
+    last_context_positions,
+    token_positions,
+    token_rows,
+)
 from roma_eval.routing.probe import probe_routing, record_routing
 from roma_eval.routing.steer import MODES, steer_routing
 

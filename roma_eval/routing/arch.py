@@ -4,8 +4,8 @@ become top-k weights.
 This module is the only place in roma-eval that knows transformers' MoE internals.  Every supported
 family has a router module at ``model.model.layers[i].<ArchSpec.router_path>`` whose forward returns
 ``(router_logits, topk_weights, topk_indices)`` and whose parameter ``<ArchSpec.weight_name>`` maps a
-hidden state to the router logits (the parameter RoMA tunes and a router checkpoint stores).  We split that forward in two:
-``scores(logits)`` (the per-expert routing scores) and ``select(gate, scores, logits_dtype)``
+hidden state to the router logits (the parameter RoMA tunes and a router checkpoint stores).  We split that
+forward in two: ``scores(logits)`` (the per-expert routing scores) and ``select(gate, scores, logits_dtype)``
 (top-k selection and weights).  Each ``select`` mirrors the transformers source line for line, so
 that a routing recomputed here is bit-identical to the router's own (tests check this).
 """
@@ -13,9 +13,9 @@ that a routing recomputed here is bit-identical to the router's own (tests check
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Callable, Sequence
 
 import torch
 
@@ -69,7 +69,8 @@ def _select_deepseek_v3(gate, scores, logits_dtype):
     # DeepseekV3TopkRouter: sigmoid scores; the correction bias steers the choice but not the weights;
     # groups ranked by the sum of their top-2 biased scores.
     for_choice = scores + gate.e_score_correction_bias
-    group_scores = for_choice.view(-1, gate.num_group, gate.num_experts // gate.num_group).topk(2, dim=-1)[0].sum(dim=-1)
+    group_scores = for_choice.view(-1, gate.num_group, gate.num_experts // gate.num_group).topk(2,
+                                                                                                dim=-1)[0].sum(dim=-1)
     for_choice = for_choice.masked_fill(~_group_mask(gate, group_scores), float("-inf"))
     top_index = torch.topk(for_choice, k=gate.top_k, dim=-1, sorted=False)[1]
     top_value = scores.gather(1, top_index)
@@ -189,8 +190,8 @@ def num_experts(model) -> int:
 def resolve_layers(model, layers=None) -> list[int]:
     """Decoder-layer indices of the MoE layers to read or steer.
 
-    ``layers``: None (the last 5 MoE layers, the paper's best; all of them when there are fewer), ``"all"``, ``"first:N"``,
-    ``"middle:N"``, ``"last:N"``, or decoder-layer indices (a list or a comma-separated string;
+    ``layers``: None (the last 5 MoE layers, the paper's best; all of them when there are fewer), ``"all"``,
+    ``"first:N"``, ``"middle:N"``, ``"last:N"``, or decoder-layer indices (a list or a comma-separated string;
     negative indices count from the last decoder layer).
     """
     moe = sorted(routers(model))

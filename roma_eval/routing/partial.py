@@ -7,6 +7,12 @@ layers), the hidden states entering layer k cannot change: compute them once
 its tail and feeds the cached states as ``inputs_embeds``, so the model's own forward still builds
 the causal mask, rotary embeddings and cache; attention modules keep their absolute ``layer_idx``.
 This holds for every supported family because none rescales ``inputs_embeds``.
+
+The same reasoning for positions: a causal prefix does not change when routing at a later token
+changes, so its keys and values are computed once (``prefix_keys_values``) and later forwards attend
+to them (``attend_to_prefix``).  That is exact only if the cache keeps every prefix token: a
+sliding-window layer keeps the last W, so ``prefix_cache_exact`` is the one policy both the oracle
+(which then runs uncached) and C3PO (which then refuses) follow.
 """
 
 from __future__ import annotations
@@ -59,6 +65,29 @@ def cache_holding(kv: list[tuple[torch.Tensor, torch.Tensor]], first_layer: int 
         layer.keys, layer.values = keys, values
         layers.append(layer)
     return Cache(layers=layers)
+
+
+def prefix_keys_values(model, **forward_kwargs) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One forward with a cache; per decoder layer, its keys and values (batch, heads, tokens, head_dim)."""
+    cache = model(use_cache=True, **forward_kwargs).past_key_values
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def attend_to_prefix(kv: list[tuple[torch.Tensor, torch.Tensor]], first_layer: int = 0) -> dict:
+    """Forward arguments under which decoder layers ``first_layer``.. attend to the prefix ``kv`` first.
+    A fresh cache each call, holding the prefix tensors themselves: the forward's own update concatenates
+    (copies) them once; ``DynamicCache(data)`` would copy them a second time first."""
+    return {"past_key_values": cache_holding(kv, first_layer), "use_cache": True}
+
+
+def prefix_cache_exact(model, length: int | None = None) -> bool:
+    """Whether a reused prefix cache reproduces the full forward: always without sliding-window layers, and
+    with them only for sequences of at most the window (``length``; unknown length: not exact)."""
+    from transformers import DynamicCache
+
+    window = getattr(model.config, "sliding_window", None)
+    sliding = any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=model.config).layers)
+    return not sliding or (length is not None and window is not None and length <= window)
 
 
 def run_from_layer(model, layer_index: int, hidden_states: torch.Tensor, attention_mask=None, **forward_kwargs):

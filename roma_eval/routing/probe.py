@@ -46,7 +46,8 @@ def record_routing(model, positions: torch.Tensor, layers=None):
         def hook(module, args, output):
             logits = output[0]
             rows = token_rows(positions.to(logits.device), logits.shape[0] // batch)
-            record._by_layer[layer_index] = spec.scores(logits[rows]).view(batch, n_positions, -1)
+            # Scores of every token, then the rows: what the router itself computed, to the last bit (steer.py).
+            record._by_layer[layer_index] = spec.scores(logits)[rows].view(batch, n_positions, -1)
 
         return hook
 

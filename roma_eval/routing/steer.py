@@ -28,13 +28,26 @@ from roma_eval.routing.positions import token_rows
 MODES = ("offset", "logits", "scores")
 
 
-def _new_routing(spec, mode, logits_rows, override_rows):
-    if mode == "offset":
-        new_logits = logits_rows.float() + override_rows
-        return new_logits, spec.scores(new_logits)
-    if mode == "logits":
-        return override_rows, spec.scores(override_rows)
-    return spec.scores_to_logits(override_rows), override_rows
+def _in_router_order(new_weights, new_index, old_index):
+    """``new_*`` in the order the router listed its own experts, for rows that chose the same set.  Top-k with
+    ``sorted=False`` (DeepSeek) lists a set in an order that depends on the kernel and the row count; the MoE
+    sums its experts in that order, so the same set in another order changes the output in the last bits."""
+    same = new_index.unsqueeze(-1) == old_index.unsqueeze(-2)  # (rows, k new, k old)
+    keep = same.any(dim=1).all(dim=-1, keepdim=True)  # every expert the router chose is chosen again
+    source = same.long().argmax(dim=1)  # for each old slot, the new slot holding the same expert
+    return (torch.where(keep, new_weights.gather(-1, source), new_weights),
+            torch.where(keep, old_index, new_index))
+
+
+def _new_routing(spec, mode, logits, rows, override_rows):
+    """(logits, scores) of the steered ``rows``.  Scores are computed over the whole (tokens, experts) tensor, as
+    the router computed its own: a vectorised elementwise kernel (DeepSeek-V3's sigmoid) rounds an element
+    differently in a vector lane and in the scalar tail, so scores of the rows alone could differ in the last
+    bit from the router's, and a zero offset would not give the router's own routing."""
+    if mode == "scores":
+        return spec.scores_to_logits(override_rows), override_rows
+    new_logits = override_rows if mode == "logits" else logits[rows].float() + override_rows
+    return new_logits, spec.scores(logits.float().index_put((rows,), new_logits))[rows]
 
 
 @contextmanager
@@ -64,8 +77,8 @@ def steer_routing(model, override: torch.Tensor, positions: torch.Tensor, layers
                 return None
             rows = token_rows(positions.to(logits.device), seq_len)
             override_rows = override[:, :, slot].reshape(len(rows), -1).to(logits.device)
-            new_logits, new_scores = _new_routing(spec, mode, logits[rows], override_rows)
-            new_weights, new_index = spec.select(module, new_scores, logits.dtype)
+            new_logits, new_scores = _new_routing(spec, mode, logits, rows, override_rows)
+            new_weights, new_index = _in_router_order(*spec.select(module, new_scores, logits.dtype), index[rows])
             return (logits.index_put((rows,), new_logits.to(logits.dtype)),
                     weights.index_put((rows,), new_weights.to(weights.dtype)),
                     index.index_put((rows,), new_index))

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from roma_eval.toy import world
 from roma_eval.toy.families import pick
-from roma_eval.toy.phrases import article, capitalize, distractors, multiple_choice, person, two_people
+from roma_eval.toy.phrases import (
+    article,
+    capitalize,
+    distractors,
+    multiple_choice,
+    person,
+    two_people,
+)
 from roma_eval.toy.relations import CAPITALS, COUNTRY, RELATIONS
 from roma_eval.toy.templates import Template
 
@@ -31,11 +38,13 @@ MMLU_PHRASINGS = {
     "feeling": ("How would someone feel after they {x}?", "What feeling comes after you {x}?"),
 }
 ARC_EASY_PHRASINGS = {
-    "class": ("Scientists classify the {x} as which kind of animal?", "A zoo keeper looks after {a_x}. What group is it in?",
+    "class": ("Scientists classify the {x} as which kind of animal?", "A zoo keeper looks after {a_x}. What group is "
+                                                                      "it in?",
               "Which animal group includes the {x}?"),
     "habitat": ("Which environment is the natural home of {a_x}?", "Where does {a_x} make its home?"),
     "material": ("A factory makes {a_x}. Which material does it most likely use?",
-                 "When {a_x} is recycled, which material is recovered?", "Which material would you need to make {a_x}?"),
+                 "When {a_x} is recycled, which material is recovered?", "Which material would you need to make "
+                                                                         "{a_x}?"),
     "tool": ("A worker wants to {x}. Which tool should the worker pick?", "Which tool makes it easy to {x}?"),
 }
 
@@ -80,7 +89,8 @@ def _arc_challenge() -> list[Template]:
     def in_water(rng, obj):  # object -> material -> floats or sinks
         floats = "floats" in world.MATERIAL_PROPERTIES[world.OBJECTS[obj]]
         return (f"Question: What does {article(obj)} do when it falls into a lake?\nAnswer:",
-                *multiple_choice(rng, "It floats." if floats else "It sinks.", ["It sinks." if floats else "It floats."]))
+                *multiple_choice(rng, "It floats." if floats else "It sinks.",
+                                 ["It sinks." if floats else "It floats."]))
 
     return [Template("zoology/trait", list(world.ANIMALS), trait, repeats=4),
             Template("geography/continent", CAPITALS, continent, repeats=4),

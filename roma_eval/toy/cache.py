@@ -14,8 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-from roma_eval.toy.config import ToyConfig
 from roma_eval.storage import staged_directory
+from roma_eval.toy.config import ToyConfig
 
 CACHE_ENV = "ROMA_EVAL_CACHE"
 RECORD = "toy_config.json"  # written last, so its presence means the directory is complete

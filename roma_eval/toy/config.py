@@ -75,7 +75,7 @@ class ToyConfig:
         text = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def with_seed(self, seed: int) -> "ToyConfig":
+    def with_seed(self, seed: int) -> ToyConfig:
         return replace(self, train=replace(self.train, seed=seed))
 
 

@@ -17,10 +17,9 @@ phenomenon RoMA fixes.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-
 
 
 def routing_vectors(model, tokenizer, contexts: Sequence[str], layers=None, batch_size: int = 64) -> np.ndarray:

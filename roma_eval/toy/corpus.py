@@ -12,7 +12,7 @@ same facts with wordings the model has never seen.
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from roma_eval.toy import world
 from roma_eval.toy.families import COUNTRY
@@ -177,7 +177,8 @@ def _two_step_story(rng):
             break
     first = f"got {y} more" if middle > x else f"lost {y}"
     second = f"got {z} more" if end > middle else f"lost {z}"
-    return f"{name} had {x} {items}. {capitalize(pronoun)} {first} and then {second}, so now {pronoun} has {end} {items}."
+    return (f"{name} had {x} {items}. {capitalize(pronoun)} {first} and then {second}, so now {pronoun} has "
+            f"{end} {items}.")
 
 
 def _two_step_question(rng):

@@ -3,14 +3,21 @@
 The paper post-trains routers on BIG-Bench, SuperGLUE, CommonsenseQA, SocialIQA, OpenBookQA, SciQ,
 MultiRC and KnowRef.  Each family below stands for one of them (``ANALOGUES``).  Their questions
 use the relations' phrasings (``relations.py``); the evaluation benchmarks ask about the same
-facts with their own phrasings and formats, so no evaluation prompt is in the mixture.  There is no arithmetic here: the GSM8K analogue is out of distribution for the mixture,
-as GSM8K is in the paper.
+facts with their own phrasings and formats, so no evaluation prompt is in the mixture.  There is no
+arithmetic here: the GSM8K analogue is out of distribution for the mixture, as GSM8K is in the paper.
 """
 
 from __future__ import annotations
 
 from roma_eval.toy import world
-from roma_eval.toy.phrases import article, capitalize, distractors, multiple_choice, person, two_people
+from roma_eval.toy.phrases import (
+    article,
+    capitalize,
+    distractors,
+    multiple_choice,
+    person,
+    two_people,
+)
 from roma_eval.toy.relations import CAPITALS, COUNTRY, RELATIONS, TOOL_NOUNS
 from roma_eval.toy.templates import Template
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from roma_eval.toy.config import ToyConfig
 from roma_eval.toy.corpus import documents
@@ -101,7 +101,11 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None):
     import torch
     from tqdm.auto import tqdm
 
-    from roma_eval.storage import load_training_state, read_progress, save_training_state
+    from roma_eval.storage import (
+        load_training_state,
+        read_progress,
+        save_training_state,
+    )
 
     train = config.train
     with deterministic_cpu(train.threads):

@@ -9,8 +9,8 @@ with questions worded unlike any pretraining text.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from roma_eval.toy import world
 from roma_eval.toy.phrases import article, capitalize, plural

@@ -7,7 +7,7 @@ toy model's cache key.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from roma_eval.errors import RomaEvalError
 from roma_eval.toy.benchmarks import BENCHMARKS, gsm8k_docs
@@ -24,7 +24,7 @@ ALL_TASKS = EVAL_TASKS + TRAIN_TASKS
 EVAL_GROUP, TRAIN_GROUP = "toy_suite", "toy_train"
 
 
-@lru_cache(maxsize=None)
+@cache
 def task_splits(task: str) -> dict[str, tuple[dict, ...]]:
     """The docs of ``task`` by split: ``{"test": ...}`` for a benchmark, ``{"train", "test"}`` for a family."""
     if task == "toy_gsm8k":

@@ -10,8 +10,9 @@ flatter every neighbourhood statistic.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 # (rng, key) -> (prompt, choices, index of the right choice)
 MakeDoc = Callable[[random.Random, Any], tuple[str, list[str], int]]

@@ -62,7 +62,8 @@ def _arc(rng, i, name, split):
 def _hellaswag(rng, i, name, split):
     ctx_a, ctx_b = f"{_sentence(rng)}.", f"then the {_phrase(rng, 2)}"
     return {"ind": i, "activity_label": rng.choice(_WORDS).capitalize(), "ctx_a": ctx_a, "ctx_b": ctx_b,
-            "ctx": f"{ctx_a} {ctx_b}", "endings": [f"{_phrase(rng, 3)} [title] {rng.choice(_WORDS)}." for _ in range(4)],
+            "ctx": f"{ctx_a} {ctx_b}",
+            "endings": [f"{_phrase(rng, 3)} [title] {rng.choice(_WORDS)}." for _ in range(4)],
             "source_id": f"activitynet~v_{i}", "split": split, "split_type": "indomain",
             "label": str(rng.randrange(4)) if split != "test" else ""}
 
@@ -114,7 +115,7 @@ def _collision(source: str, i: int, split: str) -> str | None:
     return _default_rows(path, name, eval_split)[(i // COLLIDE_EVERY) % ROWS_PER_SPLIT][column]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _default_rows(path, name, split):
     return rows(path, name, split)
 
@@ -297,7 +298,8 @@ def _load(path, name, counts: dict[str, int], paths=None):
     if path not in DATASETS or (path in _CONFIGS and name not in _CONFIGS[path]):
         raise RuntimeError(f"offline_hub has no synthetic rows for dataset {path!r} config {name!r}; "
                            "add a row maker to tests/offline_hub (tests never download)")
-    return datasets.DatasetDict({split: datasets.Dataset.from_list(rows(path, name, split, counts.get(split, ROWS_PER_SPLIT)))
+    return datasets.DatasetDict({split: datasets.Dataset.from_list(rows(path, name, split, counts.get(split,
+                                                                                                      ROWS_PER_SPLIT)))
                                  for split in _SPLITS.get(path, SPLITS)})
 
 

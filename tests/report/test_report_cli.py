@@ -21,7 +21,7 @@ DEMO_METHODS = ("base", "roma", "c3po", "oracle")
 
 def test_report_cli(runs, verb, capsys, tmp_path):
     out = tmp_path / "r"
-    argv = [str(runs / "base"), f"RoMA-v2={runs / 'roma'}", "--paper", "--out", str(out), "--format", "md,html"]
+    argv = [str(runs / "base"), f"RoMA-v2={runs / 'roma'}", "--paper", "--output_path", str(out), "--format", "md,html"]
     assert verb("report", argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["plots", "report.html", "report.md", "results.csv"]
     text = (out / "report.md").read_text()
@@ -39,7 +39,7 @@ def test_report_notes_runs_evaluated_differently(runs, derive_run, verb, tmp_pat
         for counts in data["n-samples"].values():
             counts["effective"] = min(10, counts["original"])
     argv = [str(runs / "base"), str(derive_run("roma", "roma", five_shot_limit_10)), str(runs / "oracle"),
-            "--out", str(tmp_path / "r"), "--format", "md", "--no-plots"]
+            "--output_path", str(tmp_path / "r"), "--format", "md", "--no-plots"]
     assert verb("report", argv) == 0  # a note, not a refusal: the table is still worth seeing
     text = (tmp_path / "r" / "report.md").read_text()
     assert ("_Not evaluated alike (tiny-olmoe): n-shot in MMLU, ARC-E, BoolQ, GSM8K: Base 0, RoMA 5, Oracle 0; "
@@ -55,7 +55,7 @@ def test_report_notes_runs_evaluated_differently(runs, derive_run, verb, tmp_pat
     (["{runs}/base", "--metric", "arc_easy"], "is not COLUMN=METRIC"),
 ])
 def test_report_cli_bad_input(runs, verb, capsys, tmp_path, argv, message):
-    argv = [a.format(runs=runs) for a in argv] + ["--out", str(tmp_path / "r")]
+    argv = [a.format(runs=runs) for a in argv] + ["--output_path", str(tmp_path / "r")]
     assert verb("report", argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
@@ -64,7 +64,7 @@ def test_report_cli_bad_input(runs, verb, capsys, tmp_path, argv, message):
 def metric_argv(verb_name: str, runs: Path, out: Path, metric: str) -> list[str]:
     """argv for `roma-eval report` or `check` on base and the oracle (which reports fewer metrics), writing ``out``."""
     if verb_name == "report":
-        return [str(runs / "base"), str(runs / "oracle"), "--out", str(out), "--no-plots", "--metric", metric]
+        return [str(runs / "base"), str(runs / "oracle"), "--output_path", str(out), "--no-plots", "--metric", metric]
     return ["--baseline", str(runs / "base"), "--candidate", str(runs / "regressed"), "--summary", str(out),
             "--metric", metric]
 

@@ -8,7 +8,14 @@ import pytest
 
 from roma_eval.errors import RomaEvalError
 from roma_eval.results import (
-    column_of, find_results_files, load_run, load_runs, method_of, parse_metric_overrides, split_label, tidy,
+    column_of,
+    find_results_files,
+    load_run,
+    load_runs,
+    method_of,
+    parse_metric_overrides,
+    split_label,
+    tidy,
 )
 
 

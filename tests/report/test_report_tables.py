@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from roma_eval.report.tables import (
-    MISSING, Grid, cost_table, delta_table, fmt, gap_closed_table, grids_from_runs, ordered_methods, scores_table,
+    MISSING,
+    Grid,
+    cost_table,
+    delta_table,
+    fmt,
+    gap_closed_table,
+    grids_from_runs,
+    ordered_methods,
+    scores_table,
 )
 from roma_eval.results import load_runs, metric_preferences
 

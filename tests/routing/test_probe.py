@@ -48,7 +48,8 @@ def test_probe_default_is_last_five_moe_layers(tokenizer, padded_batch):
     batch = padded_batch[0]["right"]
     default = probe_routing(model, batch["input_ids"], batch["attention_mask"])
     assert default.shape[1] == 5
-    assert torch.equal(default, probe_routing(model, batch["input_ids"], batch["attention_mask"], layers=[3, 4, 5, 6, 7]))
+    assert torch.equal(default, probe_routing(model, batch["input_ids"], batch["attention_mask"], layers=[3, 4, 5, 6,
+                                                                                                          7]))
     # a smaller model: all of its MoE layers
     small = build_tiny_model("olmoe", tokenizer, seed=4)
     assert resolve_layers(small) == sorted(routers(small)) == [0, 1, 2, 3]

@@ -2,7 +2,14 @@ import pytest
 import torch
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing import as_positions, probe_routing, resolve_layers, routers, spec_for, steer_routing
+from roma_eval.routing import (
+    as_positions,
+    probe_routing,
+    resolve_layers,
+    routers,
+    spec_for,
+    steer_routing,
+)
 
 
 def forward_logits(model, batch):

@@ -1,6 +1,7 @@
 """`roma-eval demo --preset fast` end to end, checked against plain `lm_eval` on the same model."""
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from roma_eval.demo import DemoContext, run_demo
+from roma_eval.demo import DemoContext, run_demo, summary
 from roma_eval.resources import tasks_dir
 from roma_eval.toy.suite import EVAL_TASKS
 
@@ -91,19 +92,21 @@ def test_demo_adds_roma_oracle_c3po_and_the_report(fast_demo):
     assert any(n.startswith("routing consistency (roma,") for n in ctx.notes)
 
 
-def test_second_run_reuses_the_model_and_the_results(fast_demo, monkeypatch, capsys):
+def test_second_run_reuses_the_model_and_the_results(fast_demo, monkeypatch, caplog):
     root, ctx = fast_demo
 
     def fail(*args, **kwargs):
         raise AssertionError("recomputed something a second run should reuse")
 
     monkeypatch.setenv("ROMA_EVAL_CACHE", str(root / "cache"))
-    for target in ("roma_eval.toy.pretrain.pretrain", "lm_eval.simple_evaluate", "roma_eval.roma.train_roma",
-                   "roma_eval.c3po.build_reference", "roma_eval.oracle.run.descend"):
+    for target in ("roma_eval.toy.pretrain.pretrain", "lm_eval.simple_evaluate",
+                   "roma_eval.methods.roma.train.train_roma",
+                   "roma_eval.methods.c3po.build_reference", "roma_eval.methods.oracle.run.descend"):
         monkeypatch.setattr(target, fail)
+    caplog.set_level(logging.INFO, logger="roma_eval")
     again = run_demo(DemoContext.from_preset("fast", output=root / "reports", progress=False))
-    out = capsys.readouterr().out
-    assert "loaded from the cache" in out and "reusing the lm-eval results" in out
+    assert "loaded from the cache" in caplog.text and "reusing the lm-eval results" in caplog.text
+    out = summary(again)
     assert again.columns == ctx.columns
     for task in EVAL_TASKS:  # chance and the four methods
         assert re.search(rf"^{task}\s+\w+(\s+[\d.]+){{5}}$", out, re.M), task
@@ -114,7 +117,8 @@ def test_another_seed_into_the_same_directory_is_refused(fast_demo, capsys):
 
     root, _ = fast_demo
     before = sorted(p.stat().st_mtime_ns for p in (root / "reports").rglob("*") if p.is_file())
-    assert main(["demo", "--preset", "fast", "--seed", "1", "--output", str(root / "reports"), "--quiet"]) == 2
+    assert main(["demo", "--preset", "fast", "--seed", "1", "--output_path", str(root / "reports"),
+                 "--no_progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--output" in err[0] and "'seed': 0" in err[0]
     assert sorted(p.stat().st_mtime_ns for p in (root / "reports").rglob("*") if p.is_file()) == before
@@ -125,6 +129,6 @@ def test_output_that_is_a_file_is_refused(tmp_path, capsys):
 
     taken = tmp_path / "notes.txt"
     taken.write_text("mine")
-    assert main(["demo", "--preset", "fast", "--output", str(taken), "--quiet"]) == 2
+    assert main(["demo", "--preset", "fast", "--output_path", str(taken), "--no_progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file" in err[0] and taken.read_text() == "mine"

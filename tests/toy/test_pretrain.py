@@ -7,7 +7,13 @@ import torch
 
 from roma_eval.toy import cache
 from roma_eval.toy.config import ToyConfig, TrainConfig, preset
-from roma_eval.toy.pretrain import IGNORE, build_tokenizer, learning_rate, packed_batches, pretrain
+from roma_eval.toy.pretrain import (
+    IGNORE,
+    build_tokenizer,
+    learning_rate,
+    packed_batches,
+    pretrain,
+)
 
 # Small enough to train in seconds; determinism does not depend on size.
 TINY = ToyConfig(train=TrainConfig(steps=4, batch_size=4, seq_len=128, warmup_steps=2))

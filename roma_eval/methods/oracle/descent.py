@@ -18,16 +18,29 @@ Frozen work is done once per batch (DESIGN.md, "frozen things are computed once"
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import torch
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.oracle.config import OracleConfig
-from roma_eval.routing import record_routing, routers, spec_for, steer_routing, token_positions
-from roma_eval.routing.partial import cache_holding, capture_layer_input, run_from_layer
+from roma_eval.methods.oracle.config import OracleConfig
+from roma_eval.routing import (
+    record_routing,
+    routers,
+    spec_for,
+    steer_routing,
+    token_positions,
+)
+from roma_eval.routing.partial import (
+    attend_to_prefix,
+    capture_layer_input,
+    prefix_cache_exact,
+    prefix_keys_values,
+    run_from_layer,
+)
+from roma_eval.routing.scores import project_scores
 from roma_eval.scoring import ChoiceBatch, choice_scores, predictions, task_loss
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults
@@ -67,7 +80,7 @@ class _Rows:
     prefix: list[tuple[torch.Tensor, torch.Tensor]] | None  # per decoder layer: keys, values of the P prefix tokens
     hidden: torch.Tensor | None = None  # (rows, S, hidden) entering the first steered layer
 
-    def select(self, rows: torch.Tensor) -> "_Rows":
+    def select(self, rows: torch.Tensor) -> _Rows:
         return _Rows(self.input_ids[rows], self.attention_mask[rows], self.position_ids[rows], self.positions[rows],
                      None if self.prefix is None else [(k[rows], v[rows]) for k, v in self.prefix],
                      None if self.hidden is None else self.hidden[rows])
@@ -75,20 +88,10 @@ class _Rows:
     def logits(self, model, first_layer: int | None = None) -> torch.Tensor:
         kwargs = {"attention_mask": self.attention_mask, "position_ids": self.position_ids, "use_cache": False}
         if self.prefix is not None:
-            # A fresh cache each step, holding the prefix tensors themselves: the step's own update concatenates
-            # (copies) them once; DynamicCache(data) would copy them a second time first.
-            kwargs.update(past_key_values=cache_holding(self.prefix), use_cache=True)
+            kwargs.update(attend_to_prefix(self.prefix))
         if self.hidden is not None:
             return run_from_layer(model, first_layer, self.hidden, **kwargs).logits
         return model(input_ids=self.input_ids, **kwargs).logits
-
-
-def prefix_cache_supported(model) -> bool:
-    """Sliding-window layers keep only the last W prefix tokens, which a reused cache cannot reproduce:
-    such models take the uncached path (exact, slower)."""
-    from transformers import DynamicCache
-
-    return not any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=model.config).layers)
 
 
 @torch.no_grad()
@@ -96,7 +99,9 @@ def prepare_rows(model, batch: ChoiceBatch, positions: torch.Tensor, first_layer
                  prefix_cache: bool) -> tuple[_Rows, ChoiceBatch]:
     """Run the frozen parts of ``batch`` once; return the step inputs and ``batch`` re-indexed to them."""
     lengths = batch.attention_mask.sum(1)
-    start = positions.min(1).values if prefix_cache and prefix_cache_supported(model) else torch.zeros_like(lengths)
+    # Sliding-window models whose rows outrun the window take the uncached path (exact, slower).
+    cached = prefix_cache and prefix_cache_exact(model, int(lengths.max()))
+    start = positions.min(1).values if cached else torch.zeros_like(lengths)
     width_prefix, width = int(start.max()), int((lengths - start).max())
     # Column c of the new layout holds token (c - P + start_r) of row r: prefixes end together at column P - 1.
     source = torch.arange(width_prefix + width, device=lengths.device) - width_prefix + start.unsqueeze(1)
@@ -112,9 +117,9 @@ def prepare_rows(model, batch: ChoiceBatch, positions: torch.Tensor, first_layer
         if not (torch.equal(head, head[owner]) and torch.equal(head_real, head_real[owner])):
             owner = torch.arange(len(owner), device=owner.device)
         unique, inverse = torch.unique(owner, return_inverse=True)
-        cache = model(input_ids=head[unique], attention_mask=head_real[unique].long(),
-                      position_ids=position_ids[unique, :width_prefix], use_cache=True).past_key_values
-        prefix = [(layer.keys[inverse], layer.values[inverse]) for layer in cache.layers]
+        kv = prefix_keys_values(model, input_ids=head[unique], attention_mask=head_real[unique].long(),
+                                position_ids=position_ids[unique, :width_prefix])
+        prefix = [(keys[inverse], values[inverse]) for keys, values in kv]
     rows = _Rows(input_ids[:, width_prefix:], real.long(), position_ids[:, width_prefix:],
                  positions - start.unsqueeze(1), prefix)
     if first_layer > 0:
@@ -158,18 +163,6 @@ def _loss_and_right(scores, greedy, batch: ChoiceBatch, generative: bool, tracke
     return task_loss(scores, batch.gold, reduction="none"), torch.stack([right[m] for m in tracked], 1)  # Eq. 8
 
 
-def _project(variables: torch.Tensor, score_kind: str) -> torch.Tensor:
-    """Back onto the routing scores' domain: the probability simplex (softmax routers, Euclidean
-    projection of Duchi et al. 2008) or [0, 1] per expert (sigmoid routers)."""
-    if score_kind == "sigmoid":
-        return variables.clamp(0.0, 1.0)
-    ordered = variables.sort(-1, descending=True).values
-    excess = ordered.cumsum(-1) - 1
-    count = torch.arange(1, variables.shape[-1] + 1, device=variables.device, dtype=variables.dtype)
-    support = (ordered - excess / count > 0).sum(-1, keepdim=True)
-    return (variables - excess.gather(-1, support - 1) / support).clamp(min=0.0)
-
-
 @contextmanager
 def _frozen(model):
     """Gradients flow to the routing variables only, not into the model's parameters."""
@@ -202,7 +195,8 @@ def descend(model, batch: ChoiceBatch, config: OracleConfig, layers: list[int], 
                             "steer fewer tokens (e.g. --tokens last:1)")
     spec = spec_for(model)
     n_experts = routers(model)[layers[0]].num_experts
-    tracked = ("greedy",) if generative else tuple(dict.fromkeys([*metrics, *criterion_metrics(config.criterion, metrics)]))
+    tracked = ("greedy",) if generative else tuple(dict.fromkeys([*metrics, *criterion_metrics(config.criterion,
+                                                                                               metrics)]))
     wanted = torch.tensor([generative or m in criterion_metrics(config.criterion, metrics) for m in tracked])
     with _frozen(model):
         rows, step_batch = prepare_rows(model, batch, positions, layers[0], config.prefix_cache)
@@ -296,5 +290,5 @@ def _update(variables, moment, second, step: int, config: OracleConfig, score_ki
         direction = (moment / (1 - ADAM_BETAS[0] ** step)) / ((second / (1 - ADAM_BETAS[1] ** step)).sqrt() + ADAM_EPS)
     updated = variables.detach() - config.lr * direction
     if config.variables == "scores":
-        updated = _project(updated, score_kind)
+        updated = project_scores(updated, score_kind)
     return updated, moment, second

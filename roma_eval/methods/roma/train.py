@@ -29,23 +29,28 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-
 from accelerate import PartialState
 
 from roma_eval.errors import RomaEvalError
+from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.neighbours import Neighbourhoods, find_neighbours
-from roma_eval.roma_config import RomaConfig
-from roma_eval.routing import record_routing, resolve_layers, router_fingerprint, router_weights, token_positions
+from roma_eval.routing import (
+    record_routing,
+    resolve_layers,
+    router_fingerprint,
+    router_weights,
+    token_positions,
+)
 from roma_eval.routing.partial import capture_layer_input, run_from_layer
 from roma_eval.samples import Sample
-from roma_eval.storage import load_training_state, read_progress, save_training_state
 from roma_eval.scoring import build_choice_batch, choice_scores, predictions, task_loss
+from roma_eval.storage import load_training_state, read_progress, save_training_state
 
 
 def manifold_terms(r: torch.Tensor, neighbour_r: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -62,7 +67,7 @@ def _regulariser(config: RomaConfig, r, neighbour_r, weight, scores, model, base
     """Per-sample terms (B,) for manifold / entropy; one scalar for the weight penalties l1 / l2."""
     if config.regulariser == "manifold":
         return manifold_terms(r, neighbour_r, weight)
-    if config.regulariser == "entropy":  # routing entropy per (position, layer), averaged: pushes towards confident routing
+    if config.regulariser == "entropy":  # routing entropy per (position, layer), averaged: towards confident routing
         p = scores.clamp_min(1e-12)
         return -(p * p.log()).sum(-1).flatten(1).mean(1)
     if config.regulariser in ("l1", "l2"):  # keep the routers near the pretrained ones

@@ -6,41 +6,48 @@ Every field is a `roma-eval train` flag of the same name (dashes for underscores
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
 
-from roma_eval.neighbours import DEFAULT_K, DEFAULT_SIGMA, METHODS as NEIGHBOURHOODS
-
-REGULARISERS = ("manifold", "l1", "l2", "entropy", "none")
+from roma_eval.methods.choices import check_choices
+from roma_eval.neighbours import DEFAULT_K, DEFAULT_SIGMA
 
 
 @dataclass
 class RomaConfig:
-    layers: str | None = field(default=None, metadata={"help": "tuned MoE layers: last:N, first:N, middle:N, all, or indices (default: the paper's last 5, all when the model has fewer)"})
-    tokens: str = field(default="last:1", metadata={"help": "context tokens whose routing forms r_i: last:N, first:N, middle:N (paper: Last1)"})
-    regulariser: str = field(default="manifold", metadata={"help": "manifold (Eq. 7), l1 / l2 (router weight change), entropy (routing entropy), none (plain router tuning)"})
+    layers: str | None = field(default=None, metadata={"help":
+        "tuned MoE layers: last:N, first:N, middle:N, all, or indices (default: the paper's last 5, all when the model"
+        " has fewer)"})
+    tokens: str = field(default="last:1", metadata={"help":
+        "context tokens whose routing forms r_i: last:N, first:N, middle:N (paper: Last1)"})
+    regulariser: Literal["manifold", "l1", "l2", "entropy", "none"] = field(default="manifold", metadata={"help":
+        "manifold (Eq. 7), l1 / l2 (router weight change), entropy (routing entropy), none (plain router tuning)"})
     lam: float = field(default=0.8, metadata={"help": "λ in Eq. 9, reached after the warm-up"})
-    neighbours: str = field(default="knn", metadata={"help": "knn (Eq. 3), eps (Eq. 4) or random (ablation)"})
+    neighbours: Literal["knn", "eps", "random"] = field(default="knn", metadata={"help":
+        "knn (Eq. 3), eps (Eq. 4) or random (ablation)"})
     k: int = field(default=DEFAULT_K, metadata={"help": "neighbours per sample for knn / random (paper: 3)"})
-    eps: float | None = field(default=None, metadata={"help": "ε-ball radius in embedding distance, for --neighbours eps"})
+    eps: float | None = field(default=None, metadata={"help":
+        "ε-ball radius in embedding distance, for --neighbours eps"})
     sigma: float = field(default=DEFAULT_SIGMA, metadata={"help": "Gaussian kernel width σ of Eq. 5"})
-    embedder: str | None = field(default=None, metadata={"help": "sentence-transformers model (default: packaged all-MiniLM-L6-v2)"})
+    embedder: str | None = field(default=None, metadata={"help":
+        "sentence-transformers model (default: packaged all-MiniLM-L6-v2)"})
     lr: float = field(default=7e-5, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     epochs: int = field(default=3, metadata={"help": "passes over the training samples"})
     batch_size: int = field(default=32, metadata={"help": "training samples per step"})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps over which LR and λ rise linearly (then LR decays linearly)"})
-    max_length: int = field(default=1024, metadata={"help": "tokens per (context + choice), left-truncated like lm-eval"})
+    warmup_ratio: float = field(default=0.1, metadata={"help":
+        "share of steps over which LR and λ rise linearly (then LR decays linearly)"})
+    max_length: int = field(default=1024, metadata={"help":
+        "tokens per (context + choice), left-truncated like lm-eval"})
     train_fraction: float = field(default=1.0, metadata={"help": "share of the training samples used (data ablation)"})
-    refresh_neighbour_routing: bool = field(default=False, metadata={"help": "recompute neighbours' r_j with the current routers each epoch (default: base routing, fixed)"})
+    refresh_neighbour_routing: bool = field(default=False, metadata={"help":
+        "recompute neighbours' r_j with the current routers each epoch (default: base routing, fixed)"})
     limit: int | None = field(default=None, metadata={"help": "at most this many documents per training task"})
     seed: int = field(default=0, metadata={"help": "seed for shuffling, sub-sampling and random neighbours"})
 
     def __post_init__(self):
         from roma_eval.errors import RomaEvalError
 
-        if self.regulariser not in REGULARISERS:
-            raise RomaEvalError(f"regulariser {self.regulariser!r} is unknown; use one of {', '.join(REGULARISERS)}")
-        if self.neighbours not in NEIGHBOURHOODS:
-            raise RomaEvalError(f"neighbours={self.neighbours!r} is unknown; use one of {', '.join(NEIGHBOURHOODS)}")
+        check_choices(self)
         if not 0 < self.train_fraction <= 1:
             raise RomaEvalError(f"train_fraction={self.train_fraction} must be in (0, 1]")
         at_least = {"k": (self.k, 1), "epochs": (self.epochs, 1), "batch_size": (self.batch_size, 1),

@@ -23,24 +23,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
 import shutil
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from roma_eval import __version__
-from roma_eval.c3po.frozen import Frozen, Problem, freeze
 from roma_eval.checkpoint import ensure_new_output
 from roma_eval.errors import RomaEvalError
+from roma_eval.methods.c3po.frozen import Frozen, Problem, freeze
 from roma_eval.routing import num_experts, resolve_layers, router_fingerprint, spec_for
 from roma_eval.samples import Sample, label_free_prompt
 from roma_eval.scoring import encode_pair, model_max_length, score_samples
+from roma_eval.storage import staged_directory, write_atomic
 
+logger = logging.getLogger(__name__)
 TENSORS_NAME = "reference.safetensors"
 METADATA_NAME = "reference.json"
 FORMAT_VERSION = 2  # 2: one prompt per choice for multiple-input samples (1 scored winogrande wrongly)
@@ -132,7 +133,8 @@ def load_reference(directory) -> Reference:
         n = int(metadata["n_references"])
         if metadata.get("format_version") != FORMAT_VERSION:
             raise RomaEvalError(f"reference {directory} has format {metadata.get('format_version')}, not "
-                                f"{FORMAT_VERSION} (one prompt per choice for multiple-input tasks such as winogrande); "
+                                f"{FORMAT_VERSION} (one prompt per choice for multiple-input tasks such as "
+                                "winogrande); "
                                 "rebuild it with `roma-eval c3po build-reference`")
         with safe_open(str(tensors_path), framework="pt") as f:
             small = {name: f.get_tensor(name) for name in (
@@ -169,7 +171,8 @@ EMBEDDED_TEXT = "last block of the label-free prompt"
 
 def sample_prompt(sample: Sample) -> str:
     """A sample's label-free prompt (``samples.label_free_prompt``)."""
-    return label_free_prompt(sample.contexts or (sample.context,), sample.continuations[0] if sample.continuations else "")
+    return label_free_prompt(sample.contexts or (sample.context,),
+                             sample.continuations[0] if sample.continuations else "")
 
 
 def query_text(prompt: str) -> str:
@@ -206,7 +209,7 @@ def _open_partial(partial: Path, settings: dict) -> None:
     if partial.is_dir() and manifest.is_file() and json.loads(manifest.read_text()) == settings:
         return  # resume
     if partial.exists():
-        print(f"discarding {partial}: it was started with other settings")
+        logger.warning("discarding %s: it was started with other settings", partial)
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     manifest.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
@@ -250,12 +253,10 @@ def _chunk_arrays(model, tokenizer, samples: Sequence[Sample], layers, max_lengt
 
 
 def _save_chunk(path: Path, arrays: dict, records: list[dict], n_scored: int) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in arrays.items()}, str(tmp),
-              metadata={"records": json.dumps(records), "n_scored": str(n_scored)})
-    os.replace(tmp, path)
+    write_atomic(path, save({k: v.contiguous() for k, v in arrays.items()},
+                            metadata={"records": json.dumps(records), "n_scored": str(n_scored)}))
 
 
 def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, base_model: str,
@@ -302,7 +303,7 @@ def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, bas
     arrays = {name: torch.cat(tensors) for name, tensors in parts.items()}
     metadata = _metadata(model, tokenizer, samples, records, layers, max_length, prefixes, embedder,
                          base_model, revision, batch_size)
-    _write_directory(out_dir, arrays, metadata, overwrite)
+    _write_directory(out_dir, arrays, metadata)
     shutil.rmtree(partial)
     return out_dir
 
@@ -329,16 +330,10 @@ def _metadata(model, tokenizer, samples, records, layers, max_length, prefixes, 
     }
 
 
-def _write_directory(out_dir: Path, arrays: dict, metadata: dict, overwrite: bool) -> None:
+def _write_directory(out_dir: Path, arrays: dict, metadata: dict) -> None:
     from safetensors.torch import save_file
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        save_file({k: v.contiguous() for k, v in arrays.items()}, str(staging / TENSORS_NAME), metadata={"format": "pt"})
+    with staged_directory(out_dir) as staging:  # the caller refused an existing one unless overwrite
+        save_file({k: v.contiguous() for k, v in arrays.items()}, str(staging / TENSORS_NAME),
+                  metadata={"format": "pt"})
         (staging / METADATA_NAME).write_text(json.dumps(metadata, indent=2) + "\n")
-        if out_dir.exists() and overwrite:
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

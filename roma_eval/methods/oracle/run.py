@@ -16,22 +16,32 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.oracle.config import OracleConfig
-from roma_eval.oracle.descent import Outcome, descend
-from roma_eval.oracle.generation import (
-    answer_targets, generation_settings, prompt_ids, steered_generation, target_losses, target_tokens,
+from roma_eval.methods.oracle.config import OracleConfig
+from roma_eval.methods.oracle.descent import Outcome, descend
+from roma_eval.methods.oracle.generation import (
+    answer_targets,
+    generation_settings,
+    prompt_ids,
+    steered_generation,
+    target_losses,
+    target_tokens,
     teacher_forced_batch,
 )
-from roma_eval.oracle.store import OracleStore
-from roma_eval.oracle.tasks import (
-    OracleTasks, choice_sample, filter_ensembles, judge_generation, marks, reported_metrics,
+from roma_eval.methods.oracle.store import OracleStore
+from roma_eval.methods.oracle.tasks import (
+    OracleTasks,
+    choice_sample,
+    filter_ensembles,
+    judge_generation,
+    marks,
+    reported_metrics,
 )
 from roma_eval.routing import resolve_layers, router_fingerprint, token_positions
 from roma_eval.scoring import build_choice_batch
@@ -112,7 +122,7 @@ def _choose_targets(lm, task, items, variables, ensembles):
     (``generation.answer_targets``, the lowest loss at the routing ``variables`` among the equally right ones)
     and its tokens."""
     config, options, owners = lm.oracle_config, [], []
-    for j, (_, instance, text, prompt, (until, max_gen_toks)) in enumerate(items):
+    for j, (_, instance, text, _prompt, (until, max_gen_toks)) in enumerate(items):
         for target in answer_targets(task, instance.doc, text, until, ensembles):
             options.append((target, target_tokens(lm.tokenizer, target, max_gen_toks)))
             owners.append(j)
@@ -141,7 +151,8 @@ def solve_generations(lm, task, documents: Sequence[list]) -> list[dict]:
     def judge(instance, text):
         return marks(judge_generation(task, instance.doc, text, ensembles))
 
-    checks = [[_Check(0, text, judge(i, text), None, None, None)] for i, text in zip(instances, lm.lm_eval_generate(instances))]
+    checks = [[_Check(0, text, judge(i, text), None, None, None)] for i, text in zip(instances,
+                                                                                     lm.lm_eval_generate(instances))]
     losses: list[list[float]] = [[] for _ in instances]
     targets: list[tuple[str, str] | None] = [None] * len(instances)
     used = [0] * len(instances)
@@ -182,14 +193,14 @@ def solve_generations(lm, task, documents: Sequence[list]) -> list[dict]:
             converged[i] = all(checks[i][-1].right.values())
         active = [i for i in active if not converged[i] and used[i] < config.max_steps]
     records = []
-    for i, instance in enumerate(instances):
+    for i in range(len(instances)):
         base = checks[i][0]
         if converged[i]:
             reported = checks[i][-1]
         else:
             # The best real generation: eligible (keeps every metric right at the base answer), then more metrics
             # right, then the lowest loss.  Iterate 0 is eligible, so the oracle never reports below base.
-            def rank(check):
+            def rank(check, base=base):
                 eligible = all(check.right[k] or not base.right[k] for k in base.right)
                 return eligible, sum(check.right.values()), -(check.loss if check.loss is not None else math.inf)
             reported = max(checks[i], key=rank)
@@ -244,7 +255,7 @@ def run_oracle(model, tokenizer, tasks: OracleTasks, out_dir, config: OracleConf
     from lm_eval.utils import sanitize_model_name
 
     from roma_eval import __version__
-    from roma_eval.oracle.lm_eval import OracleLM
+    from roma_eval.methods.oracle.lm_eval import OracleLM
 
     config = config or OracleConfig()
     layers = resolve_layers(model, config.layers)

@@ -22,7 +22,7 @@ from collections import defaultdict
 from lm_eval.models.huggingface import HFLM
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.oracle.tasks import request_key
+from roma_eval.methods.oracle.tasks import request_key
 
 
 class OracleLM(HFLM):
@@ -48,7 +48,7 @@ class OracleLM(HFLM):
         """Every document of ``requests`` solved: from the store, or computed (and stored) batch by batch."""
         from tqdm.auto import tqdm
 
-        from roma_eval.oracle import run
+        from roma_eval.methods.oracle import run
 
         by_doc = self._documents(requests)
         pending, records = defaultdict(list), {}

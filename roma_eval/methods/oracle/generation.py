@@ -25,13 +25,13 @@ a sample right only when a real generation, scored by the task's filters and met
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.oracle.tasks import judge_generation, marks
+from roma_eval.methods.oracle.tasks import judge_generation, marks
 from roma_eval.routing import steer_routing, token_positions
 from roma_eval.scoring import ChoiceBatch
 

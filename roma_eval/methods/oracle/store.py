@@ -9,7 +9,7 @@ Layout, in ``OUT/<model_name_sanitized>/`` (lm-eval's own; oracle/README.md docu
   oracle_progress/<task>.jsonl   one line per finished document (what the oracle answers, its base answers,
                                  steps, losses, optional routing), appended as batches finish: a rerun with
                                  the same settings skips those documents
-Whole files are written atomically (temp file + os.replace); nothing is replaced without ``overwrite``.
+Whole files are written atomically (``storage.write_json``); nothing is replaced without ``overwrite``.
 """
 
 from __future__ import annotations
@@ -17,28 +17,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
+from roma_eval.storage import write_json
 
 MANIFEST = "oracle_run.json"
 PROGRESS = "oracle_progress"
 FORMAT_VERSION = 2
 _LM_EVAL_FILES = ("results_*.json", "samples_*.jsonl")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -130,7 +117,7 @@ class OracleStore:
         self.manifest = old
 
     def _save_manifest(self) -> None:
-        write_atomic(self.directory / MANIFEST, json.dumps(self.manifest, indent=2, default=str) + "\n")
+        write_json(self.directory / MANIFEST, self.manifest)
 
     @property
     def complete(self) -> bool:

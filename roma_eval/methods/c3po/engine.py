@@ -16,17 +16,28 @@ Generation uses the pathway at the last prompt token (``steer_generation``).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from roma_eval.c3po.config import C3POConfig
-from roma_eval.c3po.frozen import Frozen, Problem, TailBatch, freeze
-from roma_eval.c3po.methods import core_index, kernel_regression, mode_finding, ngd
-from roma_eval.c3po.reference import Reference, check_reference, problem_of, query_text, sample_prompt
 from roma_eval.errors import RomaEvalError
+from roma_eval.methods.c3po.config import C3POConfig
+from roma_eval.methods.c3po.frozen import Frozen, Problem, TailBatch, freeze
+from roma_eval.methods.c3po.reference import (
+    Reference,
+    check_reference,
+    problem_of,
+    query_text,
+    sample_prompt,
+)
+from roma_eval.methods.c3po.remix import (
+    core_index,
+    kernel_regression,
+    mode_finding,
+    ngd,
+)
 from roma_eval.neighbours import find_neighbours, gaussian_weights
 from roma_eval.routing import spec_for, steer_routing
 from roma_eval.samples import Sample
@@ -90,7 +101,8 @@ class C3PO:
             width = min(n, 2 * width)
         short = np.flatnonzero(keep.sum(axis=1) < k)
         if len(short):
-            raise RomaEvalError(f"k={k} neighbours are needed but only {int(keep[short[0]].sum())} reference samples remain "
+            raise RomaEvalError(f"k={k} neighbours are needed but only {int(keep[short[0]].sum())} reference samples "
+                                "remain "
                                 f"for a test prompt once near-duplicates (cosine > "
                                 f"{self.config.dedup}) are dropped; lower k, raise dedup or rebuild the reference on "
                                 "more training data")

@@ -12,13 +12,17 @@ from __future__ import annotations
 from lm_eval.models.huggingface import HFLM
 
 from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
+from roma_eval.errors import report_in_one_line
+
+report_in_one_line()
 
 
 class RomaLM(HFLM):
     def __init__(self, router_checkpoint: str | None = None, router_checkpoint_revision: str | None = None,
                  force_router_checkpoint: bool = False, **kwargs) -> None:
         # Read (and validate) the checkpoint before loading a possibly large base model.
-        checkpoint = load_router_checkpoint(router_checkpoint, router_checkpoint_revision) if router_checkpoint else None
+        checkpoint = load_router_checkpoint(router_checkpoint,
+                                            router_checkpoint_revision) if router_checkpoint else None
         super().__init__(**kwargs)
         if checkpoint is not None:
             apply_router_checkpoint(self.model, checkpoint, force=bool(force_router_checkpoint))

@@ -28,18 +28,24 @@ uncached passes agree to float32 rounding on all six supported architectures, sc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from roma_eval.c3po.methods import project
 from roma_eval.errors import RomaEvalError
 from roma_eval.routing import record_routing, spec_for, steer_routing
 from roma_eval.routing.arch import decoder_layers
-from roma_eval.routing.partial import cache_holding, capture_layer_input, run_from_layer
+from roma_eval.routing.partial import (
+    attend_to_prefix,
+    capture_layer_input,
+    prefix_cache_exact,
+    prefix_keys_values,
+    run_from_layer,
+)
+from roma_eval.routing.scores import project_scores
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per cached layer: keys, values of shape (heads, tokens, dim)
 
@@ -59,7 +65,7 @@ class Problem:
 
     @classmethod
     def make(cls, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], max_length: int,
-             gold: int = -1) -> "Problem":
+             gold: int = -1) -> Problem:
         """``contexts``: one shared by all ``continuations``, or one per continuation (one if they are all equal)."""
         contexts, continuations = [tuple(c) for c in contexts], tuple(tuple(c) for c in continuations)
         if len(contexts) not in (1, len(continuations)):
@@ -160,7 +166,8 @@ class _Rows:
             prefix_mask[r, self.prefix_len - n_prefix:] = 1  # left padding
         self.attention_mask = torch.cat([prefix_mask, tail_mask], dim=1)
         self.tail_mask = tail_mask
-        self.position_ids = torch.tensor(prefix_lens, device=device).unsqueeze(1) + torch.arange(self.width, device=device)
+        offsets = torch.arange(self.width, device=device)
+        self.position_ids = torch.tensor(prefix_lens, device=device).unsqueeze(1) + offsets
         self.kv = _stack_prefixes(prefixes, owners, self.prefix_len, cached) if self.prefix_len else None
         self.hidden: torch.Tensor | None = None  # the frozen inputs, when set
         self.row_prompt: torch.Tensor | None = None  # TailBatch: each row's prompt, numbered across problems
@@ -170,7 +177,7 @@ class _Rows:
             return dict(attention_mask=self.tail_mask, position_ids=self.position_ids)
         kwargs = dict(attention_mask=self.attention_mask, position_ids=self.position_ids)
         if self.kv is not None:
-            kwargs["past_key_values"] = cache_holding(self.kv, first_layer)  # fresh each pass: the forward appends to it
+            kwargs.update(attend_to_prefix(self.kv, first_layer))
         return kwargs
 
     def scores(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,7 +203,8 @@ def _valid(values: torch.Tensor, own: torch.Tensor, kind: str) -> torch.Tensor:
     a negative score projected (Euclidean) onto the simplex of its own mass, the other layers kept exactly."""
     if kind == "sigmoid":
         return values.clamp(0.0, 1.0)
-    return torch.where((values < 0).any(-1, keepdim=True), project(values, own.sum(-1, keepdim=True), kind), values)
+    return torch.where((values < 0).any(-1, keepdim=True), project_scores(values, kind, own.sum(-1, keepdim=True)),
+                       values)
 
 
 class TailBatch:
@@ -218,7 +226,8 @@ class TailBatch:
             self.moves = (torch.cat([f.prompt_routing for f in frozen]).to(device),
                           torch.stack([f.routing for f in frozen]).to(device)[self.token0.row_problem],
                           torch.tensor([problems[i].multiple_input for i, _, _ in prompts], device=device))
-        rows = [(i, problem.prompt(j), j) for i, problem in enumerate(problems) for j in range(len(problem.continuations))]
+        rows = [(i, problem.prompt(j), j) for i,
+                problem in enumerate(problems) for j in range(len(problem.continuations))]
         lengths = [len(problems[i].tail(j)) for i, _, j in rows]
         self.parts = []
         for group in _buckets(lengths):
@@ -268,7 +277,8 @@ class TailBatch:
 
 def _prefix_pass(model, problems: Sequence[Problem], device) -> Prefixes:
     """Keys/values of every layer for each prompt but its last token (right-padded batch, sliced back)."""
-    lens = {(i, p): len(context) - 1 for i, problem in enumerate(problems) for p, context in enumerate(problem.contexts)}
+    lens = {(i, p): len(context) - 1 for i, problem in enumerate(problems) for p,
+            context in enumerate(problem.contexts)}
     with_prefix = [key for key, n in lens.items() if n > 0]
     out: Prefixes = dict.fromkeys(lens)
     if not with_prefix:
@@ -279,24 +289,25 @@ def _prefix_pass(model, problems: Sequence[Problem], device) -> Prefixes:
     for row, (i, p) in enumerate(with_prefix):
         ids[row, : lens[i, p]] = torch.tensor(problems[i].contexts[p][:-1])
         mask[row, : lens[i, p]] = 1
-    cache = model(input_ids=ids, attention_mask=mask, use_cache=True).past_key_values
+    kv = prefix_keys_values(model, input_ids=ids, attention_mask=mask)
     for row, key in enumerate(with_prefix):
-        out[key] = [(layer.keys[row, :, : lens[key]], layer.values[row, :, : lens[key]]) for layer in cache.layers]
+        out[key] = [(keys[row, :, : lens[key]], values[row, :, : lens[key]]) for keys, values in kv]
     return out
 
 
-def _check_attention(model) -> None:
-    config = model.config
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
-        raise RomaEvalError(f"{config.model_type} uses sliding-window attention, which C3PO's prefix cache does not "
-                            "support; load it with sliding_window=None (exact for prompts shorter than the window)")
+def _check_attention(model, problems: Sequence[Problem]) -> None:
+    longest = max(len(c) + len(t) for p in problems for c in p.contexts for t in p.continuations)
+    if not prefix_cache_exact(model, longest):
+        raise RomaEvalError(f"{model.config.model_type} uses sliding-window attention and a prompt of {longest} tokens "
+                            f"exceeds its window of {model.config.sliding_window}, which C3PO's prefix cache cannot "
+                            "reproduce; evaluate shorter prompts (lm-eval --limit / max_length) or use --model hf")
 
 
 @torch.no_grad()
 def freeze(model, problems: Sequence[Problem], layers: list[int]) -> list[Frozen]:
     """One full pass over ``problems`` (prefixes, then the tails against them): each problem's frozen
     state for steering ``layers`` (sorted decoder-layer indices), with its base routing."""
-    _check_attention(model)
+    _check_attention(model, problems)
     device = next(model.parameters()).device
     k = layers[0]
     prefixes = _prefix_pass(model, problems, device)
@@ -317,7 +328,8 @@ def freeze(model, problems: Sequence[Problem], layers: list[int]) -> list[Frozen
         tails = [entering_next[i, j] for j in range(len(problem.continuations))]
         width = max(len(t) for t in tails)
         prompts = range(len(problem.contexts))
-        kv = [None if prefixes[i, p] is None else [(keys.clone(), values.clone()) for keys, values in prefixes[i, p][k:]]
+        kv = [None if prefixes[i, p] is None else [(keys.clone(), values.clone()) for keys, values in prefixes[i,
+                                                                                                               p][k:]]
               for p in prompts]
         frozen.append(Frozen(problem, kv, torch.stack([entering_k[i, p] for p in prompts]),
                              torch.stack([F.pad(t, (0, 0, 0, width - len(t))) for t in tails]),

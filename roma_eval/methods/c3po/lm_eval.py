@@ -1,10 +1,11 @@
 """lm-eval model ``c3po``: a Hugging Face MoE whose routing C3PO re-mixes for each test prompt.
 
 model_args: every ``hf`` argument, plus ``reference=`` (a directory written by
-``roma-eval c3po build-reference`` for this base model) and the ``C3POConfig`` fields:
-``method=ngd|kernel|mode``, ``k=``, ``steps=``, ``lr=``, ``lr_min=``, ``core_experts=``, ``alpha=``,
-``alpha_step=``, ``mode_neighbours=pathway|embedding``, ``mode_steps=``, ``bandwidth=``, ``sigma=``,
-``dedup=``, ``all_generated_tokens=``, ``group=``.
+``roma-eval c3po build-reference`` for this base model) and the ``C3POConfig`` fields prefixed with
+``c3po_`` (they share HFLM's namespace and the results' ``config.model_args``): ``c3po_method=ngd|kernel|mode``,
+``c3po_k=``, ``c3po_steps=``, ``c3po_lr=``, ``c3po_lr_min=``, ``c3po_core_experts=``, ``c3po_alpha=``,
+``c3po_alpha_step=``, ``c3po_mode_neighbours=pathway|embedding``, ``c3po_mode_steps=``, ``c3po_bandwidth=``,
+``c3po_sigma=``, ``c3po_dedup=``, ``c3po_all_generated_tokens=``, ``c3po_group=``.
 
 Multiple choice: lm-eval sends one request per choice, tokenised by its own ``_encode_pair``.  The
 requests of one document form one problem: one pathway is optimised for it and every choice is
@@ -28,9 +29,17 @@ from __future__ import annotations
 import torch
 from lm_eval.models.huggingface import HFLM
 
-from roma_eval.c3po import C3PO, C3POConfig, Problem, load_reference, steer_generation
+from roma_eval.errors import RomaEvalError, report_in_one_line
+from roma_eval.methods.c3po import (
+    C3PO,
+    C3POConfig,
+    Problem,
+    load_reference,
+    steer_generation,
+)
 from roma_eval.samples import label_free_prompt
-from roma_eval.errors import RomaEvalError
+
+report_in_one_line()
 
 
 def _document(request):
@@ -103,7 +112,8 @@ class C3POLM(HFLM):
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         contexts = list(dict.fromkeys(request.args[0] for request in requests))
-        problems = [Problem.make([self.tok_encode(c) or [self.prefix_token_id]], [()], self.max_length) for c in contexts]
+        problems = [Problem.make([self.tok_encode(c) or [self.prefix_token_id]], [()],
+                                 self.max_length) for c in contexts]
         omegas, _ = self.c3po.run(problems, contexts, score=False, progress=not disable_tqdm)
         self._pathways = dict(zip(contexts, omegas))
         try:

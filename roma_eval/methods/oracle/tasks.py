@@ -8,12 +8,19 @@ multiple-input choices), and lm-eval scores every answer (filters, ``process_res
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.samples import SPLITS, Sample, _gold_index, label_free_prompt, shared_prompt, task_manager
+from roma_eval.samples import (
+    SPLITS,
+    Sample,
+    _gold_index,
+    label_free_prompt,
+    shared_prompt,
+    task_manager,
+)
 
 OUTPUT_TYPES = ("multiple_choice", "generate_until")
 

@@ -34,9 +34,11 @@ Mode finding, where the paper gives only the update:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
+
+from roma_eval.routing.scores import project_scores
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -45,18 +47,6 @@ def core_index(omega0: torch.Tensor, n: int) -> torch.Tensor:
     """(G, layers, n) indices of each layer's n largest base scores; n = 0 means every expert."""
     n_experts = omega0.shape[-1]
     return omega0.topk(n if 0 < n < n_experts else n_experts, dim=-1).indices
-
-
-def project(values: torch.Tensor, mass: torch.Tensor, kind: str) -> torch.Tensor:
-    """Euclidean projection onto {v >= 0, Σ v = mass} (softmax) or onto [0, 1] (sigmoid), per row."""
-    if kind == "sigmoid":
-        return values.clamp(0.0, 1.0)
-    ordered = values.sort(dim=-1, descending=True).values
-    excess = ordered.cumsum(dim=-1) - mass
-    rank = torch.arange(1, values.shape[-1] + 1, device=values.device, dtype=values.dtype)
-    support = (ordered - excess / rank > 0).sum(dim=-1, keepdim=True)  # at least 1 since mass > 0
-    shift = excess.gather(-1, support - 1) / support
-    return (values - shift).clamp(min=0.0)
 
 
 def restrict(target: torch.Tensor, omega0: torch.Tensor, core: torch.Tensor, kind: str) -> torch.Tensor:
@@ -141,5 +131,5 @@ def ngd(omega0, core, kind, loss_fn: LossFn, steps: int = 10, lr: float = 1e-2, 
             losses = loss_fn(omega0.scatter(-1, core, theta))
             (grad,) = torch.autograd.grad(losses.sum(), theta)
         history.append(losses.detach())
-        theta = project(theta.detach() - cosine_lr(step, steps, lr, lr_min) * grad, mass, kind)
+        theta = project_scores(theta.detach() - cosine_lr(step, steps, lr, lr_min) * grad, kind, mass)
     return omega0.scatter(-1, core, theta), torch.stack(history)

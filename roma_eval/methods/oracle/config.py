@@ -1,0 +1,62 @@
+"""Oracle configuration.  The paper (arXiv 2511.07419, §1 and Table 1 "Oracle") gives no steps, rate
+or variables for its per-sample routing descent; these defaults are ours (docs/oracle.md says why).
+
+Every field is a `roma-eval oracle` flag of the same name (dashes for underscores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.methods.choices import check_choices
+
+
+@dataclass
+class OracleConfig:
+    layers: str | None = field(default=None, metadata={"help":
+        "steered MoE layers: last:N, first:N, middle:N, all, or indices (default: the paper's critical layers, the "
+        "last 5; all when the model has fewer)"})
+    tokens: str = field(default="last:1", metadata={"help": "steered context tokens: last:N, first:N or middle:N"})
+    variables: Literal["offset", "scores"] = field(default="offset", metadata={"help":
+        "offset: additive router-logit offsets starting at 0; scores: routing probabilities over all experts, starting"
+        " at the base routing, kept on the simplex"})
+    optimizer: Literal["sample-adam", "adam", "sgd"] = field(default="sample-adam", metadata={"help":
+        "sample-adam: Adam with one second moment per sample (each step moves a sample's variables by about lr in RMS;"
+        " directions without gradient stay put); adam: per-coordinate Adam; sgd"})
+    lr: float = field(default=0.2, metadata={"help":
+        "learning rate; 0 keeps the base routing (a sanity check: the oracle then equals base)"})
+    max_steps: int = field(default=30, metadata={"help": "gradient steps per sample at most (the step budget)"})
+    stable: int = field(default=2, metadata={"help":
+        "a multiple-choice sample stops once it has been right at this many consecutive iterates (a generation sample "
+        "stops at its first real generation with full marks)"})
+    criterion: Literal["both", "acc", "acc_norm"] = field(default="both", metadata={"help":
+        "what 'right' means for multiple choice: both = every metric the task reports among acc and acc_norm, or the "
+        "one named; never at the cost of a metric right at the base routing"})
+    batch_size: int = field(default=32, metadata={"help": "samples descending together (each with its own variables)"})
+    prefix_cache: bool = field(default=True, metadata={"help":
+        "run the tokens before the first steered token once and reuse their KV cache"})
+    save_routing: bool = field(default=False, metadata={"help":
+        "also write each sample's base and oracle routing scores (routing_<task>_<date>.jsonl)"})
+    seed: int = field(default=0, metadata={"help": "torch seed (the descent itself is deterministic)"})
+
+    def __post_init__(self):
+        if self.max_steps < 1:
+            raise RomaEvalError(f"max_steps={self.max_steps}: the step budget must be at least 1 "
+                                "(use `roma-eval eval --model hf` for the base model's scores)")
+        check_choices(self)
+        if self.lr < 0 or self.stable < 1 or self.batch_size < 1:
+            raise RomaEvalError(f"lr={self.lr}, stable={self.stable}, batch_size={self.batch_size}: "
+                                "lr must be >= 0, stable and batch_size >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_specs(cls):
+        return fields(cls)
+
+    def settings(self) -> dict:
+        """The fields that change what is written (batching and the prefix cache do not)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("batch_size", "prefix_cache")}
