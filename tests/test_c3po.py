@@ -369,6 +369,7 @@ def test_generation_steers_the_last_prompt_token_and_optionally_every_token(tiny
     assert (second_step[True] - second_step[False]).abs().max() > 1e-4  # steering generated tokens is a change
 
 
+@pytest.mark.slow
 def test_python_api_and_plain_lm_eval_cli_agree_per_sample(setup, hf_base, tokenizer):
     """`lm_eval --model c3po` (plain CLI, NGD) == lm-eval's Python API == C3PO.score_samples, per sample."""
     base_dir, ref, root = setup
@@ -421,6 +422,7 @@ def test_mode_finding_in_the_engine_searches_the_right_references(setup, tokeniz
     assert not torch.equal(together, torch.stack([f.routing for f in frozen]))
 
 
+@pytest.mark.slow
 def test_mode_finding_through_the_plain_lm_eval_cli(setup, hf_base, tokenizer):
     """`lm_eval --model c3po` with method=mode (plain CLI, generation task included) == C3PO.score_samples
     per sample, and the re-mixing moved the scores."""

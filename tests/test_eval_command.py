@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from lm_eval_helpers import FIXTURE_TASKS
 
 from roma_eval.tiny import save_tiny_model
+
+pytestmark = pytest.mark.slow  # runs lm-eval's CLI or a whole toy pipeline
 
 ROMA_EVAL = str(Path(sys.executable).parent / "roma-eval")
 

@@ -43,6 +43,7 @@ def test_roma_without_checkpoint_equals_hf(setup, hf_base):
     assert evaluate_api("roma", f"pretrained={setup[0]}", TASKS) == hf_base
 
 
+@pytest.mark.slow
 def test_plain_lm_eval_cli_roma_with_checkpoint(setup, hf_base):
     """`lm_eval --model roma ... router_checkpoint=` equals `hf` on the model whose routers were
     replaced and saved in full: the only difference from base is the routers."""
@@ -60,6 +61,7 @@ def test_entry_point_is_declared():
     assert names.get("c3po") == "roma_eval.methods.c3po.lm_eval:C3POLM"
 
 
+@pytest.mark.slow
 def test_bad_checkpoint_under_plain_cli_is_one_line(setup, tmp_path):
     base_dir, ckpt, _, _ = setup
     other = save_tiny_model("olmoe", tmp_path / "other", seed=99)

@@ -13,6 +13,8 @@ from roma_eval.methods.oracle import OracleConfig, load_oracle_tasks, run_oracle
 from roma_eval.resources import tasks_dir
 from roma_eval.tiny import save_tiny_model
 
+pytestmark = pytest.mark.slow  # runs lm-eval's CLI or a whole toy pipeline
+
 PAPER_TASKS = ["mmlu", "winogrande", "arc_challenge", "gsm8k"]
 
 

@@ -213,6 +213,7 @@ def test_existing_output_is_kept(tokenizer, train_samples, embedder, tmp_path):
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path):
     """`accelerate launch --cpu --num_processes 2 roma-eval train ...` equals one process within float tolerance."""
     import subprocess

@@ -79,6 +79,7 @@ def test_unknown_task_is_one_clear_error():
         load_samples(["no_such_task_anywhere"], include_path=[FIXTURE_TASKS])
 
 
+@pytest.mark.slow
 def test_multiple_input_samples_are_lm_eval_requests(real_tasks):
     """lm-eval's winogrande: one prompt per choice, one shared continuation, the gold index from doc_to_text."""
     from lm_eval.tasks import TaskManager
@@ -94,6 +95,7 @@ def test_multiple_input_samples_are_lm_eval_requests(real_tasks):
         assert sample.text == doc["sentence"]  # the question with its blank, no option filled in
 
 
+@pytest.mark.slow
 def test_mixed_choice_counts_and_multiple_input_match_lm_eval(real_tasks, model_dir):
     """One batch mixing ARC's 3-, 4- and 5-choice questions, and winogrande's per-choice prompts: per-sample
     scores, acc and acc_norm equal lm-eval's own (a padded choice once made acc_norm pick the padding)."""

@@ -14,6 +14,8 @@ from roma_eval.demo import DemoContext, run_demo, summary
 from roma_eval.resources import tasks_dir
 from roma_eval.toy.suite import EVAL_TASKS
 
+pytestmark = pytest.mark.slow  # runs lm-eval's CLI or a whole toy pipeline
+
 LM_EVAL = str(Path(sys.executable).parent / "lm_eval")
 REPO = Path(__file__).resolve().parents[2]
 

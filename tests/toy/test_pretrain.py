@@ -62,6 +62,7 @@ def state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bit_identical_weights_and_another_seed_does_not():
     first, _, log = pretrain(TINY, progress=False)
     second, _, _ = pretrain(TINY, progress=False)
@@ -89,6 +90,7 @@ def test_cache_builds_once_and_is_keyed_by_the_whole_config(tmp_path, monkeypatc
         assert cache.model_dir(changed) != directory
 
 
+@pytest.mark.slow
 def test_interrupted_build_leaves_no_half_model(tmp_path, monkeypatch):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
 
@@ -102,6 +104,7 @@ def test_interrupted_build_leaves_no_half_model(tmp_path, monkeypatch):
     assert list((tmp_path / "toy").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cached_model_loads_with_plain_transformers(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -114,6 +117,7 @@ def test_cached_model_loads_with_plain_transformers(tmp_path, monkeypatch):
     assert len(AutoTokenizer.from_pretrained(directory)) == loaded.config.vocab_size <= TINY.model.vocab_size
 
 
+@pytest.mark.slow
 def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
     from roma_eval.toy import pretrain as module
 
