@@ -74,6 +74,7 @@ def test_same_seed_gives_bit_identical_weights_and_another_seed_does_not():
     assert torch.get_num_threads() >= 1 and not torch.are_deterministic_algorithms_enabled()
 
 
+@pytest.mark.slow
 def test_cache_builds_once_and_is_keyed_by_the_whole_config(tmp_path, monkeypatch):
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
     directory = cache.ensure_model(TINY, progress=False)
