@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.report.demo import write_demo_report
+from roma_eval.report.stages import write_stage_report
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_METHODS = ("base", "roma", "c3po", "oracle")
@@ -111,7 +111,7 @@ def demo_results(runs, tmp_path, methods=DEMO_METHODS) -> Path:
 
 
 def test_demo_report(runs, tmp_path):
-    written = write_demo_report(demo_results(runs, tmp_path), tmp_path / "reports" / "demo")
+    written = write_stage_report(demo_results(runs, tmp_path), tmp_path / "reports" / "demo")
     names = {p.name for p in written}
     assert {"report.md", "report.html", "report.tex", "tiny-olmoe_toy_bars.png", "tiny-olmoe_toy_bars.svg"} <= names
     text = (tmp_path / "reports" / "demo" / "report.md").read_text()
@@ -123,11 +123,11 @@ def test_demo_report(runs, tmp_path):
 def test_demo_report_with_what_exists(runs, tmp_path):
     results = demo_results(runs, tmp_path, methods=("base",))
     (results / "c3po").mkdir()  # a method that has not run yet
-    write_demo_report(results, tmp_path / "demo")
+    write_stage_report(results, tmp_path / "demo")
     text = (tmp_path / "demo" / "report.md").read_text()
     assert "| Base |" in text and "| C3PO |" not in text
     with pytest.raises(RomaEvalError, match="no method results under"):
-        write_demo_report(tmp_path / "empty", tmp_path / "demo2")
+        write_stage_report(tmp_path / "empty", tmp_path / "demo2")
 
 
 def test_report_path_imports_no_torch(runs, tmp_path):
