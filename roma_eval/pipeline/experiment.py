@@ -42,7 +42,7 @@ class Experiment:
     device: str | None = None
     trust_remote_code: bool = False
     batch_size: int = 8  # lm-eval's --batch_size
-    seed: int = 0
+    seed: int = 0  # training order, sampling, random neighbours; lm-eval keeps its own default seeds
     roma: RomaConfig = field(default_factory=RomaConfig)
     router_tuning: RomaConfig = field(default_factory=_router_tuning)
     oracle: OracleConfig = field(default_factory=OracleConfig)
@@ -140,7 +140,7 @@ class Experiment:
 
         parts = ["lm_eval", "--model", model, "--model_args", model_args, "--tasks", ",".join(self.eval_tasks),
                  "--include_path", str(tasks_dir()), "--batch_size", str(self.batch_size),
-                 "--output_path", str(self.stage_dir(stage)), "--log_samples", "--seed", str(self.seed)]
+                 "--output_path", str(self.stage_dir(stage)), "--log_samples"]
         parts += ["--limit", str(self.limit)] if self.limit is not None else []
         parts += ["--device", self.device] if self.device else []
         return shlex.join(parts)
@@ -166,8 +166,6 @@ class Experiment:
         results = lm_eval.simple_evaluate(
             model=model, model_args=model_args, tasks=list(self.eval_tasks), device=device,
             batch_size=self.batch_size, limit=self.limit, log_samples=True, evaluation_tracker=tracker,
-            random_seed=self.seed, numpy_random_seed=self.seed, torch_random_seed=self.seed,
-            fewshot_random_seed=self.seed,
             task_manager=task_manager(self.include_path, task_names=list(self.eval_tasks)))
         samples = results.pop("samples")
         tracker.save_results_aggregated(results=results, samples=samples)
