@@ -136,7 +136,7 @@ def test_report_path_imports_no_torch(runs, tmp_path):
         import sys
         from pathlib import Path
         import roma_eval.results, roma_eval.commands.report, roma_eval.commands.check
-        from roma_eval.report import build, check, demo, paper, plots, render, tables
+        from roma_eval.report import build, check, paper, plots, render, stages, tables
         from roma_eval.results import load_runs, metric_preferences
         runs = load_runs([{str(runs / 'base')!r}, {str(runs / 'roma')!r}])
         render.write_report(build.build_report(runs, plots=False), Path({str(tmp_path / 'tables')!r}))
