@@ -12,9 +12,12 @@ from pathlib import Path
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
-# Small configs of the real transformers classes.  Each exercises what makes its family special:
-# Qwen2-MoE's shared expert and its sigmoid shared_expert_gate (not a router), DeepSeek's dense
-# first layer, group-limited top-k, routed scaling and (V3) sigmoid scores with a correction bias.
+# Small configs of the real transformers classes, keyed by model_type.  Each exercises what makes its
+# family special: Qwen2-MoE's shared expert and its sigmoid shared_expert_gate (not a router), DeepSeek's
+# dense first layer, group-limited top-k, routed scaling and (V3) sigmoid scores with a correction bias;
+# interleaved dense/MoE and attention/linear-attention/mamba/convolution layers (Qwen3-Next, Jamba,
+# Llama 4, LFM2, MiniMax), routers with a bias (gpt-oss), embedding/residual multipliers (Granite),
+# sliding-window and chunked attention (gpt-oss, Llama 4).
 _COMMON = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
                num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False)
 TINY_CONFIGS: dict[str, dict] = {
@@ -33,7 +36,10 @@ TINY_CONFIGS: dict[str, dict] = {
                         routed_scaling_factor=2.5, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4,
                         qk_nope_head_dim=4, v_head_dim=8, num_key_value_heads=4),
 }
-ARCHITECTURES = tuple(TINY_CONFIGS)
+_OWN_LAYOUT: set[str] = set()  # configs that name their sizes differently: _COMMON does not apply
+# The default test set (fast): the six families roma-eval started with.  ALL_ARCHITECTURES: every tiny family.
+ARCHITECTURES = ("olmoe", "qwen2_moe", "qwen3_moe", "mixtral", "deepseek_v2", "deepseek_v3")
+ALL_ARCHITECTURES = tuple(TINY_CONFIGS)
 DEFAULT_CORPUS = (
     "Question: What is the capital of France?\nAnswer: Paris",
     "The quick brown fox jumps over the lazy dog. 0123456789 +-*/=?!.,;:'\"()[]",
@@ -61,8 +67,9 @@ def tiny_config(arch: str, vocab_size: int, **overrides):
     from transformers import AutoConfig
 
     if arch not in TINY_CONFIGS:
-        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    fields = {**_COMMON, **TINY_CONFIGS[arch], "vocab_size": vocab_size, "pad_token_id": 0,
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ALL_ARCHITECTURES)}")
+    common = {} if arch in _OWN_LAYOUT else _COMMON
+    fields = {**common, **TINY_CONFIGS[arch], "vocab_size": vocab_size, "pad_token_id": 0,
               "bos_token_id": 1, "eos_token_id": 2, **overrides}
     return AutoConfig.for_model(arch, **fields)
 
@@ -76,23 +83,38 @@ def build_tiny_model(arch: str, tokenizer, seed: int = 0, router_std: float = 0.
     import torch
     from transformers import AutoModelForCausalLM
 
-    from roma_eval.errors import RomaEvalError
-    from roma_eval.routing import router_weights, routers
-
     config = tiny_config(arch, vocab_size=len(tokenizer), **overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    randomise_routers(model, router_std)
+    return model.eval()
+
+
+def randomise_routers(model, router_std: float = 0.5) -> None:
+    """Draw every router weight from N(0, router_std), a router bias (gpt-oss) likewise, and the choice-only
+    correction biases (DeepSeek-V3, GLM-4.5, Ernie's moe_statics, LFM2's expert_bias) from N(0, 0.05), so that
+    tests see them change the expert choice."""
+    import torch
+
+    from roma_eval.errors import RomaEvalError
+    from roma_eval.routing import router_weights, routers
+
     try:
         gates = routers(model)
     except RomaEvalError:  # a MoE family configured with dense layers only (a test of that refusal)
-        gates = {}
+        return
+    drawn = set()
     with torch.no_grad():
-        for layer, gate in gates.items():
+        for layer, gate in gates.items():  # this order keeps the first six families' draws as they always were
             router_weights(model, [layer])[layer].normal_(0.0, router_std)
+            if isinstance(getattr(gate, "bias", None), torch.nn.Parameter):
+                gate.bias.normal_(0.0, router_std)
             if hasattr(gate, "e_score_correction_bias"):
-                # DeepSeek-V3: a non-zero correction bias, so tests see it change the expert choice.
                 gate.e_score_correction_bias.normal_(0.0, 0.05)
-    return model.eval()
+                drawn.add(id(gate.e_score_correction_bias))
+        for name, tensor in [*model.named_buffers(), *model.named_parameters()]:
+            if name.endswith(("e_score_correction_bias", "expert_bias")) and id(tensor) not in drawn:
+                tensor.normal_(0.0, 0.05)
 
 
 def save_tiny_model(arch: str, directory: str | Path, seed: int = 0, tokenizer=None, **overrides) -> Path:
@@ -103,3 +125,4 @@ def save_tiny_model(arch: str, directory: str | Path, seed: int = 0, tokenizer=N
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+

@@ -1,0 +1,107 @@
+"""The family registry: one entry per supported MoE family, and the families refused with a reason.
+
+Each entry says where the router is, what its parameter is called, what the "routing weights"
+(the scores over all experts that RoMA reads and C3PO/the oracle replace) are, and how scores become
+the top-k choice (``select``), mirroring the family's own source line for line (the comment above
+each ``select`` names the transformers class it mirrors).  ``docs/families.md`` is the reader's
+version of this file; ``tests/test_families.py`` checks that every MoE family in the installed
+transformers is either here or in ``REFUSED``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from roma_eval.routing.spec import (
+    SIGMOID,
+    SOFTMAX,
+    ArchSpec,
+)
+
+# ---------------------------------------------------------------- shared selection rules
+
+
+def _select_softmax_topk(gate, logits, scores, args):
+    # OlmoeTopKRouter, Qwen2MoeTopKRouter, Qwen3MoeTopKRouter, Qwen3NextTopKRouter, FlexOlmoTopKRouter:
+    # top-k of softmax(logits, float32), renormalised if norm_topk_prob, cast back to the logits' dtype.
+    top_value, top_index = torch.topk(scores, gate.top_k, dim=-1)
+    if gate.norm_topk_prob:
+        top_value = top_value / top_value.sum(dim=-1, keepdim=True)
+    return top_value.to(logits.dtype), top_index
+
+
+def _select_mixtral(gate, logits, scores, args):
+    # MixtralTopKRouter, MiniMaxTopKRouter: always renormalised, weights stay float32.
+    top_value, top_index = torch.topk(scores, gate.top_k, dim=-1)
+    return top_value / top_value.sum(dim=-1, keepdim=True), top_index
+
+
+def _group_mask(gate, group_scores: torch.Tensor) -> torch.Tensor:
+    group_idx = torch.topk(group_scores, k=gate.topk_group, dim=-1, sorted=False)[1]
+    group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
+    per_group = gate.num_experts // gate.num_group
+    return group_mask.unsqueeze(-1).expand(-1, gate.num_group, per_group).reshape(-1, gate.num_experts).bool()
+
+
+def _select_deepseek_v2(gate, logits, scores, args):
+    # DeepseekV2TopkRouter: greedy or group-limited greedy on softmax scores, times routed_scaling_factor.
+    if gate.topk_method == "group_limited_greedy":
+        group_scores = scores.view(-1, gate.num_group, gate.num_experts // gate.num_group).max(dim=-1).values
+        scores = scores.masked_fill(~_group_mask(gate, group_scores), 0.0)
+    top_value, top_index = torch.topk(scores, k=gate.top_k, dim=-1, sorted=False)
+    return top_value * gate.routed_scaling_factor, top_index
+
+
+def _check_deepseek_v2(config):
+    if getattr(config, "topk_method", "greedy") not in ("greedy", "group_limited_greedy"):
+        return (f"DeepSeek-V2 topk_method {config.topk_method!r} is not supported; "
+                "use 'greedy' or 'group_limited_greedy'")
+    return None
+
+
+def _select_deepseek_v3(gate, logits, scores, args):
+    # DeepseekV3TopkRouter (and the identical Glm4MoeTopkRouter, DeepseekV32TopkRouter): sigmoid scores of
+    # float32 logits; the correction bias steers the choice but not the weights; groups ranked by the sum
+    # of their top-2 biased scores; weights renormalised (norm_topk_prob) and scaled.
+    for_choice = scores + gate.e_score_correction_bias
+    per_group = for_choice.view(-1, gate.num_group, gate.num_experts // gate.num_group)
+    group_scores = per_group.topk(2, dim=-1)[0].sum(dim=-1)
+    for_choice = for_choice.masked_fill(~_group_mask(gate, group_scores), float("-inf"))
+    top_index = torch.topk(for_choice, k=gate.top_k, dim=-1, sorted=False)[1]
+    top_value = scores.gather(1, top_index)
+    if gate.norm_topk_prob:
+        top_value = top_value / (top_value.sum(dim=-1, keepdim=True) + 1e-20)
+    return top_value * gate.routed_scaling_factor, top_index
+
+
+# ---------------------------------------------------------------- the registry
+
+_SOFTMAX_ALL = "softmax(router logits) over all experts, float32"
+_V3_DEF = ("sigmoid(router logits) per expert, float32 — the affinities top-k chooses from before the "
+           "correction bias is added; not a distribution")
+
+SPECS_LIST: tuple[ArchSpec, ...] = (
+    # --- the original six
+    ArchSpec("olmoe", "OlmoeTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
+    ArchSpec("qwen2_moe", "Qwen2MoeTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
+    ArchSpec("qwen3_moe", "Qwen3MoeTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
+    ArchSpec("mixtral", "MixtralTopKRouter", select=_select_mixtral, definition=_SOFTMAX_ALL, **SOFTMAX),
+    ArchSpec("deepseek_v2", "DeepseekV2TopkRouter", select=_select_deepseek_v2, check=_check_deepseek_v2,
+             definition=_SOFTMAX_ALL + " (before the group mask and routed_scaling_factor)", **SOFTMAX),
+    ArchSpec("deepseek_v3", "DeepseekV3TopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+)
+
+# Families in the installed transformers (models/<family>) with a router-and-experts block that roma-eval does
+# not drive, each with the reason in one line.  A model_type "<family>" or "<family>_<variant>" (e.g. a text
+# config "<family>_text") is refused with this line; tests/test_families.py keeps the list complete.
+REFUSED: dict[str, str] = {}
+
+
+def refusal(model_type: str | None) -> str | None:
+    """The reason a model_type is refused: its family's line, for "<family>" and "<family>_<variant>"."""
+    if not model_type:
+        return None
+    for family, reason in REFUSED.items():
+        if model_type == family or model_type.startswith(family + "_"):
+            return reason
+    return None
