@@ -35,8 +35,18 @@ TINY_CONFIGS: dict[str, dict] = {
                         first_k_dense_replace=1, n_group=2, topk_group=1, norm_topk_prob=True,
                         routed_scaling_factor=2.5, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4,
                         qk_nope_head_dim=4, v_head_dim=8, num_key_value_heads=4),
+    # --- the families added after the first six (tests run them under the `slow` marker)
+    "gpt_oss": dict(num_local_experts=8, num_experts_per_tok=2, head_dim=8, sliding_window=4),
+    "granitemoe": dict(num_local_experts=8, num_experts_per_tok=2, embedding_multiplier=2.5, residual_multiplier=0.5,
+                       logits_scaling=2.0, attention_multiplier=0.3),
+    "phimoe": dict(num_local_experts=8, num_experts_per_tok=2),
+    "llama4_text": dict(num_local_experts=8, num_experts_per_tok=2, interleave_moe_layer_step=2,
+                        intermediate_size_mlp=64, head_dim=8, attention_chunk_size=4),
+    "dbrx": dict(d_model=32, n_heads=4, n_layers=4, max_seq_len=512,
+                 attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0),
+                 ffn_config=dict(ffn_hidden_size=64, moe_num_experts=8, moe_top_k=2)),
 }
-_OWN_LAYOUT: set[str] = set()  # configs that name their sizes differently: _COMMON does not apply
+_OWN_LAYOUT = {"dbrx"}  # configs that name their sizes differently: _COMMON does not apply
 # The default test set (fast): the six families roma-eval started with.  ALL_ARCHITECTURES: every tiny family.
 ARCHITECTURES = ("olmoe", "qwen2_moe", "qwen3_moe", "mixtral", "deepseek_v2", "deepseek_v3")
 ALL_ARCHITECTURES = tuple(TINY_CONFIGS)

@@ -4,6 +4,7 @@ from roma_eval.routing.arch import (
     SPECS,
     ArchSpec,
     decoder_layers,
+    layer_of_parameter,
     num_experts,
     resolve_layers,
     router_fingerprint,
@@ -25,7 +26,7 @@ from roma_eval.routing.steer import MODES, steer_routing
 
 __all__ = [
     "MODES", "REFUSED", "SPECS", "ArchSpec", "as_positions", "decoder_layers", "last_context_positions",
-    "num_experts", "probe_routing", "record_routing", "resolve_layers", "router_fingerprint",
+    "layer_of_parameter", "num_experts", "probe_routing", "record_routing", "resolve_layers", "router_fingerprint",
     "router_parameter_names", "router_weights", "routers", "selectors", "spec_for", "steer_routing",
     "token_positions", "token_rows",
 ]

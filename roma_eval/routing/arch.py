@@ -14,6 +14,7 @@ bit-identical to the router's own (tests check this).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from operator import attrgetter
 
@@ -119,6 +120,16 @@ def router_parameter_names(model, layers=None) -> dict[int, str]:
     of the model calls it, and what a router checkpoint stores it as)."""
     names = {id(p): n for n, p in _unwrap(model).named_parameters(remove_duplicate=False)}
     return {i: names[id(weight)] for i, weight in router_weights(model, layers).items()}
+
+
+_LAYER_IN_NAME = re.compile(r"(?:^|\.)(?:layers|blocks)\.(\d+)\.")
+
+
+def layer_of_parameter(name: str) -> int | None:
+    """The decoder-layer index in a parameter name of any supported family ("model.layers.3.mlp.gate.weight",
+    DBRX's "transformer.blocks.3.ffn.router.layer.weight" -> 3), None when it names no decoder layer."""
+    match = _LAYER_IN_NAME.search(name)
+    return int(match[1]) if match else None
 
 
 def router_fingerprint(model) -> str:

@@ -11,11 +11,17 @@ transformers is either here or in ``REFUSED``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from roma_eval.routing.spec import (
+    DENSE_SCORES_LOGITS,
+    LOGITS_ONLY,
     SIGMOID,
     SOFTMAX,
+    SOFTMAX_SAME_DTYPE,
     ArchSpec,
+    logit,
+    sigmoid_float,
 )
 
 # ---------------------------------------------------------------- shared selection rules
@@ -74,9 +80,57 @@ def _select_deepseek_v3(gate, logits, scores, args):
     return top_value * gate.routed_scaling_factor, top_index
 
 
+# ---------------------------------------------------------------- families with their own rule
+
+
+def _select_gpt_oss(gate, logits, scores, args):
+    # GptOssTopKRouter: top-k of the logits (with the router bias), softmax over the k chosen only.
+    top_value, top_index = torch.topk(logits, gate.top_k, dim=-1)
+    return F.softmax(top_value, dim=1, dtype=top_value.dtype), top_index
+
+
+def _select_granitemoe(gate, logits, scores, args):
+    # GraniteMoeTopKRouter: float32 logits, top-k of the logits, softmax over the k, cast to the input's dtype.
+    top_value, top_index = logits.topk(gate.top_k, dim=-1)
+    return torch.softmax(top_value, dim=-1).type_as(args[0]), top_index
+
+
+def _select_phimoe(gate, logits, scores, args):
+    # PhimoeTopKRouter: the family's own sparsemixer on the logits (top-2; in eval mode the argmax, then the
+    # argmax of the rest, each weighted by a softmax over the experts within the jitter threshold of it).
+    from transformers.models.phimoe.modeling_phimoe import sparsemixer
+
+    return sparsemixer(logits, jitter_eps=gate.router_jitter_noise, training=gate.training, top_k=gate.top_k)
+
+
+def _check_phimoe(config):
+    if config.num_experts_per_tok != 2:
+        return f"PhiMoE's sparsemixer routes to exactly 2 experts; this config asks for {config.num_experts_per_tok}"
+    return None
+
+
+def _select_llama4(gate, logits, scores, args):
+    # Llama4Router: top-k of the logits; the dense (tokens, experts) weights are sigmoid of the chosen logits
+    # and sigmoid(-inf) = 0 elsewhere, in float32, cast back (returned dense, as the router returns them).
+    top_value, top_index = torch.topk(logits, gate.top_k, dim=1)
+    dense = torch.full_like(logits, float("-inf")).scatter_(1, top_index, top_value)
+    return torch.sigmoid(dense.float()).to(dense.dtype), top_index
+
+
+def _select_dbrx(ffn, logits, scores, args):
+    # DbrxFFN.route_tokens_to_experts (the DbrxRouter returns logits only): softmax in the logits' dtype,
+    # top-k, divided by the p-norm of the k weights (moe_normalize_expert_weights = p).
+    top_value, top_index = torch.topk(scores, ffn.top_k, dim=-1)
+    if ffn.moe_normalize_expert_weights is not None:
+        top_value = top_value / torch.norm(top_value, p=ffn.moe_normalize_expert_weights, dim=-1, keepdim=True)
+    return top_value, top_index
+
+
 # ---------------------------------------------------------------- the registry
 
 _SOFTMAX_ALL = "softmax(router logits) over all experts, float32"
+_ON_LOGITS = ("softmax(router logits) over all experts, float32 — top-k chooses on the logits and its weights are "
+              "this softmax renormalised over the chosen k")
 _V3_DEF = ("sigmoid(router logits) per expert, float32 — the affinities top-k chooses from before the "
            "correction bias is added; not a distribution")
 
@@ -89,6 +143,25 @@ SPECS_LIST: tuple[ArchSpec, ...] = (
     ArchSpec("deepseek_v2", "DeepseekV2TopkRouter", select=_select_deepseek_v2, check=_check_deepseek_v2,
              definition=_SOFTMAX_ALL + " (before the group mask and routed_scaling_factor)", **SOFTMAX),
     ArchSpec("deepseek_v3", "DeepseekV3TopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+    # --- softmax top-k routers
+    ArchSpec("dbrx", "DbrxRouter", router_path="ffn.router", weight_name="layer.weight", output=LOGITS_ONLY,
+             selector_path="ffn", layers_path="transformer.blocks", final_norm_path="transformer.norm_f",
+             select=_select_dbrx, definition="softmax(router logits) over all experts, in the logits' dtype",
+             **SOFTMAX_SAME_DTYPE),
+    # --- routers choosing on logits, weighting the chosen ones only
+    ArchSpec("gpt_oss", "GptOssTopKRouter", router_path="mlp.router", select=_select_gpt_oss,
+             definition="softmax(router logits + router bias) over all experts, float32 — top-k chooses on the "
+                        "logits and its weights are this softmax renormalised over the chosen k", **SOFTMAX),
+    ArchSpec("granitemoe", "GraniteMoeTopKRouter", router_path="block_sparse_moe.router", select=_select_granitemoe,
+             definition=_ON_LOGITS, **SOFTMAX),
+    ArchSpec("phimoe", "PhimoeTopKRouter", router_path="mlp.router", select=_select_phimoe, check=_check_phimoe,
+             definition="softmax(router logits) over all experts, float32 — sparsemixer takes the argmax, then "
+                        "the argmax of the rest, each weighted by a softmax over the experts near it", **SOFTMAX),
+    ArchSpec("llama4_text", "Llama4Router", family="llama4", aliases=("llama4",), router_path="feed_forward.router",
+             output=DENSE_SCORES_LOGITS, select=_select_llama4, scores=sigmoid_float, scores_to_logits=logit,
+             score_kind="sigmoid",
+             definition="sigmoid(router logits) per expert, float32 — the chosen experts' weights; top-k "
+                        "chooses on the logits (the same order)"),
 )
 
 # Families in the installed transformers (models/<family>) with a router-and-experts block that roma-eval does

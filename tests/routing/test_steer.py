@@ -73,7 +73,7 @@ def test_select_mirrors_each_router_exactly(family_model):
             rebuilt = spec.output.rebuild(module, args, output, rows, logits, weights, index)
             for mine, theirs in zip(rebuilt, output):
                 assert (mine is None and theirs is None) or torch.equal(mine, theirs), (arch, layer)
-        else:  # a router returning logits only: its block's own selection
+        else:  # DBRX: the FFN's own route_tokens_to_experts
             their_weights, their_index = choosers[layer].route_tokens_to_experts(logits)
             assert torch.equal(weights, their_weights) and torch.equal(index, their_index), (arch, layer)
 
@@ -138,9 +138,17 @@ def test_override_changes_the_expert_choice(family_model, padded_batch):
         assert target in chosen["index"][b * seq_len + int(positions[b, 0])].tolist()
 
 
+# Families whose routing weights are piecewise constant in the logits in eval mode: no gradient reaches a
+# routing override (PhiMoE's sparsemixer weights each chosen expert by a softmax over the experts within a
+# jitter threshold of it, mostly itself alone; its gradient estimator exists in training mode only).
+FLAT_IN_EVAL = {"phimoe"}
+
+
 @pytest.mark.parametrize("mode", ["offset", "scores"])
 def test_gradients_reach_override_and_router_weights(family_model, padded_batch, mode):
     arch, model = family_model
+    if arch in FLAT_IN_EVAL:
+        pytest.skip(f"{arch}: eval-mode routing weights are piecewise constant in the logits (docs/families.md)")
     batch = padded_batch[0]["right"]
     layers = resolve_layers(model, "all")
     positions = torch.full((2, 1), 2)
