@@ -20,6 +20,9 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 # sliding-window and chunked attention (gpt-oss, Llama 4).
 _COMMON = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
                num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False)
+_LINEAR_ATTENTION = dict(linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
+                         linear_num_value_heads=4, linear_conv_kernel_dim=2,
+                         layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"])
 TINY_CONFIGS: dict[str, dict] = {
     "olmoe": dict(num_experts=8, num_experts_per_tok=2, norm_topk_prob=False),
     "qwen2_moe": dict(num_experts=8, num_experts_per_tok=2, norm_topk_prob=False, moe_intermediate_size=32,
@@ -37,14 +40,26 @@ TINY_CONFIGS: dict[str, dict] = {
                         qk_nope_head_dim=4, v_head_dim=8, num_key_value_heads=4),
     # --- the families added after the first six (tests run them under the `slow` marker)
     "gpt_oss": dict(num_local_experts=8, num_experts_per_tok=2, head_dim=8, sliding_window=4),
+    "qwen3_next": dict(num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, moe_intermediate_size=32,
+                       shared_expert_intermediate_size=32, head_dim=8, decoder_sparse_step=1, mlp_only_layers=[0],
+                       **_LINEAR_ATTENTION),
+    "qwen3_5_moe_text": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32,
+                             shared_expert_intermediate_size=32, head_dim=8, **_LINEAR_ATTENTION),
+    "minimax": dict(num_local_experts=8, num_experts_per_tok=2, head_dim=8, block_size=4,
+                    layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"]),
     "granitemoe": dict(num_local_experts=8, num_experts_per_tok=2, embedding_multiplier=2.5, residual_multiplier=0.5,
                        logits_scaling=2.0, attention_multiplier=0.3),
     "phimoe": dict(num_local_experts=8, num_experts_per_tok=2),
+    "jamba": dict(num_experts=8, num_experts_per_tok=2, expert_layer_period=2, expert_layer_offset=1,
+                  attn_layer_period=4, attn_layer_offset=2, mamba_d_state=4, mamba_dt_rank=4, mamba_d_conv=2),
     "llama4_text": dict(num_local_experts=8, num_experts_per_tok=2, interleave_moe_layer_step=2,
                         intermediate_size_mlp=64, head_dim=8, attention_chunk_size=4),
     "dbrx": dict(d_model=32, n_heads=4, n_layers=4, max_seq_len=512,
                  attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0),
                  ffn_config=dict(ffn_hidden_size=64, moe_num_experts=8, moe_top_k=2)),
+    "lfm2_moe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, num_dense_layers=1,
+                     layer_types=["conv", "full_attention", "conv", "full_attention"], use_expert_bias=True,
+                     routed_scaling_factor=1.5),
 }
 _OWN_LAYOUT = {"dbrx"}  # configs that name their sizes differently: _COMMON does not apply
 # The default test set (fast): the six families roma-eval started with.  ALL_ARCHITECTURES: every tiny family.

@@ -36,6 +36,13 @@ def _select_softmax_topk(gate, logits, scores, args):
     return top_value.to(logits.dtype), top_index
 
 
+def _select_softmax_topk_normalised(gate, logits, scores, args):
+    # Qwen3_5MoeTopKRouter: as Qwen3-MoE, always renormalised (no norm_topk_prob).
+    top_value, top_index = torch.topk(scores, gate.top_k, dim=-1)
+    top_value = top_value / top_value.sum(dim=-1, keepdim=True)
+    return top_value.to(logits.dtype), top_index
+
+
 def _select_mixtral(gate, logits, scores, args):
     # MixtralTopKRouter, MiniMaxTopKRouter: always renormalised, weights stay float32.
     top_value, top_index = torch.topk(scores, gate.top_k, dim=-1)
@@ -109,6 +116,12 @@ def _check_phimoe(config):
     return None
 
 
+def _select_jamba(gate, logits, scores, args):
+    # JambaTopKRouter: top-k of softmax(logits, float32), not renormalised, cast to the input's dtype.
+    top_value, top_index = torch.topk(scores, gate.top_k, dim=-1)
+    return top_value.to(args[0].dtype), top_index
+
+
 def _select_llama4(gate, logits, scores, args):
     # Llama4Router: top-k of the logits; the dense (tokens, experts) weights are sigmoid of the chosen logits
     # and sigmoid(-inf) = 0 elsewhere, in float32, cast back (returned dense, as the router returns them).
@@ -124,6 +137,19 @@ def _select_dbrx(ffn, logits, scores, args):
     if ffn.moe_normalize_expert_weights is not None:
         top_value = top_value / torch.norm(top_value, p=ffn.moe_normalize_expert_weights, dim=-1, keepdim=True)
     return top_value, top_index
+
+
+def _select_lfm2(gate, logits, scores, args):
+    # Lfm2MoeTopKRouter: sigmoid scores; with use_expert_bias the choice is the top-k of scores + the block's
+    # expert_bias (the router's second argument), the weights the chosen scores; renormalised (+1e-6) and scaled.
+    if gate.use_expert_bias:
+        selected = torch.topk(scores + args[1], k=gate.top_k, dim=-1)[1]
+        weights = torch.gather(scores, dim=1, index=selected).type_as(logits)
+    else:
+        weights, selected = torch.topk(scores, k=gate.top_k, dim=-1)
+    if gate.norm_topk_prob:
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-6)
+    return weights * gate.routed_scaling_factor, selected
 
 
 # ---------------------------------------------------------------- the registry
@@ -144,6 +170,12 @@ SPECS_LIST: tuple[ArchSpec, ...] = (
              definition=_SOFTMAX_ALL + " (before the group mask and routed_scaling_factor)", **SOFTMAX),
     ArchSpec("deepseek_v3", "DeepseekV3TopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
     # --- softmax top-k routers
+    ArchSpec("qwen3_next", "Qwen3NextTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
+    ArchSpec("qwen3_5_moe_text", "Qwen3_5MoeTopKRouter", family="qwen3_5_moe", aliases=("qwen3_5_moe",),
+             select=_select_softmax_topk_normalised, definition=_SOFTMAX_ALL, **SOFTMAX),
+    ArchSpec("minimax", "MiniMaxTopKRouter", select=_select_mixtral, definition=_SOFTMAX_ALL, **SOFTMAX),
+    ArchSpec("jamba", "JambaTopKRouter", router_path="feed_forward.router", final_norm_path="model.final_layernorm",
+             select=_select_jamba, definition=_SOFTMAX_ALL, **SOFTMAX),
     ArchSpec("dbrx", "DbrxRouter", router_path="ffn.router", weight_name="layer.weight", output=LOGITS_ONLY,
              selector_path="ffn", layers_path="transformer.blocks", final_norm_path="transformer.norm_f",
              select=_select_dbrx, definition="softmax(router logits) over all experts, in the logits' dtype",
@@ -162,6 +194,11 @@ SPECS_LIST: tuple[ArchSpec, ...] = (
              score_kind="sigmoid",
              definition="sigmoid(router logits) per expert, float32 — the chosen experts' weights; top-k "
                         "chooses on the logits (the same order)"),
+    # --- sigmoid routers
+    ArchSpec("lfm2_moe", "Lfm2MoeTopKRouter", router_path="feed_forward.gate", final_norm_path="model.embedding_norm",
+             select=_select_lfm2,
+             definition="sigmoid(router logits) per expert, in the logits' dtype — before the block's expert_bias, "
+                        "which steers only the choice", **SIGMOID),
 )
 
 # Families in the installed transformers (models/<family>) with a router-and-experts block that roma-eval does
