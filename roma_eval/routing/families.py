@@ -139,6 +139,16 @@ def _select_dbrx(ffn, logits, scores, args):
     return top_value, top_index
 
 
+def _select_ernie(gate, logits, scores, args):
+    # Ernie4_5_MoeTopKRouter: softmax(float32 logits); the choice is the top-k of scores + the moe_statics
+    # correction bias, the weights the chosen scores renormalised (sum clamped at moe_norm_min), cast to the
+    # input's dtype.
+    selected = torch.topk(gate.moe_statics(scores), gate.top_k, dim=-1)[1]
+    weights = torch.gather(scores, dim=-1, index=selected)
+    weights = weights / torch.clamp(weights.sum(dim=-1, keepdim=True), min=gate.norm_min)
+    return weights.to(args[0].dtype), selected
+
+
 def _select_lfm2(gate, logits, scores, args):
     # Lfm2MoeTopKRouter: sigmoid scores; with use_expert_bias the choice is the top-k of scores + the block's
     # expert_bias (the router's second argument), the weights the chosen scores; renormalised (+1e-6) and scaled.
@@ -170,12 +180,16 @@ SPECS_LIST: tuple[ArchSpec, ...] = (
              definition=_SOFTMAX_ALL + " (before the group mask and routed_scaling_factor)", **SOFTMAX),
     ArchSpec("deepseek_v3", "DeepseekV3TopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
     # --- softmax top-k routers
+    ArchSpec("flex_olmo", "FlexOlmoTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
     ArchSpec("qwen3_next", "Qwen3NextTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
     ArchSpec("qwen3_5_moe_text", "Qwen3_5MoeTopKRouter", family="qwen3_5_moe", aliases=("qwen3_5_moe",),
              select=_select_softmax_topk_normalised, definition=_SOFTMAX_ALL, **SOFTMAX),
     ArchSpec("minimax", "MiniMaxTopKRouter", select=_select_mixtral, definition=_SOFTMAX_ALL, **SOFTMAX),
     ArchSpec("jamba", "JambaTopKRouter", router_path="feed_forward.router", final_norm_path="model.final_layernorm",
              select=_select_jamba, definition=_SOFTMAX_ALL, **SOFTMAX),
+    ArchSpec("ernie4_5_moe", "Ernie4_5_MoeTopKRouter", select=_select_ernie,
+             definition=_SOFTMAX_ALL + " (before the moe_statics correction bias, which steers only the choice)",
+             **SOFTMAX),
     ArchSpec("dbrx", "DbrxRouter", router_path="ffn.router", weight_name="layer.weight", output=LOGITS_ONLY,
              selector_path="ffn", layers_path="transformer.blocks", final_norm_path="transformer.norm_f",
              select=_select_dbrx, definition="softmax(router logits) over all experts, in the logits' dtype",
@@ -195,6 +209,8 @@ SPECS_LIST: tuple[ArchSpec, ...] = (
              definition="sigmoid(router logits) per expert, float32 — the chosen experts' weights; top-k "
                         "chooses on the logits (the same order)"),
     # --- sigmoid routers
+    ArchSpec("glm4_moe", "Glm4MoeTopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+    ArchSpec("deepseek_v32", "DeepseekV32TopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
     ArchSpec("lfm2_moe", "Lfm2MoeTopKRouter", router_path="feed_forward.gate", final_norm_path="model.embedding_norm",
              select=_select_lfm2,
              definition="sigmoid(router logits) per expert, in the logits' dtype — before the block's expert_bias, "
