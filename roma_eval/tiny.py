@@ -23,6 +23,9 @@ _COMMON = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_at
 _LINEAR_ATTENTION = dict(linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
                          linear_num_value_heads=4, linear_conv_kernel_dim=2,
                          layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"])
+_V3_TINY = dict(n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=32,
+                first_k_dense_replace=1, n_group=2, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5,
+                head_dim=8)
 TINY_CONFIGS: dict[str, dict] = {
     "olmoe": dict(num_experts=8, num_experts_per_tok=2, norm_topk_prob=False),
     "qwen2_moe": dict(num_experts=8, num_experts_per_tok=2, norm_topk_prob=False, moe_intermediate_size=32,
@@ -71,6 +74,32 @@ TINY_CONFIGS: dict[str, dict] = {
     "lfm2_moe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, num_dense_layers=1,
                      layer_types=["conv", "full_attention", "conv", "full_attention"], use_expert_bias=True,
                      routed_scaling_factor=1.5),
+    "mellum": dict(num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, moe_intermediate_size=32, head_dim=8),
+    "hunyuan_v1_moe": dict(num_experts=8, moe_topk=2, head_dim=8, moe_intermediate_size=32),
+    "granitemoeshared": dict(num_local_experts=8, num_experts_per_tok=2, shared_intermediate_size=32,
+                             embedding_multiplier=2.0),
+    "aria_text": dict(moe_num_experts=8, moe_topk=2, moe_intermediate_size=32, head_dim=8),
+    "cohere2_moe": dict(num_experts=8, num_experts_per_tok=2, head_dim=8, sliding_window=4),
+    "glm4_moe_lite": dict(n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=32,
+                          first_k_dense_replace=1, n_group=2, topk_group=1, norm_topk_prob=True,
+                          routed_scaling_factor=2.5, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=4,
+                          qk_nope_head_dim=4, v_head_dim=8, head_dim=4, num_key_value_heads=4),
+    "dots1": dict(n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=32,
+                  first_k_dense_replace=1, n_group=2, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5,
+                  head_dim=8),
+    "solar_open": dict(n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=32,
+                       n_group=2, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5, head_dim=8),
+    "exaone_moe": dict(num_experts=8, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=32,
+                       first_k_dense_replace=1, n_group=2, topk_group=1, norm_topk_prob=True,
+                       routed_scaling_factor=2.5, head_dim=8, sliding_window=4),
+    "minimax_m2": dict(num_local_experts=8, num_experts_per_tok=2, head_dim=8),
+    "afmoe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=8, num_dense_layers=1,
+                  sliding_window=4),
+    "mimo_v2_flash": dict(_V3_TINY),
+    "nemotron_h": dict(_V3_TINY, layers_block_type=["mamba", "moe", "attention", "moe"], mamba_num_heads=4,
+                       mamba_head_dim=8, ssm_state_size=4, n_groups=1, chunk_size=4),
+    "granitemoe_swa": dict(num_local_experts=8, num_experts_per_tok=2, sliding_window=4),
+    "flint": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=8),
 }
 _OWN_LAYOUT = {"dbrx"}  # configs that name their sizes differently: _COMMON does not apply
 # The default test set (fast): the six families roma-eval started with.  ALL_ARCHITECTURES: every tiny family.

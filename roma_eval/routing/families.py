@@ -162,6 +162,58 @@ def _select_lfm2(gate, logits, scores, args):
     return weights * gate.routed_scaling_factor, selected
 
 
+def _select_aria(gate, logits, scores, args):
+    # AriaTextTopKRouter: top-k of the logits, softmax over the k chosen (in the logits' dtype).
+    top_value, top_index = torch.topk(logits, gate.top_k, dim=-1)
+    return F.softmax(top_value, dim=-1), top_index
+
+
+def _select_cohere2_moe(gate, logits, scores, args):
+    # Cohere2MoeTopKRouter (expert_selection_fn "softmax"): top-k of the logits, softmax (float32) over the k,
+    # cast to the input's dtype.
+    top_value, top_index = torch.topk(logits, gate.top_k, dim=-1)
+    return F.softmax(top_value, dim=1, dtype=torch.float).to(args[0].dtype), top_index
+
+
+def _check_cohere2_moe(config):
+    if getattr(config, "expert_selection_fn", "softmax") != "softmax":
+        return (f"Cohere2-MoE with expert_selection_fn {config.expert_selection_fn!r} is not supported: roma-eval "
+                "registers its softmax variant only")
+    return None
+
+
+def _select_sigmoid_bias_arg(gate, logits, scores, args):
+    # MiniMaxM2TopKRouter: sigmoid(float32 logits); the choice is the top-k of scores + the block's
+    # e_score_correction_bias (the router's second argument), the weights the chosen scores renormalised.
+    top_index = torch.topk(scores + args[1], gate.top_k, dim=-1, sorted=False)[1]
+    top_value = scores.gather(1, top_index)
+    return top_value / top_value.sum(dim=-1, keepdim=True), top_index
+
+
+def _select_afmoe(gate, logits, scores, args):
+    # AfmoeTokenChoiceRouter: sigmoid(float32 logits); the choice is the top-k of scores + the block's
+    # expert_bias (the router's second argument); the chosen scores renormalised (+1e-20) times route_scale.
+    top_index = torch.topk(scores + args[1], k=gate.top_k, dim=1)[1]
+    top_value = scores.gather(dim=1, index=top_index)
+    top_value = top_value / (top_value.sum(dim=-1, keepdim=True) + 1e-20)
+    return top_value * gate.route_scale, top_index
+
+
+def _select_flint(gate, logits, scores, args):
+    # FlintTopKRouter: top-k of sigmoid(float32 logits), no bias, renormalised if norm_topk_prob.
+    top_value, top_index = torch.topk(scores, gate.top_k, dim=-1)
+    if gate.norm_topk_prob:
+        top_value = top_value / top_value.sum(dim=-1, keepdim=True)
+    return top_value, top_index
+
+
+def _check_hunyuan(config):
+    if not isinstance(config.num_experts, int):
+        return ("HunYuan-MoE with a different expert count per layer is not supported: routing vectors of every "
+                "layer must have the same length")
+    return None
+
+
 # ---------------------------------------------------------------- the registry
 
 _SOFTMAX_ALL = "softmax(router logits) over all experts, float32"
@@ -215,6 +267,35 @@ SPECS_LIST: tuple[ArchSpec, ...] = (
              select=_select_lfm2,
              definition="sigmoid(router logits) per expert, in the logits' dtype — before the block's expert_bias, "
                         "which steers only the choice", **SIGMOID),
+    # --- more families with one of the rules above
+    ArchSpec("mellum", "MellumTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
+    ArchSpec("hunyuan_v1_moe", "HunYuanMoEV1Gate", weight_name="wg.weight", select=_select_softmax_topk_normalised,
+             check=_check_hunyuan, definition=_SOFTMAX_ALL, **SOFTMAX),
+    ArchSpec("granitemoeshared", "GraniteMoeSharedTopKRouter", router_path="block_sparse_moe.router",
+             select=_select_granitemoe, definition=_ON_LOGITS, **SOFTMAX),
+    ArchSpec("aria_text", "AriaTextTopKRouter", family="aria", router_path="mlp.router", select=_select_aria,
+             definition=_ON_LOGITS, **SOFTMAX),
+    ArchSpec("cohere2_moe", "Cohere2MoeTopKRouter", select=_select_cohere2_moe, check=_check_cohere2_moe,
+             definition=_ON_LOGITS, **SOFTMAX),
+    ArchSpec("glm4_moe_lite", "Glm4MoeLiteTopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+    ArchSpec("dots1", "Dots1TopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+    ArchSpec("solar_open", "SolarOpenTopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+    ArchSpec("exaone_moe", "ExaoneMoeTopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+    ArchSpec("minimax_m2", "MiniMaxM2TopKRouter", select=_select_sigmoid_bias_arg, scores=sigmoid_float,
+             scores_to_logits=logit, score_kind="sigmoid",
+             definition="sigmoid(router logits) per expert, float32 — before the block's e_score_correction_bias, "
+                        "which steers only the choice"),
+    ArchSpec("afmoe", "AfmoeTokenChoiceRouter", router_path="mlp.router", weight_name="gate.weight",
+             select=_select_afmoe,
+             definition="sigmoid(router logits) per expert, float32 — before the block's expert_bias, which steers "
+                        "only the choice", **SIGMOID),
+    ArchSpec("mimo_v2_flash", "MiMoV2FlashTopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+    ArchSpec("nemotron_h", "NemotronHTopkRouter", router_path="mixer.gate", final_norm_path="model.norm_f",
+             select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+    ArchSpec("granitemoe_swa", "GraniteMoeSWATopKRouter", router_path="block_sparse_moe.router",
+             select=_select_granitemoe, definition=_ON_LOGITS, **SOFTMAX),
+    ArchSpec("flint", "FlintTopKRouter", select=_select_flint,
+             definition="sigmoid(router logits) per expert, float32 (no correction bias)", **SIGMOID),
 )
 
 # Families in the installed transformers (models/<family>) with a router-and-experts block that roma-eval does
