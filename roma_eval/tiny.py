@@ -191,3 +191,19 @@ def save_tiny_model(arch: str, directory: str | Path, seed: int = 0, tokenizer=N
     tokenizer.save_pretrained(directory)
     return directory
 
+
+def build_tiny_remote_model(code_dir: str | Path, tokenizer=None, seed: int = 0, router_std: float = 0.5, **overrides):
+    """A randomly initialised tiny causal LM from a directory of remote code (config.json with ``auto_map``
+    and its modelling files), loaded with ``trust_remote_code=True``; ``overrides`` replace config fields."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(code_dir), trust_remote_code=True)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    if tokenizer is not None:
+        config.vocab_size = len(tokenizer)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, trust_remote_code=True, dtype=torch.float32)
+    randomise_routers(model, router_std)
+    return model.eval()

@@ -1,26 +1,34 @@
 """Shared fixtures: tiny random models of every supported architecture, built in-process.
 
 ``arch_model`` runs a test on the six original families; ``family_model`` on those always and on every
-other supported family (ALL_FAMILIES) under the
+other supported family (ALL_FAMILIES: the transformers ones and DeepSeekMoE's remote code) under the
 ``slow`` marker (``pytest -m "not slow"`` leaves them out, ``pytest -m slow`` runs only them).
 """
 
 import os
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Remote code (the DeepSeekMoE fixture) is copied into a modules cache: keep it out of the shared HF_HOME.
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="roma_hf_modules_"))
 
 import pytest
 import torch
 
-from roma_eval.tiny import ALL_ARCHITECTURES, ARCHITECTURES, build_tiny_model, train_tokenizer
+from roma_eval.tiny import ALL_ARCHITECTURES, ARCHITECTURES, build_tiny_model, build_tiny_remote_model, train_tokenizer
 
-ALL_FAMILIES = ALL_ARCHITECTURES
+DEEPSEEK_MOE_DIR = Path(__file__).parent / "fixtures" / "deepseek_moe"  # DeepSeekMoE as remote code (trust_remote_code)
+REMOTE = {"deepseek": DEEPSEEK_MOE_DIR}
+ALL_FAMILIES = (*ALL_ARCHITECTURES, *REMOTE)
 EXTRA_FAMILIES = tuple(a for a in ALL_FAMILIES if a not in ARCHITECTURES)
 
 
 def build_family_model(arch, tokenizer, seed=0, **overrides):
-    """A tiny model of ``arch`` (roma_eval.tiny)."""
+    """A tiny model of ``arch``: a transformers family (roma_eval.tiny) or a remote-code fixture."""
+    if arch in REMOTE:
+        return build_tiny_remote_model(REMOTE[arch], tokenizer, seed=seed, **overrides)
     return build_tiny_model(arch, tokenizer, seed=seed, **overrides)
 
 

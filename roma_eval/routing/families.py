@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from roma_eval.routing.spec import (
     DENSE_SCORES_LOGITS,
+    INDEX_WEIGHT_AUX,
     LOGITS_ONLY,
     SIGMOID,
     SOFTMAX,
@@ -214,6 +215,22 @@ def _check_hunyuan(config):
     return None
 
 
+def _select_deepseek_moe(gate, logits, scores, args):
+    # MoEGate of DeepSeekMoE (remote code, deepseek-ai/deepseek-moe-16b-*): softmax in the logits' dtype,
+    # top-k unsorted, renormalised (+1e-20) only when top_k > 1 and norm_topk_prob; no scaling.
+    top_value, top_index = torch.topk(scores, k=gate.top_k, dim=-1, sorted=False)
+    if gate.top_k > 1 and gate.norm_topk_prob:
+        top_value = top_value / (top_value.sum(dim=-1, keepdim=True) + 1e-20)
+    return top_value, top_index
+
+
+def _check_deepseek_moe(config):
+    if getattr(config, "scoring_func", "softmax") != "softmax":
+        return (f"DeepSeekMoE scoring_func {config.scoring_func!r} is not supported "
+                "(its MoEGate only implements softmax)")
+    return None
+
+
 # ---------------------------------------------------------------- the registry
 
 _SOFTMAX_ALL = "softmax(router logits) over all experts, float32"
@@ -296,6 +313,11 @@ SPECS_LIST: tuple[ArchSpec, ...] = (
              select=_select_granitemoe, definition=_ON_LOGITS, **SOFTMAX),
     ArchSpec("flint", "FlintTopKRouter", select=_select_flint,
              definition="sigmoid(router logits) per expert, float32 (no correction bias)", **SIGMOID),
+    # --- remote code
+    ArchSpec("deepseek", "MoEGate", family="remote:deepseek-moe", output=INDEX_WEIGHT_AUX, select=_select_deepseek_moe,
+             check=_check_deepseek_moe,
+             definition="softmax(gate logits) over all n_routed_experts, in the logits' dtype (MoEGate's `scores`)",
+             **SOFTMAX_SAME_DTYPE),
 )
 
 # Families in the installed transformers (models/<family>) with a router-and-experts block that roma-eval does
