@@ -315,3 +315,10 @@ def test_c3po_refuses_a_model_without_a_prefix_cache_in_one_line(arch, tokenizer
         freeze(model, [problem], resolve_layers(model, "last:2"))
     assert "\n" not in str(error.value) and model.config.model_type in str(error.value)
 
+
+def test_docs_list_every_supported_and_refused_family():
+    text = (Path(__file__).parents[1] / "docs" / "families.md").read_text(encoding="utf-8")
+    for spec in SPECS_LIST:
+        assert f"| `{spec.model_type}`" in text, spec.model_type
+    for family, reason in REFUSED.items():
+        assert f"| {family} | {reason} |" in text, family
