@@ -1,14 +1,60 @@
-"""Shared fixtures: tiny random models of every supported architecture, built in-process."""
+"""Shared fixtures: tiny random models of every supported architecture, built in-process.
+
+``arch_model`` runs a test on the six original families; ``family_model`` on those always and on every
+other supported family (ALL_FAMILIES: the transformers ones and DeepSeekMoE's remote code) under the
+``slow`` marker (``pytest -m "not slow"`` leaves them out, ``pytest -m slow`` runs only them).
+"""
 
 import os
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Remote code (the DeepSeekMoE fixture) is copied into a modules cache: keep it out of the shared HF_HOME.
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="roma_hf_modules_"))
 
 import pytest
 import torch
 
-from roma_eval.tiny import ARCHITECTURES, build_tiny_model, train_tokenizer
+from roma_eval.tiny import ALL_ARCHITECTURES, ARCHITECTURES, build_tiny_model, build_tiny_remote_model, train_tokenizer
+
+DEEPSEEK_MOE_DIR = Path(__file__).parent / "fixtures" / "deepseek_moe"  # DeepSeekMoE as remote code (trust_remote_code)
+REMOTE = {"deepseek": DEEPSEEK_MOE_DIR}
+ALL_FAMILIES = (*ALL_ARCHITECTURES, *REMOTE)
+EXTRA_FAMILIES = tuple(a for a in ALL_FAMILIES if a not in ARCHITECTURES)
+
+
+def build_family_model(arch, tokenizer, seed=0, **overrides):
+    """A tiny model of ``arch``: a transformers family (roma_eval.tiny) or a remote-code fixture."""
+    if arch in REMOTE:
+        return build_tiny_remote_model(REMOTE[arch], tokenizer, seed=seed, **overrides)
+    return build_tiny_model(arch, tokenizer, seed=seed, **overrides)
+
+
+class _Models(dict):
+    """Family -> its tiny model (seed 1), built the first time a test asks for it."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.tokenizer = tokenizer
+
+    def __missing__(self, arch):
+        self[arch] = build_family_model(arch, self.tokenizer, seed=1)
+        return self[arch]
+
+
+def family_params(fast=ARCHITECTURES, xfail=None):
+    """The six original families, then every other one marked slow; ``xfail``: family -> the reason it is
+    expected to fail (strict: the test fails once the reason is gone, so the entry gets removed)."""
+    xfail = xfail or {}
+    params = []
+    for arch in (*fast, *(a for a in ALL_FAMILIES if a not in fast)):
+        marks = [] if arch in fast else [pytest.mark.slow]
+        if arch in xfail:
+            marks.append(pytest.mark.xfail(strict=True, reason=xfail[arch]))
+        params.append(pytest.param(arch, marks=marks, id=arch))
+    return params
 
 
 @pytest.fixture
@@ -28,11 +74,18 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny_models(tokenizer):
-    return {arch: build_tiny_model(arch, tokenizer, seed=1) for arch in ARCHITECTURES}
+    return _Models(tokenizer)
 
 
 @pytest.fixture(params=ARCHITECTURES)
 def arch_model(request, tiny_models):
+    """(family, tiny model) of the six original families."""
+    return request.param, tiny_models[request.param]
+
+
+@pytest.fixture(params=family_params())
+def family_model(request, tiny_models):
+    """(family, tiny model) of every supported family: the six original ones, the others under `slow`."""
     return request.param, tiny_models[request.param]
 
 
@@ -50,9 +103,9 @@ def padded_batch(tokenizer):
 
 
 def gate_param_grads(model):
-    from roma_eval.routing import routers
+    from roma_eval.routing import router_weights
 
-    return {i: gate.weight.grad for i, gate in routers(model).items()}
+    return {i: weight.grad for i, weight in router_weights(model).items()}
 
 
 @pytest.fixture(autouse=True)
