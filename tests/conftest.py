@@ -44,17 +44,10 @@ class _Models(dict):
         return self[arch]
 
 
-def family_params(fast=ARCHITECTURES, xfail=None):
-    """The six original families, then every other one marked slow; ``xfail``: family -> the reason it is
-    expected to fail (strict: the test fails once the reason is gone, so the entry gets removed)."""
-    xfail = xfail or {}
-    params = []
-    for arch in (*fast, *(a for a in ALL_FAMILIES if a not in fast)):
-        marks = [] if arch in fast else [pytest.mark.slow]
-        if arch in xfail:
-            marks.append(pytest.mark.xfail(strict=True, reason=xfail[arch]))
-        params.append(pytest.param(arch, marks=marks, id=arch))
-    return params
+def family_params(fast=ARCHITECTURES):
+    """The six original families, then every other one marked slow."""
+    return [pytest.param(arch, marks=[] if arch in fast else [pytest.mark.slow], id=arch)
+            for arch in (*fast, *(a for a in ALL_FAMILIES if a not in fast))]
 
 
 @pytest.fixture
@@ -100,12 +93,6 @@ def padded_batch(tokenizer):
     tokenizer.padding_side = "right"
     singles = [tokenizer(t, return_tensors="pt") for t in texts]
     return batches, singles
-
-
-def gate_param_grads(model):
-    from roma_eval.routing import router_weights
-
-    return {i: weight.grad for i, weight in router_weights(model).items()}
 
 
 @pytest.fixture(autouse=True)

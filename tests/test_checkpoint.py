@@ -24,12 +24,7 @@ def tune(model, layers, seed=7):
             weight.add_(torch.randn_like(weight))
 
 
-# checkpoint.py finds a tensor's layer with its own "layers.N." pattern; DBRX's parameters live in
-# "transformer.blocks.N.": its loader must ask routing.layer_of_parameter (a change outside routing/).
-_LOADER = "checkpoint._layer_of must use routing.layer_of_parameter"
-
-
-@pytest.mark.parametrize("arch", family_params(xfail={"dbrx": _LOADER}))
+@pytest.mark.parametrize("arch", family_params())
 def test_every_family_round_trips(arch, tmp_path, tokenizer):
     """save -> load -> apply onto a fresh base model reproduces the tuned model exactly, changes only the routers
     of the tuned (MoE) layers, and stores them under the model's own parameter names."""

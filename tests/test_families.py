@@ -200,8 +200,6 @@ def test_deepseek_moe_without_trust_remote_code_is_refused_by_transformers(deeps
         AutoModelForCausalLM.from_pretrained(deepseek_dir)
 
 
-@pytest.mark.xfail(strict=True, reason="model_loading.load_model keeps only the first line of transformers' error, "
-                                       "which does not say to pass trust_remote_code (a change outside routing/)")
 def test_load_model_without_trust_remote_code_is_one_line_saying_to_pass_it(deepseek_dir):
     proc = subprocess.run([sys.executable, "-c", (
         "from roma_eval.errors import RomaEvalError\n"
@@ -258,8 +256,6 @@ def test_c3po_cached_pass_equals_the_full_forward_on_deepseek_moe(deepseek, toke
     torch.testing.assert_close(cached, full, atol=5e-5, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, reason="methods/oracle/descent.py reads routers(model)[i].num_experts, which "
-                                       "DeepSeekMoE's MoEGate does not have; it must call routing.num_experts(model)")
 def test_oracle_descends_on_deepseek_moe(deepseek, tokenizer):
     from roma_eval.methods.oracle import OracleConfig, descend
     from roma_eval.samples import Sample
@@ -279,8 +275,6 @@ def test_oracle_descends_on_deepseek_moe(deepseek, tokenizer):
 # methods follow it: the oracle runs uncached, C3PO (which has no uncached path) refuses in one line.
 HYBRID = ["gpt_oss", *(pytest.param(a, marks=pytest.mark.slow) for a in ("qwen3_next", "lfm2_moe", "jamba",
                                                                             "deepseek_v32"))]
-_C3PO_MESSAGE = ("methods/c3po/frozen.py's _check_attention does refuse, but its message reads config.sliding_window, "
-                 "which these configs lack: it should say routing.partial.prefix_cache_problem(model)")
 
 
 @pytest.mark.parametrize("arch", HYBRID)
@@ -302,8 +296,7 @@ def test_the_oracle_takes_the_uncached_path_where_the_seam_says_so(arch, tokeniz
     assert rows.prefix is None and rows.input_ids.shape == batch.input_ids.shape
 
 
-@pytest.mark.parametrize("arch", ["gpt_oss", *(pytest.param(p.values[0], marks=[*p.marks, pytest.mark.xfail(
-    strict=True, reason=_C3PO_MESSAGE)]) for p in HYBRID[1:])])
+@pytest.mark.parametrize("arch", HYBRID)
 def test_c3po_refuses_a_model_without_a_prefix_cache_in_one_line(arch, tokenizer):
     from roma_eval.methods.c3po import freeze
     from roma_eval.methods.c3po.frozen import Problem
