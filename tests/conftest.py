@@ -7,7 +7,6 @@ other supported family (ALL_FAMILIES: the transformers ones and DeepSeekMoE's re
 
 import os
 import tempfile
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -16,20 +15,9 @@ os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="roma_hf_modul
 
 import pytest
 import torch
+from family_helpers import build_family_model, family_params
 
-from roma_eval.tiny import ALL_ARCHITECTURES, ARCHITECTURES, build_tiny_model, build_tiny_remote_model, train_tokenizer
-
-DEEPSEEK_MOE_DIR = Path(__file__).parent / "fixtures" / "deepseek_moe"  # DeepSeekMoE as remote code (trust_remote_code)
-REMOTE = {"deepseek": DEEPSEEK_MOE_DIR}
-ALL_FAMILIES = (*ALL_ARCHITECTURES, *REMOTE)
-EXTRA_FAMILIES = tuple(a for a in ALL_FAMILIES if a not in ARCHITECTURES)
-
-
-def build_family_model(arch, tokenizer, seed=0, **overrides):
-    """A tiny model of ``arch``: a transformers family (roma_eval.tiny) or a remote-code fixture."""
-    if arch in REMOTE:
-        return build_tiny_remote_model(REMOTE[arch], tokenizer, seed=seed, **overrides)
-    return build_tiny_model(arch, tokenizer, seed=seed, **overrides)
+from roma_eval.tiny import ARCHITECTURES, train_tokenizer
 
 
 class _Models(dict):
@@ -42,12 +30,6 @@ class _Models(dict):
     def __missing__(self, arch):
         self[arch] = build_family_model(arch, self.tokenizer, seed=1)
         return self[arch]
-
-
-def family_params(fast=ARCHITECTURES):
-    """The six original families, then every other one marked slow."""
-    return [pytest.param(arch, marks=[] if arch in fast else [pytest.mark.slow], id=arch)
-            for arch in (*fast, *(a for a in ALL_FAMILIES if a not in fast))]
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import build_family_model, family_params
+from family_helpers import build_family_model, family_params
 
 from roma_eval.checkpoint import (
     CONFIG_NAME,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import build_family_model
+from family_helpers import build_family_model
 
 from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint, save_router_checkpoint
 from roma_eval.errors import RomaEvalError
