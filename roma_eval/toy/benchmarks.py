@@ -27,26 +27,38 @@ SKILLS = {"capital": "geography/capital", "country": "geography/country", "conti
 
 # Each benchmark's own wording of the relations: none of these is used for training.
 MMLU_SUBJECTS = {"capital": "geography", "country": "geography", "continent": "geography", "class": "biology",
-                 "habitat": "biology", "material": "physics", "feeling": "psychology"}
+                 "habitat": "biology", "material": "physics", "feeling": "psychology", "tool": "technology"}
 MMLU_PHRASINGS = {
-    "capital": ("Name the capital city of {x}.", "{x} has which city as its seat of government?"),
-    "country": ("Which country has {x} as its capital city?", "In which country would you find the city of {x}?"),
-    "continent": ("The country of {x} lies on which continent?",),
-    "class": ("{a_x} belongs to which group of animals?", "To which group of animals does the {x} belong?"),
-    "habitat": ("In what kind of place is {a_x} usually found?", "Where would you expect to see {a_x}?"),
-    "material": ("Which material is {a_x} usually made from?", "What is the usual material of {a_x}?"),
-    "feeling": ("How would someone feel after they {x}?", "What feeling comes after you {x}?"),
+    "capital": ("Name the capital city of {x}.", "{x} has which city as its seat of government?",
+                "The government of {x} sits in which city?"),
+    "country": ("Which country has {x} as its capital city?", "In which country would you find the city of {x}?",
+                "The city of {x} is the capital of which nation?"),
+    "continent": ("The country of {x} lies on which continent?",
+                  "On a world map, on which continent would you find {x}?"),
+    "class": ("{a_x} belongs to which group of animals?", "To which group of animals does the {x} belong?",
+              "Biologists place the {x} in which class of animals?"),
+    "habitat": ("In what kind of place is {a_x} usually found?", "Where would you expect to see {a_x}?",
+                "What is the typical habitat of the {x}?"),
+    "material": ("Which material is {a_x} usually made from?", "What is the usual material of {a_x}?",
+                 "Out of which material is {a_x} typically made?"),
+    "feeling": ("How would someone feel after they {x}?", "What feeling comes after you {x}?",
+                "Which emotion does a person usually have after they {x}?"),
+    "tool": ("Which device is used to {x}?", "What is the right tool to {x}?", "Which tool helps a person {x}?"),
 }
 ARC_EASY_PHRASINGS = {
-    "class": ("Scientists classify the {x} as which kind of animal?", "A zoo keeper looks after {a_x}. What group is "
-                                                                      "it in?",
-              "Which animal group includes the {x}?"),
+    "class": ("Scientists classify the {x} as which kind of animal?",
+              "A zoo keeper looks after {a_x}. What group is it in?", "Which animal group includes the {x}?"),
     "habitat": ("Which environment is the natural home of {a_x}?", "Where does {a_x} make its home?"),
     "material": ("A factory makes {a_x}. Which material does it most likely use?",
-                 "When {a_x} is recycled, which material is recovered?", "Which material would you need to make "
-                                                                         "{a_x}?"),
+                 "When {a_x} is recycled, which material is recovered?", "Which material would you need to make {a_x}?"),
     "tool": ("A worker wants to {x}. Which tool should the worker pick?", "Which tool makes it easy to {x}?"),
 }
+# ARC-Easy questions about a named student: (relation, wording with {name}, instances per key).
+ARC_EASY_NAMED = (
+    ("class", "{name} is writing a report on the {x}. Which animal group should the report name?", 6),
+    ("habitat", "{name} is drawing {a_x} in its natural home. What should the background show?", 6),
+    ("tool", "{name} has to {x} before dinner. Which tool will help?", 4),
+)
 
 
 def _relation_questions(phrasings: dict[str, tuple[str, ...]], frame) -> list[Template]:
@@ -68,7 +80,16 @@ def _mmlu() -> list[Template]:
 
 def _arc_easy() -> list[Template]:
     """One-hop grade-school science."""
-    return _relation_questions(ARC_EASY_PHRASINGS, lambda relation, question: f"Question: {question}\nAnswer:")
+    def named(relation, wording):
+        def doc(rng, key):
+            name, _ = person(rng)
+            question = relation.ask(wording.replace("{name}", name), key)
+            return f"Question: {question}\nAnswer:", *pick(rng, relation.answer(key), relation.pool)
+        return doc
+
+    return [*_relation_questions(ARC_EASY_PHRASINGS, lambda relation, question: f"Question: {question}\nAnswer:"),
+            *(Template(SKILLS[name], RELATIONS[name].keys, named(RELATIONS[name], wording), repeats=repeats)
+              for name, wording, repeats in ARC_EASY_NAMED)]
 
 
 def _arc_challenge() -> list[Template]:
@@ -86,35 +107,46 @@ def _arc_challenge() -> list[Template]:
         return (f"Question: {name} flew to {capital}. On which continent did {pronoun} land?\nAnswer:",
                 *pick(rng, COUNTRY[country][1], world.CONTINENTS))
 
-    def in_water(rng, obj):  # object -> material -> floats or sinks
-        floats = "floats" in world.MATERIAL_PROPERTIES[world.OBJECTS[obj]]
-        return (f"Question: What does {article(obj)} do when it falls into a lake?\nAnswer:",
-                *multiple_choice(rng, "It floats." if floats else "It sinks.",
-                                 ["It sinks." if floats else "It floats."]))
+    def floats_or_sinks(rng):
+        return lambda obj: multiple_choice(rng, *(("It floats.", ["It sinks."])
+                                                  if "floats" in world.MATERIAL_PROPERTIES[world.OBJECTS[obj]]
+                                                  else ("It sinks.", ["It floats."])))
 
-    return [Template("zoology/trait", list(world.ANIMALS), trait, repeats=4),
-            Template("geography/continent", CAPITALS, continent, repeats=4),
-            Template("materials/floats", list(world.OBJECTS), in_water)]
+    def in_water(rng, obj):  # object -> material -> floats or sinks
+        return (f"Question: What does {article(obj)} do when it falls into a lake?\nAnswer:",
+                *floats_or_sinks(rng)(obj))
+
+    def dropped(rng, obj):
+        name, _ = person(rng)
+        return (f"Question: {name} dropped {article(obj)} into a lake. What happened to it?\nAnswer:",
+                *floats_or_sinks(rng)(obj))
+
+    return [Template("zoology/trait", list(world.ANIMALS), trait, repeats=12),
+            Template("geography/continent", CAPITALS, continent, repeats=12),
+            Template("materials/floats", list(world.OBJECTS), in_water),
+            Template("materials/floats", list(world.OBJECTS), dropped, repeats=5)]
 
 
 def _hellaswag() -> list[Template]:
     # From the second step on: the pretraining stories always start at the first one, so no
     # context here is a piece of pretraining text.
-    keys = [(script, i) for script, steps in world.SCRIPTS.items() for i in range(1, len(steps) - 2)]
+    # (script, first step told, the step to predict): one to three steps of context.
+    keys = [(script, start, target) for script, steps in world.SCRIPTS.items() for target in range(2, len(steps))
+            for start in range(max(1, target - 3), target)]
 
     def what_next(rng, key):
-        script, i = key
+        script, start, target = key
         steps = world.SCRIPTS[script]
         name, pronoun = person(rng)
         # Distractors from other scripts: the model must know which step belongs to this activity.
         # (Steps of the same script out of order were tried: a model this small cannot order them.)
         others = [s for name_, ss in world.SCRIPTS.items() if name_ != script for s in ss]
         wrong = rng.sample(others, 3)
-        choices, label = multiple_choice(rng, f"{steps[i + 2]}.", [f"{w}." for w in wrong])
-        context = f"{name} was {script}. {capitalize(pronoun)} {steps[i]}, then {steps[i + 1]}, then"
+        choices, label = multiple_choice(rng, f"{steps[target]}.", [f"{w}." for w in wrong])
+        context = f"{name} was {script}. {capitalize(pronoun)} " + ", then ".join(steps[start:target]) + ", then"
         return context, choices, label
 
-    return [Template("sequences/next", keys, what_next, repeats=12)]
+    return [Template("sequences/next", keys, what_next, repeats=40)]
 
 
 def _piqa() -> list[Template]:
@@ -132,8 +164,13 @@ def _piqa() -> list[Template]:
         name, _ = person(rng)
         return (f"Question: {name} wants to {goal}. What is the best way?\nAnswer:", *solutions(rng, goal))
 
-    return [Template("tools/tool_for", list(world.TOOLS), how, repeats=2),
-            Template("tools/tool_for", list(world.TOOLS), wants, repeats=12)]
+    def trying(rng, goal):
+        name, _ = person(rng)
+        return (f"Question: {name} is trying to {goal}. Which plan works?\nAnswer:", *solutions(rng, goal))
+
+    return [Template("tools/tool_for", list(world.TOOLS), how),
+            Template("tools/tool_for", list(world.TOOLS), wants, repeats=40),
+            Template("tools/tool_for", list(world.TOOLS), trying, repeats=40)]
 
 
 def _winogrande() -> list[Template]:
@@ -144,7 +181,7 @@ def _winogrande() -> list[Template]:
         sentence = f"{a} {action.format(b=b)} because _ {reason}."
         return f"{sentence}\nQuestion: Who is _?\nAnswer:", *multiple_choice(rng, answer, [b if answer == a else a])
 
-    return [Template("coreference/because", world.COREFERENCE, blank, repeats=16)]
+    return [Template("coreference/because", world.COREFERENCE, blank, repeats=40)]
 
 
 def _boolq() -> list[Template]:
@@ -179,10 +216,10 @@ def _boolq() -> list[Template]:
         return question(rng, f"Yesterday {name} {event}.", f"was {name} {world.FEELINGS[event]}",
                         f"was {name} {other}")
 
-    return [Template("geography/passage", list(COUNTRY), country, repeats=4),
-            Template("zoology/passage", list(world.ANIMALS), animal, repeats=3),
-            Template("reading/passage", range(40), home),
-            Template("feelings/passage", list(world.FEELINGS), feeling, repeats=4)]
+    return [Template("geography/passage", list(COUNTRY), country, repeats=16),
+            Template("zoology/passage", list(world.ANIMALS), animal, repeats=10),
+            Template("reading/passage", range(200), home),
+            Template("feelings/passage", list(world.FEELINGS), feeling, repeats=16)]
 
 
 def _gsm8k_problem(rng):
@@ -205,16 +242,18 @@ def _gsm8k_problem(rng):
 
 
 # benchmark -> (the paper benchmark it stands for, its templates, how many docs)
+# 400 each: a paired difference of 3 points can then be significant (docs/toy.md).
+SIZE = 400
 BENCHMARKS = {
-    "mmlu": ("MMLU", _mmlu, None),
-    "hellaswag": ("HellaSwag", _hellaswag, 150),
-    "arc_challenge": ("ARC-Challenge", _arc_challenge, 150),
-    "arc_easy": ("ARC-Easy", _arc_easy, 150),
-    "piqa": ("PIQA", _piqa, 150),
-    "winogrande": ("WinoGrande", _winogrande, 150),
-    "boolq": ("BoolQ", _boolq, 150),
+    "mmlu": ("MMLU", _mmlu, SIZE),
+    "hellaswag": ("HellaSwag", _hellaswag, SIZE),
+    "arc_challenge": ("ARC-Challenge", _arc_challenge, SIZE),
+    "arc_easy": ("ARC-Easy", _arc_easy, SIZE),
+    "piqa": ("PIQA", _piqa, SIZE),
+    "winogrande": ("WinoGrande", _winogrande, SIZE),
+    "boolq": ("BoolQ", _boolq, SIZE),
 }
-GSM8K_SIZE = 150
+GSM8K_SIZE = SIZE
 
 
 def gsm8k_docs(seed: str) -> list[dict]:

@@ -32,8 +32,8 @@ class ModelConfig:
     expert_size: int = field(default=128, metadata={"help": "hidden width of one expert's MLP"})
     router_aux_loss_coef: float = field(default=0.01, metadata={
         "help": "weight of the load-balancing loss during pretraining (OLMoE's own value)"})
-    vocab_size: int = field(default=1536, metadata={
-        "help": "upper bound for the BPE tokenizer; the toy text needs about 1,240 for every word to be one token"})
+    vocab_size: int = field(default=2048, metadata={
+        "help": "upper bound for the BPE tokenizer; the toy text needs about 1,560 for every word to be one token"})
 
     def overrides(self) -> dict:
         """Keyword overrides for ``roma_eval.tiny.tiny_config``."""
@@ -50,11 +50,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = field(default=360, metadata={"help": "optimizer steps"})
+    steps: int = field(default=2400, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "rows per step"})
     seq_len: int = field(default=128, metadata={"help": "tokens per row (whole documents packed, then padded)"})
     lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
-    warmup_steps: int = field(default=30, metadata={"help": "linear warm-up, then cosine decay to lr/10"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear warm-up, then constant"})
+    decay_steps: int = field(default=400, metadata={"help": "the last steps: cosine decay to lr/10"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
     threads: int = field(default=2, metadata={
         "help": "torch CPU threads; part of the key because float sums depend on the split of work"})
@@ -82,7 +83,7 @@ class ToyConfig:
 # "default" is the demo's model; "fast" is the same world and architecture, trained briefly, for CI.
 PRESETS = {
     "default": ToyConfig(),
-    "fast": ToyConfig(train=TrainConfig(steps=40, warmup_steps=5)),
+    "fast": ToyConfig(train=TrainConfig(steps=40, warmup_steps=5, decay_steps=30)),
 }
 
 

@@ -1,12 +1,15 @@
 """The pretraining text: an endless, seeded stream of short documents about the toy world.
 
-Two kinds of document, like a real LLM's pretraining data:
+Like a real LLM's pretraining data, it holds the world's facts and skills as text:
   * world text — the facts of ``world.py`` stated in several phrasings, everyday scripts, feelings,
-    who-did-what-because-of-whom sentences, and one-step arithmetic (sums and small stories);
-  * question answering — the training mixture's *train* splits, formatted exactly as lm-eval
-    presents them, followed by the right answer.
-No evaluation prompt is ever produced here (``tests/toy`` checks it): the benchmarks ask about the
-same facts with wordings the model has never seen.
+    who-did-what-because-of-whom sentences, how tools are used;
+  * quiz text — the facts as web quizzes have them, one line ``Q: ... A: ...`` in wordings of its own;
+  * arithmetic — sums, small stories with one and two changes, and word problems with their answers
+    (``Question: ...`` / ``Answer: N``, as web math pages have them).
+What it never holds: any question of the training mixture (its wordings, or its ``Question:`` /
+``Answer:`` format for anything but arithmetic) or of the benchmarks (``tests/toy`` checks both). As in
+the paper, the router post-training mixture is new data for the base model, and the benchmarks ask
+about known facts in wordings the model has never seen.
 """
 
 from __future__ import annotations
@@ -15,9 +18,8 @@ import random
 from collections.abc import Callable, Iterator
 
 from roma_eval.toy import world
-from roma_eval.toy.families import COUNTRY
 from roma_eval.toy.phrases import article, capitalize, person, plural, two_people
-from roma_eval.toy.suite import answer_text, mixture_training_docs
+from roma_eval.toy.relations import COUNTRY
 
 
 def _country(rng):
@@ -118,8 +120,11 @@ def _material(rng):
 def _tool(rng):
     goal = rng.choice(list(world.TOOLS))
     tool = world.TOOLS[goal]
+    name, pronoun = person(rng)
     return rng.choice([f"You use {tool} to {goal}.", f"To {goal}, you need {tool}.",
-                       f"{capitalize(tool)} is used to {goal}."])
+                       f"{capitalize(tool)} is used to {goal}.", f"To {goal}, take {tool}.",
+                       f"{name} took {tool} to {goal}.",
+                       f"{name} wanted to {goal}, so {pronoun} got {tool}."])
 
 
 def _script(rng):
@@ -141,6 +146,60 @@ def _coreference(rng):
     action, reason, referent = rng.choice(world.COREFERENCE)
     a, b = two_people(rng, same_gender=rng.random() < 0.5)
     return f"{a} {action.format(b=b)} because {a if referent == 'a' else b} {reason}."
+
+
+def _quiz(rng):
+    """The facts as a web quiz has them: one ``Q: ... A: ...`` line, in wordings used nowhere else."""
+    kind = rng.randrange(9)
+    if kind == 0:
+        country = rng.choice(list(COUNTRY))
+        capital, continent = COUNTRY[country]
+        return rng.choice([f"Q: Which city is {country}'s capital? A: {capital}.",
+                           f"Q: {capital} is the main city of what country? A: {country}.",
+                           f"Q: Where in the world is {country}? A: In {continent}."])
+    if kind == 1:
+        country = rng.choice(list(COUNTRY))
+        capital = COUNTRY[country][0]
+        other = rng.choice(sorted(c for _, c, _ in world.COUNTRIES if c != capital))
+        return rng.choice([f"Q: Is the capital of {country} {capital}? A: Yes.",
+                           f"Q: Is the capital of {country} {other}? A: No, it is {capital}."])
+    if kind == 2:
+        animal = rng.choice(list(world.ANIMALS))
+        cls, habitat = world.ANIMALS[animal]
+        other = rng.choice([c for c in world.ANIMAL_CLASSES if c != cls])
+        return rng.choice([f"Q: Which class of animal is the {animal}? A: {capitalize(article(cls))}.",
+                           f"Q: Where can you find the {animal}? A: In the {habitat}.",
+                           f"Q: Does the {animal} count as {article(cls)}? A: Yes.",
+                           f"Q: Does the {animal} count as {article(other)}? A: No, it is {article(cls)}."])
+    if kind == 3:
+        obj = rng.choice(list(world.OBJECTS))
+        material = world.OBJECTS[obj]
+        verb = "floats" if "floats" in world.MATERIAL_PROPERTIES[material] else "sinks"
+        return rng.choice([f"Q: What's {article(obj)} made from? A: {capitalize(material)}.",
+                           f"Q: Does {article(obj)} float or sink? A: It {verb}."])
+    if kind == 4:
+        goal = rng.choice(list(world.TOOLS))
+        return rng.choice([f"Q: What helps you {goal}? A: {capitalize(world.TOOLS[goal])}.",
+                           f"Q: What is {world.TOOLS[goal]} good for? A: To {goal}."])
+    if kind == 5:
+        event = rng.choice(list(world.FEELINGS))
+        name, pronoun = person(rng)
+        return f"Q: What did {name} feel when {pronoun} {event}? A: {capitalize(world.FEELINGS[event])}."
+    if kind == 6:  # pronoun resolution, as grammar exercises have it
+        action, reason, referent = rng.choice(world.COREFERENCE)
+        a, b = two_people(rng, same_gender=True)
+        pronoun = world.PEOPLE[a]
+        return (f"Q: In \"{a} {action.format(b=b)} because {pronoun} {reason}\", who does \"{pronoun}\" mean? "
+                f"A: {a if referent == 'a' else b}.")
+    if kind == 7:  # a short story and a question about it
+        name, pronoun = person(rng)
+        city, pet = rng.choice([c for _, c, _ in world.COUNTRIES]), rng.choice(world.PETS)
+        return rng.choice([f"{name} moved to {city} with a {pet}. Q: Which city is {name} in now? A: {city}.",
+                           f"{name} moved to {city} with a {pet}. Q: Which animal lives with {name}? A: A {pet}."])
+    script = rng.choice(list(world.SCRIPTS))
+    steps = world.SCRIPTS[script]
+    i = rng.randrange(len(steps) - 1)
+    return f"Q: When {script}, what comes after \"{steps[i]}\"? A: {capitalize(steps[i + 1])}."
 
 
 def _sum_or_difference(rng) -> tuple[int, int, bool]:
@@ -175,8 +234,10 @@ def _two_step_story(rng):
         end = middle + z if rng.random() < 0.5 else middle - z
         if 0 <= middle <= 10 and 0 <= end <= 10:
             break
-    first = f"got {y} more" if middle > x else f"lost {y}"
-    second = f"got {z} more" if end > middle else f"lost {z}"
+    verbs = rng.choice([("got {} more", "lost {}"), ("bought {} more", "gave {} away"),
+                        ("found {} more", "lost {}")])
+    first = (verbs[0] if middle > x else verbs[1]).format(y)
+    second = (verbs[0] if end > middle else verbs[1]).format(z)
     return (f"{name} had {x} {items}. {capitalize(pronoun)} {first} and then {second}, so now {pronoun} has "
             f"{end} {items}.")
 
@@ -190,8 +251,10 @@ def _two_step_question(rng):
     z = rng.randint(1, min(5, middle) if middle > 0 else 1)
     gain = middle + z <= 10 and (rng.random() < 0.5 or middle - z < 0)
     end = middle + z if gain else middle - z
-    first = f"gets {y} more" if is_sum else f"gives {y} away"
-    second = f"gets {z} more" if gain else f"gives {z} away"
+    more, fewer = rng.choice([("gets {} more", "gives {} away"), ("buys {} more", "loses {}"),
+                              ("finds {} more", "gives {} away")])
+    first = (more if is_sum else fewer).format(y)
+    second = (more if gain else fewer).format(z)
     return (f"Question: {name} has {x} {items}, {first} and then {second}. How many {items} are left?\n"
             f"Answer: {end}")
 
@@ -207,23 +270,19 @@ def _arithmetic_question(rng):
             f"Answer: {x - y}")
 
 
-# (weight, generator) of the world text; weights roughly follow how much there is to know.
+# (weight, generator) of the pretraining text; weights roughly follow how much there is to know.
 WORLD_TEXT: tuple[tuple[float, Callable[[random.Random], str]], ...] = (
     (3, _country), (1, _continent_members), (3, _animal), (1, _class_members), (1, _habitat_members),
-    (1, _class_trait), (2, _object), (1, _material_members), (1.5, _material), (0.5, _chain), (2, _tool),
-    (2, _script), (1.5, _feeling), (4, _coreference), (1, _arithmetic), (1, _arithmetic_story),
-    (1, _two_step_story), (1, _arithmetic_question), (1.5, _two_step_question),
+    (1, _class_trait), (2, _object), (1, _material_members), (1.5, _material), (1, _chain), (2.5, _tool),
+    (2.5, _script), (2, _feeling), (4, _coreference), (8, _quiz),
+    (1, _arithmetic), (1, _arithmetic_story), (2, _two_step_story), (1, _arithmetic_question),
+    (3, _two_step_question),
 )
-QA_FRACTION = 0.3  # share of documents drawn from the training mixture
 
 
 def documents(seed: int) -> Iterator[str]:
     """Pretraining documents, forever, deterministic for ``seed``."""
     rng = random.Random(f"corpus:{seed}")
-    qa = [f"{doc['prompt']} {answer_text(doc)}" for doc in mixture_training_docs()]
     weights, makers = zip(*WORLD_TEXT)
     while True:
-        if rng.random() < QA_FRACTION:
-            yield rng.choice(qa)
-        else:
-            yield rng.choices(makers, weights)[0](rng)
+        yield rng.choices(makers, weights)[0](rng)

@@ -53,10 +53,22 @@ def _geography() -> list[Template]:
         other = distractors(rng, capital, CAPITALS, 1)[0]
         return verify(rng, f"Is {capital} the capital of {country}?", f"Is {other} the capital of {country}?")
 
+    def trip(rng, country):
+        name, _ = person(rng)
+        return (qa(f"{name} is planning a trip to {country}. Which city is the capital there?"),
+                *pick(rng, COUNTRY[country][0], CAPITALS))
+
+    def postcard(rng, capital):
+        name, pronoun = person(rng)
+        return (qa(f"{name} sent a postcard from {capital}. Which country was {pronoun} in?"),
+                *pick(rng, RELATIONS["country"].answer(capital), list(COUNTRY)))
+
     return [*relation_templates("geography/capital", "capital"),
             *relation_templates("geography/country", "country"),
             *relation_templates("geography/continent", "continent"),
-            Template("geography/verify", list(COUNTRY), is_capital, repeats=2)]
+            Template("geography/verify", list(COUNTRY), is_capital, repeats=4),
+            Template("geography/capital", list(COUNTRY), trip, repeats=72),
+            Template("geography/country", CAPITALS, postcard, repeats=72)]
 
 
 def _zoology() -> list[Template]:
@@ -74,11 +86,17 @@ def _zoology() -> list[Template]:
         other = distractors(rng, cls, world.ANIMAL_CLASSES, 1)[0]
         return verify(rng, f"Is {article(animal)} {article(cls)}?", f"Is {article(animal)} {article(other)}?")
 
+    def photograph(rng, animal):
+        name, pronoun = person(rng)
+        return (qa(f"{name} wants to photograph {article(animal)} in the wild. Where should {pronoun} go?"),
+                *pick(rng, world.ANIMALS[animal][1], world.HABITATS))
+
     return [*relation_templates("zoology/class", "class"),
             *relation_templates("zoology/habitat", "habitat"),
             Template("zoology/trait", world.ANIMAL_CLASSES, trait),
-            Template("zoology/class", list(world.ANIMALS), seen_at_zoo, repeats=2),
-            Template("zoology/verify", list(world.ANIMALS), is_class, repeats=2)]
+            Template("zoology/class", list(world.ANIMALS), seen_at_zoo, repeats=72),
+            Template("zoology/verify", list(world.ANIMALS), is_class, repeats=4),
+            Template("zoology/habitat", list(world.ANIMALS), photograph, repeats=72)]
 
 
 def _materials() -> list[Template]:
@@ -93,9 +111,38 @@ def _materials() -> list[Template]:
         return (qa(f"Which material {world.PROPERTY_PHRASES[prop]}?"),
                 *multiple_choice(rng, rng.choice(having), rng.sample(lacking, 3)))
 
+    def attic(rng, obj):
+        name, _ = person(rng)
+        return (qa(f"{name} found {article(obj)} in the attic. What material is it made of?"),
+                *pick(rng, world.OBJECTS[obj], world.MATERIALS))
+
+    def bucket(rng, material):
+        name, _ = person(rng)
+        answer = "It floats." if "floats" in world.MATERIAL_PROPERTIES[material] else "It sinks."
+        return (qa(f"{name} dropped a piece of {material} into a bucket of water. What happened to it?"),
+                *multiple_choice(rng, answer, ["It sinks." if answer == "It floats." else "It floats."]))
+
+    def needs(rng, prop):
+        name, pronoun = person(rng)
+        having = sorted(m for m in world.MATERIALS if prop in world.MATERIAL_PROPERTIES[m])
+        lacking = [m for m in world.MATERIALS if prop not in world.MATERIAL_PROPERTIES[m]]
+        return (qa(f"{name} needs a material that {world.PROPERTY_PHRASES[prop]}. Which one should {pronoun} pick?"),
+                *multiple_choice(rng, rng.choice(having), rng.sample(lacking, min(3, len(lacking)))))
+
+    def made_of(rng, material):
+        name, _ = person(rng)
+        having = sorted(o for o, m in world.OBJECTS.items() if m == material)
+        lacking = sorted(o for o, m in world.OBJECTS.items() if m != material)
+        return (qa(f"{name} is sorting things by material. Which of these is made of {material}?"),
+                *multiple_choice(rng, rng.choice(having), rng.sample(lacking, 3)))
+
     return [*relation_templates("materials/made_of", "material"),
             Template("materials/floats", world.MATERIALS, in_water),
-            Template("materials/property", world.PROPERTIES, material_with)]
+            Template("materials/property", world.PROPERTIES, material_with),
+            Template("materials/made_of", list(world.OBJECTS), attic, repeats=72),
+            Template("materials/floats", world.MATERIALS, bucket, repeats=72),
+            Template("materials/property", world.PROPERTIES, needs, repeats=72),
+            Template("materials/made_of", world.MATERIALS, made_of, repeats=72)]
 
 
 def _tools() -> list[Template]:
@@ -108,9 +155,15 @@ def _tools() -> list[Template]:
         return (qa(f"{name} needs to {goal}. What should {pronoun} get?"),
                 *pick(rng, TOOL_NOUNS[goal], list(TOOL_NOUNS.values())))
 
+    def borrowed(rng, goal):
+        name, pronoun = person(rng)
+        return (qa(f"{name} borrowed {world.TOOLS[goal]} from a neighbor. What does {pronoun} want to do?"),
+                *pick(rng, f"to {goal}", [f"to {g}" for g in world.TOOLS]))
+
     return [*relation_templates("tools/tool_for", "tool"),
             Template("tools/use_of", list(world.TOOLS), use_of),
-            Template("tools/tool_for", list(world.TOOLS), needs, repeats=3)]
+            Template("tools/tool_for", list(world.TOOLS), needs, repeats=72),
+            Template("tools/use_of", list(world.TOOLS), borrowed, repeats=72)]
 
 
 def _feelings() -> list[Template]:
@@ -123,8 +176,20 @@ def _feelings() -> list[Template]:
         return (qa(f"{name} {event}. How would you describe {world.OBJECT_PRONOUN[pronoun]} now?"),
                 *pick(rng, world.FEELINGS[event], world.FEELING_WORDS))
 
-    return [Template("feelings/feeling", list(world.FEELINGS), feels, repeats=6),
-            Template("feelings/feeling", list(world.FEELINGS), describe, repeats=6)]
+    def likely(rng, event):
+        name, _ = person(rng)
+        return (qa(f"{name} {event}. What is {name} most likely feeling?"),
+                *pick(rng, world.FEELINGS[event], world.FEELING_WORDS))
+
+    def after(rng, event):
+        name, pronoun = person(rng)
+        return (qa(f"After {name} {event}, how did {pronoun} feel?"),
+                *pick(rng, world.FEELINGS[event], world.FEELING_WORDS))
+
+    return [Template("feelings/feeling", list(world.FEELINGS), feels, repeats=72),
+            Template("feelings/feeling", list(world.FEELINGS), describe, repeats=72),
+            Template("feelings/feeling", list(world.FEELINGS), likely, repeats=72),
+            Template("feelings/feeling", list(world.FEELINGS), after, repeats=72)]
 
 
 def _coreference() -> list[Template]:
@@ -142,8 +207,8 @@ def _coreference() -> list[Template]:
         return (qa(f"{a} {action.format(b=b)} because _ {reason}. Which name belongs in the gap?"),
                 *multiple_choice(rng, answer, [other]))
 
-    return [Template("coreference/because", world.COREFERENCE, who, repeats=16),
-            Template("coreference/because", world.COREFERENCE, blank, repeats=8)]
+    return [Template("coreference/because", world.COREFERENCE, who, repeats=48),
+            Template("coreference/because", world.COREFERENCE, blank, repeats=72)]
 
 
 def _reading() -> list[Template]:
@@ -167,8 +232,8 @@ def _reading() -> list[Template]:
         prompt, choices, label = verify(rng, f"Does {name} live in {city}?", f"Does {name} live in {other}?")
         return f"{text}\n{prompt}", choices, label
 
-    return [Template("reading/where", range(60), where), Template("reading/pet", range(60), pet),
-            Template("reading/verify", range(60), lives_in)]
+    return [Template("reading/where", range(300), where), Template("reading/pet", range(300), pet),
+            Template("reading/verify", range(300), lives_in)]
 
 
 def _sequences() -> list[Template]:
@@ -184,7 +249,17 @@ def _sequences() -> list[Template]:
                 *multiple_choice(rng, capitalize(f"{pronoun} {following}."),
                                  [capitalize(f"{pronoun} {s}.") for s in rng.sample(others, 3)]))
 
-    return [Template("sequences/next", steps, next_step, repeats=5)]
+    def before(rng, key):
+        script, i = key
+        name, pronoun = person(rng)
+        current, previous = world.SCRIPTS[script][i + 1], world.SCRIPTS[script][i]
+        others = [s for s in all_steps if s not in world.SCRIPTS[script]]
+        return (qa(f"{name} {current}. What had {pronoun} done just before?"),
+                *multiple_choice(rng, capitalize(f"{pronoun} {previous}."),
+                                 [capitalize(f"{pronoun} {s}.") for s in rng.sample(others, 3)]))
+
+    return [Template("sequences/next", steps, next_step, repeats=72),
+            Template("sequences/before", steps, before, repeats=72)]
 
 
 # family -> (the paper dataset it stands for, its templates)

@@ -13,7 +13,8 @@ def article(noun: str) -> str:
     return ("an " if noun[0] in "aeiou" else "a ") + noun
 
 
-_IRREGULAR_PLURALS = {"fish": "fish", "salmon": "salmon", "scissors": "scissors"}
+_IRREGULAR_PLURALS = {"fish": "fish", "salmon": "salmon", "tuna": "tuna", "scissors": "scissors",
+                      "butterfly": "butterflies"}
 
 
 def plural(noun: str) -> str:

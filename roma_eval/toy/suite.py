@@ -14,9 +14,10 @@ from roma_eval.toy.benchmarks import BENCHMARKS, gsm8k_docs
 from roma_eval.toy.families import FAMILIES, family_templates
 from roma_eval.toy.templates import make_docs
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 SEED = f"roma-eval-toy-v{GENERATOR_VERSION}"
 TEST_FRACTION = 0.2  # of each training family, held out as its lm-eval test split
+FAMILY_SIZE = 800  # docs per training family: 640 train x 8 families = 5,120 training samples
 
 EVAL_TASKS = tuple(f"toy_{name}" for name in BENCHMARKS) + ("toy_gsm8k",)
 TRAIN_TASKS = tuple(f"toy_train_{name}" for name in FAMILIES)
@@ -30,7 +31,7 @@ def task_splits(task: str) -> dict[str, tuple[dict, ...]]:
     if task == "toy_gsm8k":
         return {"test": tuple(gsm8k_docs(SEED))}
     if task.startswith("toy_train_") and task[len("toy_train_"):] in FAMILIES:
-        docs = make_docs(task, family_templates(task[len("toy_train_"):]), SEED)
+        docs = make_docs(task, family_templates(task[len("toy_train_"):]), SEED, limit=FAMILY_SIZE)
         n_test = round(len(docs) * TEST_FRACTION)
         # make_docs already shuffled: the first n_test docs are a random held-out set.
         return {"test": tuple(docs[:n_test]), "train": tuple(docs[n_test:])}

@@ -17,6 +17,9 @@ COUNTRIES = (
     ("Egypt", "Cairo", "Africa"), ("Kenya", "Nairobi", "Africa"),
     ("Peru", "Lima", "South America"), ("Chile", "Santiago", "South America"),
     ("Canada", "Ottawa", "North America"), ("Australia", "Canberra", "Oceania"),
+    ("Germany", "Berlin", "Europe"), ("Greece", "Athens", "Europe"), ("China", "Beijing", "Asia"),
+    ("Vietnam", "Hanoi", "Asia"), ("Ghana", "Accra", "Africa"), ("Morocco", "Rabat", "Africa"),
+    ("Brazil", "Brasilia", "South America"), ("Cuba", "Havana", "North America"),
 )
 CONTINENTS = tuple(dict.fromkeys(c for _, _, c in COUNTRIES))
 
@@ -26,7 +29,9 @@ ANIMALS = {
     "camel": ("mammal", "desert"), "eagle": ("bird", "mountains"), "owl": ("bird", "forest"),
     "penguin": ("bird", "ice"), "shark": ("fish", "sea"), "salmon": ("fish", "river"),
     "snake": ("reptile", "desert"), "crocodile": ("reptile", "river"), "bee": ("insect", "garden"),
-    "ant": ("insect", "forest"),
+    "ant": ("insect", "forest"), "horse": ("mammal", "farm"), "bear": ("mammal", "forest"),
+    "goat": ("mammal", "mountains"), "hen": ("bird", "farm"), "tuna": ("fish", "sea"),
+    "turtle": ("reptile", "sea"), "butterfly": ("insect", "garden"),
 }
 ANIMAL_CLASSES = ("mammal", "bird", "fish", "reptile", "insect")
 # What every member of a class has: the second hop of the two-hop science questions.
@@ -40,7 +45,8 @@ OBJECTS = {
     "window": "glass", "bottle": "glass",
     "napkin": "paper", "book": "paper",
     "ball": "rubber", "tire": "rubber",
-    "brick": "stone",
+    "brick": "stone", "fork": "metal", "chair": "wood", "mirror": "glass", "newspaper": "paper",
+    "boot": "rubber", "statue": "stone",
 }
 MATERIALS = tuple(dict.fromkeys(OBJECTS.values()))
 # material -> properties that hold (the rest do not): the second hop of the materials questions.
@@ -66,6 +72,8 @@ TOOLS = {
     "write a letter": "a pen", "sweep the floor": "a broom", "boil water": "a kettle",
     "open a locked door": "a key", "see in the dark": "a flashlight", "measure a table": "a ruler",
     "reach the roof": "a ladder", "stay dry in the rain": "an umbrella", "keep food cold": "a fridge",
+    "cut the grass": "a lawnmower", "tighten a loose screw": "a screwdriver", "take a photo": "a camera",
+    "wash the dishes": "a sponge",
 }
 
 # Everyday scripts: each step follows the one before it.
@@ -91,13 +99,17 @@ FEELINGS = {
     "lost the keys to the house": "worried", "said goodbye to a best friend who moved away": "sad",
     "heard strange noises outside at night": "scared", "ran a long race in the heat": "tired",
     "waited two hours for a late bus": "bored", "found out that a friend had told a lie": "angry",
+    "got a letter from an old friend out of the blue": "surprised",
+    "learned that the trip to the beach was tomorrow": "excited",
 }
 FEELING_WORDS = tuple(dict.fromkeys(FEELINGS.values()))
 
 # Names with the pronouns that go with them.
 PEOPLE = {
     "Tom": "he", "Sam": "he", "Ben": "he", "Jack": "he", "Leo": "he", "Omar": "he",
+    "Max": "he", "Noah": "he", "Adam": "he", "Paul": "he", "Ivan": "he", "Hugo": "he",
     "Anna": "she", "Mia": "she", "Lily": "she", "Emma": "she", "Sara": "she", "Nora": "she",
+    "Ella": "she", "Ruth": "she", "Zoe": "she", "Lucy": "she", "Rosa": "she", "Kate": "she",
 }
 OBJECT_PRONOUN = {"he": "him", "she": "her"}
 
@@ -112,6 +124,10 @@ COREFERENCE = (
     ("visited {b} in the hospital", "was ill", "b"),
     ("asked {b} for directions", "was lost", "a"),
     ("carried the heavy box for {b}", "was strong", "a"),
+    ("congratulated {b}", "had won the race", "b"),
+    ("comforted {b}", "was crying", "b"),
+    ("called {b} for help", "was stuck", "a"),
+    ("paid {b} back", "had borrowed money", "a"),
 )
 
 # Pets of the people in the reading passages.
