@@ -50,12 +50,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = field(default=2400, metadata={"help": "optimizer steps"})
+    steps: int = field(default=1500, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "rows per step"})
     seq_len: int = field(default=128, metadata={"help": "tokens per row (whole documents packed, then padded)"})
     lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
     warmup_steps: int = field(default=100, metadata={"help": "linear warm-up, then constant"})
-    decay_steps: int = field(default=400, metadata={"help": "the last steps: cosine decay to lr/10"})
+    decay_steps: int = field(default=600, metadata={"help": "the last steps: cosine decay to lr/10"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
     threads: int = field(default=2, metadata={
         "help": "torch CPU threads; part of the key because float sums depend on the split of work"})

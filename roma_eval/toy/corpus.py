@@ -3,7 +3,8 @@
 Like a real LLM's pretraining data, it holds the world's facts and skills as text:
   * world text — the facts of ``world.py`` stated in several phrasings, everyday scripts, feelings,
     who-did-what-because-of-whom sentences, how tools are used;
-  * quiz text — the facts as web quizzes have them, one line ``Q: ... A: ...`` in wordings of its own;
+  * quiz text — the facts as web quizzes have them, one line ``Q: ... A: ...`` in wordings of its own,
+    and fill-in-the-blank exercises on the facts (``_`` for the missing word);
   * arithmetic — sums, small stories with one and two changes, and word problems with their answers
     (``Question: ...`` / ``Answer: N``, as web math pages have them).
 What it never holds: any question of the training mixture (its wordings, or its ``Question:`` /
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 from roma_eval.toy import world
 from roma_eval.toy.phrases import article, capitalize, person, plural, two_people
-from roma_eval.toy.relations import COUNTRY
+from roma_eval.toy.relations import COUNTRY, TOOL_NOUNS
 
 
 def _country(rng):
@@ -168,6 +169,7 @@ def _quiz(rng):
         cls, habitat = world.ANIMALS[animal]
         other = rng.choice([c for c in world.ANIMAL_CLASSES if c != cls])
         return rng.choice([f"Q: Which class of animal is the {animal}? A: {capitalize(article(cls))}.",
+                           f"Q: The {animal} is in which animal class? A: {cls}",
                            f"Q: Where can you find the {animal}? A: In the {habitat}.",
                            f"Q: Does the {animal} count as {article(cls)}? A: Yes.",
                            f"Q: Does the {animal} count as {article(other)}? A: No, it is {article(cls)}."])
@@ -176,10 +178,12 @@ def _quiz(rng):
         material = world.OBJECTS[obj]
         verb = "floats" if "floats" in world.MATERIAL_PROPERTIES[material] else "sinks"
         return rng.choice([f"Q: What's {article(obj)} made from? A: {capitalize(material)}.",
+                           f"Q: The {obj} is made from what? A: {material}",
                            f"Q: Does {article(obj)} float or sink? A: It {verb}."])
     if kind == 4:
         goal = rng.choice(list(world.TOOLS))
         return rng.choice([f"Q: What helps you {goal}? A: {capitalize(world.TOOLS[goal])}.",
+                           f"Q: You {goal} with what? A: {TOOL_NOUNS[goal]}",
                            f"Q: What is {world.TOOLS[goal]} good for? A: To {goal}."])
     if kind == 5:
         event = rng.choice(list(world.FEELINGS))
@@ -200,6 +204,35 @@ def _quiz(rng):
     steps = world.SCRIPTS[script]
     i = rng.randrange(len(steps) - 1)
     return f"Q: When {script}, what comes after \"{steps[i]}\"? A: {capitalize(steps[i + 1])}."
+
+
+def _cloze(rng):
+    """A fill-in-the-blank exercise, "_" standing for the missing word (as web grammar and quiz pages have
+    them).  Facts only, never the who-did-what sentences the WinoGrande analogue blanks out."""
+    kind = rng.randrange(5)
+    if kind == 0:
+        country = rng.choice(list(COUNTRY))
+        capital, continent = COUNTRY[country]
+        sentence, answer = rng.choice([(f"_ is the capital of {country}.", capital),
+                                       (f"{capital} is the capital of _.", country),
+                                       (f"{country} is a country in _.", continent)])
+    elif kind == 1:
+        animal = rng.choice(list(world.ANIMALS))
+        cls, habitat = world.ANIMALS[animal]
+        sentence, answer = rng.choice([(f"The {animal} is a kind of _.", cls),
+                                       (f"The {animal} lives in the _.", habitat),
+                                       (f"Every {cls} has _.", world.CLASS_TRAITS[cls])])
+    elif kind == 2:
+        obj = rng.choice(list(world.OBJECTS))
+        sentence, answer = f"{capitalize(article(obj))} is made of _.", world.OBJECTS[obj]
+    elif kind == 3:
+        goal = rng.choice(list(world.TOOLS))
+        sentence, answer = f"To {goal}, you use _.", world.TOOLS[goal]
+    else:
+        event = rng.choice(list(world.FEELINGS))
+        name, pronoun = person(rng)
+        sentence, answer = f"{name} felt _ because {pronoun} {event}.", world.FEELINGS[event]
+    return f"Fill in the blank: {sentence} (_ = {answer})"
 
 
 def _sum_or_difference(rng) -> tuple[int, int, bool]:
@@ -273,8 +306,8 @@ def _arithmetic_question(rng):
 # (weight, generator) of the pretraining text; weights roughly follow how much there is to know.
 WORLD_TEXT: tuple[tuple[float, Callable[[random.Random], str]], ...] = (
     (3, _country), (1, _continent_members), (3, _animal), (1, _class_members), (1, _habitat_members),
-    (1, _class_trait), (2, _object), (1, _material_members), (1.5, _material), (1, _chain), (2.5, _tool),
-    (2.5, _script), (2, _feeling), (4, _coreference), (8, _quiz),
+    (1, _class_trait), (2, _object), (1, _material_members), (1.5, _material), (3, _chain), (2.5, _tool),
+    (2.5, _script), (2, _feeling), (4, _coreference), (8, _quiz), (3, _cloze),
     (1, _arithmetic), (1, _arithmetic_story), (2, _two_step_story), (1, _arithmetic_question),
     (3, _two_step_question),
 )
