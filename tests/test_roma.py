@@ -87,23 +87,11 @@ def test_training_changes_only_the_tuned_routers_and_lambda_matters(tokenizer, t
     assert (tmp_path / "roma" / "training_log.jsonl").read_text().count("\n") == 8
 
 
-def test_cached_prefix_training_equals_full_forward_training(tokenizer, train_samples, embedder, tmp_path, monkeypatch):
-    """The frozen-layer cache is an optimisation only: the same run through the full model gives the same routers."""
+def test_cached_prefix_training_equals_full_forward_training(tokenizer, train_samples, embedder, tmp_path):
+    """The frozen-layer cache is an optimisation only: the same run through the full model (--no_layer_cache) gives
+    the same routers."""
     cached, _ = run(tokenizer, train_samples, tmp_path / "cached", embedder, epochs=1)
-
-    def full_forward(model, layer_index, hidden, attention_mask, **kwargs):
-        return model(input_ids=full_forward.batch_ids[: hidden.shape[0]], attention_mask=attention_mask)
-
-    original = roma.build_choice_batch
-
-    def remember(*args, **kwargs):
-        batch = original(*args, **kwargs)
-        full_forward.batch_ids = batch.input_ids
-        return batch
-
-    monkeypatch.setattr(roma, "build_choice_batch", remember)
-    monkeypatch.setattr(roma, "run_from_layer", full_forward)
-    full, _ = run(tokenizer, train_samples, tmp_path / "full", embedder, epochs=1)
+    full, _ = run(tokenizer, train_samples, tmp_path / "full", embedder, epochs=1, no_layer_cache=True)
     torch.testing.assert_close(cached.state_dict()["model.layers.3.mlp.gate.weight"],
                                full.state_dict()["model.layers.3.mlp.gate.weight"], rtol=0, atol=1e-6)
 
