@@ -164,6 +164,11 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, lengths: np.nd
     return batches
 
 
+def _can_pin(device: torch.device) -> bool:
+    """Page-locked host memory (asynchronous copies) exists only beside an accelerator."""
+    return device.type != "cpu" and torch.accelerator.is_available()
+
+
 @dataclass
 class LayerCache:
     """Hidden states entering the first tuned layer, per token of ``TrainingRows`` (plus one spare row that padded
@@ -175,9 +180,11 @@ class LayerCache:
 
     @classmethod
     def allocate(cls, rows: TrainingRows, hidden_size: int, dtype, device, placement: str = "auto") -> LayerCache:
+        """``placement``: "auto" (the device when the cache takes at most half its free memory, else pinned host
+        memory), "device" or "host"."""
         device = torch.device(device)
         size = (rows.n_tokens + 1) * hidden_size * torch.finfo(dtype).bits // 8
-        on_device = device.type == "cpu" or placement == "device"
+        on_device = placement == "device" or (placement == "auto" and device.type == "cpu")
         if placement == "auto" and device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             on_device = size <= free // 2
@@ -186,7 +193,7 @@ class LayerCache:
         if on_device:
             hidden = torch.empty(rows.n_tokens + 1, hidden_size, dtype=dtype, device=device)
         else:
-            hidden = torch.empty(rows.n_tokens + 1, hidden_size, dtype=dtype, pin_memory=True)
+            hidden = torch.empty(rows.n_tokens + 1, hidden_size, dtype=dtype, pin_memory=_can_pin(device))
         return cls(hidden, device, on_device)
 
     def _index(self, rows: TrainingRows, row_ids: torch.Tensor, seq: int):
@@ -220,7 +227,8 @@ class LayerCache:
         positions = np.arange(seq)
         mask = positions[None, :] < lengths[:, None]
         index = torch.from_numpy(np.where(mask, starts[:, None] + positions, self.hidden.shape[0] - 1).reshape(-1))
-        staged = torch.empty(len(ids) * seq, self.hidden.shape[1], dtype=self.hidden.dtype, pin_memory=True)
+        staged = torch.empty(len(ids) * seq, self.hidden.shape[1], dtype=self.hidden.dtype,
+                             pin_memory=_can_pin(self.device))
         torch.index_select(self.hidden, 0, index, out=staged)
         staged[torch.from_numpy(~mask.reshape(-1))] = 0
         return staged.view(len(ids), seq, -1).to(self.device, non_blocking=True)
