@@ -39,6 +39,7 @@ import torch
 from accelerate import PartialState
 
 from roma_eval.errors import RomaEvalError
+from roma_eval.methods.devices import input_device
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.methods.roma.data import LayerCache, TrainingRows, epoch_batches
 from roma_eval.neighbours import Neighbourhoods, find_neighbours
@@ -96,12 +97,6 @@ def _owned(n: int, dist) -> np.ndarray:
     return np.arange(dist.process_index, n, dist.num_processes)
 
 
-def _input_device(model) -> torch.device:
-    """Where input ids (and the hidden states fed to the tuned layers) go: the embedding's device (a model split
-    across devices moves activations between its layers itself)."""
-    return model.get_input_embeddings().weight.device
-
-
 def _base_batches(rows: TrainingRows, config: RomaConfig, batch_size: int) -> list[list[int]]:
     """The base pass's batches: sample order (or longest first with ``group_by_length``: less padding)."""
     order = list(range(len(rows)))
@@ -120,7 +115,7 @@ def base_pass(model, tokenizer, samples: Sequence[Sample], config: RomaConfig, l
     from tqdm.auto import tqdm
 
     dist = dist or PartialState()
-    device = _input_device(model)
+    device = input_device(model)
     owned = _owned(len(samples), dist)
     rows = TrainingRows(tokenizer, [samples[i] for i in owned], config.max_length, device)
     cache = None
@@ -256,7 +251,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
         embeddings = embed([s.text for s in samples], embedder or load_embedder(config.embedder))
     hood = find_neighbours(embeddings, embeddings[success], method=config.neighbours, k=config.k, eps=config.eps,
                            sigma=config.sigma, query_ids=ids, reference_ids=success.tolist(), seed=config.seed)
-    device = _input_device(model)
+    device = input_device(model)
     # Indexed by this process's sample numbering (base.rows), on the device: nothing crosses per step.
     neighbour_index = torch.from_numpy(hood.index[base.owned]).clamp(min=0).to(device)
     neighbour_weight = torch.from_numpy(hood.weight[base.owned]).to(device)
