@@ -11,9 +11,9 @@ def load_model(name_or_path: str, revision: str | None = None, dtype: str = "aut
     ``device_map="auto"`` splits a model larger than one GPU across this machine's GPUs instead (as lm-eval's
     ``parallelize=True``); remote code runs only when asked for."""
     import torch
-    from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from roma_eval.methods.devices import process_state
     from roma_eval.routing import routers
 
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype, None)
@@ -30,4 +30,4 @@ def load_model(name_or_path: str, revision: str | None = None, dtype: str = "aut
     routers(model)  # fail early, in one line, on dense or unsupported models
     if device_map:
         return model.eval(), tokenizer
-    return model.to(device or PartialState().device).eval(), tokenizer
+    return model.to(device or process_state().device).eval(), tokenizer

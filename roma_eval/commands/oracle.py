@@ -69,14 +69,14 @@ def run(args) -> int:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
-    from accelerate import PartialState
+    from roma_eval.methods.devices import process_state
 
     model, tokenizer = load_model(args.pretrained, args.revision, args.dtype, args.device,
                                   trust_remote_code=args.trust_remote_code,
                                   device_map="auto" if args.parallelize else None)
     result = run_oracle(model, tokenizer, tasks, args.output_path, config, model_name=args.pretrained,
                         overwrite=args.overwrite, progress=not args.no_progress)
-    if not PartialState().is_main_process:
+    if not process_state().is_main_process:
         return 0
     if result.resumed_complete:
         print(f"{result.results_file.parent} already holds this complete oracle run; pass --overwrite to recompute it")

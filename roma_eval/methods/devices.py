@@ -28,5 +28,23 @@ def layer_device(model, index: int) -> torch.device:
     return next(decoder_layers(model)[index].parameters()).device
 
 
-def accelerator_present(device) -> bool:
-    return torch.device(device).type != "cpu"
+def process_state():
+    """accelerate's ``PartialState`` of this process.  On a machine without an accelerator, processes started by
+    ``torchrun --nproc_per_node N`` (or ``accelerate launch --multi_gpu``) form one CPU group (gloo): a plain
+    ``PartialState()`` would leave each of them alone, running everything (``accelerate launch --cpu`` starts
+    one process unless mpirun is set up).  The first call in a process decides; later ones return the same."""
+    import os
+
+    from accelerate import PartialState
+
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return PartialState(cpu=use_cpu or not torch.accelerator.is_available())
+
+
+def data_parallel(lm) -> None:
+    """Under ``accelerate launch``, let lm-eval hand each process its share of the requests and gather the answers on
+    the main process.  lm-eval's HFLM arranges that itself only when it sees more than one GPU; with CPU processes
+    it would evaluate every request in every process.  ``lm`` is an HFLM after its ``__init__``."""
+    accelerator = getattr(lm, "accelerator", None)
+    if accelerator is not None and accelerator.num_processes > 1 and lm.world_size == 1:
+        lm._rank, lm._world_size = accelerator.process_index, accelerator.num_processes

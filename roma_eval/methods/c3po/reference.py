@@ -292,11 +292,13 @@ def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, bas
                     chunk_size: int = 256, prefixes: bool = True, max_length: int | None = None,
                     overwrite: bool = False, progress: bool = True) -> Path:
     """Score the training ``samples`` with the base model, keep the ones it answers correctly and
-    write their pathways (and frozen prefixes) to ``out_dir``; resumable, written atomically."""
-    from safetensors import safe_open
+    write their pathways (and frozen prefixes) to ``out_dir``; resumable, written atomically.  Under
+    ``accelerate launch`` the processes share the chunks and the main process writes the reference: the same
+    file as one process writes (each chunk is computed alone)."""
     from tqdm.auto import tqdm
 
     from roma_eval.embedding import load_embedder
+    from roma_eval.methods.devices import process_state
 
     out_dir = Path(out_dir)
     ensure_new_output(out_dir, overwrite)
@@ -309,18 +311,36 @@ def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, bas
     layers = resolve_layers(model, layers)
     max_length = max_length or model_max_length(model)
     partial = out_dir.parent / f"{out_dir.name}.partial"
-    _open_partial(partial, _settings(model, samples, layers, max_length, prefixes, embedder))
+    dist = process_state()  # one process, or one of `accelerate launch`: each builds every num_processes-th chunk
+    if dist.is_main_process:
+        _open_partial(partial, _settings(model, samples, layers, max_length, prefixes, embedder))
+    dist.wait_for_everyone()
     encoder = load_embedder(embedder)
     starts = range(0, len(samples), chunk_size)
-    for n, start in enumerate(tqdm(starts, desc="C3PO reference (chunks)", disable=not progress)):
+    mine = [n for n in range(len(starts)) if n % dist.num_processes == dist.process_index]
+    for n in tqdm(mine, desc="C3PO reference (chunks)", disable=not progress or not dist.is_main_process):
         path = partial / f"chunk_{n:05d}.safetensors"
         if not path.exists():
-            chunk = samples[start:start + chunk_size]
+            chunk = samples[starts[n]:starts[n] + chunk_size]
             arrays, records = _chunk_arrays(model, tokenizer, chunk, layers, max_length, batch_size, encoder, prefixes)
             _save_chunk(path, arrays, records, len(chunk))
+    dist.wait_for_everyone()  # every chunk is on disk
+    if dist.is_main_process:
+        _assemble(partial, len(starts), out_dir, model, tokenizer, samples, layers, max_length, prefixes, embedder,
+                  base_model, revision, batch_size)
+    dist.wait_for_everyone()
+    if not (out_dir / METADATA_NAME).is_file():  # the main process failed: its error says why
+        raise RomaEvalError(f"the reference {out_dir} was not written; see the main process's error")
+    return out_dir
+
+
+def _assemble(partial: Path, n_chunks: int, out_dir: Path, model, tokenizer, samples, layers, max_length, prefixes,
+              embedder, base_model, revision, batch_size) -> None:
+    """The chunks, in order, as one reference directory (written atomically); the partial directory goes."""
+    from safetensors import safe_open
 
     parts, records = {}, []
-    for n in range(len(starts)):
+    for n in range(n_chunks):
         with safe_open(str(partial / f"chunk_{n:05d}.safetensors"), framework="pt") as f:
             records += json.loads(f.metadata()["records"])
             for name in f.keys():
@@ -333,7 +353,6 @@ def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, bas
                          base_model, revision, batch_size)
     _write_directory(out_dir, arrays, metadata)
     shutil.rmtree(partial)
-    return out_dir
 
 
 def _metadata(model, tokenizer, samples, records, layers, max_length, prefixes, embedder, base_model, revision,

@@ -252,14 +252,14 @@ def run_oracle(model, tokenizer, tasks: OracleTasks, out_dir, config: OracleConf
     writes ``--output_path out_dir``.  Resumable: finished documents are stored per batch and not recomputed
     by a rerun with the same settings; a complete run is returned as it is."""
     import lm_eval
-    from accelerate import PartialState
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.utils import sanitize_model_name
 
     from roma_eval import __version__
+    from roma_eval.methods.devices import process_state
     from roma_eval.methods.oracle.lm_eval import OracleLM
 
-    dist = PartialState()  # one process, or one of `accelerate launch`: lm-eval shards the documents
+    dist = process_state()  # one process, or one of `accelerate launch`: lm-eval shards the documents
     config = (config or OracleConfig()).for_device(input_device(model))
     layers = resolve_layers(model, config.layers)
     identity = {"model": model_name, "model_type": model.config.model_type,

@@ -36,10 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import PartialState
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.methods.devices import input_device
+from roma_eval.methods.devices import input_device, process_state
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.methods.roma.data import LayerCache, TrainingRows, epoch_batches
 from roma_eval.neighbours import Neighbourhoods, find_neighbours
@@ -114,7 +113,7 @@ def base_pass(model, tokenizer, samples: Sequence[Sample], config: RomaConfig, l
     across processes (each sample's row is zero elsewhere), the hidden states stay where they were computed."""
     from tqdm.auto import tqdm
 
-    dist = dist or PartialState()
+    dist = dist or process_state()
     device = input_device(model)
     owned = _owned(len(samples), dist)
     rows = TrainingRows(tokenizer, [samples[i] for i in owned], config.max_length, device)
@@ -229,7 +228,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
 
     config = config or RomaConfig()
     out_dir = Path(out_dir)
-    dist = PartialState()  # one process, or one of `accelerate launch --num_processes N`
+    dist = process_state()  # one process, or one of `accelerate launch --num_processes N`
     progress = progress and dist.is_main_process
     ensure_new_output(out_dir, overwrite)
     if any(s.output_type != "multiple_choice" for s in samples):
