@@ -78,8 +78,8 @@ def lm_eval_samples(processes: int, model: str, model_args: str, output: Path, t
     import re
 
     proc = launch(processes, "lm_eval", "--model", model, "--model_args", model_args, "--include_path",
-                  FIXTURE_TASKS, "--tasks", ",".join(tasks), "--device", "cpu", "--batch_size", batch_size, "--output_path",
-                  output, "--log_samples", LMEVAL_LOG_LEVEL="DEBUG")
+                  FIXTURE_TASKS, "--tasks", ",".join(tasks), "--device", "cpu", "--batch_size", batch_size,
+                  "--output_path", output, "--log_samples", LMEVAL_LOG_LEVEL="DEBUG")
     assert len(list(output.rglob("results_*.json"))) == 1  # written once, by the main process
     # lm-eval's own account of the sharing: per process and task, the requests it ran
     found = re.findall(r"Task: tiny_animals; number of requests on this rank: (\d+)", proc.stderr + proc.stdout)
