@@ -19,7 +19,11 @@ model's own, in its dtype, exactly as at evaluation.
 
 Speed: hidden states entering the first tuned layer cannot change while only routers at or above
 it train, so one base pass computes them (with the success set and the base routing) and every
-step runs only the tuned layers (``routing.partial.run_from_layer``).
+step runs only the tuned layers (``routing.partial.run_from_layer``; ``no_layer_cache`` runs them all).
+Nothing in the step loop waits for the host (``data.py``: samples tokenised once, batches planned per
+epoch, the cache flat on the device); the losses come back every ``log_every`` steps.  With several
+processes each holds every N-th sample (base pass, cache, its share of each batch) and the routers'
+gradients are summed.
 """
 
 from __future__ import annotations
