@@ -27,6 +27,8 @@ VERBS = {
               "the paper's evaluation suite (roma_paper) and training mixture (roma_paper_train), with counts"),
     "eval": ("roma_eval.commands.eval", "run lm-eval (any --model) with roma-eval's tasks/ on the include path"),
     "train": ("roma_eval.commands.train", "RoMA router post-training: routers only, task loss + manifold regulariser"),
+    "oracle-tuning": ("roma_eval.commands.oracle_tuning", "Oracle Tuning: routers trained towards the oracle routing"),
+    "dense-bp": ("roma_eval.commands.dense_bp", "Dense BP: router training with a dense gradient from every expert"),
     "oracle": ("roma_eval.commands.oracle",
                "the routing upper bound: per-sample routing gradient descent with the gold label"),
     "c3po": ("roma_eval.commands.c3po", "C3PO's reference set (build-reference); evaluate with --model c3po"),
