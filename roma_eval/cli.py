@@ -28,6 +28,8 @@ VERBS = {
     "eval": ("roma_eval.commands.eval", "run lm-eval (any --model) with roma-eval's tasks/ on the include path"),
     "train": ("roma_eval.commands.train", "RoMA router post-training: routers only, task loss + manifold regulariser"),
     "oracle-tuning": ("roma_eval.commands.oracle_tuning", "Oracle Tuning: routers trained towards the oracle routing"),
+    "prefix-tuning": ("roma_eval.commands.prefix_tuning", "Prefix Tuning (peft) with RoMA's task loss and data"),
+    "prompt-tuning": ("roma_eval.commands.prompt_tuning", "Prompt Tuning (peft) with RoMA's task loss and data"),
     "dense-bp": ("roma_eval.commands.dense_bp", "Dense BP: router training with a dense gradient from every expert"),
     "oracle": ("roma_eval.commands.oracle",
                "the routing upper bound: per-sample routing gradient descent with the gold label"),
