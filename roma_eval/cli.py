@@ -27,6 +27,7 @@ VERBS = {
               "the paper's evaluation suite (roma_paper) and training mixture (roma_paper_train), with counts"),
     "eval": ("roma_eval.commands.eval", "run lm-eval (any --model) with roma-eval's tasks/ on the include path"),
     "train": ("roma_eval.commands.train", "RoMA router post-training: routers only, task loss + manifold regulariser"),
+    "icl": ("roma_eval.commands.icl", "ICL: the k nearest successful training samples as in-context examples"),
     "oracle-tuning": ("roma_eval.commands.oracle_tuning", "Oracle Tuning: routers trained towards the oracle routing"),
     "prefix-tuning": ("roma_eval.commands.prefix_tuning", "Prefix Tuning (peft) with RoMA's task loss and data"),
     "prompt-tuning": ("roma_eval.commands.prompt_tuning", "Prompt Tuning (peft) with RoMA's task loss and data"),
