@@ -113,8 +113,10 @@ class Run:
     @cached_property
     def model(self) -> str:
         """The evaluated model's name: the last component of its path or hub id (runs of one
-        checkpoint from different directories then share a table)."""
-        name = self.data.get("model_name") or self.model_args.get("pretrained") or self.config.get("model", "?")
+        checkpoint from different directories then share a table).  lm-eval names a run with ``peft=`` after the
+        adapter; its base model names it here, so the adapter's row joins the base model's table."""
+        name = ((self.model_args.get("peft") and self.model_args.get("pretrained")) or self.data.get("model_name")
+                or self.model_args.get("pretrained") or self.config.get("model", "?"))
         return str(name).rstrip("/").split("/")[-1] or str(name)
 
     @cached_property
