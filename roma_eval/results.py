@@ -48,7 +48,7 @@ BASE_MODELS = frozenset({"hf", "hf-auto", "huggingface", "vllm", "sglang"})
 PEFT_MODEL = "hf-peft"  # roma-eval's hf for peft adapters (methods/peft_tuning/lm_eval.py)
 # Files that say what trained an artefact: a router checkpoint's config (its training_config records the method;
 # RoMA's records its regulariser) and a peft adapter's training record / config.
-ROUTER_CONFIG, ROUTER_LOG = "router_config.json", "training_log.jsonl"
+ROUTER_CONFIG, TRAINING_LOG = "router_config.json", "training_log.jsonl"  # the log: peft adapters too
 ADAPTER_TRAINING, ADAPTER_CONFIG = "training_config.json", "adapter_config.json"
 # Methods that train no parameters: their cost-table row has 0 trainable parameters.
 UNTRAINED = frozenset({"base", "icl", "c3po", "oracle"})
@@ -360,14 +360,14 @@ def training_cost(model: str, model_args: dict, search_dirs: Sequence[Path] = ()
             parameters = len(config["layers"]) * int(config["num_experts"]) * int(config["hidden_size"])
         except (KeyError, TypeError, ValueError):
             parameters = None
-        return TrainingCost(parameters, _logged_seconds(directory / ROUTER_LOG))
+        return TrainingCost(parameters, _logged_seconds(directory / TRAINING_LOG))
     if adapter:
         directory = _find(str(adapter), search_dirs)
         record = _read_json(directory / ADAPTER_TRAINING) if directory else None
         if record is None:
             return None
         summary = record.get("summary") or {}
-        return TrainingCost(summary.get("trainable_parameters"), _logged_seconds(directory / ROUTER_LOG))
+        return TrainingCost(summary.get("trainable_parameters"), _logged_seconds(directory / TRAINING_LOG))
     method = label or method_of(model, model_args)
     return TrainingCost(0) if method in UNTRAINED else None
 

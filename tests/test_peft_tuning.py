@@ -146,3 +146,42 @@ def test_training_records_the_method_and_trains_only_the_adapter(hub, model_dir,
     assert metadata["method"] == "prefix_tuning" and metadata["summary"]["trainable_parameters"] == 2 * 4 * 2 * 16
     assert metadata["lr"] == 1e-2 and len(run.log) == 2
     assert (tmp_path / "pt" / "training_log.jsonl").read_text().count("\n") == 2
+
+
+def test_peft_prompt_tuning_generation_moves_with_left_padding(tokenizer):
+    """Why hf-peft generates prompt-tuned rows one by one: peft drops position_ids for prompt tuning, so the same
+    prompt left-padded in a batch gets other scores than alone (prefix tuning offsets them and is unaffected)."""
+    import peft
+
+    texts = ["Question: what is it?", "Question: which animal is a mammal? whale, shark, trout"]
+    tokenizer.padding_side = "left"
+    alone, both = tokenizer(texts[:1], return_tensors="pt"), tokenizer(texts, return_tensors="pt", padding=True)
+    tokenizer.padding_side = "right"
+    moved = {}
+    for name, config in (("prompt", peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)),
+                         ("prefix", peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))):
+        torch.manual_seed(0)
+        model = peft.get_peft_model(build_tiny_model("olmoe", tokenizer, seed=3), config)
+        kwargs = dict(max_new_tokens=1, do_sample=False, output_scores=True, return_dict_in_generate=True,
+                      pad_token_id=0)
+        a, b = model.generate(**alone, **kwargs), model.generate(**both, **kwargs)
+        moved[name] = (a.scores[0][0] - b.scores[0][0]).abs().max().item()
+    assert moved["prompt"] > 1e-2 and moved["prefix"] < 1e-5, moved
+
+
+@pytest.mark.slow
+def test_hf_peft_generations_do_not_depend_on_the_batch(hub, manager, model_dir, adapters):
+    """Left-padded batched generation with a prompt-tuning adapter equals each prompt generated alone (lm-eval's
+    batch_size 1: no padding), for GSM8K's generate_until requests."""
+    from lm_eval import simple_evaluate
+
+    adapter, _ = adapters["prompt_tuning"]
+
+    def generations(batch_size):
+        results = simple_evaluate(model="hf-peft", model_args=f"pretrained={model_dir},peft={adapter}",
+                                  tasks=["gsm8k"], task_manager=manager, device="cpu", log_samples=True,
+                                  batch_size=batch_size, limit=4, gen_kwargs="max_gen_toks=12")
+        return {s["doc_id"]: s["resps"] for s in results["samples"]["gsm8k"]}
+
+    alone = generations(1)
+    assert generations(4) == alone and len(alone) == 4
