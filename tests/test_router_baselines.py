@@ -63,6 +63,7 @@ def routing_of(model, tokenizer, samples):
     return batch.per_sample(r).flatten(1)
 
 
+@pytest.mark.slow  # the oracle run on the training task (~10 s)
 def test_oracle_tuning_pulls_each_sample_to_its_own_oracle_routing(tokenizer, train_samples, oracle_dir, tmp_path):
     targets = stored_oracle_routing(oracle_dir)
     assert len(targets) == len(train_samples)
@@ -95,6 +96,7 @@ def test_oracle_tuning_pulls_each_sample_to_its_own_oracle_routing(tokenizer, tr
     assert checkpoint.layers == [2, 3]
 
 
+@pytest.mark.slow
 def test_oracle_tuning_refuses_mismatched_oracle_runs(tokenizer, train_samples, oracle_dir, tmp_path):
     with pytest.raises(RomaEvalError, match="steered layers"):
         train_oracle_tuning(fresh_model(tokenizer), tokenizer, train_samples, tmp_path / "a",
