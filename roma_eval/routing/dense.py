@@ -128,6 +128,10 @@ def dense_router_gradient(model, layers=None, estimator: str = "default", defaul
     if not 0 <= beta < 1:
         raise RomaEvalError(f"beta={beta}: the EMA coefficient must be in [0, 1)")
     spec = spec_for(model)
+    layout = getattr(spec, "output", None)  # families whose router returns something else than the triple
+    if layout is not None and getattr(layout, "name", "triple") != "triple":
+        raise RomaEvalError(f"dense router gradients need a router returning (logits, top-k weights, top-k indices); "
+                            f"the {spec.model_type!r} router returns {layout.name!r}")
     gates = routers(model)
     layers = resolve_layers(model, layers)
     n_experts = num_experts(model)
