@@ -29,8 +29,9 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,24 @@ def _load_resume(directory: Path, weights: RouterWeights, optimizer, config: dic
 
 
 @dataclass
+class RouterObjective:
+    """What another router-training method changes in RoMA's loop (Oracle Tuning, Dense BP: docs/baselines.md).
+
+    ``method`` and ``config`` (the method's own settings) are recorded in the checkpoint's training_config (and
+    checked on resume) in place of the RomaConfig that drives the loop.  ``targets(samples, base, layers)`` returns
+    (routing (M, D), index (N, K), weight (N, K)): what each sample's r_i is pulled towards by the regulariser
+    Σ_j W_ij ||r_i - routing[index_ij]||² in place of RoMA's neighbourhoods (no embedding, no neighbour search);
+    None: no targets (use it with regulariser "none").  ``forward(batch)``: a context manager around each
+    training forward.  ``summary``: extra summary entries."""
+
+    method: str
+    config: dict
+    targets: Callable | None = None
+    forward: Callable | None = None
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
 class TrainResult:
     checkpoint: Path
     log: list[dict]
@@ -183,8 +202,10 @@ def _neighbour_stats(hood: Neighbourhoods) -> dict:
 
 def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: RomaConfig | None = None, *,
                base_model: str, revision: str | None = None, overwrite: bool = False, embedder=None,
-               progress: bool = True) -> TrainResult:
-    """Post-train the routers of ``model`` (in place) on ``samples``; write a router checkpoint to ``out_dir``."""
+               progress: bool = True, objective: RouterObjective | None = None) -> TrainResult:
+    """Post-train the routers of ``model`` (in place) on ``samples``; write a router checkpoint to ``out_dir``.
+
+    ``objective`` turns the same loop into another router-training method (``RouterObjective``)."""
     from tqdm.auto import tqdm
 
     from roma_eval import __version__
@@ -210,13 +231,20 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
 
     base = base_pass(model, tokenizer, samples, config, layers, config.batch_size, progress)
     success = np.flatnonzero(base.correct)
-    ids = list(range(len(samples)))
-    embeddings = embed([s.text for s in samples], embedder or load_embedder(config.embedder))
-    hood = find_neighbours(embeddings, embeddings[success], method=config.neighbours, k=config.k, eps=config.eps,
-                           sigma=config.sigma, query_ids=ids, reference_ids=success.tolist(), seed=config.seed)
-    neighbour_index = torch.from_numpy(hood.index).clamp(min=0)
-    neighbour_weight = torch.from_numpy(hood.weight)
-    success_routing = base.routing[success]
+    recorded = config.to_dict() if objective is None else {**objective.config, "method": objective.method}
+    if objective is None:
+        ids = list(range(len(samples)))
+        embeddings = embed([s.text for s in samples], embedder or load_embedder(config.embedder))
+        hood = find_neighbours(embeddings, embeddings[success], method=config.neighbours, k=config.k, eps=config.eps,
+                               sigma=config.sigma, query_ids=ids, reference_ids=success.tolist(), seed=config.seed)
+        neighbour_index = torch.from_numpy(hood.index).clamp(min=0)
+        neighbour_weight = torch.from_numpy(hood.weight)
+        success_routing = base.routing[success]
+    else:
+        hood = None
+        success_routing, neighbour_index, neighbour_weight = (
+            objective.targets(samples, base, layers) if objective.targets is not None
+            else (base.routing[:1] * 0, torch.zeros(len(samples), 1, dtype=torch.long), torch.zeros(len(samples), 1)))
 
     model.requires_grad_(False)
     weights = RouterWeights(model, layers)
@@ -225,12 +253,13 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
     total = config.epochs * steps_per_epoch
     warmup = max(1, round(config.warmup_ratio * total))
     resume_dir = out_dir.with_name(out_dir.name + ".partial")
-    state = _load_resume(resume_dir, weights, optimizer, config.to_dict())
+    state = _load_resume(resume_dir, weights, optimizer, recorded)
     first_epoch, step, log = (state["epoch"] + 1, state["step"], state["log"]) if state else (0, 0, [])
 
     device = weights.model[0].device
     model.train()
-    bar = tqdm(total=total, initial=step, desc="RoMA", disable=not progress)
+    bar = tqdm(total=total, initial=step, desc="RoMA" if objective is None else objective.method,
+               disable=not progress)
     for epoch in range(first_epoch, config.epochs):
         if config.refresh_neighbour_routing and epoch > 0:
             success_routing = _current_routing(model, tokenizer, samples, base, success, config, layers)
@@ -248,7 +277,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
             if shard:
                 l_task, l_reg = _shard_losses(model, tokenizer, samples, shard, base, config, layers, device,
                                               success_routing, neighbour_index, neighbour_weight, base_weights,
-                                              len(idx), dist.num_processes)
+                                              len(idx), dist.num_processes, objective and objective.forward)
                 (l_task + lam * l_reg).backward()  # Eq. 9 / Eq. 10: only the tuned routers require grad
                 terms = torch.stack([l_task.detach(), l_reg.detach()])
             if dist.num_processes > 1:
@@ -276,7 +305,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
             bar.set_postfix(task=f"{l_task_value:.3f}", reg=f"{l_reg_value:.4f}")
         if dist.is_main_process:
             _save_resume(resume_dir, weights, optimizer,
-                         {"epoch": epoch, "step": step, "log": log, "config": config.to_dict()})
+                         {"epoch": epoch, "step": step, "log": log, "config": recorded})
         dist.wait_for_everyone()
     bar.close()
     model.eval()
@@ -284,8 +313,9 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
 
     summary = {"training_samples": len(samples), "success_set_size": int(len(success)),
                "base_train_accuracy": float(base.correct.mean()), "tuned_layers": layers,
-               "routing_dims": int(base.routing.shape[1]), "steps": step, **_neighbour_stats(hood)}
-    training_config = {**config.to_dict(), "summary": summary, "roma_eval_version": __version__,
+               "routing_dims": int(base.routing.shape[1]), "steps": step,
+               **(_neighbour_stats(hood) if hood is not None else objective.summary)}
+    training_config = {**recorded, "summary": summary, "roma_eval_version": __version__,
                        "torch_version": torch.__version__}
     log_text = "".join(json.dumps(entry) + "\n" for entry in log)
     if dist.is_main_process:  # every process holds the same routers: one writes them
@@ -298,11 +328,13 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
 
 
 def _shard_losses(model, tokenizer, samples, shard, base: BasePass, config: RomaConfig, layers, device,
-                  success_routing, neighbour_index, neighbour_weight, base_weights, batch_size: int, n_processes: int):
+                  success_routing, neighbour_index, neighbour_weight, base_weights, batch_size: int, n_processes: int,
+                  forward: Callable | None = None):
     """(L_task, L_reg) contributions of the samples ``shard`` of a batch of ``batch_size``, routers live."""
     batch = build_choice_batch(tokenizer, [samples[i] for i in shard], config.max_length).to(device)
     hidden = _pad_hidden([row for i in shard for row in base.hidden[i]], batch.input_ids.shape[1]).to(device)
-    with record_routing(model, token_positions(config.tokens, batch.last_context), layers) as record:
+    with record_routing(model, token_positions(config.tokens, batch.last_context), layers) as record, \
+            (forward(batch) if forward is not None else nullcontext()):
         logits = run_from_layer(model, layers[0], hidden, batch.attention_mask).logits
     l_task = task_loss(choice_scores(logits, batch), batch.gold, reduction="sum") / batch_size  # Eq. 8
     scores = batch.per_sample(record.scores)
