@@ -1,6 +1,7 @@
 """`roma-eval reproduce --pretrained M --output_path runs/NAME`: the paper's experiment in one command.
 
-Base, Router Tuning, RoMA, the oracle and C3PO on the paper's eight benchmarks (lm-eval group
+Base, Router Tuning, RoMA, the oracle and C3PO (`--methods all` adds ICL, Oracle Tuning, Prefix Tuning,
+Prompt Tuning and Dense BP: all ten rows of Table 1) on the paper's eight benchmarks (lm-eval group
 `roma_paper`, zero-shot), trained on its 49k mixture (`roma_paper_train`), then the report with the
 paper's published rows of the same model beside ours.  Each stage writes lm-eval's own outputs under
 the output directory, prints the plain commands that do the same, and is skipped when complete: run the
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
 
-METHODS = ("base", "router_tuning", "roma", "oracle", "c3po")
+METHODS = ("base", "router_tuning", "roma", "oracle", "c3po")  # Table 1's rows roma-eval ran first: the default
+ALL_METHODS = (*METHODS, "icl", "oracle_tuning", "prefix_tuning", "prompt_tuning", "dense_bp")  # --methods all
 PAPER_MODELS = ("olmoe", "deepseekmoe", "qwen3")
 
 
@@ -25,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_base_model(parser)
     add_output(parser, "the experiment's directory: one subdirectory per stage, the report, experiment.json")
     parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated stages among {', '.join(METHODS)} (the report always follows)")
+                        help=f"comma-separated stages among {', '.join(ALL_METHODS)}, or all (Table 1's ten rows; "
+                             "the report always follows)")
     parser.add_argument(*flag("eval_tasks"), default="roma_paper", help="evaluation tasks or groups")
     parser.add_argument(*flag("train_tasks"), default="roma_paper_train",
                         help="training mixture (RoMA, Router Tuning, C3PO's reference set)")
@@ -68,10 +71,10 @@ def run(args) -> int:
     from roma_eval.pipeline import STAGES, Experiment, report_stage, timed
     from roma_eval.report.paper import paper_model_for
 
-    methods = split_list(args.methods)
-    if unknown := [m for m in methods if m not in METHODS]:
+    methods = list(ALL_METHODS) if args.methods == "all" else split_list(args.methods)
+    if unknown := [m for m in methods if m not in ALL_METHODS]:
         raise RomaEvalError(f"--methods {args.methods}: unknown {', '.join(unknown)}; choose among "
-                            f"{', '.join(METHODS)}")
+                            f"{', '.join(ALL_METHODS)}, or all")
     for name in ("limit", "train_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise RomaEvalError(f"--{name} {getattr(args, name)}: give at least 1 document per task, or leave it out")
