@@ -38,7 +38,7 @@ bench: $(STAMP)
 
 # Loads the demo report in headless Chromium (apt-get install chromium) and fails on any page error.
 check-html: $(STAMP)
-	$(PY) tests/report/chromium_check.py reports/demo/report.html
+	$(PY) tests/report/chromium_check.py reports/demo/report/report.html
 
 clean:
 	rm -rf $(VENV) .hf_home reports/demo

@@ -13,7 +13,6 @@ tuned routers only make sense on top of the weights they were tuned with.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from roma_eval import __version__
 from roma_eval.errors import RomaEvalError
 from roma_eval.routing import (
+    layer_of_parameter,
     router_fingerprint,
     router_parameter_names,
     router_weights,
@@ -32,12 +32,6 @@ from roma_eval.storage import staged_directory
 WEIGHTS_NAME = "router_model.safetensors"
 CONFIG_NAME = "router_config.json"
 FORMAT_VERSION = 1
-
-
-def _layer_of(name: str) -> int | None:
-    """The decoder-layer index in a parameter name ("model.layers.3.mlp.gate.weight" -> 3)."""
-    match = re.search(r"(?:^|\.)layers\.(\d+)\.", name)
-    return int(match[1]) if match else None
 
 
 @dataclass
@@ -123,7 +117,7 @@ def load_router_checkpoint(source, revision: str | None = None) -> RouterCheckpo
     except (SafetensorError, OSError) as exc:
         raise RomaEvalError(f"{weights_path} is not a readable safetensors file ({exc}); "
                             "it may be truncated: copy or re-save the checkpoint") from None
-    by_layer = {_layer_of(name): tensor for name, tensor in raw.items()}
+    by_layer = {layer_of_parameter(name): tensor for name, tensor in raw.items()}
     if sorted(k for k in by_layer if k is not None) != sorted(layers) or len(by_layer) != len(raw):
         raise RomaEvalError(f"{weights_path} holds {sorted(raw)} but {config_path.name} lists layers {layers}; "
                             "the two files do not belong together")

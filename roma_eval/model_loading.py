@@ -25,6 +25,9 @@ def load_model(name_or_path: str, revision: str | None = None, dtype: str = "aut
                                                      trust_remote_code=trust_remote_code,
                                                      **({"device_map": device_map} if device_map else {}))
     except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            raise RomaEvalError(f"{name_or_path} ships its own modelling code; pass --trust_remote_code "
+                                "(trust_remote_code=True) if you trust it") from None
         raise RomaEvalError(f"could not load model {name_or_path!r} ({str(exc).splitlines()[0]}); "
                             "give a local model directory or a hub id available offline") from None
     routers(model)  # fail early, in one line, on dense or unsupported models

@@ -1,14 +1,35 @@
-"""Shared fixtures: tiny random models of every supported architecture, built in-process."""
+"""Shared fixtures: tiny random models of every supported architecture, built in-process.
+
+``arch_model`` runs a test on the six original families; ``family_model`` on those always and on every
+other supported family (ALL_FAMILIES: the transformers ones and DeepSeekMoE's remote code) under the
+``slow`` marker (``pytest -m "not slow"`` leaves them out, ``pytest -m slow`` runs only them).
+"""
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Remote code (the DeepSeekMoE fixture) is copied into a modules cache: keep it out of the shared HF_HOME.
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="roma_hf_modules_"))
 
 import pytest
 import torch
+from family_helpers import build_family_model, family_params
 
-from roma_eval.tiny import ARCHITECTURES, build_tiny_model, train_tokenizer
+from roma_eval.tiny import ARCHITECTURES, train_tokenizer
+
+
+class _Models(dict):
+    """Family -> its tiny model (seed 1), built the first time a test asks for it."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.tokenizer = tokenizer
+
+    def __missing__(self, arch):
+        self[arch] = build_family_model(arch, self.tokenizer, seed=1)
+        return self[arch]
 
 
 @pytest.fixture
@@ -28,11 +49,18 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny_models(tokenizer):
-    return {arch: build_tiny_model(arch, tokenizer, seed=1) for arch in ARCHITECTURES}
+    return _Models(tokenizer)
 
 
 @pytest.fixture(params=ARCHITECTURES)
 def arch_model(request, tiny_models):
+    """(family, tiny model) of the six original families."""
+    return request.param, tiny_models[request.param]
+
+
+@pytest.fixture(params=family_params())
+def family_model(request, tiny_models):
+    """(family, tiny model) of every supported family: the six original ones, the others under `slow`."""
     return request.param, tiny_models[request.param]
 
 
@@ -47,12 +75,6 @@ def padded_batch(tokenizer):
     tokenizer.padding_side = "right"
     singles = [tokenizer(t, return_tensors="pt") for t in texts]
     return batches, singles
-
-
-def gate_param_grads(model):
-    from roma_eval.routing import routers
-
-    return {i: gate.weight.grad for i, gate in routers(model).items()}
 
 
 @pytest.fixture(autouse=True)

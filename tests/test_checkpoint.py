@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from family_helpers import build_family_model, family_params
 
 from roma_eval.checkpoint import (
     CONFIG_NAME,
@@ -11,7 +12,7 @@ from roma_eval.checkpoint import (
     save_router_checkpoint,
 )
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing import router_fingerprint, routers
+from roma_eval.routing import resolve_layers, router_fingerprint, router_parameter_names, router_weights, routers
 from roma_eval.tiny import build_tiny_model
 
 
@@ -19,8 +20,30 @@ def tune(model, layers, seed=7):
     """Stand-in for training: perturb the routers of ``layers``."""
     torch.manual_seed(seed)
     with torch.no_grad():
-        for i in layers:
-            routers(model)[i].weight.add_(torch.randn_like(routers(model)[i].weight))
+        for weight in router_weights(model, layers).values():
+            weight.add_(torch.randn_like(weight))
+
+
+@pytest.mark.parametrize("arch", family_params())
+def test_every_family_round_trips(arch, tmp_path, tokenizer):
+    """save -> load -> apply onto a fresh base model reproduces the tuned model exactly, changes only the routers
+    of the tuned (MoE) layers, and stores them under the model's own parameter names."""
+    base = build_family_model(arch, tokenizer, seed=3)
+    tuned = build_family_model(arch, tokenizer, seed=3)
+    layers = resolve_layers(tuned, "last:2")
+    tune(tuned, layers)
+    path = save_router_checkpoint(tuned, tmp_path / "ckpt", layers, base_fingerprint=router_fingerprint(base),
+                                  base_model=f"tiny-{arch}")
+    checkpoint = load_router_checkpoint(path)
+    assert checkpoint.layers == layers
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    apply_router_checkpoint(base, checkpoint)
+    after = base.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == set(router_parameter_names(base, layers).values())
+    assert all(torch.equal(after[k], v) for k, v in tuned.state_dict().items())
+    fresh = build_family_model(arch, tokenizer, seed=3)
+    assert router_fingerprint(base) == router_fingerprint(tuned) != router_fingerprint(fresh)
 
 
 @pytest.fixture
@@ -128,3 +151,13 @@ def test_hub_repo_id_resolves_through_the_hub_cache(saved, tmp_path, monkeypatch
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     checkpoint = load_router_checkpoint("someone/tiny-router")
     assert torch.equal(checkpoint.tensors[3], routers(tuned)[3].weight)
+
+
+@pytest.mark.parametrize("name, layer", [
+    ("model.layers.3.mlp.gate.weight", 3), ("model.layers.12.feed_forward.router.weight", 12),
+    ("transformer.blocks.2.ffn.router.layer.weight", 2), ("lm_head.weight", None), ("model.norm.weight", None),
+])
+def test_layer_of_parameter_reads_every_family_layout(name, layer):
+    from roma_eval.routing import layer_of_parameter
+
+    assert layer_of_parameter(name) == layer

@@ -8,7 +8,7 @@ import torch
 from lm_eval_helpers import evaluate_api, evaluate_cli
 
 from roma_eval.checkpoint import save_router_checkpoint
-from roma_eval.routing import router_fingerprint, routers
+from roma_eval.routing import resolve_layers, router_fingerprint, router_weights, routers
 from roma_eval.tiny import save_tiny_model
 
 TASKS = ["tiny_animals", "tiny_sums"]
@@ -72,3 +72,28 @@ def test_bad_checkpoint_under_plain_cli_is_one_line(setup, tmp_path):
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("error: router checkpoint was tuned on")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["gpt_oss", "qwen3_next"])
+def test_plain_lm_eval_cli_roma_with_checkpoint_on_more_families(arch, tmp_path, tokenizer):
+    """gpt-oss (a router bias, top-k on logits, sliding windows) and Qwen3-Next (linear attention, a dense
+    layer, a shared expert): `lm_eval --model roma` with a router checkpoint equals `--model hf` on the model
+    with those routers saved in full, per sample; and the tuned routers change the answers."""
+    from transformers import AutoModelForCausalLM
+
+    base_dir = save_tiny_model(arch, tmp_path / "base", seed=5, tokenizer=tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    fingerprint = router_fingerprint(model)
+    layers = resolve_layers(model, "last:2")
+    with torch.no_grad():
+        for weight in router_weights(model, layers).values():
+            weight.mul_(-2.0)
+    ckpt = save_router_checkpoint(model, tmp_path / "ckpt", layers, base_fingerprint=fingerprint,
+                                  base_model=str(base_dir))
+    full_dir = tmp_path / "tuned_full"
+    model.save_pretrained(full_dir)
+    tokenizer.save_pretrained(full_dir)
+    via_cli = evaluate_cli("roma", f"pretrained={base_dir},router_checkpoint={ckpt}", TASKS, tmp_path / "out")
+    assert via_cli == evaluate_api("hf", f"pretrained={full_dir}", TASKS)
+    assert via_cli != evaluate_api("hf", f"pretrained={base_dir}", TASKS)

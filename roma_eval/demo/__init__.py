@@ -24,7 +24,7 @@ from roma_eval.demo.report import report_stage
 from roma_eval.demo.roma import roma_stage
 from roma_eval.demo.table import format_table
 
-Stage = Callable[[DemoContext], None]
+Stage = Callable[[DemoContext], "list[str] | None"]
 STAGES: list[tuple[str, Stage]] = [("toy model", toy_model_stage), ("base", base_stage), ("roma", roma_stage),
                                    ("oracle", oracle_stage), ("c3po", c3po_stage), ("report", report_stage)]
 __all__ = ["DemoContext", "STAGES", "run_demo", "summary"]
@@ -39,7 +39,8 @@ def run_demo(ctx: DemoContext, stages: list[tuple[str, Stage]] | None = None) ->
     for name, stage in STAGES if stages is None else stages:
         logger.info("\n== %s", name)
         started = time.perf_counter()
-        stage(ctx)
+        commands = stage(ctx) or []
+        ctx.record(name, time.perf_counter() - started, commands)
         logger.info("(%s: %.0f s)", name, time.perf_counter() - started)
     return ctx
 

@@ -7,7 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from roma_eval.demo.context import DemoContext, evaluate_suite, headline
+from roma_eval.demo.context import DemoContext, headline
+from roma_eval.pipeline import stages
 from roma_eval.toy.suite import EVAL_GROUP
 
 DUMP_NAME = "routing_toy_suite.npz"  # beside the stage's lm-eval results JSON, where the report looks
@@ -20,18 +21,19 @@ def toy_model_stage(ctx: DemoContext) -> None:
     from roma_eval.toy.cache import ensure_model, is_built, read_record
 
     cached = is_built(ctx.toy)
-    ctx.model_dir = ensure_model(ctx.toy, progress=ctx.progress)
+    ctx.pretrained = str(ensure_model(ctx.toy, progress=ctx.progress))
     training = read_record(ctx.model_dir)["training"]
     how = "loaded from the cache" if cached else f"pretrained in {training['seconds']:.0f} s"
     logger.info(f"toy model {how}: {ctx.model_dir}")
 
 
-def base_stage(ctx: DemoContext) -> None:
+def base_stage(ctx: DemoContext) -> list[str]:
     """The base model on the eight benchmarks through lm-eval, and its routing consistency."""
-    results = evaluate_suite(ctx, "base", "hf", f"pretrained={ctx.model_dir}")
-    ctx.columns["base"] = headline(results)
+    commands = stages.base_stage(ctx)
+    ctx.columns["base"] = headline(ctx.results["base"])
     model, tokenizer = ctx.load_model()
     ctx.notes.append(consistency_line("base", routing_consistency(ctx, "base", model, tokenizer)))
+    return commands
 
 
 def consistency_line(method: str, figure: dict) -> str:

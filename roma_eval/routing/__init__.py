@@ -3,14 +3,18 @@
 from roma_eval.routing.arch import (
     SPECS,
     ArchSpec,
+    decoder_layers,
+    layer_of_parameter,
     num_experts,
     resolve_layers,
     router_fingerprint,
     router_parameter_names,
     router_weights,
     routers,
+    selectors,
     spec_for,
 )
+from roma_eval.routing.families import REFUSED
 from roma_eval.routing.positions import (
     as_positions,
     last_context_positions,
@@ -21,7 +25,8 @@ from roma_eval.routing.probe import probe_routing, record_routing
 from roma_eval.routing.steer import MODES, steer_routing
 
 __all__ = [
-    "SPECS", "ArchSpec", "MODES", "as_positions", "last_context_positions", "num_experts", "probe_routing",
-    "record_routing", "resolve_layers", "router_fingerprint", "router_parameter_names", "router_weights", "routers",
-    "spec_for", "steer_routing", "token_positions", "token_rows",
+    "MODES", "REFUSED", "SPECS", "ArchSpec", "as_positions", "decoder_layers", "last_context_positions",
+    "layer_of_parameter", "num_experts", "probe_routing", "record_routing", "resolve_layers", "router_fingerprint",
+    "router_parameter_names", "router_weights", "routers", "selectors", "spec_for", "steer_routing",
+    "token_positions", "token_rows",
 ]

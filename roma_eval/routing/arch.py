@@ -1,118 +1,33 @@
 """Per-architecture knowledge of MoE routers: where they are, what they are called and how logits
 become top-k weights.
 
-This module is the only place in roma-eval that knows transformers' MoE internals.  Every supported
-family has a router module at ``model.model.layers[i].<ArchSpec.router_path>`` whose forward returns
-``(router_logits, topk_weights, topk_indices)`` and whose parameter ``<ArchSpec.weight_name>`` maps a
-hidden state to the router logits (the parameter RoMA tunes and a router checkpoint stores).  We split that
-forward in two: ``scores(logits)`` (the per-expert routing scores) and ``select(gate, scores, logits_dtype)``
-(top-k selection and weights).  Each ``select`` mirrors the transformers source line for line, so
-that a routing recomputed here is bit-identical to the router's own (tests check this).
+This module and its registry (``families.py``, one entry per family; ``spec.py``, the record and the
+router output layouts) are the only place in roma-eval that knows MoE internals.  Every supported
+family has a router module at ``<decoder layer>.<ArchSpec.router_path>`` whose parameter
+``<ArchSpec.weight_name>`` maps a hidden state to the router logits (the parameter RoMA tunes and a
+router checkpoint stores).  We split a routing in two: ``scores(logits)`` (the per-expert routing
+scores) and ``select(selector, logits, scores, router_args)`` (top-k selection and weights).  Each
+``select`` mirrors the family's source line for line, so that a routing recomputed here is
+bit-identical to the router's own (tests check this).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
 from operator import attrgetter
 
 import torch
 
 from roma_eval.errors import RomaEvalError
+from roma_eval.routing.families import SPECS_LIST, refusal
+from roma_eval.routing.spec import ArchSpec
 
 DEFAULT_LAST_N_LAYERS = 5  # RoMA/C3PO: the last 5 MoE layers are the "critical" ones (FACTS.md)
 
-
-def _softmax_scores(logits: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(logits.float(), dim=-1)
-
-
-def _sigmoid_scores(logits: torch.Tensor) -> torch.Tensor:
-    return logits.sigmoid()
-
-
-def _select_softmax_topk(gate, scores, logits_dtype):
-    # OlmoeTopKRouter / Qwen2MoeTopKRouter / Qwen3MoeTopKRouter
-    top_value, top_index = torch.topk(scores, gate.top_k, dim=-1)
-    if gate.norm_topk_prob:
-        top_value = top_value / top_value.sum(dim=-1, keepdim=True)
-    return top_value.to(logits_dtype), top_index
-
-
-def _select_mixtral(gate, scores, logits_dtype):
-    # MixtralTopKRouter: always renormalised, weights stay float32.
-    top_value, top_index = torch.topk(scores, gate.top_k, dim=-1)
-    return top_value / top_value.sum(dim=-1, keepdim=True), top_index
-
-
-def _group_mask(gate, group_scores: torch.Tensor) -> torch.Tensor:
-    group_idx = torch.topk(group_scores, k=gate.topk_group, dim=-1, sorted=False)[1]
-    group_mask = torch.zeros_like(group_scores).scatter_(1, group_idx, 1)
-    per_group = gate.num_experts // gate.num_group
-    return group_mask.unsqueeze(-1).expand(-1, gate.num_group, per_group).reshape(-1, gate.num_experts).bool()
-
-
-def _select_deepseek_v2(gate, scores, logits_dtype):
-    # DeepseekV2TopkRouter: greedy or group-limited greedy on softmax scores, times routed_scaling_factor.
-    if gate.topk_method == "group_limited_greedy":
-        group_scores = scores.view(-1, gate.num_group, gate.num_experts // gate.num_group).max(dim=-1).values
-        scores = scores.masked_fill(~_group_mask(gate, group_scores), 0.0)
-    elif gate.topk_method != "greedy":
-        raise RomaEvalError(f"DeepSeek-V2 topk_method {gate.topk_method!r} is not supported; "
-                            "use 'greedy' or 'group_limited_greedy'")
-    top_value, top_index = torch.topk(scores, k=gate.top_k, dim=-1, sorted=False)
-    return top_value * gate.routed_scaling_factor, top_index
-
-
-def _select_deepseek_v3(gate, scores, logits_dtype):
-    # DeepseekV3TopkRouter: sigmoid scores; the correction bias steers the choice but not the weights;
-    # groups ranked by the sum of their top-2 biased scores.
-    for_choice = scores + gate.e_score_correction_bias
-    group_scores = for_choice.view(-1, gate.num_group, gate.num_experts // gate.num_group).topk(2,
-                                                                                                dim=-1)[0].sum(dim=-1)
-    for_choice = for_choice.masked_fill(~_group_mask(gate, group_scores), float("-inf"))
-    top_index = torch.topk(for_choice, k=gate.top_k, dim=-1, sorted=False)[1]
-    top_value = scores.gather(1, top_index)
-    if gate.norm_topk_prob:
-        top_value = top_value / (top_value.sum(dim=-1, keepdim=True) + 1e-20)
-    return top_value * gate.routed_scaling_factor, top_index
-
-
-def _logit(p: torch.Tensor) -> torch.Tensor:
-    return torch.log(p) - torch.log1p(-p)
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """How one MoE family routes.  ``scores`` are what probe returns and what "scores" overrides replace."""
-
-    model_type: str
-    router_class: str
-    scores: Callable[[torch.Tensor], torch.Tensor]
-    select: Callable
-    # Inverse of ``scores`` up to softmax's shift invariance, so a steered router can report logits
-    # consistent with the scores it used.
-    scores_to_logits: Callable[[torch.Tensor], torch.Tensor]
-    score_kind: str  # "softmax" (a distribution over experts) or "sigmoid" (independent per expert)
-    router_path: str = "mlp.gate"  # the router module inside a decoder layer
-    weight_name: str = "weight"  # the router's (n_experts, hidden) parameter: logits = hidden @ weight.T
-
-
-_SOFTMAX = dict(scores=_softmax_scores, scores_to_logits=torch.log, score_kind="softmax")
-SPECS: dict[str, ArchSpec] = {
-    spec.model_type: spec
-    for spec in (
-        ArchSpec("olmoe", "OlmoeTopKRouter", select=_select_softmax_topk, **_SOFTMAX),
-        ArchSpec("qwen2_moe", "Qwen2MoeTopKRouter", select=_select_softmax_topk, **_SOFTMAX),
-        ArchSpec("qwen3_moe", "Qwen3MoeTopKRouter", select=_select_softmax_topk, **_SOFTMAX),
-        ArchSpec("mixtral", "MixtralTopKRouter", select=_select_mixtral, **_SOFTMAX),
-        ArchSpec("deepseek_v2", "DeepseekV2TopkRouter", select=_select_deepseek_v2, **_SOFTMAX),
-        ArchSpec("deepseek_v3", "DeepseekV3TopkRouter", select=_select_deepseek_v3,
-                 scores=_sigmoid_scores, scores_to_logits=_logit, score_kind="sigmoid"),
-    )
-}
-SUPPORTED = ", ".join(SPECS)
+SPECS: dict[str, ArchSpec] = {model_type: spec for spec in SPECS_LIST for model_type in spec.model_types}
+SUPPORTED = ", ".join(spec.model_type for spec in SPECS_LIST)
 
 
 def _unwrap(model):
@@ -123,21 +38,45 @@ def _unwrap(model):
 
 def spec_for(model) -> ArchSpec:
     model = _unwrap(model)
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SPECS and refusal(model_type):
+        raise RomaEvalError(f"model_type {model_type!r} is not supported by roma-eval: {refusal(model_type)}")
     if model_type not in SPECS:
         raise RomaEvalError(f"model_type {model_type!r} has no recognised MoE routers; "
                             f"roma-eval supports {SUPPORTED}")
-    return SPECS[model_type]
+    spec = SPECS[model_type]
+    problem = spec.check(config) if spec.check is not None else None
+    if problem:
+        raise RomaEvalError(problem)
+    return spec
+
+
+def _from_lm(model, path: str):
+    """``path`` (e.g. "model.layers") from the causal LM, or from its inner model when given that."""
+    try:
+        return attrgetter(path)(model)
+    except AttributeError:
+        tail = path.partition(".")[2]
+        return attrgetter(tail)(model) if tail else None
 
 
 def decoder_layers(model) -> Sequence[torch.nn.Module]:
     model = _unwrap(model)
-    inner = getattr(model, "model", model)
-    layers = getattr(inner, "layers", None)
+    path = spec_for(model).layers_path
+    try:
+        layers = _from_lm(model, path)
+    except AttributeError:
+        layers = None
     if layers is None:
-        raise RomaEvalError(f"{type(model).__name__} has no decoder layers at .model.layers; "
+        raise RomaEvalError(f"{type(model).__name__} has no decoder layers at .{path}; "
                             "load the model with AutoModelForCausalLM")
     return layers
+
+
+def final_norm(model) -> torch.nn.Module:
+    """The norm applied after the last decoder layer."""
+    return _from_lm(_unwrap(model), spec_for(model).final_norm_path)
 
 
 def routers(model) -> dict[int, torch.nn.Module]:
@@ -158,11 +97,22 @@ def routers(model) -> dict[int, torch.nn.Module]:
     return found
 
 
+def selectors(model) -> dict[int, torch.nn.Module]:
+    """Decoder-layer index -> the module whose attributes (top_k, ...) ``ArchSpec.select`` reads: the router,
+    or the block around it when the router only computes logits (DBRX)."""
+    spec = spec_for(model)
+    gates = routers(model)
+    if not spec.selector_path:
+        return gates
+    layers = decoder_layers(model)
+    return {i: attrgetter(spec.selector_path)(layers[i]) for i in gates}
+
+
 def router_weights(model, layers=None) -> dict[int, torch.nn.Parameter]:
     """Decoder-layer index -> the router parameter of each MoE layer (of ``layers`` if given)."""
-    name = spec_for(model).weight_name
+    weight = attrgetter(spec_for(model).weight_name)
     gates = routers(model)
-    return {i: getattr(gates[i], name) for i in (sorted(gates) if layers is None else layers)}
+    return {i: weight(gates[i]) for i in (sorted(gates) if layers is None else layers)}
 
 
 def router_parameter_names(model, layers=None) -> dict[int, str]:
@@ -170,6 +120,16 @@ def router_parameter_names(model, layers=None) -> dict[int, str]:
     of the model calls it, and what a router checkpoint stores it as)."""
     names = {id(p): n for n, p in _unwrap(model).named_parameters(remove_duplicate=False)}
     return {i: names[id(weight)] for i, weight in router_weights(model, layers).items()}
+
+
+_LAYER_IN_NAME = re.compile(r"(?:^|\.)(?:layers|blocks)\.(\d+)\.")
+
+
+def layer_of_parameter(name: str) -> int | None:
+    """The decoder-layer index in a parameter name of any supported family ("model.layers.3.mlp.gate.weight",
+    DBRX's "transformer.blocks.3.ffn.router.layer.weight" -> 3), None when it names no decoder layer."""
+    match = _LAYER_IN_NAME.search(name)
+    return int(match[1]) if match else None
 
 
 def router_fingerprint(model) -> str:

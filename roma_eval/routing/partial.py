@@ -3,16 +3,21 @@
 When only routers at layers >= k change (RoMA's tuned layers, the oracle's and C3PO's steered
 layers), the hidden states entering layer k cannot change: compute them once
 (``capture_layer_input``) and run only layers k.. plus the final norm and head
-(``run_from_layer``).  ``run_from_layer`` temporarily swaps the model's decoder-layer list for
-its tail and feeds the cached states as ``inputs_embeds``, so the model's own forward still builds
-the causal mask, rotary embeddings and cache; attention modules keep their absolute ``layer_idx``.
-This holds for every supported family because none rescales ``inputs_embeds``.
+(``run_from_layer``).  ``run_from_layer`` runs the model's own forward, so that it still builds the
+causal and recurrent masks, rotary embeddings and cache exactly as usual, with two changes for that
+one call: the decoder layers below k return their input unchanged (nothing runs in them), and the
+cached hidden states are handed to layer k itself (a forward pre-hook), so whatever the model does
+to its input embeddings first (Granite's ``embedding_multiplier``) does not touch them.  Every layer
+keeps its absolute index, so per-layer attention types (sliding, chunked, linear attention, mamba,
+short convolution) and cache slots line up as in the full forward.
 
 The same reasoning for positions: a causal prefix does not change when routing at a later token
 changes, so its keys and values are computed once (``prefix_keys_values``) and later forwards attend
-to them (``attend_to_prefix``).  That is exact only if the cache keeps every prefix token: a
-sliding-window layer keeps the last W, so ``prefix_cache_exact`` is the one policy both the oracle
-(which then runs uncached) and C3PO (which then refuses) follow.
+to them (``attend_to_prefix``).  That is exact only if the cache keeps every prefix token as attention
+keys and values: a sliding-window (or chunked) layer keeps the last W, and linear-attention, Mamba and
+short-convolution layers keep a recurrent or convolution state, DeepSeek-V3.2 indexer keys besides.
+``prefix_cache_exact`` is the one policy both the oracle (which then runs uncached) and C3PO (which then
+refuses) follow; ``prefix_cache_problem`` says, in a sentence, which layers stand in the way.
 """
 
 from __future__ import annotations
@@ -21,11 +26,17 @@ from contextlib import contextmanager
 
 import torch
 
-from roma_eval.routing.arch import _unwrap, decoder_layers
+from roma_eval.routing.arch import _unwrap, decoder_layers, final_norm, spec_for
 
 
 class _Stop(Exception):
     pass
+
+
+def _entry(model, layer_index: int) -> torch.nn.Module:
+    """The module the hidden states entering decoder layer ``layer_index`` go into (the final norm past the end)."""
+    layers = decoder_layers(model)
+    return layers[layer_index] if layer_index < len(layers) else final_norm(model)
 
 
 @contextmanager
@@ -33,9 +44,7 @@ def capture_layer_input(model, layer_index: int, stop: bool = False):
     """Record the hidden states entering decoder layer ``layer_index`` (the final norm when the index
     is past the last layer) during the next forward(s): ``captured["hidden_states"]`` is
     (batch, seq, hidden).  With ``stop`` the forward ends there and the ``with`` block goes on."""
-    inner = getattr(_unwrap(model), "model", _unwrap(model))
-    layers = decoder_layers(model)
-    module = layers[layer_index] if layer_index < len(layers) else inner.norm
+    module = _entry(model, layer_index)
     captured: dict[str, torch.Tensor] = {}
 
     def hook(module, args, kwargs):
@@ -55,7 +64,8 @@ def capture_layer_input(model, layer_index: int, stop: bool = False):
 def cache_holding(kv: list[tuple[torch.Tensor, torch.Tensor]], first_layer: int = 0):
     """A transformers cache whose decoder layers ``first_layer``.. hold ``kv`` (keys, values per layer)
     as they are, not copied; layers below hold nothing (``run_from_layer`` skips them).  Build a fresh
-    one for every forward: the forward's own update appends to it."""
+    one for every forward: the forward's own update appends to it.  Only for models where
+    ``prefix_cache_supported`` holds."""
     from transformers.cache_utils import Cache, DummyLayer, DynamicLayer
 
     layers = [DummyLayer() for _ in range(first_layer)]
@@ -80,29 +90,83 @@ def attend_to_prefix(kv: list[tuple[torch.Tensor, torch.Tensor]], first_layer: i
     return {"past_key_values": cache_holding(kv, first_layer), "use_cache": True}
 
 
-def prefix_cache_exact(model, length: int | None = None) -> bool:
-    """Whether a reused prefix cache reproduces the full forward: always without sliding-window layers, and
-    with them only for sequences of at most the window (``length``; unknown length: not exact)."""
-    from transformers import DynamicCache
-
-    window = getattr(model.config, "sliding_window", None)
-    sliding = any(getattr(layer, "is_sliding", False) for layer in DynamicCache(config=model.config).layers)
-    return not sliding or (length is not None and window is not None and length <= window)
+def _passthrough(*args, **kwargs):
+    return args[0] if args else kwargs["hidden_states"]
 
 
 def run_from_layer(model, layer_index: int, hidden_states: torch.Tensor, attention_mask=None, **forward_kwargs):
     """The model's output when ``hidden_states`` enter decoder layer ``layer_index`` (layers below are skipped)."""
-    inner = getattr(_unwrap(model), "model", _unwrap(model))
-    layers, config = inner.layers, inner.config
-    layer_types = getattr(config, "layer_types", None)
-    inner.layers = torch.nn.ModuleList(list(layers)[layer_index:])
-    if layer_types is not None:
-        # Qwen2-MoE picks each layer's mask type by its position in the list, while caches are sized
-        # by the list's length: rotate it, so position i names layer k+i and the length is kept.
-        config.layer_types = list(layer_types)[layer_index:] + list(layer_types)[:layer_index]
+    layers = list(decoder_layers(model))
+    entry = _entry(model, layer_index)
+
+    def inject(module, args, kwargs):
+        if args:
+            return (hidden_states, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden_states}
+
+    handle = entry.register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
+    skipped = layers[:layer_index]
+    # An instance attribute shadows the class's forward; one already there (accelerate's device hooks) is put back.
+    saved = [layer.__dict__.get("forward") for layer in skipped]
+    for layer in skipped:
+        layer.forward = _passthrough
     try:
         return model(inputs_embeds=hidden_states, attention_mask=attention_mask, **forward_kwargs)
     finally:
-        inner.layers = layers
-        if layer_types is not None:
-            config.layer_types = layer_types
+        handle.remove()
+        for layer, forward in zip(skipped, saved):
+            if forward is None:
+                del layer.forward
+            else:
+                layer.forward = forward
+
+
+def _cache_layer_kinds(model) -> tuple[list[type] | None, str | None]:
+    """The transformers cache layer class of every decoder layer (None and a sentence when there is none)."""
+    from transformers import DynamicCache
+
+    config = _unwrap(model).config
+    try:
+        kinds = [type(layer) for layer in DynamicCache(config=config).layers]
+    except Exception as exc:  # a family whose layers need their own cache class
+        return None, f"{config.model_type} layers need their own cache ({type(exc).__name__}); prefix caching is off"
+    if len(kinds) != len(decoder_layers(model)):
+        return None, f"{config.model_type} keeps a cache of its own layout; prefix caching is off"
+    return kinds, None
+
+
+def prefix_cache_problem(model) -> str | None:
+    """None when attention keys/values of a prefix (``attend_to_prefix``) reproduce the uncached forward for any
+    prompt length; otherwise one sentence naming the layers that prevent it."""
+    from transformers.cache_utils import DummyLayer, DynamicLayer
+
+    config = _unwrap(model).config
+    spec_for(model)
+    kinds, problem = _cache_layer_kinds(model)
+    if problem:
+        return problem
+    types = getattr(config, "layer_types", None) or [kind.__name__ for kind in kinds]
+    other = [i for i, kind in enumerate(kinds) if kind not in (DynamicLayer, DummyLayer)]
+    if other:
+        named = ", ".join(f"{i} ({types[i]})" for i in other)
+        return (f"{config.model_type} layers {named} keep more than attention keys/values (a window, a recurrent "
+                "or convolution state, indexer keys), which a key/value prefix cache cannot reproduce; "
+                "prefix caching is off")
+    return None
+
+
+def prefix_cache_exact(model, length: int | None = None) -> bool:
+    """Whether a reused prefix cache reproduces the full forward: always when every layer keeps plain attention
+    keys/values; with sliding-window layers only for sequences of at most the window (``length``; unknown length:
+    not exact); never with a recurrent, convolution or indexer state (linear attention, Mamba, LFM2's short
+    convolutions, DeepSeek-V3.2)."""
+    from transformers.cache_utils import DummyLayer, DynamicLayer, DynamicSlidingWindowLayer
+
+    kinds, problem = _cache_layer_kinds(model)
+    if problem:
+        return False
+    if any(kind not in (DynamicLayer, DummyLayer, DynamicSlidingWindowLayer) for kind in kinds):
+        return False
+    window = getattr(_unwrap(model).config, "sliding_window", None)
+    sliding = DynamicSlidingWindowLayer in kinds
+    return not sliding or (length is not None and window is not None and length <= window)

@@ -2,9 +2,12 @@
 
 "Routing weights" r_i in RoMA (Eq. 7) and the pathway ω in C3PO are the scores over *all* experts
 (before top-k) at the last context token, for the chosen layers, concatenated.  For softmax
-routers (OLMoE, Qwen-MoE, Mixtral, DeepSeek-V2) the scores are softmax(router_logits); for
-DeepSeek-V3's sigmoid router they are sigmoid(router_logits) — independent per-expert affinities,
-the quantity its top-k chooses from (before the correction bias), not a distribution.
+routers (OLMoE, Qwen-MoE, Mixtral, DeepSeek-V2, ...) the scores are softmax(router_logits); for
+sigmoid routers (DeepSeek-V3, GLM-4.5, LFM2, Llama 4, ...) they are sigmoid(router_logits) —
+independent per-expert affinities, the quantity the top-k chooses from (before any correction
+bias), not a distribution.  Each family's definition is in ``families.py`` and docs/families.md.
+The logits are read from the router's own output (or, for a router that returns none, recomputed
+from its input and weight: ``spec.RouterOutput``).
 """
 
 from __future__ import annotations
@@ -44,9 +47,10 @@ def record_routing(model, positions: torch.Tensor, layers=None):
 
     def make_hook(layer_index):
         def hook(module, args, output):
-            logits = output[0]
+            logits = spec.output.logits(module, args, output)
             rows = token_rows(positions.to(logits.device), logits.shape[0] // batch)
-            # Scores of every token, then the rows: what the router itself computed, to the last bit (steer.py).
+            # scores of every token, as the router computes them, then the rows: an elementwise kernel may
+            # round differently on a tensor of another shape, and these must be the router's own scores.
             record._by_layer[layer_index] = spec.scores(logits)[rows].view(batch, n_positions, -1)
 
         return hook

@@ -10,7 +10,11 @@ Modes (``override`` has one vector per sample, position and layer):
   - ``"offset"``: logits + override (the oracle's default variables: unconstrained, start at 0);
   - ``"logits"``: the override replaces the logits;
   - ``"scores"``: the override replaces the routing scores (probabilities over experts for softmax
-    routers, per-expert sigmoid scores for DeepSeek-V3) — C3PO's pathway ω lives here.
+    routers, per-expert sigmoid scores for sigmoid routers) — C3PO's pathway ω lives here.  A family
+    whose top-k chooses on the logits (gpt-oss, Granite, PhiMoE, Llama 4) or whose router returns only
+    logits (DBRX) is given the logits these scores imply, anchored at the router's own:
+    logits + (to_logits(ω) - to_logits(own scores)); so ω = own scores is the router's own routing
+    bit for bit, and any ω is reproduced up to float rounding.
 Positions index the tokens of each forward's input; a forward that does not contain them (a
 cached decoding step) is left alone, so with a KV cache the override acts on the prompt token only.
 """
@@ -22,7 +26,7 @@ from contextlib import contextmanager
 import torch
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing.arch import num_experts, resolve_layers, routers, spec_for
+from roma_eval.routing.arch import num_experts, resolve_layers, routers, selectors, spec_for
 from roma_eval.routing.positions import token_rows
 
 MODES = ("offset", "logits", "scores")
@@ -40,14 +44,22 @@ def _in_router_order(new_weights, new_index, old_index):
 
 
 def _new_routing(spec, mode, logits, rows, override_rows):
-    """(logits, scores) of the steered ``rows``.  Scores are computed over the whole (tokens, experts) tensor, as
-    the router computed its own: a vectorised elementwise kernel (DeepSeek-V3's sigmoid) rounds an element
-    differently in a vector lane and in the scalar tail, so scores of the rows alone could differ in the last
-    bit from the router's, and a zero offset would not give the router's own routing."""
-    if mode == "scores":
-        return spec.scores_to_logits(override_rows), override_rows
-    new_logits = override_rows if mode == "logits" else logits[rows].float() + override_rows
-    return new_logits, spec.scores(logits.float().index_put((rows,), new_logits))[rows]
+    """(logits, scores) of every token of a router call, the steered ``rows`` changed as ``mode`` says.
+
+    Computed over the whole call, in the logits' dtype, as the router computes them: an elementwise kernel
+    may round differently on a tensor of another shape, and an unchanged routing must stay bit for bit."""
+    if mode == "offset":
+        new_logits = logits.index_put((rows,), (logits[rows].float() + override_rows).to(logits.dtype))
+        return new_logits, spec.scores(new_logits)
+    if mode == "logits":
+        new_logits = logits.index_put((rows,), override_rows.to(logits.dtype))
+        return new_logits, spec.scores(new_logits)
+    scores = spec.scores(logits)
+    own_logits, own_scores = logits[rows].detach(), scores[rows].detach()
+    implied = own_logits.float() + (spec.scores_to_logits(override_rows.float())
+                                    - spec.scores_to_logits(own_scores.float()))
+    return (logits.index_put((rows,), implied.to(logits.dtype)),
+            scores.index_put((rows,), override_rows.to(scores.dtype)))
 
 
 @contextmanager
@@ -58,6 +70,7 @@ def steer_routing(model, override: torch.Tensor, positions: torch.Tensor, layers
         raise RomaEvalError(f"steering mode {mode!r} is unknown; use one of {', '.join(MODES)}")
     spec = spec_for(model)
     gates = routers(model)
+    chooses = selectors(model)
     layers = resolve_layers(model, layers)
     batch, n_positions = positions.shape
     expected = (batch, n_positions, len(layers), num_experts(model))
@@ -66,9 +79,9 @@ def steer_routing(model, override: torch.Tensor, positions: torch.Tensor, layers
                             "(batch, positions, layers, experts)")
     handles = []
 
-    def make_hook(slot):
+    def make_hook(slot, selector):
         def hook(module, args, output):
-            logits, weights, index = output
+            logits = spec.output.logits(module, args, output)
             seq_len, remainder = divmod(logits.shape[0], batch)
             if remainder:
                 raise RomaEvalError(f"a forward of {logits.shape[0]} tokens does not split into the "
@@ -78,16 +91,20 @@ def steer_routing(model, override: torch.Tensor, positions: torch.Tensor, layers
             rows = token_rows(positions.to(logits.device), seq_len)
             override_rows = override[:, :, slot].reshape(len(rows), -1).to(logits.device)
             new_logits, new_scores = _new_routing(spec, mode, logits, rows, override_rows)
-            new_weights, new_index = _in_router_order(*spec.select(module, new_scores, logits.dtype), index[rows])
-            return (logits.index_put((rows,), new_logits.to(logits.dtype)),
-                    weights.index_put((rows,), new_weights.to(weights.dtype)),
-                    index.index_put((rows,), new_index))
+            new_weights = new_index = None
+            if spec.output.selects:  # on every token, as the router did; the steered rows are kept
+                new_weights, new_index = spec.select(selector, new_logits, new_scores, args)
+                new_weights, new_index = new_weights[rows], new_index[rows]
+                old_index = spec.output.index(output)
+                if old_index is not None:
+                    new_weights, new_index = _in_router_order(new_weights, new_index, old_index[rows])
+            return spec.output.rebuild(module, args, output, rows, new_logits[rows], new_weights, new_index)
 
         return hook
 
     try:
         for slot, i in enumerate(layers):
-            handles.append(gates[i].register_forward_hook(make_hook(slot), prepend=True))
+            handles.append(gates[i].register_forward_hook(make_hook(slot, chooses[i]), prepend=True))
         yield
     finally:
         for handle in handles:

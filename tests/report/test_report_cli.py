@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.report.demo import write_demo_report
+from roma_eval.report.stages import write_stage_report
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_METHODS = ("base", "roma", "c3po", "oracle")
@@ -42,10 +42,10 @@ def test_report_notes_runs_evaluated_differently(runs, derive_run, verb, tmp_pat
             "--output_path", str(tmp_path / "r"), "--format", "md", "--no-plots"]
     assert verb("report", argv) == 0  # a note, not a refusal: the table is still worth seeing
     text = (tmp_path / "r" / "report.md").read_text()
-    assert ("_Not evaluated alike (tiny-olmoe): n-shot in MMLU, ARC-E, BoolQ, GSM8K: Base 0, RoMA 5, Oracle 0; "
-            "limit in MMLU: Base none, RoMA 10 (18 of 20 documents), Oracle none; limit in ARC-E: Base none, "
-            "RoMA 10 (10 of 24 documents), Oracle none; limit in BoolQ: Base none, RoMA 10 (10 of 20 documents), "
-            "Oracle none._") in text
+    assert ("_Not evaluated alike (tiny-olmoe): n-shot in MMLU, ARC-E, BoolQ, GSM8K: Base 0, Oracle 0, RoMA 5; "
+            "limit in MMLU: Base none, Oracle none, RoMA 10 (18 of 20 documents); limit in ARC-E: Base none, "
+            "Oracle none, RoMA 10 (10 of 24 documents); limit in BoolQ: Base none, Oracle none, RoMA 10 (10 of 20 "
+            "documents)._") in text
     assert text.count("Not evaluated alike") == 1  # under the scores table only
 
 
@@ -111,7 +111,7 @@ def demo_results(runs, tmp_path, methods=DEMO_METHODS) -> Path:
 
 
 def test_demo_report(runs, tmp_path):
-    written = write_demo_report(demo_results(runs, tmp_path), tmp_path / "reports" / "demo")
+    written = write_stage_report(demo_results(runs, tmp_path), tmp_path / "reports" / "demo")
     names = {p.name for p in written}
     assert {"report.md", "report.html", "report.tex", "tiny-olmoe_toy_bars.png", "tiny-olmoe_toy_bars.svg"} <= names
     text = (tmp_path / "reports" / "demo" / "report.md").read_text()
@@ -123,11 +123,11 @@ def test_demo_report(runs, tmp_path):
 def test_demo_report_with_what_exists(runs, tmp_path):
     results = demo_results(runs, tmp_path, methods=("base",))
     (results / "c3po").mkdir()  # a method that has not run yet
-    write_demo_report(results, tmp_path / "demo")
+    write_stage_report(results, tmp_path / "demo")
     text = (tmp_path / "demo" / "report.md").read_text()
     assert "| Base |" in text and "| C3PO |" not in text
     with pytest.raises(RomaEvalError, match="no method results under"):
-        write_demo_report(tmp_path / "empty", tmp_path / "demo2")
+        write_stage_report(tmp_path / "empty", tmp_path / "demo2")
 
 
 def test_report_path_imports_no_torch(runs, tmp_path):
@@ -136,7 +136,7 @@ def test_report_path_imports_no_torch(runs, tmp_path):
         import sys
         from pathlib import Path
         import roma_eval.results, roma_eval.commands.report, roma_eval.commands.check
-        from roma_eval.report import build, check, demo, paper, plots, render, tables
+        from roma_eval.report import build, check, paper, plots, render, stages, tables
         from roma_eval.results import load_runs, metric_preferences
         runs = load_runs([{str(runs / 'base')!r}, {str(runs / 'roma')!r}])
         render.write_report(build.build_report(runs, plots=False), Path({str(tmp_path / 'tables')!r}))

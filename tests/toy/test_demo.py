@@ -83,14 +83,15 @@ def test_demo_adds_roma_oracle_c3po_and_the_report(fast_demo):
     for method in ("roma", "c3po"):
         assert f"{method} − base per benchmark, points [paired bootstrap 95% interval]:" in ctx.notes
     assert len([n for n in ctx.notes if n.startswith("  toy_")]) == 2 * len(EVAL_TASKS)
-    report = (root / "reports" / "report.md").read_text()
+    report = (root / "reports" / "report" / "report.md").read_text()
     for row in ("Base", "RoMA", "C3PO", "Oracle"):
         assert f"| {row} |" in report, row
     for name in ("report.html", "report.tex", "results.csv"):
-        assert (root / "reports" / name).is_file(), name
+        assert (root / "reports" / "report" / name).is_file(), name
     assert (root / "reports" / "roma" / "router_checkpoint" / "router_model.safetensors").is_file()
     # Routing dumps of base and RoMA: the report draws the routing-manifold figure from them.
-    assert "routing manifold" in report and len(list((root / "reports" / "plots").glob("*manifold*.svg"))) == 1
+    assert "routing manifold" in report
+    assert len(list((root / "reports" / "report" / "plots").glob("*manifold*.svg"))) == 1
     assert any(n.startswith("routing consistency (roma,") for n in ctx.notes)
 
 
@@ -122,7 +123,7 @@ def test_another_seed_into_the_same_directory_is_refused(fast_demo, capsys):
     assert main(["demo", "--preset", "fast", "--seed", "1", "--output_path", str(root / "reports"),
                  "--no_progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--output" in err[0] and "'seed': 0" in err[0]
+    assert len(err) == 1 and "--output_path" in err[0] and "seed" in err[0] and "other settings" in err[0]
     assert sorted(p.stat().st_mtime_ns for p in (root / "reports").rglob("*") if p.is_file()) == before
 
 

@@ -43,6 +43,7 @@ from roma_eval.routing.partial import (
     attend_to_prefix,
     capture_layer_input,
     prefix_cache_exact,
+    prefix_cache_problem,
     prefix_keys_values,
     run_from_layer,
 )
@@ -306,9 +307,9 @@ def _prefix_pass(model, problems: Sequence[Problem], device) -> Prefixes:
 def _check_attention(model, problems: Sequence[Problem]) -> None:
     longest = max(len(c) + len(t) for p in problems for c in p.contexts for t in p.continuations)
     if not prefix_cache_exact(model, longest):
-        raise RomaEvalError(f"{model.config.model_type} uses sliding-window attention and a prompt of {longest} tokens "
-                            f"exceeds its window of {model.config.sliding_window}, which C3PO's prefix cache cannot "
-                            "reproduce; evaluate shorter prompts (lm-eval --limit / max_length) or use --model hf")
+        why = prefix_cache_problem(model) or (f"a prompt of {longest} tokens exceeds its sliding window of "
+                                             f"{model.config.sliding_window}")
+        raise RomaEvalError(f"C3PO needs a reusable prefix cache: {why}; evaluate shorter prompts or use --model hf")
 
 
 @torch.no_grad()

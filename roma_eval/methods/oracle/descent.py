@@ -28,8 +28,8 @@ from roma_eval.errors import RomaEvalError
 from roma_eval.methods.devices import input_device
 from roma_eval.methods.oracle.config import OracleConfig
 from roma_eval.routing import (
+    num_experts,
     record_routing,
-    routers,
     spec_for,
     steer_routing,
     token_positions,
@@ -205,7 +205,7 @@ def descend(model, batch: ChoiceBatch, config: OracleConfig, layers: list[int], 
         raise RomaEvalError(f"tokens={config.tokens!r} asks for more tokens than some contexts have; "
                             "steer fewer tokens (e.g. --tokens last:1)")
     spec = spec_for(model)
-    n_experts = routers(model)[layers[0]].num_experts
+    n_experts = num_experts(model)
     tracked = ("greedy",) if generative else tuple(dict.fromkeys([*metrics, *criterion_metrics(config.criterion,
                                                                                                metrics)]))
     wanted = torch.tensor([generative or m in criterion_metrics(config.criterion, metrics) for m in tracked])

@@ -33,9 +33,9 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +207,24 @@ def _load_resume(directory: Path, weights: RouterWeights, optimizer, config: dic
 
 
 @dataclass
+class RouterObjective:
+    """What another router-training method changes in RoMA's loop (Oracle Tuning, Dense BP: docs/baselines.md).
+
+    ``method`` and ``config`` (the method's own settings) are recorded in the checkpoint's training_config (and
+    checked on resume) in place of the RomaConfig that drives the loop.  ``targets(samples, base, layers)`` returns
+    (routing (M, D), index (N, K), weight (N, K)): what each sample's r_i is pulled towards by the regulariser
+    Σ_j W_ij ||r_i - routing[index_ij]||² in place of RoMA's neighbourhoods (no embedding, no neighbour search);
+    None: no targets (use it with regulariser "none").  ``forward(batch)``: a context manager around each
+    training forward.  ``summary``: extra summary entries."""
+
+    method: str
+    config: dict
+    targets: Callable | None = None
+    forward: Callable | None = None
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
 class TrainResult:
     checkpoint: Path
     log: list[dict]
@@ -222,8 +240,10 @@ def _neighbour_stats(hood: Neighbourhoods) -> dict:
 
 def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: RomaConfig | None = None, *,
                base_model: str, revision: str | None = None, overwrite: bool = False, embedder=None,
-               progress: bool = True) -> TrainResult:
-    """Post-train the routers of ``model`` (in place) on ``samples``; write a router checkpoint to ``out_dir``."""
+               progress: bool = True, objective: RouterObjective | None = None) -> TrainResult:
+    """Post-train the routers of ``model`` (in place) on ``samples``; write a router checkpoint to ``out_dir``.
+
+    ``objective`` turns the same loop into another router-training method (``RouterObjective``)."""
     from tqdm.auto import tqdm
 
     from roma_eval import __version__
@@ -249,16 +269,25 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
 
     base = base_pass(model, tokenizer, samples, config, layers, config.batch_size, progress, dist)
     success = np.flatnonzero(base.correct)
-    ids = list(range(len(samples)))
-    with dist.main_process_first():  # the main process embeds (and caches); the others then read the cache
-        embeddings = embed([s.text for s in samples], embedder or load_embedder(config.embedder))
-    hood = find_neighbours(embeddings, embeddings[success], method=config.neighbours, k=config.k, eps=config.eps,
-                           sigma=config.sigma, query_ids=ids, reference_ids=success.tolist(), seed=config.seed)
+    recorded = config.to_dict() if objective is None else {**objective.config, "method": objective.method}
+    if objective is None:
+        ids = list(range(len(samples)))
+        with dist.main_process_first():  # the main process embeds (and caches); the others then read the cache
+            embeddings = embed([s.text for s in samples], embedder or load_embedder(config.embedder))
+        hood = find_neighbours(embeddings, embeddings[success], method=config.neighbours, k=config.k, eps=config.eps,
+                               sigma=config.sigma, query_ids=ids, reference_ids=success.tolist(), seed=config.seed)
+        success_routing = base.routing[torch.from_numpy(success).to(base.routing.device)]
+        index, weight = torch.from_numpy(hood.index).clamp(min=0), torch.from_numpy(hood.weight)
+    else:
+        hood = None
+        success_routing, index, weight = (
+            objective.targets(samples, base, layers) if objective.targets is not None
+            else (base.routing[:1] * 0, torch.zeros(len(samples), 1, dtype=torch.long), torch.zeros(len(samples), 1)))
     device = input_device(model)
     # Indexed by this process's sample numbering (base.rows), on the device: nothing crosses per step.
-    neighbour_index = torch.from_numpy(hood.index[base.owned]).clamp(min=0).to(device)
-    neighbour_weight = torch.from_numpy(hood.weight[base.owned]).to(device)
-    success_routing = base.routing[torch.from_numpy(success).to(device)]
+    owned = torch.from_numpy(base.owned)
+    neighbour_index, neighbour_weight = index[owned].to(device), weight[owned].to(device)
+    success_routing = success_routing.to(device)
 
     model.requires_grad_(False)
     weights = RouterWeights(model, layers)
@@ -267,11 +296,12 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
     total = config.epochs * steps_per_epoch
     warmup = max(1, round(config.warmup_ratio * total))
     resume_dir = out_dir.with_name(out_dir.name + ".partial")
-    state = _load_resume(resume_dir, weights, optimizer, config.to_dict())
+    state = _load_resume(resume_dir, weights, optimizer, recorded)
     first_epoch, step, log = (state["epoch"] + 1, state["step"], state["log"]) if state else (0, 0, [])
 
     model.train()
-    bar = tqdm(total=total, initial=step, desc="RoMA", disable=not progress)
+    bar = tqdm(total=total, initial=step, desc="RoMA" if objective is None else objective.method,
+               disable=not progress)
     lengths = np.zeros(len(samples), dtype=np.int64)
     lengths[base.owned] = base.rows.sample_len
     if dist.num_processes > 1 and config.group_by_length:
@@ -297,7 +327,8 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
             # Each process's loss is scaled so that the processes' losses (and gradients, summed below) add up
             # to the one-process loss of the whole batch.
             l_task, l_reg = _step_losses(model, base, plan, n, config, layers, success_routing, neighbour_index,
-                                         neighbour_weight, base_weights, len(batch), dist.num_processes)
+                                         neighbour_weight, base_weights, len(batch), dist.num_processes,
+                                         objective and objective.forward)
             loss = l_task + lam * l_reg
             if loss.requires_grad:  # (not when this process holds none of the batch and there is no weight penalty)
                 loss.backward()  # Eq. 9 / Eq. 10: only the tuned routers require grad
@@ -321,7 +352,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
                 pending = []
         if dist.is_main_process:
             _save_resume(resume_dir, weights, optimizer,
-                         {"epoch": epoch, "step": step, "log": log, "config": config.to_dict()})
+                         {"epoch": epoch, "step": step, "log": log, "config": recorded})
         dist.wait_for_everyone()
     bar.close()
     model.eval()
@@ -329,8 +360,9 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
 
     summary = {"training_samples": len(samples), "success_set_size": int(len(success)),
                "base_train_accuracy": float(base.correct.mean()), "tuned_layers": layers,
-               "routing_dims": int(base.routing.shape[1]), "steps": step, **_neighbour_stats(hood)}
-    training_config = {**config.to_dict(), "summary": summary, "roma_eval_version": __version__,
+               "routing_dims": int(base.routing.shape[1]), "steps": step,
+               **(_neighbour_stats(hood) if hood is not None else objective.summary)}
+    training_config = {**recorded, "summary": summary, "roma_eval_version": __version__,
                        "torch_version": torch.__version__}
     log_text = "".join(json.dumps(entry) + "\n" for entry in log)
     if dist.is_main_process:  # every process holds the same routers: one writes them
@@ -371,11 +403,13 @@ def _write_log(pending: list, log: list[dict], config: RomaConfig, dist, bar) ->
     bar.set_postfix(task=f"{log[-1]['task']:.3f}", reg=f"{log[-1]['regulariser']:.4f}")
 
 
-def _step_forward(model, base: BasePass, plan, n: int, config: RomaConfig, layers):
+def _step_forward(model, base: BasePass, plan, n: int, config: RomaConfig, layers, forward: Callable | None = None):
     """The step's batch, its logits with the tuned routers live and the routing record: from the cached hidden
-    states (only the tuned layers run) or, with ``no_layer_cache``, from the token ids through every layer."""
+    states (only the tuned layers run) or, with ``no_layer_cache``, from the token ids through every layer;
+    ``forward(batch)`` (a ``RouterObjective``'s) is a context around the forward."""
     batch = base.rows.batch(plan, n, input_ids=base.cache is None)
-    with record_routing(model, token_positions(config.tokens, batch.last_context), layers) as record:
+    with record_routing(model, token_positions(config.tokens, batch.last_context), layers) as record, \
+            (forward(batch) if forward is not None else nullcontext()):
         if base.cache is None:
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         else:
@@ -385,7 +419,8 @@ def _step_forward(model, base: BasePass, plan, n: int, config: RomaConfig, layer
 
 
 def _step_losses(model, base: BasePass, plan, n: int, config: RomaConfig, layers, success_routing,
-                 neighbour_index, neighbour_weight, base_weights, batch_size: int, n_processes: int):
+                 neighbour_index, neighbour_weight, base_weights, batch_size: int, n_processes: int,
+                 forward: Callable | None = None):
     """(L_task, L_reg) contributions of this process's share (step ``n`` of ``plan``) of a batch of ``batch_size``."""
     s0, s1 = plan.steps[n][:2]
     device = neighbour_index.device
@@ -394,7 +429,7 @@ def _step_losses(model, base: BasePass, plan, n: int, config: RomaConfig, layers
         if config.regulariser in ("l1", "l2"):
             return zero, _regulariser(config, None, None, None, None, model, base_weights) / n_processes
         return zero, zero
-    batch, logits, record = _step_forward(model, base, plan, n, config, layers)
+    batch, logits, record = _step_forward(model, base, plan, n, config, layers, forward)
     l_task = task_loss(choice_scores(logits, batch), batch.gold, reduction="sum") / batch_size  # Eq. 8
     scores = batch.per_sample(record.scores)
     rows = plan.samples[s0:s1]

@@ -1,0 +1,102 @@
+"""`roma-eval reproduce --pretrained M --output_path runs/NAME`: the paper's experiment in one command.
+
+Base, Router Tuning, RoMA, the oracle and C3PO (`--methods all` adds ICL, Oracle Tuning, Prefix Tuning,
+Prompt Tuning and Dense BP: all ten rows of Table 1) on the paper's eight benchmarks (lm-eval group
+`roma_paper`, zero-shot), trained on its 49k mixture (`roma_paper_train`), then the report with the
+paper's published rows of the same model beside ours.  Each stage writes lm-eval's own outputs under
+the output directory, prints the plain commands that do the same, and is skipped when complete: run the
+same command again to resume.  Defaults are the paper's (FACTS.md); `--roma_args`, `--router_tuning_args`,
+`--oracle_args` and `--c3po_args` pass any method setting through (lm-eval's "k=v,k=v" model_args syntax).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from roma_eval.errors import RomaEvalError
+
+METHODS = ("base", "router_tuning", "roma", "oracle", "c3po")  # Table 1's rows roma-eval ran first: the default
+ALL_METHODS = (*METHODS, "icl", "oracle_tuning", "prefix_tuning", "prompt_tuning", "dense_bp")  # --methods all
+PAPER_MODELS = ("olmoe", "deepseekmoe", "qwen3")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from roma_eval.commands.options import add_base_model, add_output, add_progress, flag
+
+    add_base_model(parser)
+    add_output(parser, "the experiment's directory: one subdirectory per stage, the report, experiment.json")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated stages among {', '.join(ALL_METHODS)}, or all (Table 1's ten rows; "
+                             "the report always follows)")
+    parser.add_argument(*flag("eval_tasks"), default="roma_paper", help="evaluation tasks or groups")
+    parser.add_argument(*flag("train_tasks"), default="roma_paper_train",
+                        help="training mixture (RoMA, Router Tuning, C3PO's reference set)")
+    parser.add_argument(*flag("include_path"), action="append", default=[], help="extra directory of task YAMLs")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many documents per evaluation task")
+    parser.add_argument(*flag("train_limit"), type=int, default=None,
+                        help="at most this many documents per training task")
+    parser.add_argument(*flag("batch_size"), type=int, default=8, help="lm-eval's batch size")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every stage (lm-eval's seeds, training order)")
+    for method in ("roma", "router_tuning", "oracle"):
+        parser.add_argument(*flag(f"{method}_args"), default="",
+                            help=f"{method} settings as k=v,k=v (the fields of `roma-eval "
+                                 f"{'oracle' if method == 'oracle' else 'train'} --help`)")
+    parser.add_argument(*flag("c3po_args"), default="", help="C3PO model_args, e.g. c3po_method=ngd,c3po_k=3")
+    parser.add_argument(*flag("paper_model"), choices=PAPER_MODELS, default=None,
+                        help="the paper's model to compare with (default: guessed from the model's name)")
+    parser.add_argument("--config", default=None, metavar="FILE.yaml",
+                        help="YAML file of option values (keys as the flags, without dashes)")
+    add_progress(parser)
+
+
+def _config(config_cls, text: str, flag: str, **base):
+    """A method config from "k=v,k=v" (lm-eval's parser types the values); unknown keys are refused."""
+    from dataclasses import fields
+
+    from lm_eval.utils import simple_parse_args_string
+
+    values = simple_parse_args_string(text) if isinstance(text, str) else dict(text or {})
+    known = {f.name for f in fields(config_cls)}
+    if unknown := sorted(set(values) - known):
+        raise RomaEvalError(f"--{flag} {text!r}: unknown setting(s) {', '.join(unknown)}; choose among "
+                            f"{', '.join(sorted(known))}")
+    return config_cls(**{**base, **values})
+
+
+def run(args) -> int:
+    from roma_eval.commands.options import split_list
+    from roma_eval.methods.oracle.config import OracleConfig
+    from roma_eval.methods.roma.config import RomaConfig
+    from roma_eval.pipeline import STAGES, Experiment, report_stage, timed
+    from roma_eval.report.paper import paper_model_for
+
+    methods = list(ALL_METHODS) if args.methods == "all" else split_list(args.methods)
+    if unknown := [m for m in methods if m not in ALL_METHODS]:
+        raise RomaEvalError(f"--methods {args.methods}: unknown {', '.join(unknown)}; choose among "
+                            f"{', '.join(ALL_METHODS)}, or all")
+    for name in ("limit", "train_limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise RomaEvalError(f"--{name} {getattr(args, name)}: give at least 1 document per task, or leave it out")
+    exp = Experiment(
+        pretrained=args.pretrained, output=Path(args.output_path), eval_tasks=tuple(split_list(args.eval_tasks)),
+        train_tasks=tuple(split_list(args.train_tasks)), include_path=tuple(args.include_path), limit=args.limit,
+        train_limit=args.train_limit, revision=args.revision, dtype=args.dtype, device=args.device,
+        trust_remote_code=args.trust_remote_code, batch_size=args.batch_size, seed=args.seed,
+        roma=_config(RomaConfig, args.roma_args, "roma_args", seed=args.seed),
+        router_tuning=_config(RomaConfig, args.router_tuning_args, "router_tuning_args", seed=args.seed,
+                              regulariser="none"),
+        oracle=_config(OracleConfig, args.oracle_args, "oracle_args", seed=args.seed),
+        c3po_args=args.c3po_args, overwrite=args.overwrite, progress=not args.no_progress)
+    if exp.router_tuning.regulariser != "none":
+        raise RomaEvalError("--router_tuning_args sets regulariser: Router Tuning is RoMA without a regulariser; "
+                            "use --roma_args for other regularisers")
+    exp.claim_output()
+    paper_model = args.paper_model or paper_model_for(args.pretrained)
+    for method in methods:
+        print(f"\n== {method}")
+        timed(exp, method, lambda stage=STAGES[method]: stage(exp))
+    print("\n== report")
+    timed(exp, "report", lambda: report_stage(exp, methods, f"roma-eval reproduce: {args.pretrained}", paper_model))
+    print(f"\n{exp.stage_dir('report') / 'report.md'}")
+    return 0

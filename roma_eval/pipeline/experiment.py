@@ -1,0 +1,207 @@
+"""One base model, one evaluation suite, one training mixture, one output directory: what every stage shares.
+
+The directory is claimed by a manifest (``experiment.json``) holding what its outputs depend on; a run
+with other settings is refused unless ``overwrite``, so no stage reuses outputs made for another model.
+The manifest also records, per stage, when it finished, its wall time and the plain commands (`lm_eval`,
+`roma-eval ...`) that compute the same outputs one by one.  A stage whose outputs are complete is not
+recomputed: a second invocation does no work and an interrupted one resumes at the stage it was in
+(RoMA training and the oracle also resume inside a stage).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.methods.oracle.config import OracleConfig
+from roma_eval.methods.roma.config import RomaConfig
+from roma_eval.storage import write_json
+
+logger = logging.getLogger(__name__)
+
+
+def _router_tuning() -> RomaConfig:
+    return RomaConfig(regulariser="none")  # the paper's Router Tuning row: RoMA without the manifold term
+
+
+@dataclass
+class Experiment:
+    pretrained: str  # hub id or local directory of the base MoE
+    output: Path
+    eval_tasks: tuple[str, ...]  # lm-eval tasks or groups, e.g. ("roma_paper",)
+    train_tasks: tuple[str, ...]  # the training mixture, e.g. ("roma_paper_train",)
+    include_path: tuple[str, ...] = ()
+    limit: int | None = None  # documents per evaluation task
+    train_limit: int | None = None  # documents per training task
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str | None = None
+    trust_remote_code: bool = False
+    batch_size: int = 8  # lm-eval's --batch_size
+    seed: int = 0  # training order, sampling, random neighbours; lm-eval keeps its own default seeds
+    roma: RomaConfig = field(default_factory=RomaConfig)
+    router_tuning: RomaConfig = field(default_factory=_router_tuning)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    c3po_args: str = ""  # extra model_args of `--model c3po`, e.g. "c3po_k=3,c3po_steps=10"
+    model_identity: str | None = None  # what the model is, if not its path (the demo's toy model: its recipe key)
+    overwrite: bool = False
+    progress: bool = True
+    manifest_name: str = "experiment.json"
+    results: dict[str, dict] = field(default_factory=dict)  # stage -> lm-eval's results
+    _samples: list | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------ the directory
+
+    def identity(self) -> dict:
+        """What the outputs depend on: stages are reused only by a run that agrees on all of it."""
+        return {"model": self.model_identity or self.pretrained, "revision": self.revision, "dtype": self.dtype,
+                "eval_tasks": list(self.eval_tasks), "train_tasks": list(self.train_tasks),
+                "include_path": [str(p) for p in self.include_path], "limit": self.limit,
+                "train_limit": self.train_limit, "seed": self.seed, "roma": asdict(self.roma),
+                "router_tuning": asdict(self.router_tuning), "oracle": self.oracle.settings(),
+                "c3po_args": self.c3po_args}
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.output / self.manifest_name
+
+    def claim_output(self) -> None:
+        """Record this run's identity in the manifest; refuse a directory holding another run's outputs."""
+        import json
+
+        if self.output.exists() and not self.output.is_dir():
+            raise RomaEvalError(f"--output_path {self.output} is a file, not a directory; pass a directory path")
+        manifest = self.manifest_path
+        if manifest.is_file() and not self.overwrite:
+            found = json.loads(manifest.read_text()).get("identity")
+            if found != self.identity():
+                changed = sorted(k for k in self.identity() if (found or {}).get(k) != self.identity()[k])
+                raise RomaEvalError(f"{self.output} holds a run with other settings ({', '.join(changed)} differ); "
+                                    "pass --output_path DIR for a new directory, or --overwrite to recompute it")
+            return
+        if not manifest.is_file() and self.output.is_dir() and any(self.output.iterdir()) and not self.overwrite:
+            raise RomaEvalError(f"{self.output} exists and holds no {self.manifest_name}; pass --output_path DIR for "
+                                "a new directory")
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RomaEvalError(f"cannot create --output_path {self.output} ({exc.strerror}); pass a writable "
+                                "directory") from None
+        write_json(manifest, {"identity": self.identity(), "stages": {}, "versions": _versions()})
+
+    def record(self, stage: str, seconds: float, commands: list[str]) -> None:
+        """A stage finished: its wall time and the plain commands that compute the same outputs."""
+        import json
+
+        manifest = json.loads(self.manifest_path.read_text())
+        manifest["stages"][stage] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                     "commands": commands}
+        manifest["versions"] = _versions()
+        write_json(self.manifest_path, manifest)
+        for command in commands:
+            logger.info("  %s", command)
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.output / stage
+
+    # ------------------------------------------------------------ the model and the data
+
+    def load_model(self):
+        """The base model (eval mode) and its tokenizer, fresh (training changes routers in place)."""
+        from roma_eval.model_loading import load_model
+
+        return load_model(self.pretrained, self.revision, self.dtype, self.device,
+                          trust_remote_code=self.trust_remote_code)
+
+    def training_samples(self):
+        """The training mixture's train split as lm-eval presents it (RoMA's data, C3PO's references)."""
+        from roma_eval.samples import load_samples
+
+        if self._samples is None:
+            self._samples = load_samples(list(self.train_tasks), split="train", include_path=self.include_path,
+                                         limit=self.train_limit)
+        return self._samples
+
+    def model_args(self, **extra) -> str:
+        """lm-eval model_args of the base model, plus ``extra`` (router_checkpoint=..., reference=...)."""
+        args = {"pretrained": self.pretrained, "revision": self.revision,
+                "dtype": None if self.dtype == "auto" else self.dtype,
+                "trust_remote_code": self.trust_remote_code or None, **extra}
+        return ",".join(f"{k}={v}" for k, v in args.items() if v is not None)
+
+    # ------------------------------------------------------------ lm-eval
+
+    def lm_eval_command(self, stage: str, model: str, model_args: str) -> str:
+        from roma_eval.resources import tasks_dir
+
+        parts = ["lm_eval", "--model", model, "--model_args", model_args, "--tasks", ",".join(self.eval_tasks),
+                 "--include_path", str(tasks_dir()), "--batch_size", str(self.batch_size),
+                 "--output_path", str(self.stage_dir(stage)), "--log_samples"]
+        parts += ["--limit", str(self.limit)] if self.limit is not None else []
+        parts += ["--device", self.device] if self.device else []
+        return shlex.join(parts)
+
+    def evaluate(self, stage: str, model: str, model_args: str) -> dict:
+        """lm-eval's results for ``model`` on the evaluation suite, written under ``stage_dir(stage)`` exactly as
+        ``lm_eval --output_path DIR --log_samples`` writes them (reused when already there)."""
+        out_dir = self.stage_dir(stage)
+        if not self.overwrite and (found := _find_results(out_dir, model_args, self.limit)) is not None:
+            logger.info(f"{stage}: reusing the lm-eval results in {out_dir} (--overwrite recomputes them)")
+            self.results[stage] = found
+            return found
+        import lm_eval
+        import torch
+        from lm_eval.loggers import EvaluationTracker
+
+        from roma_eval.samples import task_manager
+
+        logging.getLogger("lm_eval").setLevel(logging.WARNING)
+        tracker = EvaluationTracker(output_path=str(out_dir))
+        # HFLM's own default device is "cuda", which fails on a CPU-only machine.
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        results = lm_eval.simple_evaluate(
+            model=model, model_args=model_args, tasks=list(self.eval_tasks), device=device,
+            batch_size=self.batch_size, limit=self.limit, log_samples=True, evaluation_tracker=tracker,
+            task_manager=task_manager(self.include_path, task_names=list(self.eval_tasks)))
+        samples = results.pop("samples")
+        tracker.save_results_aggregated(results=results, samples=samples)
+        for task in results["configs"]:
+            tracker.save_results_samples(task_name=task, samples=samples[task])
+        self.results[stage] = results
+        return results
+
+
+def _find_results(directory: Path, model_args: str, limit: int | None) -> dict | None:
+    """The newest lm-eval results JSON under ``directory`` for these model arguments and limit."""
+    import json
+
+    newest = None
+    for path in sorted(directory.rglob("results_*.json")):
+        data = json.loads(path.read_text())
+        config = data.get("config", {})
+        if config.get("model_args") == model_args and config.get("limit") == limit:
+            newest = data
+    return newest
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("roma-eval", "lm_eval", "torch", "transformers", "accelerate", "sentence-transformers"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def timed(experiment: Experiment, stage: str, run) -> None:
+    """Run a stage function ``run() -> commands`` and record it."""
+    started = time.perf_counter()
+    commands = run()
+    experiment.record(stage, time.perf_counter() - started, commands)

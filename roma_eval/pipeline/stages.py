@@ -1,0 +1,233 @@
+"""The stages of the paper's experiment (arXiv 2511.07419, Table 1), each a function of an ``Experiment``.
+
+    base           the base model through lm-eval (`--model hf`)
+    router_tuning  routers trained with the task loss only, then `--model roma` (the paper's Router Tuning)
+    roma           routers trained with RoMA (Eqs. 7-9), then `--model roma`
+    oracle         per-sample routing descent with the gold label, written by lm-eval
+    c3po           C3PO's reference set on the training mixture, then `--model c3po`
+    icl            the k nearest successful training samples as in-context examples (docs/baselines.md)
+    oracle_tuning  the oracle on the training mixture, routers trained towards it, then `--model roma`
+    prefix_tuning, prompt_tuning   peft adapters on the training mixture, then `--model hf-peft`
+    dense_bp       routers trained with dense router gradients, then `--model roma`
+    report         report.md / .html / .tex and plots in ``output/report``, the paper's rows beside ours
+
+Every stage writes lm-eval's native outputs under ``output/<stage>/``, skips what is already complete, and
+returns the plain commands that compute the same thing (recorded in the manifest).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+
+from roma_eval.methods.roma.config import RomaConfig
+from roma_eval.pipeline.experiment import Experiment
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT, REFERENCE = "router_checkpoint", "reference"
+
+
+def _roma_eval(*parts) -> str:
+    return shlex.join(["roma-eval", *map(str, parts)])
+
+
+def _model_flags(exp: Experiment) -> list[str]:
+    flags = ["--pretrained", exp.pretrained, "--dtype", exp.dtype]
+    flags += ["--revision", exp.revision] if exp.revision else []
+    flags += ["--device", exp.device] if exp.device else []
+    return flags + (["--trust_remote_code"] if exp.trust_remote_code else [])
+
+
+def _config_flags(config, defaults) -> list[str]:
+    """The flags that set ``config`` where it differs from ``defaults``."""
+    from dataclasses import fields
+
+    out = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if value != getattr(defaults, f.name):
+            out += [f"--no_{f.name}"] if value is False else [f"--{f.name}"] + ([] if value is True else [str(value)])
+    return out
+
+
+def base_stage(exp: Experiment) -> list[str]:
+    model_args = exp.model_args()
+    exp.evaluate("base", "hf", model_args)
+    return [exp.lm_eval_command("base", "hf", model_args)]
+
+
+def _trained_stage(exp: Experiment, stage: str, artefact_name: str, complete: str, train, model: str,
+                   arg: str, command: str) -> list[str]:
+    """Train with ``train(model, tokenizer, samples, artefact)`` unless an earlier run left ``artefact/complete``,
+    then evaluate ``--model model`` with ``arg=artefact``; ``command`` is the plain training command."""
+    artefact = exp.stage_dir(stage) / artefact_name
+    if exp.overwrite or not (artefact / complete).is_file():
+        base_model, tokenizer = exp.load_model()
+        summary = train(base_model, tokenizer, exp.training_samples(), artefact).summary
+        logger.info(f"{stage}: {summary}")
+        del base_model
+    else:
+        logger.info(f"{stage}: reusing {artefact} (--overwrite retrains it)")
+    model_args = exp.model_args(**{arg: artefact})
+    exp.evaluate(stage, model, model_args)
+    return [f"{command} --output_path {shlex.quote(str(artefact))}", exp.lm_eval_command(stage, model, model_args)]
+
+
+def _training_flags(exp: Experiment) -> list[str]:
+    return [*_model_flags(exp), "--tasks", ",".join(exp.train_tasks),
+            *(["--limit", exp.train_limit] if exp.train_limit else [])]
+
+
+def tuned_stage(exp: Experiment, stage: str, config: RomaConfig) -> list[str]:
+    """Routers trained with ``config`` (RoMA's loop), then `--model roma`."""
+    from roma_eval.methods.roma.train import train_roma
+
+    def train(model, tokenizer, samples, checkpoint):
+        return train_roma(model, tokenizer, samples, checkpoint, config, base_model=exp.pretrained,
+                          revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
+
+    return _trained_stage(exp, stage, CHECKPOINT, "router_config.json", train, "roma", "router_checkpoint",
+                          _roma_eval("train", *_training_flags(exp), *_config_flags(config, RomaConfig())))
+
+
+def router_tuning_stage(exp: Experiment) -> list[str]:
+    return tuned_stage(exp, "router_tuning", exp.router_tuning)
+
+
+def roma_stage(exp: Experiment) -> list[str]:
+    return tuned_stage(exp, "roma", exp.roma)
+
+
+def oracle_stage(exp: Experiment) -> list[str]:
+    """The oracle on the evaluation suite (resumes inside the stage, documents as they finish)."""
+    from roma_eval.methods.oracle.config import OracleConfig
+    from roma_eval.methods.oracle.run import gap_table, run_oracle
+    from roma_eval.methods.oracle.tasks import load_oracle_tasks
+
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    tasks = load_oracle_tasks(list(exp.eval_tasks), exp.include_path, limit=exp.limit)
+    model, tokenizer = exp.load_model()
+    run = run_oracle(model, tokenizer, tasks, exp.stage_dir("oracle"), exp.oracle, model_name=exp.pretrained,
+                     overwrite=exp.overwrite, progress=exp.progress)
+    if run.resumed_complete:
+        logger.info(f"oracle: reusing the oracle results in {run.results_file.parent} (--overwrite recomputes them)")
+    logger.info("\n".join(gap_table(run.results)))
+    exp.results["oracle"] = run.results
+    return [_roma_eval("oracle", *_model_flags(exp), "--tasks", ",".join(exp.eval_tasks),
+                       *(["--limit", exp.limit] if exp.limit else []),
+                       *_config_flags(exp.oracle, OracleConfig()), "--output_path", exp.stage_dir("oracle"))]
+
+
+def c3po_stage(exp: Experiment) -> list[str]:
+    """C3PO's reference set (built once) and `--model c3po` on the evaluation suite."""
+    from roma_eval.methods.c3po import build_reference, load_reference
+
+    reference = exp.stage_dir("c3po") / REFERENCE
+    if exp.overwrite or not (reference / "reference.json").is_file():
+        model, tokenizer = exp.load_model()
+        build_reference(model, tokenizer, exp.training_samples(), reference, base_model=exp.pretrained,
+                        revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
+        del model
+    else:
+        logger.info(f"c3po: reusing {reference} (--overwrite rebuilds it)")
+    meta = load_reference(reference).metadata
+    logger.info(f"c3po: {meta['n_references']} of {meta['n_training_samples']} training samples answered "
+                f"correctly by the base model; critical layers {meta['layers']}")
+    model_args = exp.model_args(reference=reference) + (f",{exp.c3po_args}" if exp.c3po_args else "")
+    exp.evaluate("c3po", "c3po", model_args)
+    build = _roma_eval("c3po", "build-reference", *_model_flags(exp), "--tasks", ",".join(exp.train_tasks),
+                       *(["--limit", exp.train_limit] if exp.train_limit else []), "--output_path", reference)
+    return [build, exp.lm_eval_command("c3po", "c3po", model_args)]
+
+
+def report_stage(exp: Experiment, methods: list[str], title: str, paper_model: str | None = None) -> list[str]:
+    """The report over the stages that ran (rebuilt on every run: it costs seconds)."""
+    from roma_eval.report.stages import write_stage_report
+
+    out = exp.stage_dir("report")
+    written = write_stage_report(exp.output, out, methods=methods, title=title, paper_model=paper_model,
+                                 overwrite=True)
+    logger.info(f"report: {len(written)} files in {out}/ (report.md, report.html, report.tex, plots/)")
+    labelled = [f"{m}={exp.stage_dir(m)}" for m in methods if exp.stage_dir(m).is_dir()]
+    return [_roma_eval("report", *labelled, *(["--paper_model", paper_model] if paper_model else []),
+                       "--columns", "present", "--output_path", out, "--overwrite")]
+
+
+def icl_stage(exp: Experiment) -> list[str]:
+    """The base model with retrieved demonstrations, evaluated by lm-eval (``methods.icl``)."""
+    from roma_eval.methods.icl import IclConfig, run_icl
+
+    out = exp.stage_dir("icl")
+    if exp.overwrite or not any(out.rglob("results_*.json")):
+        model, tokenizer = exp.load_model()
+        run = run_icl(model, tokenizer, exp.eval_tasks, out, IclConfig(), train_tasks=exp.train_tasks,
+                      model_name=exp.pretrained, include_path=exp.include_path, limit=exp.limit,
+                      overwrite=exp.overwrite, progress=exp.progress)
+        exp.results["icl"] = run.results
+        del model
+    else:
+        logger.info(f"icl: reusing the results in {out} (--overwrite recomputes them)")
+    return [_roma_eval("icl", *_model_flags(exp), "--tasks", ",".join(exp.eval_tasks), "--train_tasks",
+                       ",".join(exp.train_tasks), *(["--limit", exp.limit] if exp.limit else []), "--output_path", out)]
+
+
+def oracle_tuning_stage(exp: Experiment) -> list[str]:
+    """The oracle's routing of the training samples (``--split train --save_routing``), then routers trained
+    towards it with RoMA's loop and budget (``methods.oracle_tuning``), then `--model roma`."""
+    from dataclasses import replace
+
+    from roma_eval.methods.oracle.run import run_oracle
+    from roma_eval.methods.oracle.tasks import load_oracle_tasks
+    from roma_eval.methods.oracle_tuning import OracleTuningConfig, train_oracle_tuning
+
+    targets = exp.stage_dir("oracle_tuning") / "oracle_train"
+    oracle = replace(exp.oracle, save_routing=True)
+    tasks = load_oracle_tasks(list(exp.train_tasks), exp.include_path, "train", exp.train_limit)
+    model, tokenizer = exp.load_model()
+    run_oracle(model, tokenizer, tasks, targets, oracle, model_name=exp.pretrained, overwrite=exp.overwrite,
+               progress=exp.progress)
+    del model
+    config = OracleTuningConfig(oracle_routing=str(targets), seed=exp.seed)
+
+    def train(model, tokenizer, samples, checkpoint):
+        return train_oracle_tuning(model, tokenizer, samples, checkpoint, config, base_model=exp.pretrained,
+                                   revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
+
+    oracle_command = _roma_eval("oracle", *_training_flags(exp), "--split", "train", "--save_routing",
+                                *_config_flags(oracle, type(oracle)()), "--output_path", targets)
+    return [oracle_command, *_trained_stage(
+        exp, "oracle_tuning", CHECKPOINT, "router_config.json", train, "roma", "router_checkpoint",
+        _roma_eval("oracle-tuning", *_training_flags(exp), "--oracle_routing", targets))]
+
+
+def dense_bp_stage(exp: Experiment) -> list[str]:
+    """Routers trained with dense router gradients (``methods.dense_bp``), then `--model roma`."""
+    from roma_eval.methods.dense_bp import DenseBPConfig, train_dense_bp
+
+    def train(model, tokenizer, samples, checkpoint):
+        return train_dense_bp(model, tokenizer, samples, checkpoint, DenseBPConfig(seed=exp.seed),
+                              base_model=exp.pretrained, revision=exp.revision, overwrite=exp.overwrite,
+                              progress=exp.progress)
+
+    return _trained_stage(exp, "dense_bp", CHECKPOINT, "router_config.json", train, "roma", "router_checkpoint",
+                          _roma_eval("dense-bp", *_training_flags(exp)))
+
+
+def peft_stage(exp: Experiment, method: str) -> list[str]:
+    """A prefix- or prompt-tuning adapter (peft) on the training mixture, then `--model hf-peft`."""
+    from roma_eval.methods.peft_tuning import PeftTuningConfig, train_peft_tuning
+
+    def train(model, tokenizer, samples, adapter):
+        return train_peft_tuning(model, tokenizer, samples, adapter, PeftTuningConfig(method=method, seed=exp.seed),
+                                 base_model=exp.pretrained, revision=exp.revision, overwrite=exp.overwrite,
+                                 progress=exp.progress)
+
+    return _trained_stage(exp, method, "adapter", "adapter_config.json", train, "hf-peft", "peft",
+                          _roma_eval(method.replace("_", "-"), *_training_flags(exp)))
+
+
+STAGES = {"base": base_stage, "router_tuning": router_tuning_stage, "roma": roma_stage, "oracle": oracle_stage,
+          "c3po": c3po_stage, "icl": icl_stage, "oracle_tuning": oracle_tuning_stage,
+          "prefix_tuning": lambda exp: peft_stage(exp, "prefix_tuning"),
+          "prompt_tuning": lambda exp: peft_stage(exp, "prompt_tuning"), "dense_bp": dense_bp_stage}
