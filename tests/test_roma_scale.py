@@ -161,8 +161,8 @@ def test_the_uncached_path_feeds_the_model_its_embedding_device(tokenizer, train
     seen = []
     original = roma._step_forward
 
-    def spy(model, base, plan, n, config, layers):
-        batch, logits, record = original(model, base, plan, n, config, layers)
+    def spy(model, base, plan, n, config, layers, forward=None):
+        batch, logits, record = original(model, base, plan, n, config, layers, forward)
         seen.append((base.cache is None, batch.input_ids.device == model.get_input_embeddings().weight.device))
         return batch, logits, record
 
