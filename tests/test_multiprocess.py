@@ -143,3 +143,40 @@ def test_oracle_in_two_processes_equals_one(world):
         for doc, line in docs.items():
             assert line["oracle"]["steps"] == samples_two[task][doc]["oracle"]["steps"], (task, doc)
     assert any(".rank1." in name for name in progress_two)  # the second process did its share
+
+
+def test_reproduce_in_two_processes_equals_one(world):
+    """`torchrun -m roma_eval.cli reproduce`: every stage shares its work; the manifest, each stage's lm-eval files
+    and the report are written once, and every row's per-sample results are the one-process run's."""
+    root, model = world
+    rows = {}
+    for n in (1, 2):
+        out = root / f"reproduce{n}"
+        proc = launch(n, "roma_eval.cli", "reproduce", "--pretrained", model, "--eval_tasks", "tiny_animals,tiny_sums",
+                      "--train_tasks", "tiny_parity", "--include_path", FIXTURE_TASKS, "--limit", "8",
+                      "--methods", "base,roma,oracle,c3po", "--roma_args", "layers=last:2,epochs=1,batch_size=8,k=2",
+                      "--oracle_args", "layers=last:2,max_steps=3", "--c3po_args", "c3po_steps=2,c3po_group=4",
+                      "--batch_size", "1", "--output_path", out, "--no_progress")
+        assert proc.stdout.count("== roma") == 1 and (out / "report" / "report.md").is_file()
+        manifest = json.loads((out / "experiment.json").read_text())
+        assert list(manifest["stages"]) == ["base", "roma", "oracle", "c3po", "report"]
+        rows[n] = {}
+        for stage in ("base", "roma", "oracle", "c3po"):
+            assert len(list((out / stage).rglob("results_*.json"))) == 1, stage  # written once
+            rows[n][stage] = {task: per_sample([json.loads(line) for f in (out / stage).rglob(f"samples_{task}_*.jsonl")
+                                                for line in f.read_text().splitlines()])
+                              for task in ("tiny_animals", "tiny_sums")}
+    for stage in rows[1]:
+        for task in rows[1][stage]:
+            one, two = rows[1][stage][task], rows[2][stage][task]
+            assert one.keys() == two.keys() and len(one) == 8, (stage, task)
+            assert {d: m for d, (_, m) in one.items()} == {d: m for d, (_, m) in two.items()}, (stage, task)
+
+
+def test_reproduce_refuses_one_process_stages_under_accelerate_launch(world):
+    root, model = world
+    command = [*launcher(2), "-m", "roma_eval.cli", "reproduce", "--pretrained", str(model), "--methods", "base,icl",
+               "--output_path", str(root / "refused")]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env())
+    assert proc.returncode != 0 and "icl run in one process" in proc.stderr  # each process exits 2; torchrun 1
+    assert not (root / "refused").exists()

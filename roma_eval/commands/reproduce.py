@@ -18,6 +18,7 @@ from roma_eval.errors import RomaEvalError
 
 METHODS = ("base", "router_tuning", "roma", "oracle", "c3po")  # Table 1's rows roma-eval ran first: the default
 ALL_METHODS = (*METHODS, "icl", "oracle_tuning", "prefix_tuning", "prompt_tuning", "dense_bp")  # --methods all
+ONE_PROCESS = ("icl", "prefix_tuning", "prompt_tuning")  # stages that do not share their work across processes
 PAPER_MODELS = ("olmoe", "deepseekmoe", "qwen3")
 
 
@@ -91,12 +92,19 @@ def run(args) -> int:
     if exp.router_tuning.regulariser != "none":
         raise RomaEvalError("--router_tuning_args sets regulariser: Router Tuning is RoMA without a regulariser; "
                             "use --roma_args for other regularisers")
+    if exp.dist.num_processes > 1 and (alone := [m for m in methods if m in ONE_PROCESS]):
+        raise RomaEvalError(f"--methods {args.methods}: {', '.join(alone)} run in one process; run them in a second "
+                            "`roma-eval reproduce` without accelerate launch (same --output_path: it reuses the rest)")
     exp.claim_output()
     paper_model = args.paper_model or paper_model_for(args.pretrained)
+    say = print if exp.dist.is_main_process else (lambda *_: None)
     for method in methods:
-        print(f"\n== {method}")
+        say(f"\n== {method}")
         timed(exp, method, lambda stage=STAGES[method]: stage(exp))
-    print("\n== report")
-    timed(exp, "report", lambda: report_stage(exp, methods, f"roma-eval reproduce: {args.pretrained}", paper_model))
-    print(f"\n{exp.stage_dir('report') / 'report.md'}")
+    if exp.dist.is_main_process:  # the report reads what the main process wrote
+        say("\n== report")
+        timed(exp, "report", lambda: report_stage(exp, methods, f"roma-eval reproduce: {args.pretrained}",
+                                                   paper_model))
+        say(f"\n{exp.stage_dir('report') / 'report.md'}")
+    exp.dist.wait_for_everyone()
     return 0
