@@ -14,7 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build = actions.add_parser("build", help="pretrain the toy model (or load it from the cache) and print its "
                                              "directory")
     _model_flags(build)
-    build.add_argument("--rebuild", action="store_true", help="pretrain again even if the model is cached")
+    build.add_argument("--rebuild", action="store_true",
+                       help="pretrain again into the cache even if the model is shipped or cached, and say whether "
+                            "the weights equal the shipped ones bit for bit")
     path = actions.add_parser("path", help="print the toy model's directory (the cache location; builds nothing)")
     _model_flags(path)
     actions.add_parser("tasks", help="list the toy tasks: the eight benchmarks and the training mixture")
@@ -32,10 +34,19 @@ def run(args) -> int:
 
 
 def _build(args) -> int:
-    from roma_eval.toy.cache import ensure_model
+    import sys
+
+    from roma_eval.toy.cache import ensure_model, same_weights, shipped_dir
     from roma_eval.toy.config import preset
 
-    print(ensure_model(preset(args.preset, args.seed), rebuild=args.rebuild))
+    config = preset(args.preset, args.seed)
+    directory = ensure_model(config, rebuild=args.rebuild)
+    print(directory)
+    if args.rebuild and (shipped := shipped_dir(config)) is not None:
+        if not same_weights(directory, shipped):
+            print(f"the rebuilt weights differ from the shipped ones in {shipped}", file=sys.stderr)
+            return 1
+        print(f"bit-identical to the shipped weights in {shipped}", file=sys.stderr)
     return 0
 
 

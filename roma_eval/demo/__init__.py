@@ -4,8 +4,8 @@ Each stage is a function of a ``DemoContext`` (context.py); it writes its output
 ``ctx.output/<stage>/`` (lm-eval's own format wherever lm-eval runs) and adds a column to the table
 printed at the end (table.py).
 
-    base.py    the toy model, the base model through lm-eval, its routing consistency
-    roma.py    RoMA router post-training on the training mixture, then `--model roma`
+    base.py    the toy model (shipped in the package), the base model through lm-eval, its routing consistency
+    roma.py    Router Tuning and RoMA router post-training on the training mixture, then `--model roma`
     oracle.py  the per-sample routing upper bound
     c3po.py    C3PO's reference set, then `--model c3po`
     report.py  report.md / .html / .tex and plots comparing them
@@ -21,11 +21,12 @@ from roma_eval.demo.c3po import c3po_stage
 from roma_eval.demo.context import DemoContext
 from roma_eval.demo.oracle import oracle_stage
 from roma_eval.demo.report import report_stage
-from roma_eval.demo.roma import roma_stage
+from roma_eval.demo.roma import roma_stage, router_tuning_stage
 from roma_eval.demo.table import format_table
 
 Stage = Callable[[DemoContext], "list[str] | None"]
-STAGES: list[tuple[str, Stage]] = [("toy model", toy_model_stage), ("base", base_stage), ("roma", roma_stage),
+STAGES: list[tuple[str, Stage]] = [("toy model", toy_model_stage), ("base", base_stage),
+                                   ("router_tuning", router_tuning_stage), ("roma", roma_stage),
                                    ("oracle", oracle_stage), ("c3po", c3po_stage), ("report", report_stage)]
 __all__ = ["DemoContext", "STAGES", "run_demo", "summary"]
 logger = logging.getLogger(__name__)

@@ -17,13 +17,14 @@ logger = logging.getLogger(__name__)
 
 
 def toy_model_stage(ctx: DemoContext) -> None:
-    """Pretrain the toy MoE, or load it from the cache."""
-    from roma_eval.toy.cache import ensure_model, is_built, read_record
+    """The toy MoE: shipped with the package (the default preset), else from the cache, else pretrained now."""
+    from roma_eval.toy.cache import ensure_model, is_built, read_record, shipped_dir
 
     cached = is_built(ctx.toy)
     ctx.pretrained = str(ensure_model(ctx.toy, progress=ctx.progress))
     training = read_record(ctx.model_dir)["training"]
-    how = "loaded from the cache" if cached else f"pretrained in {training['seconds']:.0f} s"
+    how = ("shipped with the package" if shipped_dir(ctx.toy) is not None else
+           "loaded from the cache" if cached else f"pretrained in {training['seconds']:.0f} s")
     logger.info(f"toy model {how}: {ctx.model_dir}")
 
 

@@ -1,6 +1,8 @@
-"""The demo's RoMA stage: the pipeline's (train the routers on the training mixture, `--model roma`), then
-RoMA − base per benchmark with a paired-bootstrap 95% interval, whatever its sign, and RoMA's routing
-consistency (the paper's Figure 3 question: does the routing manifold align with the embedding manifold?)."""
+"""The demo's router-training stages: Router Tuning (the task loss only, the paper's baseline) and RoMA (with the
+manifold regulariser), each the pipeline's (train the routers on the training mixture, `--model roma`); then per
+benchmark the method − base (and RoMA − Router Tuning) with a paired-bootstrap 95% interval, whatever its sign; the
+accuracy on the mixture's held-out split, on which the learning rates were chosen; and RoMA's routing consistency
+(the paper's Figure 3 question: does the routing manifold align with the embedding manifold?)."""
 
 from __future__ import annotations
 
@@ -9,19 +11,68 @@ import json
 from roma_eval.demo.base import consistency_line, routing_consistency
 from roma_eval.demo.context import DemoContext, method_columns
 from roma_eval.pipeline import stages
+from roma_eval.toy.suite import TRAIN_GROUP
+
+HELDOUT = "heldout_mixture.json"
+
+
+def router_tuning_stage(ctx: DemoContext) -> list[str]:
+    commands = stages.router_tuning_stage(ctx)
+    method_columns(ctx, "router_tuning")
+    ctx.notes.append(training_line(ctx, "router_tuning", ctx.router_tuning))
+    return commands
 
 
 def roma_stage(ctx: DemoContext) -> list[str]:
     from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
 
     commands = stages.roma_stage(ctx)
-    method_columns(ctx, "roma")
-    checkpoint = ctx.stage_dir("roma") / stages.CHECKPOINT
-    s = json.loads((checkpoint / "router_config.json").read_text())["training_config"]["summary"]
-    ctx.notes.append(f"RoMA training: {s['training_samples']} samples, success set {s['success_set_size']} "
-                     f"(base train acc {100 * s['base_train_accuracy']:.1f}%), {s['steps']} steps, "
-                     f"layers {s['tuned_layers']}, lr {ctx.roma.lr}, λ {ctx.roma.lam}, k {ctx.roma.k}")
+    method_columns(ctx, "roma", baselines=("base", "router_tuning"))
+    ctx.notes.append(training_line(ctx, "roma", ctx.roma))
     model, tokenizer = ctx.load_model()
-    apply_router_checkpoint(model, load_router_checkpoint(checkpoint))
+    apply_router_checkpoint(model, load_router_checkpoint(ctx.stage_dir("roma") / stages.CHECKPOINT))
     ctx.notes.append(consistency_line("roma", routing_consistency(ctx, "roma", model, tokenizer)))
     return commands
+
+
+def training_line(ctx: DemoContext, stage: str, config) -> str:
+    checkpoint = ctx.stage_dir(stage) / stages.CHECKPOINT
+    s = json.loads((checkpoint / "router_config.json").read_text())["training_config"]["summary"]
+    heldout = heldout_mixture(ctx, stage)
+    regulariser = f"λ {config.lam}, k {config.k}" if config.regulariser == "manifold" else "no regulariser"
+    return (f"{stage} training: {s['training_samples']} samples, success set {s['success_set_size']} "
+            f"(base train acc {100 * s['base_train_accuracy']:.1f}%), {s['steps']} steps, layers {s['tuned_layers']}, "
+            f"lr {config.lr}, {regulariser}; held-out mixture acc {100 * heldout['base']:.1f} (base) -> "
+            f"{100 * heldout['tuned']:.1f} ({heldout['samples']} samples)")
+
+
+def heldout_accuracy(model, tokenizer, limit: int | None = None) -> tuple[float, int]:
+    """Mean acc on the training mixture's held-out (test) split: where router learning rates are chosen."""
+    from roma_eval.samples import load_samples
+    from roma_eval.scoring import score_samples
+
+    samples = load_samples([TRAIN_GROUP], split="eval", limit=limit)
+    results = score_samples(model, tokenizer, samples, batch_size=64)
+    return sum(r.acc for r in results) / len(results), len(results)
+
+
+def heldout_mixture(ctx: DemoContext, stage: str) -> dict:
+    """Held-out mixture accuracy of base and of the stage's routers (kept in ``<stage>/heldout_mixture.json``)."""
+    from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
+    from roma_eval.storage import write_json
+
+    path = ctx.stage_dir(stage) / HELDOUT
+    checkpoint = ctx.stage_dir(stage) / stages.CHECKPOINT
+    identity = {"model_dir": str(ctx.model_dir), "limit": ctx.train_limit,
+                "checkpoint": (checkpoint / "router_model.safetensors").stat().st_mtime_ns}
+    if path.exists() and not ctx.overwrite:
+        found = json.loads(path.read_text())
+        if found.get("identity") == identity:
+            return found
+    model, tokenizer = ctx.load_model()
+    base, n = heldout_accuracy(model, tokenizer, ctx.train_limit)
+    apply_router_checkpoint(model, load_router_checkpoint(checkpoint))
+    tuned, _ = heldout_accuracy(model, tokenizer, ctx.train_limit)
+    figure = {"identity": identity, "base": base, "tuned": tuned, "samples": n}
+    write_json(path, figure)
+    return figure

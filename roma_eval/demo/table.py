@@ -21,9 +21,16 @@ def chance_levels(limit: int | None) -> dict[str, float]:
     return chance
 
 
+# The paper's Table 1 layout: a row per method in the paper's order, a column per benchmark.
+ROWS = {"base": "Base", "router_tuning": "Router Tuning", "roma": "RoMA", "c3po": "C3PO", "oracle": "Oracle"}
+COLUMNS = {"toy_mmlu": "MMLU", "toy_hellaswag": "HellaSwag", "toy_arc_challenge": "ARC-C", "toy_arc_easy": "ARC-E",
+           "toy_piqa": "PIQA", "toy_winogrande": "WinoG", "toy_boolq": "BoolQ", "toy_gsm8k": "GSM8K"}
+
+
 def format_table(ctx: DemoContext) -> str:
-    methods = list(ctx.columns)
+    """Chance, then one row per method that ran; % per benchmark and the 8-benchmark average."""
     chance = chance_levels(ctx.limit)
+    methods = [m for m in ROWS if m in ctx.columns] + [m for m in ctx.columns if m not in ROWS]
 
     def percent(values: dict, task: str) -> str:
         return f"{100 * values[task]:.1f}" if task in values else "—"
@@ -34,14 +41,13 @@ def format_table(ctx: DemoContext) -> str:
 
     metric = {task: headline_metric(task, ("acc_norm,none", "acc,none", "exact_match,first-number"))
               for task in EVAL_TASKS}
-    rows = [["benchmark", "metric", "chance", *methods], []]
-    for task in EVAL_TASKS:
-        rows.append([task, metric[task].split(",")[0], percent(chance, task),
-                     *(percent(ctx.columns[m], task) for m in methods)])
-    rows.append([f"average ({len(EVAL_TASKS)})", "", average(chance), *(average(ctx.columns[m]) for m in methods)])
+    rows = [["method", *COLUMNS.values(), "Avg"], [],
+            ["(metric)", *(metric[t].split(",")[0] for t in EVAL_TASKS), ""],
+            ["chance", *(percent(chance, t) for t in EVAL_TASKS), average(chance)]]
+    rows += [[ROWS.get(m, m), *(percent(ctx.columns[m], t) for t in EVAL_TASKS), average(ctx.columns[m])]
+             for m in methods]
     widths = [max(len(row[i]) for row in rows if row) for i in range(len(rows[0]))]
     rows[1] = ["-" * w for w in widths]
     # Names left-aligned, numbers right-aligned.
-    return "\n".join("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row,
-                                                                                                           widths)))
+    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
                      for row in rows)
