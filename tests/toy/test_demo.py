@@ -72,19 +72,27 @@ def test_plain_lm_eval_reproduces_the_demo(fast_demo, tmp_path):
     assert {t: plain[t] for t in EVAL_TASKS} == {t: demo[t] for t in EVAL_TASKS}
 
 
-def test_demo_adds_roma_oracle_c3po_and_the_report(fast_demo):
+def test_demo_adds_router_tuning_roma_oracle_c3po_and_the_report(fast_demo):
     root, ctx = fast_demo
-    assert list(ctx.columns) == ["base", "roma", "oracle", "c3po"]
+    assert list(ctx.columns) == ["base", "router_tuning", "roma", "oracle", "c3po"]
     for method in ctx.columns:
         assert set(ctx.columns[method]) == set(EVAL_TASKS), method
     # The oracle starts at the base routing and reports a sample wrong only if it was wrong there.
     for task in EVAL_TASKS:
         assert ctx.columns["oracle"][task] >= ctx.columns["base"][task], task
-    for method in ("roma", "c3po"):
-        assert f"{method} − base per benchmark, points [paired bootstrap 95% interval]:" in ctx.notes
-    assert len([n for n in ctx.notes if n.startswith("  toy_")]) == 2 * len(EVAL_TASKS)
+    pairs = [("router_tuning", "base"), ("roma", "base"), ("roma", "router_tuning"), ("c3po", "base")]
+    for method, baseline in pairs:
+        assert f"{method} − {baseline} per benchmark, points [paired bootstrap 95% interval]:" in ctx.notes
+    assert len([n for n in ctx.notes if n.startswith("  toy_")]) == len(pairs) * len(EVAL_TASKS)
+    # Per method, how many per-sample results moved, against base.
+    for method in ("router_tuning", "roma", "c3po"):
+        line = next(n for n in ctx.notes if n.startswith(f"{method} vs base: "))
+        assert re.search(rf"\d+ of {8 * ctx.limit} per-sample results changed \(gained \d+, lost \d+;", line), line
+    movement = next(n for n in ctx.notes if n.startswith("C3PO pathway movement"))
+    assert f"over {8 * ctx.limit} test problems" in movement and "RoMA's" in movement
+    assert any(n.startswith("router_tuning training: ") and "held-out mixture acc" in n for n in ctx.notes)
     report = (root / "reports" / "report" / "report.md").read_text()
-    for row in ("Base", "RoMA", "C3PO", "Oracle"):
+    for row in ("Base", "Router Tuning", "RoMA", "C3PO", "Oracle"):
         assert f"| {row} |" in report, row
     for name in ("report.html", "report.tex", "results.csv"):
         assert (root / "reports" / "report" / name).is_file(), name
@@ -103,7 +111,7 @@ def test_second_run_reuses_the_model_and_the_results(fast_demo, monkeypatch, cap
 
     monkeypatch.setenv("ROMA_EVAL_CACHE", str(root / "cache"))
     for target in ("roma_eval.toy.pretrain.pretrain", "lm_eval.simple_evaluate",
-                   "roma_eval.methods.roma.train.train_roma",
+                   "roma_eval.methods.roma.train.train_roma", "roma_eval.scoring.score_samples",
                    "roma_eval.methods.c3po.build_reference", "roma_eval.methods.oracle.run.descend"):
         monkeypatch.setattr(target, fail)
     caplog.set_level(logging.INFO, logger="roma_eval")
@@ -111,8 +119,8 @@ def test_second_run_reuses_the_model_and_the_results(fast_demo, monkeypatch, cap
     assert "loaded from the cache" in caplog.text and "reusing the lm-eval results" in caplog.text
     out = summary(again)
     assert again.columns == ctx.columns
-    for task in EVAL_TASKS:  # chance and the four methods
-        assert re.search(rf"^{task}\s+\w+(\s+[\d.]+){{5}}$", out, re.M), task
+    for row in ("chance", "Base", "Router Tuning", "RoMA", "C3PO", "Oracle"):  # 8 benchmarks and the average
+        assert re.search(rf"^{row}(\s+[\d.]+){{9}}$", out, re.M), row
 
 
 def test_another_seed_into_the_same_directory_is_refused(fast_demo, capsys):

@@ -31,7 +31,7 @@ def test_generation_is_deterministic_and_independent_of_call_order():
         assert docs == list(suite.task_splits(task)["test"]), task
     assert gsm8k_docs(suite.SEED) == list(suite.task_splits("toy_gsm8k")["test"])
     family = "toy_train_zoology"
-    rebuilt = make_docs(family, family_templates("zoology"), suite.SEED, limit=suite.FAMILY_SIZE)
+    rebuilt = make_docs(family, family_templates("zoology"), suite.SEED)
     splits = suite.task_splits(family)
     assert rebuilt == list(splits["test"]) + list(splits["train"])
 
@@ -58,14 +58,6 @@ def test_gsm8k_answers_are_the_arithmetic_of_the_question():
         assert str(start + sum(sign[verb] * int(n) for verb, n in changes)) == doc["answer"], doc["question"]
 
 
-def test_sizes_let_a_three_point_difference_be_significant_and_the_mixture_is_large():
-    for task in suite.EVAL_TASKS:
-        assert len(suite.task_splits(task)["test"]) >= 400, task
-    assert len(suite.mixture_training_docs()) >= 5000
-    for task in suite.TRAIN_TASKS:
-        assert len(suite.task_splits(task)["train"]) >= 600, task
-
-
 def test_train_and_test_splits_of_the_mixture_are_disjoint():
     for task in suite.TRAIN_TASKS:
         splits = suite.task_splits(task)
@@ -85,22 +77,6 @@ def test_no_evaluation_prompt_is_in_the_training_mixture_or_the_pretraining_text
     trained = {d["skill"].split("/")[0] for d in mixture}
     tested = {d["skill"].split("/")[0] for d in eval_docs()} - {"arithmetic"}
     assert tested <= trained
-
-
-def test_the_pretraining_text_holds_no_question_of_the_mixture():
-    """As in the paper, the router post-training mixture is new data for the base model: none of its questions
-    or passages is in the pretraining text, and its Question/Answer format appears there only for arithmetic."""
-    text = "\n".join(itertools.islice(documents(seed=0), 30_000))
-    for task in suite.TRAIN_TASKS:
-        for split in ("train", "test"):
-            for doc in suite.task_splits(task)[split]:
-                for line in doc["prompt"].split("\n"):
-                    question = line.removeprefix("Question: ")
-                    if question not in ("", "Answer:"):
-                        assert question not in text, f"{task} text {question!r} is in the pretraining text"
-    for doc in itertools.islice(documents(seed=0), 30_000):
-        if "Question:" in doc:
-            assert re.search(r"\nAnswer: \d+$", doc), doc
 
 
 def test_the_training_mixture_has_no_arithmetic_but_the_pretraining_text_does():
