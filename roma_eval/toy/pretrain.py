@@ -73,6 +73,21 @@ def learning_rate(config: ToyConfig, step: int) -> float:
     return train.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+PREFIX_STEPS = 20  # the weights after this many steps are hashed into the record: a short rebuild checks them
+
+
+def weights_digest(model) -> str:
+    """sha256 of the weights (names, dtypes, shapes and bytes, in name order)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()
+
+
 @contextmanager
 def deterministic_cpu(threads: int):
     """Fixed thread count and deterministic kernels for the duration; the caller's settings come back after."""
@@ -91,12 +106,14 @@ def deterministic_cpu(threads: int):
 SAVE_EVERY = 50  # steps between resume points (a save costs ~0.1 s; a step ~0.5 s)
 
 
-def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None):
+def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None, stop_after: int | None = None):
     """A pretrained toy model (eval mode), its tokenizer and a training log.
 
     With ``resume_dir``, the state is saved there every ``SAVE_EVERY`` steps and an interrupted run
     continues from its last save; the result is bit-identical to an uninterrupted run (the data
-    stream is replayed to the saved step, and nothing else is random).
+    stream is replayed to the saved step, and nothing else is random).  ``stop_after=N`` stops after
+    the first N steps of the recipe (its schedule unchanged): the prefix a short rebuild checks.
+    The log holds ``prefix_sha256``, the digest of the weights after ``PREFIX_STEPS`` steps.
     """
     import torch
     from tqdm.auto import tqdm
@@ -118,16 +135,18 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None):
                                        {"params": no_decay, "weight_decay": 0.0}],
                                       lr=train.lr, betas=(0.9, 0.95))
         batches = packed_batches(config, tokenizer)
-        first, losses, seconds = 0, [], 0.0
+        first, losses, seconds, prefix = 0, [], 0.0, None
         saved = None if resume_dir is None else read_progress(resume_dir)
         if saved is not None and saved["key"] == config.key():  # a save of another config is ignored
             weights, saved = load_training_state(resume_dir, optimizer)
             model.load_state_dict(weights)
             first, losses, seconds = saved["step"], saved["losses"], saved["seconds"]
+            prefix = saved.get("prefix_sha256")
             for _ in range(first):  # replay the data stream to where the save was made
                 next(batches)
         start = time.time() - seconds
-        bar = tqdm(range(first, train.steps), desc="pretraining the toy MoE", unit="step", disable=not progress,
+        last = train.steps if stop_after is None else min(stop_after, train.steps)
+        bar = tqdm(range(first, last), desc="pretraining the toy MoE", unit="step", disable=not progress,
                    initial=first, total=train.steps)
         for step in bar:
             ids, mask, labels = next(batches)
@@ -140,12 +159,15 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None):
             optimizer.zero_grad(set_to_none=True)
             losses.append(out.loss.item())
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+            if step + 1 == PREFIX_STEPS:
+                prefix = weights_digest(model)
             if resume_dir is not None and (step + 1) % SAVE_EVERY == 0 and step + 1 < train.steps:
                 save_training_state(resume_dir, model.state_dict(), optimizer,
                                     {"key": config.key(), "step": step + 1, "losses": losses,
-                                     "seconds": time.time() - start})
+                                     "seconds": time.time() - start, "prefix_sha256": prefix})
         bar.close()
     log = {"seconds": round(time.time() - start, 1), "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
            "loss_every_20_steps": [round(x, 4) for x in losses[::20]],
-           "tokens_seen": train.steps * train.batch_size * train.seq_len}
+           "tokens_seen": len(losses) * train.batch_size * train.seq_len, "prefix_steps": PREFIX_STEPS,
+           "prefix_sha256": prefix}
     return model.eval(), tokenizer, log

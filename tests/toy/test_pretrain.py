@@ -58,6 +58,34 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     assert learning_rate(config, train.steps) == pytest.approx(train.lr / 10)
 
 
+def test_the_default_model_is_shipped_small_with_its_recipe():
+    from transformers import AutoModelForCausalLM
+
+    config = preset("default")
+    directory = cache.shipped_dir(config)
+    assert directory is not None, "the default toy model is not shipped in roma_eval/toy/weights/"
+    assert cache.model_dir(config) == directory and cache.is_built(config)
+    assert (directory / "model.safetensors").stat().st_size <= 25 * 2**20
+    record = cache.read_record(directory)
+    assert record["config"] == config.to_dict() and record["key"] == config.key()
+    assert record["training"]["tokens_seen"] == config.train.steps * config.train.batch_size * config.train.seq_len
+    assert len(record["training"]["prefix_sha256"]) == 64
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    assert model.config.model_type == config.model.arch and model.config.num_hidden_layers == config.model.layers
+
+
+@pytest.mark.slow
+def test_a_short_rebuild_reproduces_the_shipped_run_bit_for_bit():
+    """`roma-eval toy build --rebuild` retrains the shipped model; its first steps must be the shipped run's."""
+    from roma_eval.toy.pretrain import PREFIX_STEPS, weights_digest
+
+    config = preset("default")
+    record = cache.read_record(cache.shipped_dir(config))
+    model, _, log = pretrain(config, progress=False, stop_after=PREFIX_STEPS)
+    assert log["tokens_seen"] == PREFIX_STEPS * config.train.batch_size * config.train.seq_len
+    assert weights_digest(model) == log["prefix_sha256"] == record["training"]["prefix_sha256"]
+
+
 def state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
