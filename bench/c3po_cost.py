@@ -86,8 +86,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=20, help="documents per evaluation task")
     parser.add_argument("--train-limit", type=int, default=40, help="documents per training task for the reference")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--group", type=int, default=8, help="C3PO test prompts optimised together")
+    parser.add_argument("--group", type=int, default=8,
+                        help="C3PO test prompts optimised together (0: C3PO's own default, 8 on a CPU)")
     parser.add_argument("--batch-size", type=int, default=32, help="lm-eval batch size (both models)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated C3PO methods to time")
+    parser.add_argument("--variants", default="toy,long", help="toy (0-shot suite) and/or long (few-shot prompts)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: on a shared 2-core box two threads spin-wait on each other)")
     args = parser.parse_args()
@@ -117,13 +120,19 @@ def main() -> None:
     train = load_samples(["toy_train"], split="train", limit=args.train_limit)
     build_reference(model, tokenizer, train, work / "reference", base_model=str(model_dir), progress=False)
     reference = load_reference(work / "reference")
-    print(f"torch threads {torch.get_num_threads()}; lm-eval batch size {args.batch_size}; C3PO group {args.group}")
+    import os
+
+    print(f"torch threads {torch.get_num_threads()}; lm-eval batch size {args.batch_size}; C3PO group "
+          f"{args.group or 'default'}; embedding cache {os.environ.get('ROMA_EVAL_EMBEDDING_CACHE', 'on')}")
     print(f"model: toy {args.preset} ({model_dir.name}), {model.config.num_hidden_layers} layers, "
           f"critical layers {reference.layers}; reference: {len(reference)} of {len(train)} training samples, "
           f"built in {time.perf_counter() - start:.1f} s (not timed below)")
 
     config = {"k": 3, "steps": 10, "mode_steps": 3}  # C3POConfig's defaults
     variants = {"toy suite (0-shot)": SUITE, f"long prompts ({FEWSHOT}-shot)": long_tasks}
+    wanted = args.variants.split(",")
+    variants = {name: tasks for (key, (name, tasks)) in zip(("toy", "long"), variants.items()) if key in wanted}
+    methods = [m for m in METHODS if m in args.methods.split(",")]
     manager = task_manager([work])
     for name, tasks in variants.items():
         samples = load_samples(tasks, include_path=[work], limit=args.limit)
@@ -131,11 +140,11 @@ def main() -> None:
         predicted = predict(samples, tokenizer, reference, model.config.num_hidden_layers, reference.layers[0], config)
         print(f"\n{name}: {len(samples)} prompts of {min(lengths)}-{max(lengths)} tokens (mean {np.mean(lengths):.0f})")
         print("  predicted C3PO/base: " + ", ".join(f"{m} {'<= ' * (m == 'mode')}{r:.2f}" for m,
-                                                    r in predicted.items()))
+                                                    r in predicted.items() if m in methods))
         runs = {"hf": f"pretrained={model_dir}"}
-        for method in METHODS:
-            runs[method] = (f"pretrained={model_dir},reference={work / 'reference'},c3po_method={method},"
-                            f"c3po_group={args.group}")
+        for method in methods:
+            runs[method] = (f"pretrained={model_dir},reference={work / 'reference'},c3po_method={method}"
+                            + (f",c3po_group={args.group}" if args.group else ""))
         times = {key: [] for key in runs}
         run = dict(tasks=tasks, manager=manager, limit=args.limit, batch_size=args.batch_size)
         for key, model_args in runs.items():  # warm-up: file cache, lazy imports, the embedder

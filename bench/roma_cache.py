@@ -1,4 +1,4 @@
-"""RoMA epoch time and peak memory with vs without the frozen-layer cache, measured in one run.
+"""RoMA epoch time and peak memory with vs without the frozen-layer cache (``--no_layer_cache``), measured in one run.
 
 Without the cache every step runs the whole model (the frozen layers forward only: nothing below
 the first tuned layer requires grad); with it, one base pass stores the hidden states entering
@@ -39,19 +39,8 @@ def one_epoch(num_hidden_layers: int, layers: str, cached: bool) -> dict:
     samples = [Sample("bench", i, f"Question: is {i} a multiple of three? Think of the number {i * 7} too.\nAnswer:",
                       "multiple_choice", f"is {i} a multiple of three", continuations=(" yes", " no"),
                       choices=("yes", "no"), gold=int(i % 3 != 0)) for i in range(N_SAMPLES)]
-    if not cached:  # the same training, but every step runs the full model from the token ids
-        def full_forward(model, layer_index, hidden, attention_mask, **kwargs):
-            return model(input_ids=full_forward.ids, attention_mask=attention_mask)
-
-        build = roma.build_choice_batch
-
-        def remember(*args, **kwargs):
-            batch = build(*args, **kwargs)
-            full_forward.ids = batch.input_ids
-            return batch
-
-        roma.build_choice_batch, roma.run_from_layer = remember, full_forward
-    config = RomaConfig(layers=layers, epochs=1, batch_size=16, k=2, lr=1e-3)
+    # Uncached: the same training, every step running the full model from the token ids (--no_layer_cache).
+    config = RomaConfig(layers=layers, epochs=1, batch_size=16, k=2, lr=1e-3, no_layer_cache=not cached)
     result = roma.train_roma(model, tokenizer, samples, tempfile.mkdtemp() + "/ckpt", config, base_model="bench",
                              progress=False)
     # The training steps' own wall time, from the training log (excludes the one-off base pass and embedding).

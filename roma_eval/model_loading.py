@@ -6,13 +6,14 @@ from roma_eval.errors import RomaEvalError
 
 
 def load_model(name_or_path: str, revision: str | None = None, dtype: str = "auto", device: str | None = None,
-               trust_remote_code: bool = False):
+               trust_remote_code: bool = False, device_map: str | None = None):
     """(model in eval mode, tokenizer).  ``device`` defaults to accelerate's choice (GPU if present, else CPU);
-    remote code runs only when asked for."""
+    ``device_map="auto"`` splits a model larger than one GPU across this machine's GPUs instead (as lm-eval's
+    ``parallelize=True``); remote code runs only when asked for."""
     import torch
-    from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from roma_eval.methods.devices import process_state
     from roma_eval.routing import routers
 
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype, None)
@@ -21,7 +22,8 @@ def load_model(name_or_path: str, revision: str | None = None, dtype: str = "aut
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, revision=revision, dtype=torch_dtype,
-                                                     trust_remote_code=trust_remote_code)
+                                                     trust_remote_code=trust_remote_code,
+                                                     **({"device_map": device_map} if device_map else {}))
     except (OSError, ValueError) as exc:
         if "trust_remote_code" in str(exc) and not trust_remote_code:
             raise RomaEvalError(f"{name_or_path} ships its own modelling code; pass --trust_remote_code "
@@ -29,4 +31,6 @@ def load_model(name_or_path: str, revision: str | None = None, dtype: str = "aut
         raise RomaEvalError(f"could not load model {name_or_path!r} ({str(exc).splitlines()[0]}); "
                             "give a local model directory or a hub id available offline") from None
     routers(model)  # fail early, in one line, on dense or unsupported models
-    return model.to(device or PartialState().device).eval(), tokenizer
+    if device_map:
+        return model.eval(), tokenizer
+    return model.to(device or process_state().device).eval(), tokenizer

@@ -11,9 +11,10 @@ Only the standard library: the report path must not import torch (nor lm_eval, w
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -42,8 +43,17 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
               "exact_match,none"),
 }
 
-# lm-eval model names that evaluate the unmodified model.
+# lm-eval model names that evaluate the unmodified model (with ``peft=``: the adapter's method).
 BASE_MODELS = frozenset({"hf", "hf-auto", "huggingface", "vllm", "sglang"})
+PEFT_MODEL = "hf-peft"  # roma-eval's hf for peft adapters (methods/peft_tuning/lm_eval.py)
+# Files that say what trained an artefact: a router checkpoint's config (its training_config records the method;
+# RoMA's records its regulariser) and a peft adapter's training record / config.
+ROUTER_CONFIG, TRAINING_LOG = "router_config.json", "training_log.jsonl"  # the log: peft adapters too
+ADAPTER_TRAINING, ADAPTER_CONFIG = "training_config.json", "adapter_config.json"
+# Methods that train no parameters: their cost-table row has 0 trainable parameters.
+UNTRAINED = frozenset({"base", "icl", "c3po", "oracle"})
+
+logger = logging.getLogger(__name__)
 
 # lm-eval's date_id: datetime.now().isoformat() with ":" replaced by "-".
 _DATE = r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?"
@@ -103,13 +113,27 @@ class Run:
     @cached_property
     def model(self) -> str:
         """The evaluated model's name: the last component of its path or hub id (runs of one
-        checkpoint from different directories then share a table)."""
-        name = self.data.get("model_name") or self.model_args.get("pretrained") or self.config.get("model", "?")
+        checkpoint from different directories then share a table).  lm-eval names a run with ``peft=`` after the
+        adapter; its base model names it here, so the adapter's row joins the base model's table."""
+        name = ((self.model_args.get("peft") and self.model_args.get("pretrained")) or self.data.get("model_name")
+                or self.model_args.get("pretrained") or self.config.get("model", "?"))
         return str(name).rstrip("/").split("/")[-1] or str(name)
 
     @cached_property
     def method(self) -> str:
-        return self.label or method_of(str(self.config.get("model", "")), self.model_args)
+        return self.label or method_of(str(self.config.get("model", "")), self.model_args, self.search_dirs)
+
+    @property
+    def search_dirs(self) -> list[Path]:
+        """Where a relative artefact path in model_args (router_checkpoint=, peft=) may be relative to, after the
+        working directory: the results file's directory and its parents (lm_eval ran from one of them)."""
+        return list(self.results_file.resolve().parents)[:4]
+
+    @cached_property
+    def training(self) -> TrainingCost | None:
+        """What training the evaluated artefact cost, from the artefact's own records (None: unknown)."""
+        return training_cost(str(self.config.get("model", "")), self.model_args, self.search_dirs,
+                             self.label or None)
 
     @property
     def date(self) -> float:
@@ -232,18 +256,120 @@ def parse_model_args(model_args) -> dict:
     return {key.strip(): (value[0].strip() if value else "") for key, *value in pairs}
 
 
-def method_of(model: str, model_args: dict) -> str:
+def method_of(model: str, model_args: dict, search_dirs: Sequence[Path] = ()) -> str:
     """The method a run evaluates, from lm-eval's ``--model`` and ``--model_args``.
 
-    A "roma" run without a router checkpoint evaluates the pretrained routers, i.e. the base model.
-    Model types we do not know keep their own name.
+    A "roma" run evaluates a router checkpoint, whose ``router_config.json`` says which method trained it
+    (``router_method``: RoMA, Router Tuning, Oracle Tuning, Dense BP); without one it evaluates the pretrained
+    routers, i.e. the base model.  ``hf`` (or ``hf-peft``) with ``peft=`` evaluates an adapter, whose own files say
+    which method trained it (``adapter_method``: Prefix / Prompt Tuning).  Model types we do not know keep their own
+    name ("icl", "c3po", "oracle").  Relative artefact paths are looked up from the working directory, then from
+    ``search_dirs``.
     """
     model = model.lower()
-    if model in BASE_MODELS:
-        return "base"
+    if model in BASE_MODELS or model == PEFT_MODEL:
+        adapter = model_args.get("peft")
+        return adapter_method(str(adapter), search_dirs) if adapter else "base"
     if model == "roma":
-        return "roma" if model_args.get("router_checkpoint") else "base"
+        checkpoint = model_args.get("router_checkpoint")
+        return checkpoint_method(str(checkpoint), search_dirs) if checkpoint else "base"
     return model
+
+
+def router_method(training_config: dict) -> str:
+    """The method recorded in a router checkpoint's training_config: its "method" (Oracle Tuning, Dense BP), or for
+    RoMA's own checkpoints "router_tuning" when nothing but the task loss trained them (regulariser none, or λ = 0:
+    the paper's Router Tuning row), else "roma"."""
+    if training_config.get("method"):
+        return str(training_config["method"])
+    if training_config.get("regulariser") == "none" or training_config.get("lam") == 0:
+        return "router_tuning"
+    return "roma"
+
+
+def _find(path: str, search_dirs: Sequence[Path]) -> Path | None:
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute():
+        return candidate if candidate.is_dir() else None
+    return next((d / candidate for d in (Path.cwd(), *search_dirs) if (d / candidate).is_dir()), None)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def checkpoint_method(checkpoint: str, search_dirs: Sequence[Path] = ()) -> str:
+    """The method that trained a router checkpoint; "roma" when its router_config.json cannot be read here."""
+    directory = _find(checkpoint, search_dirs)
+    config = _read_json(directory / ROUTER_CONFIG) if directory else None
+    if config is None:
+        logger.warning("router checkpoint %s: no readable %s here, so its method is taken to be RoMA; label the run "
+                       "(LABEL=PATH) if it is another", checkpoint, ROUTER_CONFIG)
+        return "roma"
+    return router_method(config.get("training_config") or {})
+
+
+def adapter_method(adapter: str, search_dirs: Sequence[Path] = ()) -> str:
+    """The method that trained a peft adapter: roma-eval's training record, else peft's type ("prefix_tuning",
+    "prompt_tuning", "lora", ...); "peft" when neither can be read here."""
+    directory = _find(adapter, search_dirs)
+    record = _read_json(directory / ADAPTER_TRAINING) if directory else None
+    if record and record.get("method"):
+        return str(record["method"])
+    config = _read_json(directory / ADAPTER_CONFIG) if directory else None
+    if config and config.get("peft_type"):
+        return str(config["peft_type"]).lower()
+    logger.warning("peft adapter %s: no readable %s here; label the run (LABEL=PATH)", adapter, ADAPTER_CONFIG)
+    return "peft"
+
+
+@dataclass(frozen=True)
+class TrainingCost:
+    """What training an evaluated artefact cost: its trainable parameters and the summed wall-clock seconds of its
+    optimisation steps (training_log.jsonl; None when not recorded)."""
+
+    trainable_parameters: int | None
+    training_seconds: float | None = None
+
+
+def _logged_seconds(path: Path) -> float | None:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return sum(float(json.loads(line).get("seconds", 0.0)) for line in lines if line.strip())
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def training_cost(model: str, model_args: dict, search_dirs: Sequence[Path] = (),
+                  label: str | None = None) -> TrainingCost | None:
+    """The evaluated artefact's training cost: a router checkpoint's tuned router weights (layers × experts ×
+    hidden), a peft adapter's recorded trainable parameters; 0 for methods that train nothing."""
+    model = model.lower()
+    checkpoint = model_args.get("router_checkpoint") if model == "roma" else None
+    adapter = model_args.get("peft") if model in BASE_MODELS or model == PEFT_MODEL else None
+    if checkpoint:
+        directory = _find(str(checkpoint), search_dirs)
+        config = _read_json(directory / ROUTER_CONFIG) if directory else None
+        if config is None:
+            return None
+        try:
+            parameters = len(config["layers"]) * int(config["num_experts"]) * int(config["hidden_size"])
+        except (KeyError, TypeError, ValueError):
+            parameters = None
+        return TrainingCost(parameters, _logged_seconds(directory / TRAINING_LOG))
+    if adapter:
+        directory = _find(str(adapter), search_dirs)
+        record = _read_json(directory / ADAPTER_TRAINING) if directory else None
+        if record is None:
+            return None
+        summary = record.get("summary") or {}
+        return TrainingCost(summary.get("trainable_parameters"), _logged_seconds(directory / TRAINING_LOG))
+    method = label or method_of(model, model_args)
+    return TrainingCost(0) if method in UNTRAINED else None
 
 
 def column_of(task: str) -> tuple[str, str] | None:

@@ -481,7 +481,7 @@ def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
 @pytest.mark.parametrize("setting, message", [
     (dict(alpha_step=0.3), "alpha_step=0.3 must divide 1"),
     (dict(mode_neighbours="input"), "mode_neighbours='input' is unknown; use one of pathway, embedding"),
-    (dict(mode_steps=0), "mode_steps=0, group=8: each must be at least 1"),
+    (dict(mode_steps=0), "mode_steps=0, group=None: each must be at least 1"),
     (dict(bandwidth=-1.0), "bandwidth=-1.0 must be positive"),
 ])
 def test_bad_mode_finding_settings_are_one_clear_error(setting, message):

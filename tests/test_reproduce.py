@@ -90,3 +90,20 @@ def test_another_model_into_the_same_directory_is_refused(run, tmp_path, capsys)
     assert main(["reproduce", "--pretrained", str(tmp_path / "other"), "--output_path", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "other settings" in err[0]
+
+
+def test_all_ten_rows_of_table_1(tmp_path, tokenizer):
+    """`--methods all`: every row of the paper's Table 1 in the report, in the paper's order."""
+    import offline_hub
+
+    model = save_tiny_model("olmoe", tmp_path / "model", seed=7, tokenizer=tokenizer)
+    with offline_hub.installed():
+        assert main(["reproduce", "--pretrained", str(model), "--output_path", str(tmp_path / "out"), "--limit", "1",
+                     "--train_limit", "2", "--methods", "all", "--roma_args", TRAINING, "--router_tuning_args",
+                     TRAINING, "--oracle_args", "max_steps=1", "--c3po_args", "c3po_steps=2", "--batch_size", "16",
+                     "--no_progress"]) == 0
+    table = (tmp_path / "out" / "report" / "report.md").read_text().split("\n\n")
+    scores = next(block for block in table if "| Base |" in block)
+    rows = [line.split("|")[1].strip() for line in scores.splitlines()[2:]]
+    assert rows == ["Base", "Oracle", "ICL", "C3PO", "Router Tuning", "Oracle Tuning", "Prefix Tuning",
+                    "Prompt Tuning", "Dense BP", "RoMA"]

@@ -87,23 +87,11 @@ def test_training_changes_only_the_tuned_routers_and_lambda_matters(tokenizer, t
     assert (tmp_path / "roma" / "training_log.jsonl").read_text().count("\n") == 8
 
 
-def test_cached_prefix_training_equals_full_forward_training(tokenizer, train_samples, embedder, tmp_path, monkeypatch):
-    """The frozen-layer cache is an optimisation only: the same run through the full model gives the same routers."""
+def test_cached_prefix_training_equals_full_forward_training(tokenizer, train_samples, embedder, tmp_path):
+    """The frozen-layer cache is an optimisation only: the same run through the full model (--no_layer_cache) gives
+    the same routers."""
     cached, _ = run(tokenizer, train_samples, tmp_path / "cached", embedder, epochs=1)
-
-    def full_forward(model, layer_index, hidden, attention_mask, **kwargs):
-        return model(input_ids=full_forward.batch_ids[: hidden.shape[0]], attention_mask=attention_mask)
-
-    original = roma.build_choice_batch
-
-    def remember(*args, **kwargs):
-        batch = original(*args, **kwargs)
-        full_forward.batch_ids = batch.input_ids
-        return batch
-
-    monkeypatch.setattr(roma, "build_choice_batch", remember)
-    monkeypatch.setattr(roma, "run_from_layer", full_forward)
-    full, _ = run(tokenizer, train_samples, tmp_path / "full", embedder, epochs=1)
+    full, _ = run(tokenizer, train_samples, tmp_path / "full", embedder, epochs=1, no_layer_cache=True)
     torch.testing.assert_close(cached.state_dict()["model.layers.3.mlp.gate.weight"],
                                full.state_dict()["model.layers.3.mlp.gate.weight"], rtol=0, atol=1e-6)
 
@@ -214,8 +202,11 @@ def test_existing_output_is_kept(tokenizer, train_samples, embedder, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path):
-    """`accelerate launch --cpu --num_processes 2 roma-eval train ...` equals one process within float tolerance."""
+@pytest.mark.parametrize("extra", [[], ["--group_by_length"]])
+def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path, extra):
+    """Two CPU processes (torchrun, gloo; `accelerate launch --cpu --num_processes 2` would start one) share the base
+    pass and every batch, and write the one-process checkpoint within float tolerance."""
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -223,18 +214,30 @@ def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path):
     from roma_eval.tiny import save_tiny_model
 
     model_dir = save_tiny_model("olmoe", tmp_path / "model", seed=11, tokenizer=tokenizer)
-    args = ["train", "--pretrained", str(model_dir), "--tasks", "tiny_parity", "--include_path", str(FIXTURE_TASKS),
-            "--layers", "last:2", "--lr", "0.05", "--epochs", "2", "--batch-size", "7", "--k", "2"]
-    bin_dir = Path(sys.executable).parent
-    one = subprocess.run([str(bin_dir / "roma-eval"), *args, "--output_path", str(tmp_path / "one")],
-                         capture_output=True, text=True)
-    two = subprocess.run([str(bin_dir / "accelerate"), "launch", "--cpu", "--num_processes", "2", "-m", "roma_eval.cli",
-                          *args, "--output_path", str(tmp_path / "two")], capture_output=True, text=True)
+    args = ["-m", "roma_eval.cli", "train", "--pretrained", str(model_dir), "--tasks", "tiny_parity", "--include_path",
+            str(FIXTURE_TASKS), "--layers", "last:2", "--lr", "0.05", "--epochs", "2", "--batch-size", "7", "--k", "2",
+            *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ROMA_EVAL_EMBEDDING_CACHE": "off", "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(roma.__file__).resolve().parents[3]), os.environ.get("PYTHONPATH")) if p)}
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    one = subprocess.run([sys.executable, *args, "--output_path", str(tmp_path / "one")], capture_output=True,
+                         text=True, env=env)
+    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *args, "--output_path",
+                          str(tmp_path / "two")], capture_output=True, text=True, env=env)
     assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
     a, b = load_router_checkpoint(tmp_path / "one"), load_router_checkpoint(tmp_path / "two")
     for layer in (2, 3):
         torch.testing.assert_close(a.tensors[layer], b.tensors[layer], rtol=0, atol=1e-4)
     assert not torch.equal(a.tensors[3], fresh_model(tokenizer).state_dict()["model.layers.3.mlp.gate.weight"])
+    assert two.stdout.count("router checkpoint:") == 1  # one process reports (and writes)
+    log_a, log_b = ((tmp_path / d / "training_log.jsonl").read_text().splitlines() for d in ("one", "two"))
+    assert len(log_a) == len(log_b) and json_losses(log_a) == pytest.approx(json_losses(log_b), abs=1e-5)
+
+
+def json_losses(lines):
+    import json
+
+    return [json.loads(line)["loss"] for line in lines]
 
 
 def test_base_pass_on_lm_eval_winogrande_and_arc(real_tasks, tokenizer):

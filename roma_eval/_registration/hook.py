@@ -1,4 +1,4 @@
-"""Register ``--model roma`` / ``--model c3po`` with lm-eval 0.4.13, which has no plugin discovery.
+"""Register ``--model roma`` / ``c3po`` / ``hf-peft`` with lm-eval 0.4.13, which has no plugin discovery.
 
 Imported at every interpreter start by ``roma_eval_lm_eval.pth``, so it must cost almost nothing:
 it only installs a meta-path finder.  When (and only when) ``lm_eval.models`` is imported, the
@@ -12,6 +12,7 @@ import sys
 MODELS = {
     "roma": "roma_eval.methods.roma.lm_eval:RomaLM",
     "c3po": "roma_eval.methods.c3po.lm_eval:C3POLM",
+    "hf-peft": "roma_eval.methods.peft_tuning.lm_eval:PeftLM",
 }
 _TARGET = "lm_eval.models"
 

@@ -57,6 +57,10 @@ def run(args) -> int:
                           revision=args.revision, layers=args.layers, embedder=args.embedder,
                           batch_size=args.batch_size, chunk_size=args.chunk_size, prefixes=not args.no_prefixes,
                           overwrite=args.overwrite, progress=not args.no_progress)
+    from roma_eval.methods.devices import process_state
+
+    if not process_state().is_main_process:
+        return 0
     meta = load_reference(out).metadata
     print(f"C3PO reference: {out}  ({meta['n_references']} of {meta['n_training_samples']} training samples answered "
           f"correctly; layers {meta['layers']}; prefixes {'stored' if meta['prefixes'] else 'not stored'})")

@@ -1,4 +1,5 @@
-"""`roma-eval eval ARGS...`: exactly `lm_eval run ARGS...`, with roma-eval's tasks/ on the include path.
+"""`roma-eval eval ARGS...`: exactly `lm_eval run ARGS...`, with roma-eval's tasks/ on the include path and its lm-eval
+models registered (through `roma_eval.lm_eval_cli`, also where the registration shim is not read).
 
 lm-eval's own command line runs in a child process (its public entry point, nothing private), so every
 `lm_eval run` option and its exit status are lm-eval's.  Its CLI takes a single --include_path: when
@@ -63,5 +64,9 @@ def run(args) -> int:
                 raise RomaEvalError(f"--include_path {theirs} is not a directory; give the directory holding your "
                                     "task YAMLs")
             include = mirror([tasks_dir(), Path(theirs).resolve()], Path(scratch))
-        command = [sys.executable, "-m", "lm_eval", "run", *arguments, "--include_path", str(include)]
+        # roma_eval.lm_eval_cli is lm-eval's CLI with --model roma/c3po registered even where the .pth shim is not
+        # read (pip install --target); a child started like this process (-S: no site directories) finds the same.
+        isolation = ["-S"] if sys.flags.no_site else []
+        command = [sys.executable, *isolation, "-m", "roma_eval.lm_eval_cli", "run", *arguments, "--include_path",
+                   str(include)]
         return subprocess.run(command).returncode

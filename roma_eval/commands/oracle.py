@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="documents to run on (train: e.g. oracle routing targets for training)")
     add_output(parser, "as lm-eval's --output_path: the run goes to DIR/<model name, sanitized>/ (default: oracle)",
                default="oracle")
+    parser.add_argument("--parallelize", action="store_true",
+                        help="split the model across this machine's GPUs (device_map=auto, as lm-eval's "
+                             "parallelize=True), for a model larger than one GPU; `accelerate launch` instead runs "
+                             "one copy per GPU on a share of the documents")
     add_progress(parser)
 
 
@@ -65,10 +69,15 @@ def run(args) -> int:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
+    from roma_eval.methods.devices import process_state
+
     model, tokenizer = load_model(args.pretrained, args.revision, args.dtype, args.device,
-                                  trust_remote_code=args.trust_remote_code)
+                                  trust_remote_code=args.trust_remote_code,
+                                  device_map="auto" if args.parallelize else None)
     result = run_oracle(model, tokenizer, tasks, args.output_path, config, model_name=args.pretrained,
                         overwrite=args.overwrite, progress=not args.no_progress)
+    if not process_state().is_main_process:
+        return 0
     if result.resumed_complete:
         print(f"{result.results_file.parent} already holds this complete oracle run; pass --overwrite to recompute it")
     print("\n".join(gap_table(result.results)))

@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="*", metavar="[LABEL=]PATH",
                         help="a directory lm_eval --output_path wrote (searched recursively) or a results_*.json; "
                              "LABEL names the method of its runs (default: from lm-eval's --model and --model_args: "
-                             "hf -> base, roma with router_checkpoint -> roma, c3po, oracle)")
+                             "hf -> base; roma with router_checkpoint -> the method its router_config.json records "
+                             "(roma, router_tuning, oracle_tuning, dense_bp); hf / hf-peft with peft= -> the adapter's "
+                             "(prefix_tuning, prompt_tuning); icl, c3po, oracle)")
     parser.add_argument(*flag("output_path"), type=Path, default=Path("reports/report"),
                         help="directory for report.md, report.tex, report.html, results.csv and plots/ "
                              "(default: %(default)s)")

@@ -1,6 +1,7 @@
 """`roma-eval reproduce --pretrained M --output_path runs/NAME`: the paper's experiment in one command.
 
-Base, Router Tuning, RoMA, the oracle and C3PO on the paper's eight benchmarks (lm-eval group
+Base, Router Tuning, RoMA, the oracle and C3PO (`--methods all` adds ICL, Oracle Tuning, Prefix Tuning,
+Prompt Tuning and Dense BP: all ten rows of Table 1) on the paper's eight benchmarks (lm-eval group
 `roma_paper`, zero-shot), trained on its 49k mixture (`roma_paper_train`), then the report with the
 paper's published rows of the same model beside ours.  Each stage writes lm-eval's own outputs under
 the output directory, prints the plain commands that do the same, and is skipped when complete: run the
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
 
-METHODS = ("base", "router_tuning", "roma", "oracle", "c3po")
+METHODS = ("base", "router_tuning", "roma", "oracle", "c3po")  # Table 1's rows roma-eval ran first: the default
+ALL_METHODS = (*METHODS, "icl", "oracle_tuning", "prefix_tuning", "prompt_tuning", "dense_bp")  # --methods all
+ONE_PROCESS = ("icl", "prefix_tuning", "prompt_tuning")  # stages that do not share their work across processes
 PAPER_MODELS = ("olmoe", "deepseekmoe", "qwen3")
 
 
@@ -25,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_base_model(parser)
     add_output(parser, "the experiment's directory: one subdirectory per stage, the report, experiment.json")
     parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated stages among {', '.join(METHODS)} (the report always follows)")
+                        help=f"comma-separated stages among {', '.join(ALL_METHODS)}, or all (Table 1's ten rows; "
+                             "the report always follows)")
     parser.add_argument(*flag("eval_tasks"), default="roma_paper", help="evaluation tasks or groups")
     parser.add_argument(*flag("train_tasks"), default="roma_paper_train",
                         help="training mixture (RoMA, Router Tuning, C3PO's reference set)")
@@ -68,10 +72,10 @@ def run(args) -> int:
     from roma_eval.pipeline import STAGES, Experiment, report_stage, timed
     from roma_eval.report.paper import paper_model_for
 
-    methods = split_list(args.methods)
-    if unknown := [m for m in methods if m not in METHODS]:
+    methods = list(ALL_METHODS) if args.methods == "all" else split_list(args.methods)
+    if unknown := [m for m in methods if m not in ALL_METHODS]:
         raise RomaEvalError(f"--methods {args.methods}: unknown {', '.join(unknown)}; choose among "
-                            f"{', '.join(METHODS)}")
+                            f"{', '.join(ALL_METHODS)}, or all")
     for name in ("limit", "train_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise RomaEvalError(f"--{name} {getattr(args, name)}: give at least 1 document per task, or leave it out")
@@ -88,12 +92,19 @@ def run(args) -> int:
     if exp.router_tuning.regulariser != "none":
         raise RomaEvalError("--router_tuning_args sets regulariser: Router Tuning is RoMA without a regulariser; "
                             "use --roma_args for other regularisers")
+    if exp.dist.num_processes > 1 and (alone := [m for m in methods if m in ONE_PROCESS]):
+        raise RomaEvalError(f"--methods {args.methods}: {', '.join(alone)} run in one process; run them in a second "
+                            "`roma-eval reproduce` without accelerate launch (same --output_path: it reuses the rest)")
     exp.claim_output()
     paper_model = args.paper_model or paper_model_for(args.pretrained)
+    say = print if exp.dist.is_main_process else (lambda *_: None)
     for method in methods:
-        print(f"\n== {method}")
+        say(f"\n== {method}")
         timed(exp, method, lambda stage=STAGES[method]: stage(exp))
-    print("\n== report")
-    timed(exp, "report", lambda: report_stage(exp, methods, f"roma-eval reproduce: {args.pretrained}", paper_model))
-    print(f"\n{exp.stage_dir('report') / 'report.md'}")
+    if exp.dist.is_main_process:  # the report reads what the main process wrote
+        say("\n== report")
+        timed(exp, "report", lambda: report_stage(exp, methods, f"roma-eval reproduce: {args.pretrained}",
+                                                   paper_model))
+        say(f"\n{exp.stage_dir('report') / 'report.md'}")
+    exp.dist.wait_for_everyone()
     return 0

@@ -27,10 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from accelerate import PartialState
-
     from roma_eval.checkpoint import ensure_new_output
     from roma_eval.commands.options import config_from_args, split_list
+    from roma_eval.methods.devices import process_state
     from roma_eval.methods.roma import RomaConfig, train_roma
     from roma_eval.model_loading import load_model
     from roma_eval.samples import load_samples
@@ -43,7 +42,7 @@ def run(args) -> int:
     result = train_roma(model, tokenizer, samples, args.output_path, config, base_model=args.pretrained,
                         revision=args.revision, overwrite=args.overwrite, progress=not args.no_progress)
     s = result.summary
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(f"router checkpoint: {result.checkpoint}  ({s['training_samples']} samples, success set "
               f"{s['success_set_size']}, "
               f"{s['steps']} steps, tuned layers {s['tuned_layers']})")

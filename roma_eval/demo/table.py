@@ -49,5 +49,5 @@ def format_table(ctx: DemoContext) -> str:
     widths = [max(len(row[i]) for row in rows if row) for i in range(len(rows[0]))]
     rows[1] = ["-" * w for w in widths]
     # Names left-aligned, numbers right-aligned.
-    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-                     for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths))) for row in rows)

@@ -6,6 +6,10 @@ The manifest also records, per stage, when it finished, its wall time and the pl
 `roma-eval ...`) that compute the same outputs one by one.  A stage whose outputs are complete is not
 recomputed: a second invocation does no work and an interrupted one resumes at the stage it was in
 (RoMA training and the oracle also resume inside a stage).
+
+Under ``accelerate launch`` (or ``torchrun``) every process runs every stage: training, the oracle, C3PO's
+reference and lm-eval each share the work across the processes and the main process writes the outputs, the
+manifest and the report once.
 """
 
 from __future__ import annotations
@@ -66,6 +70,13 @@ class Experiment:
                 "c3po_args": self.c3po_args}
 
     @property
+    def dist(self):
+        """accelerate's state of this process (one process, or one of ``accelerate launch``)."""
+        from roma_eval.methods.devices import process_state
+
+        return process_state()
+
+    @property
     def manifest_path(self) -> Path:
         return self.output / self.manifest_name
 
@@ -91,12 +102,17 @@ class Experiment:
         except OSError as exc:
             raise RomaEvalError(f"cannot create --output_path {self.output} ({exc.strerror}); pass a writable "
                                 "directory") from None
-        write_json(manifest, {"identity": self.identity(), "stages": {}, "versions": _versions()})
+        self.dist.wait_for_everyone()  # every process has judged the directory before the main process claims it
+        if self.dist.is_main_process:
+            write_json(manifest, {"identity": self.identity(), "stages": {}, "versions": _versions()})
+        self.dist.wait_for_everyone()
 
     def record(self, stage: str, seconds: float, commands: list[str]) -> None:
         """A stage finished: its wall time and the plain commands that compute the same outputs."""
         import json
 
+        if not self.dist.is_main_process:
+            return
         manifest = json.loads(self.manifest_path.read_text())
         manifest["stages"][stage] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                      "commands": commands}
@@ -147,7 +163,9 @@ class Experiment:
 
     def evaluate(self, stage: str, model: str, model_args: str) -> dict:
         """lm-eval's results for ``model`` on the evaluation suite, written under ``stage_dir(stage)`` exactly as
-        ``lm_eval --output_path DIR --log_samples`` writes them (reused when already there)."""
+        ``lm_eval --output_path DIR --log_samples`` writes them (reused when already there).  Under accelerate
+        launch lm-eval shares the requests and gathers the results on the main process, which writes them (the
+        other processes return None)."""
         out_dir = self.stage_dir(stage)
         if not self.overwrite and (found := _find_results(out_dir, model_args, self.limit)) is not None:
             logger.info(f"{stage}: reusing the lm-eval results in {out_dir} (--overwrite recomputes them)")
@@ -167,10 +185,14 @@ class Experiment:
             model=model, model_args=model_args, tasks=list(self.eval_tasks), device=device,
             batch_size=self.batch_size, limit=self.limit, log_samples=True, evaluation_tracker=tracker,
             task_manager=task_manager(self.include_path, task_names=list(self.eval_tasks)))
-        samples = results.pop("samples")
-        tracker.save_results_aggregated(results=results, samples=samples)
-        for task in results["configs"]:
-            tracker.save_results_samples(task_name=task, samples=samples[task])
+        if self.dist.is_main_process:
+            samples = results.pop("samples")
+            tracker.save_results_aggregated(results=results, samples=samples)
+            for task in results["configs"]:
+                tracker.save_results_samples(task_name=task, samples=samples[task])
+        else:
+            results = None
+        self.dist.wait_for_everyone()
         self.results[stage] = results
         return results
 

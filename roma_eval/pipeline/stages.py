@@ -5,6 +5,10 @@
     roma           routers trained with RoMA (Eqs. 7-9), then `--model roma`
     oracle         per-sample routing descent with the gold label, written by lm-eval
     c3po           C3PO's reference set on the training mixture, then `--model c3po`
+    icl            the k nearest successful training samples as in-context examples (docs/baselines.md)
+    oracle_tuning  the oracle on the training mixture, routers trained towards it, then `--model roma`
+    prefix_tuning, prompt_tuning   peft adapters on the training mixture, then `--model hf-peft`
+    dense_bp       routers trained with dense router gradients, then `--model roma`
     report         report.md / .html / .tex and plots in ``output/report``, the paper's rows beside ours
 
 Every stage writes lm-eval's native outputs under ``output/<stage>/``, skips what is already complete, and
@@ -53,28 +57,38 @@ def base_stage(exp: Experiment) -> list[str]:
     return [exp.lm_eval_command("base", "hf", model_args)]
 
 
+def _trained_stage(exp: Experiment, stage: str, artefact_name: str, complete: str, train, model: str,
+                   arg: str, command: str) -> list[str]:
+    """Train with ``train(model, tokenizer, samples, artefact)`` unless an earlier run left ``artefact/complete``,
+    then evaluate ``--model model`` with ``arg=artefact``; ``command`` is the plain training command."""
+    artefact = exp.stage_dir(stage) / artefact_name
+    if exp.overwrite or not (artefact / complete).is_file():
+        base_model, tokenizer = exp.load_model()
+        summary = train(base_model, tokenizer, exp.training_samples(), artefact).summary
+        logger.info(f"{stage}: {summary}")
+        del base_model
+    else:
+        logger.info(f"{stage}: reusing {artefact} (--overwrite retrains it)")
+    model_args = exp.model_args(**{arg: artefact})
+    exp.evaluate(stage, model, model_args)
+    return [f"{command} --output_path {shlex.quote(str(artefact))}", exp.lm_eval_command(stage, model, model_args)]
+
+
+def _training_flags(exp: Experiment) -> list[str]:
+    return [*_model_flags(exp), "--tasks", ",".join(exp.train_tasks),
+            *(["--limit", exp.train_limit] if exp.train_limit else [])]
+
+
 def tuned_stage(exp: Experiment, stage: str, config: RomaConfig) -> list[str]:
-    """Train routers with ``config`` unless an earlier run left the checkpoint, then evaluate `--model roma`."""
+    """Routers trained with ``config`` (RoMA's loop), then `--model roma`."""
     from roma_eval.methods.roma.train import train_roma
 
-    checkpoint = exp.stage_dir(stage) / CHECKPOINT
-    if exp.overwrite or not (checkpoint / "router_config.json").is_file():
-        model, tokenizer = exp.load_model()
-        result = train_roma(model, tokenizer, exp.training_samples(), checkpoint, config, base_model=exp.pretrained,
-                            revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
-        s = result.summary
-        logger.info(f"{stage}: {s['training_samples']} training samples, success set {s['success_set_size']} "
-                    f"(base train acc {100 * s['base_train_accuracy']:.1f}%), {s['steps']} steps, "
-                    f"layers {s['tuned_layers']}")
-        del model
-    else:
-        logger.info(f"{stage}: reusing {checkpoint} (--overwrite retrains it)")
-    model_args = exp.model_args(router_checkpoint=checkpoint)
-    exp.evaluate(stage, "roma", model_args)
-    train = _roma_eval("train", *_model_flags(exp), "--tasks", ",".join(exp.train_tasks),
-                       *(["--limit", exp.train_limit] if exp.train_limit else []),
-                       *_config_flags(config, RomaConfig()), "--output_path", checkpoint)
-    return [train, exp.lm_eval_command(stage, "roma", model_args)]
+    def train(model, tokenizer, samples, checkpoint):
+        return train_roma(model, tokenizer, samples, checkpoint, config, base_model=exp.pretrained,
+                          revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
+
+    return _trained_stage(exp, stage, CHECKPOINT, "router_config.json", train, "roma", "router_checkpoint",
+                          _roma_eval("train", *_training_flags(exp), *_config_flags(config, RomaConfig())))
 
 
 def router_tuning_stage(exp: Experiment) -> list[str]:
@@ -140,5 +154,80 @@ def report_stage(exp: Experiment, methods: list[str], title: str, paper_model: s
                        "--columns", "present", "--output_path", out, "--overwrite")]
 
 
+def icl_stage(exp: Experiment) -> list[str]:
+    """The base model with retrieved demonstrations, evaluated by lm-eval (``methods.icl``)."""
+    from roma_eval.methods.icl import IclConfig, run_icl
+
+    out = exp.stage_dir("icl")
+    if exp.overwrite or not any(out.rglob("results_*.json")):
+        model, tokenizer = exp.load_model()
+        run = run_icl(model, tokenizer, exp.eval_tasks, out, IclConfig(), train_tasks=exp.train_tasks,
+                      model_name=exp.pretrained, include_path=exp.include_path, limit=exp.limit,
+                      overwrite=exp.overwrite, progress=exp.progress)
+        exp.results["icl"] = run.results
+        del model
+    else:
+        logger.info(f"icl: reusing the results in {out} (--overwrite recomputes them)")
+    return [_roma_eval("icl", *_model_flags(exp), "--tasks", ",".join(exp.eval_tasks), "--train_tasks",
+                       ",".join(exp.train_tasks), *(["--limit", exp.limit] if exp.limit else []), "--output_path", out)]
+
+
+def oracle_tuning_stage(exp: Experiment) -> list[str]:
+    """The oracle's routing of the training samples (``--split train --save_routing``), then routers trained
+    towards it with RoMA's loop and budget (``methods.oracle_tuning``), then `--model roma`."""
+    from dataclasses import replace
+
+    from roma_eval.methods.oracle.run import run_oracle
+    from roma_eval.methods.oracle.tasks import load_oracle_tasks
+    from roma_eval.methods.oracle_tuning import OracleTuningConfig, train_oracle_tuning
+
+    targets = exp.stage_dir("oracle_tuning") / "oracle_train"
+    oracle = replace(exp.oracle, save_routing=True)
+    tasks = load_oracle_tasks(list(exp.train_tasks), exp.include_path, "train", exp.train_limit)
+    model, tokenizer = exp.load_model()
+    run_oracle(model, tokenizer, tasks, targets, oracle, model_name=exp.pretrained, overwrite=exp.overwrite,
+               progress=exp.progress)
+    del model
+    config = OracleTuningConfig(oracle_routing=str(targets), seed=exp.seed)
+
+    def train(model, tokenizer, samples, checkpoint):
+        return train_oracle_tuning(model, tokenizer, samples, checkpoint, config, base_model=exp.pretrained,
+                                   revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
+
+    oracle_command = _roma_eval("oracle", *_training_flags(exp), "--split", "train", "--save_routing",
+                                *_config_flags(oracle, type(oracle)()), "--output_path", targets)
+    return [oracle_command, *_trained_stage(
+        exp, "oracle_tuning", CHECKPOINT, "router_config.json", train, "roma", "router_checkpoint",
+        _roma_eval("oracle-tuning", *_training_flags(exp), "--oracle_routing", targets))]
+
+
+def dense_bp_stage(exp: Experiment) -> list[str]:
+    """Routers trained with dense router gradients (``methods.dense_bp``), then `--model roma`."""
+    from roma_eval.methods.dense_bp import DenseBPConfig, train_dense_bp
+
+    def train(model, tokenizer, samples, checkpoint):
+        return train_dense_bp(model, tokenizer, samples, checkpoint, DenseBPConfig(seed=exp.seed),
+                              base_model=exp.pretrained, revision=exp.revision, overwrite=exp.overwrite,
+                              progress=exp.progress)
+
+    return _trained_stage(exp, "dense_bp", CHECKPOINT, "router_config.json", train, "roma", "router_checkpoint",
+                          _roma_eval("dense-bp", *_training_flags(exp)))
+
+
+def peft_stage(exp: Experiment, method: str) -> list[str]:
+    """A prefix- or prompt-tuning adapter (peft) on the training mixture, then `--model hf-peft`."""
+    from roma_eval.methods.peft_tuning import PeftTuningConfig, train_peft_tuning
+
+    def train(model, tokenizer, samples, adapter):
+        return train_peft_tuning(model, tokenizer, samples, adapter, PeftTuningConfig(method=method, seed=exp.seed),
+                                 base_model=exp.pretrained, revision=exp.revision, overwrite=exp.overwrite,
+                                 progress=exp.progress)
+
+    return _trained_stage(exp, method, "adapter", "adapter_config.json", train, "hf-peft", "peft",
+                          _roma_eval(method.replace("_", "-"), *_training_flags(exp)))
+
+
 STAGES = {"base": base_stage, "router_tuning": router_tuning_stage, "roma": roma_stage, "oracle": oracle_stage,
-          "c3po": c3po_stage}
+          "c3po": c3po_stage, "icl": icl_stage, "oracle_tuning": oracle_tuning_stage,
+          "prefix_tuning": lambda exp: peft_stage(exp, "prefix_tuning"),
+          "prompt_tuning": lambda exp: peft_stage(exp, "prompt_tuning"), "dense_bp": dense_bp_stage}

@@ -12,6 +12,7 @@ from roma_eval.report.tables import (
     fmt,
     gap_closed_table,
     grids_from_runs,
+    method_name,
     ordered_methods,
     scores_table,
 )
@@ -72,18 +73,28 @@ def test_views_that_need_missing_rows_are_absent():
 def test_cost_relative_to_base():
     g = grid(base={}, c3po={})
     g.seconds_per_sample = {"base": 0.5, "c3po": 3.25}
-    assert [c.text for c in dict(cost_table(g).rows)["C3PO"]] == ["3.250", "6.50×"]
+    assert [c.text for c in dict(cost_table(g).rows)["C3PO"]] == ["—", "—", "3.250", "6.50×"]
     assert cost_table(grid(base={})) is None
 
 
 def test_method_order():
-    assert ordered_methods(["oracle", "icl", "base", "c3po", "roma"]) == ["base", "roma", "c3po", "oracle", "icl"]
+    assert ordered_methods(["mine", "roma", "oracle", "icl", "base", "c3po"]) == ["base", "oracle", "icl", "c3po",
+                                                                                 "roma", "mine"]
+
+
+def test_method_order_is_the_papers_table_1():
+    from roma_eval.report.paper import table1_grids
+    from roma_eval.report.tables import METHOD_ORDER
+
+    for grid in table1_grids().values():
+        assert tuple(grid.values) == METHOD_ORDER  # the published CSVs' row order
+        assert all(method_name(m) != m for m in grid.values)  # every row has its display name
 
 
 def test_grids_from_the_fixture_runs(runs):
     found = grids_from_runs(load_runs([str(runs / d) for d in ("base", "roma", "oracle")]), metric_preferences())
     (toy,) = found
-    assert (toy.model, toy.suite, toy.methods) == ("tiny-olmoe", "toy", ["base", "roma", "oracle"])
+    assert (toy.model, toy.suite, toy.methods) == ("tiny-olmoe", "toy", ["base", "oracle", "roma"])
     assert toy.value("base", "arc_easy") == pytest.approx(100 * 7 / 24)  # acc_norm by default
     assert toy.value("base", "hellaswag") is None and toy.average("base") is None
     assert toy.metrics["gsm8k"] == ["exact_match,flexible-extract", "exact_match,none"]

@@ -38,12 +38,15 @@ from roma_eval.methods.c3po.remix import (
     mode_finding,
     ngd,
 )
+from roma_eval.methods.devices import input_device, input_dtype, layer_device
 from roma_eval.neighbours import find_neighbours, gaussian_weights
 from roma_eval.routing import spec_for, steer_routing
+from roma_eval.routing.arch import decoder_layers
 from roma_eval.samples import Sample
 from roma_eval.scoring import SampleResult, model_max_length, task_loss
 
 MEMO_SIZE = 4096  # frozen references kept in memory (they are shared between test prompts)
+CPU_GROUP, ACCELERATOR_GROUP = 8, 64  # default test prompts per group (C3POConfig.group unset)
 
 
 class C3PO:
@@ -64,7 +67,16 @@ class C3PO:
 
     @property
     def device(self):
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embedding's device (a model split across devices moves the rest)."""
+        return input_device(self.model)
+
+    @property
+    def group(self) -> int:
+        """Test prompts optimised together: ``config.group``, or by default 8 on a CPU and ``ACCELERATOR_GROUP``
+        on an accelerator, where a steered pass costs about the same for 8 prompts as for 64."""
+        if self.config.group is not None:
+            return self.config.group
+        return ACCELERATOR_GROUP if self.device.type != "cpu" else CPU_GROUP
 
     @property
     def embedder(self):
@@ -118,8 +130,9 @@ class C3PO:
         missing = sorted({int(i) for i in indices} - set(self._memo))
         if missing:
             if self.reference.has_prefixes:
-                dtype = next(self.model.parameters()).dtype
-                found = self.reference.stored_frozen(missing, self.device, dtype)
+                layers = range(self.layers[0], len(decoder_layers(self.model)))
+                found = self.reference.stored_frozen(missing, self.device, input_dtype(self.model),
+                                                     [layer_device(self.model, i) for i in layers])
             else:
                 found = freeze(self.model, [self.reference.problems[i] for i in missing], self.layers)
             for i, frozen in zip(missing, found):
@@ -179,24 +192,32 @@ class C3PO:
     def run(self, problems: Sequence[Problem], prompts: Sequence[str], score: bool = True, progress: bool = True):
         """For each test problem and its label-free prompt (``samples.label_free_prompt``): its pathway ω
         and, if ``score``, its choices' (log-likelihood, greedy) under ω.  Problems are optimised
-        ``config.group`` at a time."""
+        ``group`` at a time, longest prompt first (less padding; each has its own pathway, so the grouping
+        changes nothing but float rounding); the results come back to the host once, at the end."""
         from tqdm.auto import tqdm
 
         queries = self.embed(prompts)
-        omegas, scored = [], []
-        for start in tqdm(range(0, len(problems), self.config.group), desc=f"C3PO ({self.config.method})",
-                          disable=not progress):
-            chunk = problems[start:start + self.config.group]
+        order = sorted(range(len(problems)), key=lambda i: -max(map(len, problems[i].contexts)))
+        omegas, scored = [None] * len(problems), []
+        size = self.group
+        for start in tqdm(range(0, len(problems), size), desc=f"C3PO ({self.config.method})", disable=not progress):
+            members = order[start:start + size]
+            chunk = [problems[i] for i in members]
             frozen = freeze(self.model, chunk, self.layers)
-            omega, _ = self.optimise(frozen, queries[start:start + self.config.group])
-            omegas.extend(omega.detach())
+            omega, _ = self.optimise(frozen, queries[members])
+            for i, w in zip(members, omega.detach()):
+                omegas[i] = w
             if score:
                 with torch.no_grad():
                     scores, greedy = TailBatch(frozen, self.device).forward(self.model, self.layers, omega)
-                for i, problem in enumerate(chunk):
-                    n = len(problem.continuations)
-                    scored.append(list(zip(scores[i, :n].tolist(), greedy[i, :n].tolist())))
-        return omegas, scored
+                scored.append((members, scores, greedy))
+        answers = [None] * len(problems)
+        for members, scores, greedy in scored:  # the first copy waits for the device, the others do not
+            scores, greedy = scores.cpu().tolist(), greedy.cpu().tolist()
+            for row, i in enumerate(members):
+                n = len(problems[i].continuations)
+                answers[i] = list(zip(scores[row][:n], greedy[row][:n]))
+        return omegas, answers if score else []
 
     def score_samples(self, tokenizer, samples: Sequence[Sample], progress: bool = True) -> list[SampleResult]:
         """Multiple-choice samples scored under C3PO, with per-sample acc and acc_norm as lm-eval computes them."""

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from roma_eval.errors import RomaEvalError
+from roma_eval.methods.devices import input_device
 from roma_eval.routing import record_routing, spec_for, steer_routing
 from roma_eval.routing.arch import decoder_layers
 from roma_eval.routing.partial import (
@@ -122,20 +123,22 @@ Prefixes = dict[tuple[int, int], "KV | None"]  # (problem, prompt) -> its prefix
 
 
 def _stack_prefixes(prefixes: Prefixes, owners: list[tuple[int, int]], width: int, layers: slice) -> KV:
-    """Per cached layer in ``layers``: keys and values of each row's prompt (``owners``), left-padded to ``width``."""
+    """Per cached layer in ``layers``: keys and values of each row's prompt (``owners``), left-padded to ``width``
+    (each layer's tensors stay on that layer's device: a model split across devices keeps its cache there)."""
     used = sorted(set(owners))
     slot = {key: n for n, key in enumerate(used)}
     template = next(prefixes[key] for key in used if prefixes[key] is not None)[layers]
     if not template:
         return []
-    index = torch.tensor([slot[key] for key in owners], device=template[0][0].device)
+    index = torch.tensor([slot[key] for key in owners])
     stacked = []
     for layer, (keys0, values0) in enumerate(template):
         padded = []
         for key in used:
             pair = prefixes[key][layers][layer] if prefixes[key] is not None else (keys0[:, :0], values0[:, :0])
             padded.append([F.pad(t, (0, 0, width - t.shape[1], 0)) for t in pair])
-        stacked.append((torch.stack([k for k, _ in padded])[index], torch.stack([v for _, v in padded])[index]))
+        at = index.to(keys0.device)
+        stacked.append((torch.stack([k for k, _ in padded])[at], torch.stack([v for _, v in padded])[at]))
     return stacked
 
 
@@ -145,30 +148,33 @@ class _Rows:
     A row is (problem, prompt, choice); choice -1 is the prompt's last token alone (no target)."""
 
     def __init__(self, problems, prefixes: Prefixes, rows: list[tuple[int, int, int]], device, cached: slice):
+        # Built on the host and copied once per tensor: a copy per row would make the host wait for the
+        # device once per row.
         self.rows = rows
         owners = [(i, p) for i, p, _ in rows]
         tails = [problems[i].tail(j) if j >= 0 else problems[i].contexts[p][-1:] for i, p, j in rows]
         prefix_lens = [len(problems[i].contexts[p]) - 1 for i, p in owners]
-        self.row_problem = torch.tensor([i for i, _ in owners], device=device)
-        self.row_choice = torch.tensor([j for _, _, j in rows], device=device)
         self.tail_lens = [len(t) for t in tails]
         self.width, self.prefix_len = max(self.tail_lens), max(prefix_lens)
-        self.tail_ids = torch.zeros(len(rows), self.width, dtype=torch.long, device=device)
-        self.targets = torch.zeros(len(rows), self.width, dtype=torch.long, device=device)
-        self.target_mask = torch.zeros(len(rows), self.width, dtype=torch.bool, device=device)
-        tail_mask = torch.zeros(len(rows), self.width, dtype=torch.long, device=device)
-        prefix_mask = torch.zeros(len(rows), self.prefix_len, dtype=torch.long, device=device)
+        tail_ids = torch.zeros(len(rows), self.width, dtype=torch.long)
+        targets = torch.zeros(len(rows), self.width, dtype=torch.long)
+        target_mask = torch.zeros(len(rows), self.width, dtype=torch.bool)
+        tail_mask = torch.zeros(len(rows), self.width, dtype=torch.long)
+        prefix_mask = torch.zeros(len(rows), self.prefix_len, dtype=torch.long)
         for r, ((i, _, j), tail, n_prefix) in enumerate(zip(rows, tails, prefix_lens)):
             target = problems[i].continuations[j] if j >= 0 else ()
-            self.tail_ids[r, : len(tail)] = torch.tensor(tail)
-            self.targets[r, : len(target)] = torch.tensor(target, dtype=torch.long)
-            self.target_mask[r, : len(target)] = True
+            tail_ids[r, : len(tail)] = torch.tensor(tail)
+            targets[r, : len(target)] = torch.tensor(target, dtype=torch.long)
+            target_mask[r, : len(target)] = True
             tail_mask[r, : len(tail)] = 1
             prefix_mask[r, self.prefix_len - n_prefix:] = 1  # left padding
-        self.attention_mask = torch.cat([prefix_mask, tail_mask], dim=1)
-        self.tail_mask = tail_mask
-        offsets = torch.arange(self.width, device=device)
-        self.position_ids = torch.tensor(prefix_lens, device=device).unsqueeze(1) + offsets
+        position_ids = torch.tensor(prefix_lens).unsqueeze(1) + torch.arange(self.width)
+        row_problem = torch.tensor([i for i, _ in owners])
+        row_choice = torch.tensor([j for _, _, j in rows])
+        (self.tail_ids, self.targets, self.target_mask, self.tail_mask, self.attention_mask, self.position_ids,
+         self.row_problem, self.row_choice) = (t.to(device) for t in (
+            tail_ids, targets, target_mask, tail_mask, torch.cat([prefix_mask, tail_mask], dim=1), position_ids,
+            row_problem, row_choice))
         self.kv = _stack_prefixes(prefixes, owners, self.prefix_len, cached) if self.prefix_len else None
         self.hidden: torch.Tensor | None = None  # the frozen inputs, when set
         self.row_prompt: torch.Tensor | None = None  # TailBatch: each row's prompt, numbered across problems
@@ -184,9 +190,10 @@ class _Rows:
     def scores(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row: the sum of the continuation's log-probabilities (lm-eval's score) and whether
         every continuation token is the argmax (lm-eval's is_greedy)."""
-        logprobs = F.log_softmax(logits.float(), dim=-1).gather(-1, self.targets.unsqueeze(-1)).squeeze(-1)
-        greedy = ((logits.argmax(dim=-1) == self.targets) | ~self.target_mask).all(dim=1)
-        return (logprobs * self.target_mask).sum(dim=1), greedy
+        targets, target_mask = self.targets.to(logits.device), self.target_mask.to(logits.device)  # (a split model)
+        logprobs = F.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        greedy = ((logits.argmax(dim=-1) == targets) | ~target_mask).all(dim=1)
+        return (logprobs * target_mask).sum(dim=1), greedy
 
 
 def _steer(model, pathways: torch.Tensor | None, layers: list[int], steered: list[int]):
@@ -226,7 +233,7 @@ class TailBatch:
         if any(p.multiple_input for p in problems):
             self.moves = (torch.cat([f.prompt_routing for f in frozen]).to(device),
                           torch.stack([f.routing for f in frozen]).to(device)[self.token0.row_problem],
-                          torch.tensor([problems[i].multiple_input for i, _, _ in prompts], device=device))
+                          torch.tensor([problems[i].multiple_input for i, _, _ in prompts]).to(device))
         rows = [(i, problem.prompt(j), j) for i,
                 problem in enumerate(problems) for j in range(len(problem.continuations))]
         lengths = [len(problems[i].tail(j)) for i, _, j in rows]
@@ -236,7 +243,7 @@ class TailBatch:
             part.hidden = torch.stack([F.pad(frozen[i].tail_hidden[j, : part.width],
                                              (0, 0, 0, max(0, part.width - frozen[i].tail_hidden.shape[1])))
                                        for i, _, j in part.rows]).to(device)
-            part.row_prompt = torch.tensor([number[i, p] for i, p, _ in part.rows], device=device)
+            part.row_prompt = torch.tensor([number[i, p] for i, p, _ in part.rows]).to(device)
             self.parts.append(part)
 
     def pathways(self, override: torch.Tensor | None, kind: str) -> torch.Tensor | None:
@@ -270,7 +277,7 @@ class TailBatch:
             hidden = torch.cat([new_token0[part.row_prompt].unsqueeze(1).to(part.hidden.dtype), part.hidden[:, 1:]], 1)
             with _steer(model, None if pathways is None else pathways[part.row_prompt], layers, layers[1:]):
                 logits = run_from_layer(model, k + 1, hidden, **part.forward_kwargs(k + 1, n_layers)).logits
-            row_scores, row_greedy = part.scores(logits)
+            row_scores, row_greedy = (t.to(device) for t in part.scores(logits))
             scores = scores.index_put((part.row_problem, part.row_choice), row_scores)
             greedy = greedy.index_put((part.row_problem, part.row_choice), row_greedy)
         return scores, greedy
@@ -285,11 +292,12 @@ def _prefix_pass(model, problems: Sequence[Problem], device) -> Prefixes:
     if not with_prefix:
         return out
     width = max(lens.values())
-    ids = torch.zeros(len(with_prefix), width, dtype=torch.long, device=device)
+    ids = torch.zeros(len(with_prefix), width, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for row, (i, p) in enumerate(with_prefix):
         ids[row, : lens[i, p]] = torch.tensor(problems[i].contexts[p][:-1])
         mask[row, : lens[i, p]] = 1
+    ids, mask = ids.to(device), mask.to(device)
     kv = prefix_keys_values(model, input_ids=ids, attention_mask=mask)
     for row, key in enumerate(with_prefix):
         out[key] = [(keys[row, :, : lens[key]], values[row, :, : lens[key]]) for keys, values in kv]
@@ -309,7 +317,7 @@ def freeze(model, problems: Sequence[Problem], layers: list[int]) -> list[Frozen
     """One full pass over ``problems`` (prefixes, then the tails against them): each problem's frozen
     state for steering ``layers`` (sorted decoder-layer indices), with its base routing."""
     _check_attention(model, problems)
-    device = next(model.parameters()).device
+    device = input_device(model)
     k = layers[0]
     prefixes = _prefix_pass(model, problems, device)
     entering_k, entering_next, routing = {}, {}, {}

@@ -37,6 +37,7 @@ from roma_eval.methods.c3po import (
     load_reference,
     steer_generation,
 )
+from roma_eval.methods.devices import data_parallel
 from roma_eval.samples import label_free_prompt
 
 report_in_one_line()
@@ -56,6 +57,7 @@ class C3POLM(HFLM):
         config = C3POConfig.from_model_args(kwargs)
         loaded = load_reference(reference)  # read and validated before loading a possibly large model
         super().__init__(**kwargs)
+        data_parallel(self)  # `accelerate launch -m lm_eval ...`: each process its share, on CPUs too
         self.c3po = C3PO(self.model, loaded, config)
         self._pathways: dict[str, torch.Tensor] = {}
         self._batch_contexts: list[str] = []

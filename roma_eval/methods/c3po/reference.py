@@ -36,6 +36,7 @@ from roma_eval import __version__
 from roma_eval.checkpoint import ensure_new_output
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.c3po.frozen import Frozen, Problem, freeze
+from roma_eval.methods.devices import input_dtype
 from roma_eval.routing import num_experts, resolve_layers, router_fingerprint, spec_for
 from roma_eval.samples import Sample, label_free_prompt
 from roma_eval.scoring import encode_pair, model_max_length, score_samples
@@ -83,32 +84,59 @@ class Reference:
         """Reference sample ``i``'s prompts: their span in the arrays stored per prompt."""
         return _span(self._prompt_ends, i)
 
-    def stored_frozen(self, indices: Sequence[int], device, dtype) -> list[Frozen]:
-        """The frozen prefixes of reference samples ``indices``, read from the file (memory-mapped)."""
+    def stored_frozen(self, indices: Sequence[int], device, dtype, kv_devices: Sequence | None = None) -> list[Frozen]:
+        """The frozen prefixes of reference samples ``indices``, read from the file (memory-mapped): gathered on the
+        host and copied to the device once per stored tensor (not once per sample and layer), the keys and values
+        of each cached layer to ``kv_devices`` (default: ``device``; a model split across devices keeps each
+        layer's cache on that layer's device)."""
         from safetensors import safe_open
 
         n_layers = self.metadata["num_hidden_layers"] - self.layers[0]
-        out = []
+        kv_devices = list(kv_devices) if kv_devices is not None else [device] * n_layers
         with safe_open(str(self.directory / TENSORS_NAME), framework="pt") as f:
             ends = {name: np.cumsum(f.get_tensor(name).numpy()) for name in ("prefix_lens", "choice_lens", "n_choices")}
+            spans = []  # per sample, per prompt: its prefix rows (a, b), a == b without a prefix
+            tails, token0 = [], []
             for i in indices:
-                kv = []
                 prompts = self.prompts_of(i)
-                for q in range(*prompts):
-                    a, b = _span(ends["prefix_lens"], q)
-                    kv.append(None if a == b else [
-                        tuple(f.get_slice(f"prefix.{layer}.{part}")[a:b].to(device, dtype).transpose(0, 1)
-                              for part in ("keys", "values")) for layer in range(n_layers)])
+                spans.append([_span(ends["prefix_lens"], q) for q in range(*prompts)])
                 first, last = _span(ends["n_choices"], i)
-                tails = [f.get_slice("tail_hidden")[slice(*_span(ends["choice_lens"], r))] for r in range(first, last)]
-                width = max(len(t) for t in tails)
-                hidden = torch.stack([torch.nn.functional.pad(t, (0, 0, 0, width - len(t))) for t in tails])
-                token0 = f.get_slice("token0")[slice(*prompts)]
-                routing = (self.routing[i:i + 1] if self.prompt_routing is None
-                           else self.prompt_routing[slice(*prompts)])
-                out.append(Frozen(self.problems[i], kv, token0.to(device, dtype), hidden.to(device, dtype),
-                                  routing.to(device)))
+                rows = [f.get_slice("tail_hidden")[slice(*_span(ends["choice_lens"], r))] for r in range(first, last)]
+                width = max(len(t) for t in rows)
+                tails.append(torch.stack([torch.nn.functional.pad(t, (0, 0, 0, width - len(t))) for t in rows]))
+                token0.append(f.get_slice("token0")[slice(*prompts)])
+            kept = [(a, b) for per_sample in spans for a, b in per_sample if a != b]
+            layers_kv = []
+            for layer in range(n_layers):
+                parts = []
+                for part in ("keys", "values"):
+                    host = torch.cat([f.get_slice(f"prefix.{layer}.{part}")[a:b] for a, b in kept]) if kept else None
+                    moved = host.to(kv_devices[layer], dtype) if host is not None else None
+                    parts.append(list(moved.split([b - a for a, b in kept])) if moved is not None else [])
+                layers_kv.append(parts)
+        hidden = _split_back(tails, device, dtype)
+        first_tokens = _split_back(token0, device, dtype)
+        out, n = [], 0
+        for k, i in enumerate(indices):
+            kv = []
+            for a, b in spans[k]:
+                if a == b:
+                    kv.append(None)
+                    continue
+                kv.append([(keys[n].transpose(0, 1), values[n].transpose(0, 1)) for keys, values in layers_kv])
+                n += 1
+            routing = (self.routing[i:i + 1] if self.prompt_routing is None
+                       else self.prompt_routing[slice(*self.prompts_of(i))])
+            out.append(Frozen(self.problems[i], kv, first_tokens[k], hidden[k], routing.to(device)))
         return out
+
+
+def _split_back(tensors: list[torch.Tensor], device, dtype) -> list[torch.Tensor]:
+    """``tensors`` (host) moved to ``device`` in one copy (flattened, concatenated), returned as views of it."""
+    if not tensors:
+        return []
+    flat = torch.cat([t.reshape(-1) for t in tensors]).to(device, dtype)
+    return [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 def _span(ends: np.ndarray, i: int) -> tuple[int, int]:
@@ -201,7 +229,7 @@ def _settings(model, samples, layers, max_length, prefixes, embedder) -> dict:
     return {"format_version": FORMAT_VERSION, "router_fingerprint": router_fingerprint(model), "samples_sha256": ids,
             "layers": layers,
             "max_length": max_length, "prefixes": prefixes, "embedder": embedder, "embedded_text": EMBEDDED_TEXT,
-            "dtype": str(next(model.parameters()).dtype)}
+            "dtype": str(input_dtype(model))}
 
 
 def _open_partial(partial: Path, settings: dict) -> None:
@@ -264,11 +292,13 @@ def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, bas
                     chunk_size: int = 256, prefixes: bool = True, max_length: int | None = None,
                     overwrite: bool = False, progress: bool = True) -> Path:
     """Score the training ``samples`` with the base model, keep the ones it answers correctly and
-    write their pathways (and frozen prefixes) to ``out_dir``; resumable, written atomically."""
-    from safetensors import safe_open
+    write their pathways (and frozen prefixes) to ``out_dir``; resumable, written atomically.  Under
+    ``accelerate launch`` the processes share the chunks and the main process writes the reference: the same
+    file as one process writes (each chunk is computed alone)."""
     from tqdm.auto import tqdm
 
     from roma_eval.embedding import load_embedder
+    from roma_eval.methods.devices import process_state
 
     out_dir = Path(out_dir)
     ensure_new_output(out_dir, overwrite)
@@ -281,18 +311,36 @@ def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, bas
     layers = resolve_layers(model, layers)
     max_length = max_length or model_max_length(model)
     partial = out_dir.parent / f"{out_dir.name}.partial"
-    _open_partial(partial, _settings(model, samples, layers, max_length, prefixes, embedder))
+    dist = process_state()  # one process, or one of `accelerate launch`: each builds every num_processes-th chunk
+    if dist.is_main_process:
+        _open_partial(partial, _settings(model, samples, layers, max_length, prefixes, embedder))
+    dist.wait_for_everyone()
     encoder = load_embedder(embedder)
     starts = range(0, len(samples), chunk_size)
-    for n, start in enumerate(tqdm(starts, desc="C3PO reference (chunks)", disable=not progress)):
+    mine = [n for n in range(len(starts)) if n % dist.num_processes == dist.process_index]
+    for n in tqdm(mine, desc="C3PO reference (chunks)", disable=not progress or not dist.is_main_process):
         path = partial / f"chunk_{n:05d}.safetensors"
         if not path.exists():
-            chunk = samples[start:start + chunk_size]
+            chunk = samples[starts[n]:starts[n] + chunk_size]
             arrays, records = _chunk_arrays(model, tokenizer, chunk, layers, max_length, batch_size, encoder, prefixes)
             _save_chunk(path, arrays, records, len(chunk))
+    dist.wait_for_everyone()  # every chunk is on disk
+    if dist.is_main_process:
+        _assemble(partial, len(starts), out_dir, model, tokenizer, samples, layers, max_length, prefixes, embedder,
+                  base_model, revision, batch_size)
+    dist.wait_for_everyone()
+    if not (out_dir / METADATA_NAME).is_file():  # the main process failed: its error says why
+        raise RomaEvalError(f"the reference {out_dir} was not written; see the main process's error")
+    return out_dir
+
+
+def _assemble(partial: Path, n_chunks: int, out_dir: Path, model, tokenizer, samples, layers, max_length, prefixes,
+              embedder, base_model, revision, batch_size) -> None:
+    """The chunks, in order, as one reference directory (written atomically); the partial directory goes."""
+    from safetensors import safe_open
 
     parts, records = {}, []
-    for n in range(len(starts)):
+    for n in range(n_chunks):
         with safe_open(str(partial / f"chunk_{n:05d}.safetensors"), framework="pt") as f:
             records += json.loads(f.metadata()["records"])
             for name in f.keys():
@@ -305,7 +353,6 @@ def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, bas
                          base_model, revision, batch_size)
     _write_directory(out_dir, arrays, metadata)
     shutil.rmtree(partial)
-    return out_dir
 
 
 def _metadata(model, tokenizer, samples, records, layers, max_length, prefixes, embedder, base_model, revision,
@@ -319,7 +366,7 @@ def _metadata(model, tokenizer, samples, records, layers, max_length, prefixes, 
         "num_hidden_layers": model.config.num_hidden_layers, "layers": layers,
         "num_experts": num_experts(model), "score_kind": spec_for(model).score_kind,
         "embedder": embedder, "embedded_text": EMBEDDED_TEXT, "prefixes": prefixes,
-        "prefix_dtype": str(next(model.parameters()).dtype), "max_length": max_length,
+        "prefix_dtype": str(input_dtype(model)), "max_length": max_length,
         "tokenizer": getattr(tokenizer, "name_or_path", None),
         "n_training_samples": len(samples), "n_references": len(records),
         "tasks": sorted({s.task for s in samples}),

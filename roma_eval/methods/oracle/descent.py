@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from roma_eval.errors import RomaEvalError
+from roma_eval.methods.devices import input_device
 from roma_eval.methods.oracle.config import OracleConfig
 from roma_eval.routing import (
     num_experts,
@@ -80,18 +81,26 @@ class _Rows:
     prefix: list[tuple[torch.Tensor, torch.Tensor]] | None  # per decoder layer: keys, values of the P prefix tokens
     hidden: torch.Tensor | None = None  # (rows, S, hidden) entering the first steered layer
 
+    prefix_from: int = 0  # the decoder layer ``prefix[0]`` belongs to (the layers below are never run again)
+
     def select(self, rows: torch.Tensor) -> _Rows:
+        def take(t):  # each layer's cache stays on that layer's device (a model split across devices)
+            return t[rows.to(t.device)]
+
         return _Rows(self.input_ids[rows], self.attention_mask[rows], self.position_ids[rows], self.positions[rows],
-                     None if self.prefix is None else [(k[rows], v[rows]) for k, v in self.prefix],
-                     None if self.hidden is None else self.hidden[rows])
+                     None if self.prefix is None else [(take(k), take(v)) for k, v in self.prefix],
+                     None if self.hidden is None else take(self.hidden), self.prefix_from)
 
     def logits(self, model, first_layer: int | None = None) -> torch.Tensor:
+        """The logits, on the inputs' device (a split model returns them from its head's device)."""
         kwargs = {"attention_mask": self.attention_mask, "position_ids": self.position_ids, "use_cache": False}
         if self.prefix is not None:
-            kwargs.update(attend_to_prefix(self.prefix))
+            kwargs.update(attend_to_prefix(self.prefix, self.prefix_from))
         if self.hidden is not None:
-            return run_from_layer(model, first_layer, self.hidden, **kwargs).logits
-        return model(input_ids=self.input_ids, **kwargs).logits
+            out = run_from_layer(model, first_layer, self.hidden, **kwargs).logits
+        else:
+            out = model(input_ids=self.input_ids, **kwargs).logits
+        return out.to(self.input_ids.device)
 
 
 @torch.no_grad()
@@ -119,13 +128,15 @@ def prepare_rows(model, batch: ChoiceBatch, positions: torch.Tensor, first_layer
         unique, inverse = torch.unique(owner, return_inverse=True)
         kv = prefix_keys_values(model, input_ids=head[unique], attention_mask=head_real[unique].long(),
                                 position_ids=position_ids[unique, :width_prefix])
-        prefix = [(keys[inverse], values[inverse]) for keys, values in kv]
+        prefix = [(keys[inverse.to(keys.device)], values[inverse.to(values.device)]) for keys, values in kv]
     rows = _Rows(input_ids[:, width_prefix:], real.long(), position_ids[:, width_prefix:],
                  positions - start.unsqueeze(1), prefix)
     if first_layer > 0:
         with capture_layer_input(model, first_layer) as captured:
             rows.logits(model)
         rows.hidden = captured["hidden_states"]
+        if rows.prefix is not None:  # from now on only layers first_layer.. run: the cache below is dead weight
+            rows.prefix, rows.prefix_from = rows.prefix[first_layer:], first_layer
     step_batch = replace(batch, input_ids=rows.input_ids, attention_mask=real[:, width_prefix:].long(),
                          last_context=batch.last_context - start)
     return rows, step_batch
@@ -187,7 +198,7 @@ def descend(model, batch: ChoiceBatch, config: OracleConfig, layers: list[int], 
     row's last context token); ``initial``: (samples, N, layers, experts) starting variables (default: the
     base routing); ``min_steps``: iterates before this one cannot stop a sample (they were judged already).
     """
-    device = next(model.parameters()).device
+    device = input_device(model)
     batch = batch.to(device)
     positions = token_positions(config.tokens, batch.last_context) if steered is None else steered.to(device)
     if (positions[:, 1:] == positions[:, :-1]).any():

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from roma_eval.errors import RomaEvalError
+from roma_eval.methods.devices import input_device
 from roma_eval.methods.oracle.tasks import judge_generation, marks
 from roma_eval.routing import steer_routing, token_positions
 from roma_eval.scoring import ChoiceBatch
@@ -143,7 +144,7 @@ def target_losses(model, batch: ChoiceBatch, steered: torch.Tensor, variables: t
 
     from roma_eval.scoring import choice_scores
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     out = []
     for start in range(0, batch.n_samples, rows_per_forward):
         rows = torch.arange(start, min(start + rows_per_forward, batch.n_samples))
@@ -155,7 +156,7 @@ def target_losses(model, batch: ChoiceBatch, steered: torch.Tensor, variables: t
             model, variables[rows].to(device), steered[rows].to(device), layers, mode=mode)
         with steering:
             logits = model(input_ids=part.input_ids, attention_mask=part.attention_mask).logits
-        out.append(-choice_scores(logits, part)[:, 0].cpu())
+        out.append(-choice_scores(logits.to(device), part)[:, 0].cpu())
     return torch.cat(out)
 
 
@@ -169,7 +170,7 @@ def steered_generation(generate: Callable, lm, instance, variables: torch.Tensor
     if int(positions.max()) == 0:  # a one-token prompt: every cached decoding step would look like it
         raise RomaEvalError(f"task {instance.task_name} doc {instance.doc_id} has a one-token prompt; the oracle "
                             "needs a prompt longer than the steered tokens")
-    device = lm.model.device
+    device = input_device(lm.model)
     with torch.no_grad(), steer_routing(lm.model, variables.unsqueeze(0).to(device), positions.to(device), layers,
                                         mode=mode):
         return generate([instance])[0]

@@ -27,7 +27,21 @@ from roma_eval.methods.oracle.tasks import request_key
 
 class OracleLM(HFLM):
     def __init__(self, model, tokenizer, tasks: dict, config, layers: list[int], store, progress: bool = True):
-        super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=1)
+        from roma_eval.methods.devices import input_device, process_state
+
+        # lm-eval's own greedy generations (the base answers, the judged ones): one at a time on a CPU, as before;
+        # on an accelerator as many as descend together.
+        config = config.for_device(input_device(model))
+        generation_batch = 1 if input_device(model).type == "cpu" else config.batch_size
+        super().__init__(pretrained=model, tokenizer=tokenizer, batch_size=generation_batch)
+        dist = process_state()
+        if dist.num_processes > 1:
+            # Under `accelerate launch` lm-eval hands each process its share of the documents and gathers the
+            # answers on the main process (HFLM does this itself only for a model it loads, on several GPUs).
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator()
+            self._rank, self._world_size = dist.process_index, dist.num_processes
         self.oracle_tasks = tasks  # leaf task name -> lm-eval Task (the gold labels, the filters)
         self.oracle_config = config
         self.oracle_layers = layers

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from roma_eval.errors import RomaEvalError
+from roma_eval.methods.devices import input_device
 from roma_eval.methods.oracle.config import OracleConfig
 from roma_eval.methods.oracle.descent import Outcome, descend
 from roma_eval.methods.oracle.generation import (
@@ -132,7 +133,7 @@ def _choose_targets(lm, task, items, variables, ensembles):
                                                   lm.tokenizer.pad_token_id or 0)
         losses = target_losses(lm.model, batch, token_positions(config.tokens, prompt_last),
                                None if variables is None else variables[owner], lm.oracle_layers, config.variables,
-                               config.batch_size)
+                               config.for_device(input_device(lm.model)).batch_size)
     else:
         losses = torch.zeros(len(options))
     chosen = [min((k for k in range(len(options)) if owners[k] == j), key=lambda k: float(losses[k]))
@@ -255,46 +256,70 @@ def run_oracle(model, tokenizer, tasks: OracleTasks, out_dir, config: OracleConf
     from lm_eval.utils import sanitize_model_name
 
     from roma_eval import __version__
+    from roma_eval.methods.devices import process_state
     from roma_eval.methods.oracle.lm_eval import OracleLM
 
-    config = config or OracleConfig()
+    dist = process_state()  # one process, or one of `accelerate launch`: lm-eval shards the documents
+    config = (config or OracleConfig()).for_device(input_device(model))
     layers = resolve_layers(model, config.layers)
     identity = {"model": model_name, "model_type": model.config.model_type,
                 "base_router_fingerprint": router_fingerprint(model), "tasks": list(tasks.names),
                 "split": tasks.split, "limit": tasks.limit, "settings": config.settings()}
-    store = OracleStore(Path(out_dir) / sanitize_model_name(model_name), identity, overwrite)
+    directory = Path(out_dir) / sanitize_model_name(model_name)
+    with dist.main_process_first():  # the main process clears (--overwrite) and creates; the others then open it
+        store = OracleStore(directory, identity, overwrite and dist.is_main_process, rank=dist.process_index)
     if store.complete:
         return OracleRun(store.results_file, json.loads(store.results_file.read_text(encoding="utf-8")), True)
-    store.clear_outputs()
+    if dist.is_main_process:
+        store.clear_outputs()
+    dist.wait_for_everyone()
     lm = OracleLM(model, tokenizer, tasks.tasks, config, layers, store, progress)
     tracker = EvaluationTracker(output_path=str(out_dir))
     results = lm_eval.simple_evaluate(model=lm, model_args=_settings_args(model_name, config), tasks=tasks.items,
                                       task_manager=tasks.manager, limit=tasks.limit, log_samples=True,
                                       evaluation_tracker=tracker, torch_random_seed=config.seed)
-    samples = results.pop("samples")
     # The base scores of the same documents, aggregated by lm-eval: every answer is iterate 0, from the store.
     lm.view = "base"
+    fewshot_seed = results["config"]["fewshot_seed"] if results is not None else None
+    fewshot_seed = dist_broadcast(fewshot_seed, dist)
     for task in tasks.tasks.values():
-        task.set_fewshot_seed(seed=results["config"]["fewshot_seed"])  # the same few-shot examples again
+        task.set_fewshot_seed(seed=fewshot_seed)  # the same few-shot examples again
     base = lm_eval.evaluator.evaluate(lm=lm, task_dict=tasks.loaded, limit=tasks.limit, log_samples=True)
     lm.view = "oracle"
-    _annotate(samples, base["samples"], store)
-    results["config"]["model"] = "oracle"
-    results["oracle"] = {
-        "config": config.to_dict(), "layers": layers, "split": tasks.split,
-        "base_router_fingerprint": identity["base_router_fingerprint"], "roma_eval_version": __version__,
-        "torch_version": torch.__version__, "seed": config.seed,
-        "base": base["results"],
-        "convergence": {name: convergence(list(store.documents(name).values())) for name in sorted(tasks.tasks)},
-    }
-    tracker.save_results_aggregated(results=results, samples=samples)
-    for name in results["configs"]:
-        tracker.save_results_samples(task_name=name, samples=samples[name])
-    results_file = store.directory / f"results_{tracker.date_id}.json"
-    if not results_file.is_file():
-        raise RomaEvalError(f"lm-eval did not write {results_file}; check that {store.directory} is writable")
-    store.finish(results_file)
+    dist.wait_for_everyone()  # every process's documents are in the store
+    if dist.is_main_process:
+        store.refresh()
+        samples = results.pop("samples")
+        _annotate(samples, base["samples"], store)
+        results["config"]["model"] = "oracle"
+        results["oracle"] = {
+            "config": config.to_dict(), "layers": layers, "split": tasks.split,
+            "base_router_fingerprint": identity["base_router_fingerprint"], "roma_eval_version": __version__,
+            "torch_version": torch.__version__, "seed": config.seed, "processes": dist.num_processes,
+            "base": base["results"],
+            "convergence": {name: convergence(list(store.documents(name).values())) for name in sorted(tasks.tasks)},
+        }
+        tracker.save_results_aggregated(results=results, samples=samples)
+        for name in results["configs"]:
+            tracker.save_results_samples(task_name=name, samples=samples[name])
+        results_file = store.directory / f"results_{tracker.date_id}.json"
+        if not results_file.is_file():
+            raise RomaEvalError(f"lm-eval did not write {results_file}; check that {store.directory} is writable")
+        store.finish(results_file)
+    dist.wait_for_everyone()
+    if not dist.is_main_process:  # the main process wrote the run: read what it wrote
+        store = OracleStore(directory, identity, rank=dist.process_index)
+    results_file = store.results_file
     return OracleRun(results_file, json.loads(results_file.read_text(encoding="utf-8")), False)
+
+
+def dist_broadcast(value, dist):
+    """``value`` of the main process, in every process."""
+    if dist.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
 
 
 def _leaves(name: str, group_subtasks: dict) -> list[str]:

@@ -8,7 +8,8 @@ Layout, in ``OUT/<model_name_sanitized>/`` (lm-eval's own; oracle/README.md docu
                                  it is complete, and its results file
   oracle_progress/<task>.jsonl   one line per finished document (what the oracle answers, its base answers,
                                  steps, losses, optional routing), appended as batches finish: a rerun with
-                                 the same settings skips those documents
+                                 the same settings skips those documents; process r > 0 of an
+                                 `accelerate launch` run appends to <task>.rank<r>.jsonl (all are read)
 Whole files are written atomically (``storage.write_json``); nothing is replaced without ``overwrite``.
 """
 
@@ -48,9 +49,10 @@ class OracleStore:
     ``settings`` (a dict of the oracle settings that change results).  Checks, before anything is written,
     that ``directory`` holds nothing but this run (or is new); ``overwrite`` clears it first."""
 
-    def __init__(self, directory, identity: dict, overwrite: bool = False):
+    def __init__(self, directory, identity: dict, overwrite: bool = False, rank: int = 0):
         self.directory = Path(directory)
         self.identity = identity
+        self.rank = rank  # which progress file this process appends to
         self._cache: dict[str, dict[int, dict]] = {}
         if overwrite:
             self._verify_is_directory()
@@ -130,23 +132,22 @@ class OracleStore:
         return self.directory / name if name else None
 
     def progress_path(self, task: str) -> Path:
-        return self.directory / PROGRESS / f"{_safe_name(task)}.jsonl"
+        suffix = f".rank{self.rank}" if self.rank else ""
+        return self.directory / PROGRESS / f"{_safe_name(task)}{suffix}.jsonl"
 
     def documents(self, task: str) -> dict[int, dict]:
-        """doc_id -> the task's finished documents.  A run killed mid-append leaves at most a cut-off last
-        line: it is skipped (that document is computed again)."""
+        """doc_id -> the task's finished documents (every process's).  A run killed mid-append leaves at most a
+        cut-off last line: it is skipped (that document is computed again)."""
         if task not in self._cache:
             found = {}
-            path = self.progress_path(task)
-            if path.is_file():
-                for line in path.read_text(encoding="utf-8").splitlines():
-                    try:
-                        item = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    found[item["doc_id"]] = item
+            for item in _progress_lines(self.directory, task):
+                found[item["doc_id"]] = item
             self._cache[task] = found
         return self._cache[task]
+
+    def refresh(self) -> None:
+        """Forget what was read: other processes have appended since."""
+        self._cache.clear()
 
     def append(self, task: str, records: list[dict]) -> None:
         """Store one finished batch of documents (durably, before the next batch starts)."""
@@ -197,15 +198,26 @@ def load_oracle_routing(directory, task: str) -> dict[int, dict]:
     manifest = json.loads((run / MANIFEST).read_text(encoding="utf-8"))
     if not manifest.get("settings", {}).get("save_routing"):
         raise RomaEvalError(f"{run} was made without routing; rerun `roma-eval oracle` with --save-routing")
-    store_path = run / PROGRESS / f"{_safe_name(task)}.jsonl"
-    if not store_path.is_file():
+    if not _progress_files(run, task):
         raise RomaEvalError(f"{run} has no documents of task {task}; check the task name")
     out = {}
-    for line in store_path.read_text(encoding="utf-8").splitlines():
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:  # a cut-off last line of an interrupted run
-            continue
+    for item in _progress_lines(run, task):
         if item.get("routing"):
             out[item["doc_id"]] = {key: torch.tensor(value) for key, value in item["routing"].items()}
     return out
+
+
+def _progress_files(directory: Path, task: str) -> list[Path]:
+    """A task's progress files: the main process's, then those of other processes (``.rank<r>``)."""
+    name = _safe_name(task)
+    main = directory / PROGRESS / f"{name}.jsonl"
+    return ([main] if main.is_file() else []) + sorted((directory / PROGRESS).glob(f"{name}.rank*.jsonl"))
+
+
+def _progress_lines(directory: Path, task: str):
+    for path in _progress_files(directory, task):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:  # a cut-off last line of an interrupted run
+                continue

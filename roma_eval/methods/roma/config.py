@@ -43,6 +43,15 @@ class RomaConfig:
         "recompute neighbours' r_j with the current routers each epoch (default: base routing, fixed)"})
     limit: int | None = field(default=None, metadata={"help": "at most this many documents per training task"})
     seed: int = field(default=0, metadata={"help": "seed for shuffling, sub-sampling and random neighbours"})
+    no_layer_cache: bool = field(default=False, metadata={"help":
+        "run every layer at every step instead of caching the hidden states entering the first tuned layer (same "
+        "routers within float rounding; slower, less memory: for training sets whose cache fits nowhere)"})
+    group_by_length: bool = field(default=False, metadata={"help":
+        "batch samples of similar length together (less padding, faster): each run of 50 batches of the shuffled "
+        "order is sorted by length and the batches shuffled again (changes which samples share a step, so the run)"})
+    log_every: int = field(default=50, metadata={"help":
+        "steps between copies of the losses to the host (the training log, the progress bar and the non-finite "
+        "loss check); the device never waits for the host in between"})
 
     def __post_init__(self):
         from roma_eval.errors import RomaEvalError
@@ -51,6 +60,7 @@ class RomaConfig:
         if not 0 < self.train_fraction <= 1:
             raise RomaEvalError(f"train_fraction={self.train_fraction} must be in (0, 1]")
         at_least = {"k": (self.k, 1), "epochs": (self.epochs, 1), "batch_size": (self.batch_size, 1),
+                    "log_every": (self.log_every, 1),
                     "max_length": (self.max_length, 2)}
         for name, (value, low) in at_least.items():
             if value < low:

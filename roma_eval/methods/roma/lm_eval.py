@@ -13,6 +13,7 @@ from lm_eval.models.huggingface import HFLM
 
 from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
 from roma_eval.errors import report_in_one_line
+from roma_eval.methods.devices import data_parallel
 
 report_in_one_line()
 
@@ -24,6 +25,7 @@ class RomaLM(HFLM):
         checkpoint = load_router_checkpoint(router_checkpoint,
                                             router_checkpoint_revision) if router_checkpoint else None
         super().__init__(**kwargs)
+        data_parallel(self)  # `accelerate launch -m lm_eval ...`: each process its share, on CPUs too
         if checkpoint is not None:
             apply_router_checkpoint(self.model, checkpoint, force=bool(force_router_checkpoint))
         self.router_checkpoint = router_checkpoint

@@ -1,0 +1,139 @@
+"""ICL through lm-eval: a few-shot sampler that hands lm-eval each document's retrieved examples, and the run.
+
+lm-eval builds few-shot prompts in ``ConfigurableTask.fewshot_context``: the task description, then ``num_fewshot``
+examples from ``task.sampler.sample(n, eval_doc)``, each written as few-shot ``doc_to_text`` + target delimiter +
+``doc_to_target`` + few-shot delimiter, then the document itself.  ``install_demonstrations`` is a task transform
+that keeps all of that and changes only where the examples come from:
+
+  - ``task.sampler`` becomes a ``RetrievedSampler`` returning the document's retrieved examples (the sampler is
+    handed the evaluation document because the few-shot split is set to the evaluated split);
+  - the few-shot ``doc_to_text`` / ``doc_to_target`` read an example's question (with its own task's target
+    delimiter) and answer, written by the example's own task (``demonstrations.demonstration``), so the few-shot
+    target delimiter is "" (multiple-input tasks such as winogrande read the question as their one "choice");
+  - ``num_fewshot`` becomes k (lm-eval records it as the run's n-shot).
+
+``run_icl`` then lets ``lm_eval.simple_evaluate`` evaluate the base model (lm-eval's ``HFLM``) on the transformed
+tasks, groups kept, and writes what ``lm_eval --output_path OUT --log_samples`` writes, with ``config.model`` set
+to "icl" (so ``roma-eval report`` labels the row), an ``icl`` block and ``icl_demonstrations.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lm_eval.api.samplers import ContextSampler
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.methods.icl.config import IclConfig
+from roma_eval.methods.icl.demonstrations import Demonstrations, build_demonstrations
+
+
+class RetrievedSampler(ContextSampler):
+    """lm-eval's few-shot sampler, answering with the evaluation document's retrieved examples."""
+
+    def __init__(self, demonstrations: Demonstrations, task_name: str, **kwargs):
+        super().__init__([], **kwargs)
+        self.demonstrations = demonstrations
+        self.task_name = task_name
+
+    def sample(self, n: int, eval_doc=None, df=None, **kwargs):
+        if eval_doc is None:
+            raise RomaEvalError(f"task {self.task_name}: lm-eval did not say which document the examples are for")
+        examples = self.demonstrations.examples(self.task_name, eval_doc)
+        if len(examples) < n:
+            raise RomaEvalError(f"task {self.task_name}: {len(examples)} examples retrieved, {n} asked for")
+        return examples[:n]
+
+
+def _question(example: dict) -> str:
+    return example["question"]
+
+
+def _question_as_choice(example: dict) -> list[str]:
+    return [example["question"]]
+
+
+def _first(example: dict) -> int:
+    return 0
+
+
+def _answer(example: dict) -> str:
+    return example["answer"]
+
+
+def install_demonstrations(task, demonstrations: Demonstrations, k: int) -> None:
+    """Make lm-eval's ``task`` build its prompts with ``k`` retrieved examples per document (module docstring)."""
+    multiple = bool(getattr(task, "multiple_input", 0))
+    fewshot = replace(task.fewshot_cfg, sampler="roma_eval_retrieved", split=task.config.test_split,
+                      process_docs=None, fewshot_indices=None, samples=None,
+                      doc_to_text=_first if multiple else _question,
+                      doc_to_choice=_question_as_choice if multiple else None, doc_to_target=_answer,
+                      gen_prefix=None, target_delimiter="")
+    task.fewshot_cfg = task.config.fewshot_config = fewshot
+    task.sampler = RetrievedSampler(demonstrations, task.config.task)
+    task.set_config(key="num_fewshot", value=k)
+
+
+@dataclass
+class IclRun:
+    results_file: Path
+    results: dict
+    demonstrations: Demonstrations
+
+
+def _items(manager, names):
+    """What simple_evaluate is given: per requested name its group (kept for lm-eval's aggregation) or tasks."""
+    items = []
+    for name in names:
+        loaded = manager.load([name])
+        items.extend([loaded["groups"][name]] if name in loaded["groups"] else loaded["tasks"].values())
+    return manager.load(items), items
+
+
+def run_icl(model, tokenizer, tasks: Sequence[str], out_dir, config: IclConfig | None = None, *,
+            train_tasks: Sequence[str], model_name: str, include_path: Sequence = (), limit: int | None = None,
+            overwrite: bool = False, embedder=None, progress: bool = True) -> IclRun:
+    """ICL with the base ``model`` on lm-eval ``tasks`` (groups allowed), examples drawn from ``train_tasks``;
+    written under ``out_dir`` as ``lm_eval --output_path out_dir --log_samples`` writes."""
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.utils import sanitize_model_name
+
+    from roma_eval import __version__
+    from roma_eval.samples import task_manager
+
+    config = config or IclConfig()
+    run_dir = Path(out_dir) / sanitize_model_name(model_name)
+    if not overwrite and run_dir.is_dir() and any(run_dir.glob("results_*.json")):
+        raise RomaEvalError(f"{run_dir} already holds results; choose another --output_path or pass --overwrite")
+    tasks, train_tasks = list(dict.fromkeys(tasks)), list(dict.fromkeys(train_tasks))
+    manager = task_manager(include_path, [*tasks, *train_tasks])
+    loaded, items = _items(manager, tasks)
+    train = manager.load(train_tasks)["tasks"]
+    demonstrations = build_demonstrations(model, tokenizer, train, loaded["tasks"], config, limit=limit,
+                                          embedder=embedder, progress=progress)
+    for task in loaded["tasks"].values():
+        install_demonstrations(task, demonstrations, config.k)
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size)
+    tracker = EvaluationTracker(output_path=str(out_dir))
+    settings = {"pretrained": model_name, "icl_k": config.k, "icl_order": config.order,
+                "icl_train_tasks": ",".join(train_tasks)}
+    results = lm_eval.simple_evaluate(model=lm, model_args=settings, tasks=items, task_manager=manager, limit=limit,
+                                      log_samples=True, evaluation_tracker=tracker)
+    samples = results.pop("samples")
+    results["config"]["model"] = "icl"
+    results["icl"] = {"config": config.to_dict(), "train_tasks": train_tasks, "summary": demonstrations.summary,
+                      "demonstrations": "icl_demonstrations.json", "roma_eval_version": __version__}
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for name in results["configs"]:
+        tracker.save_results_samples(task_name=name, samples=samples[name])
+    results_file = run_dir / f"results_{tracker.date_id}.json"
+    if not results_file.is_file():
+        raise RomaEvalError(f"lm-eval did not write {results_file}; check that {run_dir} is writable")
+    demonstrations.save(run_dir)
+    return IclRun(results_file, json.loads(results_file.read_text(encoding="utf-8")), demonstrations)

@@ -1,0 +1,32 @@
+"""Oracle Tuning configuration: RoMA's layers, tokens, λ schedule and budget, with each sample's own oracle routing
+as the target of the routing term.  Every field is a `roma-eval oracle-tuning` flag of the same name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.methods.budget import RouterBudget
+from roma_eval.methods.roma.config import RomaConfig
+
+_ROMA = RomaConfig()
+
+
+@dataclass
+class OracleTuningConfig(RouterBudget):
+    oracle_routing: str | None = field(default=None, metadata={"help":
+        "the --output_path of `roma-eval oracle --split train --save_routing` on the same training tasks, base model, "
+        "layers and tokens (required)"})
+    tokens: str = field(default=_ROMA.tokens, metadata={"help":
+        "context tokens whose routing is matched: last:N, first:N, middle:N (must be the oracle run's)"})
+    lam: float = field(default=_ROMA.lam, metadata={"help":
+        "weight of the routing term ||r_i - r_i*||² beside the task loss, reached after the warm-up (RoMA's λ)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.oracle_routing:
+            raise RomaEvalError("Oracle Tuning needs --oracle_routing DIR: the output of `roma-eval oracle "
+                                "--split train --save_routing` on the training tasks")
+        if self.lam < 0:
+            raise RomaEvalError(f"lam={self.lam} must not be negative")

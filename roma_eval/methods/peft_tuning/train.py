@@ -1,0 +1,189 @@
+"""Prefix Tuning and Prompt Tuning on the router-training mixture, with RoMA's task loss (Eq. 8: cross-entropy of the
+gold choice over the choices' summed log-likelihoods, ``scoring.task_loss``), data and budget.
+
+peft wraps the frozen model (``get_peft_model``); only the adapter trains (AdamW; RoMA's epochs, batch, shuffling,
+linear warm-up over 10% of the steps then linear decay).  The whole model runs every step: a prefix or a prompt
+changes every layer's input, so RoMA's frozen-layer cache does not apply.
+
+Prompt tuning prepends its virtual tokens to the input embeddings, so peft's output has ``num_virtual_tokens`` more
+positions than the input; ``choice_logits`` drops them, so the choices are scored at exactly the positions lm-eval
+scores (the same shift ``PeftLM`` makes at evaluation).  Prefix tuning feeds its virtual tokens as a key/value
+cache: the output has the input's positions.
+
+Output: a peft adapter directory (``adapter_config.json`` + ``adapter_model.safetensors``, loadable by
+``PeftModel.from_pretrained`` and by lm-eval's ``peft=``), plus ``training_config.json`` (method, the full config,
+summary with trainable parameters, base model, versions) and ``training_log.jsonl`` (per step: loss, lr, seconds).
+Interrupted runs resume from ``DIR.partial/`` (adapter weights and optimiser after each finished epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from roma_eval.errors import RomaEvalError
+from roma_eval.methods.devices import input_device
+from roma_eval.methods.peft_tuning.config import PeftTuningConfig
+from roma_eval.methods.roma.train import _schedule
+from roma_eval.samples import Sample
+from roma_eval.scoring import build_choice_batch, choice_scores, predictions, task_loss
+from roma_eval.storage import load_training_state, read_progress, save_training_state, staged_directory
+
+TRAINING_CONFIG = "training_config.json"
+TRAINING_LOG = "training_log.jsonl"
+# peft adapters that prepend virtual tokens to the input (the output then has them too)
+_PREPENDING = ("PROMPT_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING")
+
+
+def virtual_tokens(model) -> int:
+    """How many positions a peft model's active adapter prepends to its output (0 for prefix tuning, LoRA, or no
+    adapter)."""
+    config = getattr(model, "active_peft_config", None)
+    if config is None or str(getattr(config.peft_type, "value", config.peft_type)) not in _PREPENDING:
+        return 0
+    return int(config.num_virtual_tokens)
+
+
+def choice_logits(model, batch) -> torch.Tensor:
+    """The model's logits at the positions of ``batch.input_ids`` (a prompt-tuned model's virtual tokens dropped)."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    return logits[:, virtual_tokens(model):]
+
+
+def peft_config(config: PeftTuningConfig, base_model: str, tokenizer):
+    import peft
+
+    if config.method == "prefix_tuning":
+        return peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.num_virtual_tokens,
+                                       prefix_projection=config.prefix_projection,
+                                       base_model_name_or_path=base_model)
+    init = peft.PromptTuningInit.TEXT if config.prompt_tuning_init == "text" else peft.PromptTuningInit.RANDOM
+    extra = {}
+    if config.prompt_tuning_init == "text":
+        extra = {"prompt_tuning_init_text": config.prompt_tuning_init_text,
+                 "tokenizer_name_or_path": getattr(tokenizer, "name_or_path", None)}
+    return peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.num_virtual_tokens,
+                                   prompt_tuning_init=init, base_model_name_or_path=base_model, **extra)
+
+
+@dataclass
+class PeftResult:
+    adapter: Path
+    log: list[dict]
+    summary: dict
+    model: object  # the peft model (the base model wrapped, adapter trained)
+
+
+@torch.no_grad()
+def _accuracy(model, tokenizer, samples, config) -> np.ndarray:
+    device = input_device(model)
+    right = []
+    for start in range(0, len(samples), config.batch_size):
+        batch = build_choice_batch(tokenizer, samples[start:start + config.batch_size], config.max_length).to(device)
+        acc, _ = predictions(choice_scores(choice_logits(model, batch), batch), batch)
+        right.append((acc == batch.gold).cpu().numpy())
+    return np.concatenate(right)
+
+
+def train_peft_tuning(model, tokenizer, samples: Sequence[Sample], out_dir, config: PeftTuningConfig | None = None, *,
+                      base_model: str, revision: str | None = None, overwrite: bool = False,
+                      progress: bool = True) -> PeftResult:
+    """Wrap ``model`` with a new prefix / prompt adapter, train the adapter on ``samples``, write it to ``out_dir``."""
+    import peft
+    from tqdm.auto import tqdm
+
+    from roma_eval import __version__
+    from roma_eval.checkpoint import ensure_new_output
+    from roma_eval.routing import router_fingerprint
+
+    started = time.perf_counter()
+    config = config or PeftTuningConfig()
+    out_dir = Path(out_dir)
+    ensure_new_output(out_dir, overwrite)
+    if any(s.output_type != "multiple_choice" for s in samples):
+        raise RomaEvalError("prefix / prompt tuning trains on multiple-choice tasks with gold labels (RoMA's task "
+                            "loss); drop the generation tasks from --tasks")
+    samples = list(samples)
+    rng = random.Random(config.seed)
+    if config.train_fraction < 1:
+        samples = sorted(rng.sample(samples, max(1, round(config.train_fraction * len(samples)))),
+                         key=lambda s: (s.task, s.doc_id))
+    fingerprint = router_fingerprint(model)
+    model.requires_grad_(False)
+    torch.manual_seed(config.seed)  # the adapter's random initialisation
+    wrapped = peft.get_peft_model(model, peft_config(config, base_model, tokenizer))
+    wrapped.eval()  # no dropout: training forwards equal evaluation forwards
+    trainable = [p for p in wrapped.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in trainable)
+    named = {n: p for n, p in wrapped.named_parameters() if p.requires_grad}
+    base_accuracy = float(_accuracy(wrapped, tokenizer, samples, config).mean()) if samples else 0.0
+
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(samples) / config.batch_size)
+    total = config.epochs * steps_per_epoch
+    warmup = max(1, round(config.warmup_ratio * total))
+    resume_dir = out_dir.with_name(out_dir.name + ".partial")
+    recorded = {**config.to_dict(), "method": config.method}
+    first_epoch, step, log = 0, 0, []
+    saved = read_progress(resume_dir)
+    if saved is not None:
+        if saved["config"] != recorded:
+            raise RomaEvalError(f"{resume_dir} holds an interrupted run with a different configuration; rerun with "
+                                "the same flags to resume, or delete that directory to start over")
+        tensors, saved = load_training_state(resume_dir, optimizer)
+        with torch.no_grad():
+            for name, param in named.items():
+                param.copy_(tensors[name])
+        first_epoch, step, log = saved["epoch"] + 1, saved["step"], saved["log"]
+
+    device = trainable[0].device
+    bar = tqdm(total=total, initial=step, desc=config.method, disable=not progress)
+    for epoch in range(first_epoch, config.epochs):
+        order = list(range(len(samples)))
+        random.Random(config.seed + epoch).shuffle(order)
+        for start in range(0, len(order), config.batch_size):
+            step_start = time.perf_counter()
+            batch = build_choice_batch(tokenizer, [samples[i] for i in order[start:start + config.batch_size]],
+                                       config.max_length).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = task_loss(choice_scores(choice_logits(wrapped, batch), batch), batch.gold)  # Eq. 8
+            if not torch.isfinite(loss):
+                raise RomaEvalError(f"the loss became {loss.item()} at step {step}; lower --lr (now {config.lr}); the "
+                                    "last finished epoch is kept for resuming")
+            loss.backward()
+            lr = config.lr * _schedule(step, total, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
+            log.append({"step": step, "epoch": epoch, "loss": loss.item(), "task": loss.item(), "lr": lr,
+                        "seconds": time.perf_counter() - step_start})
+            step += 1
+            bar.update(1)
+            bar.set_postfix(task=f"{loss.item():.3f}")
+        save_training_state(resume_dir, named, optimizer,
+                            {"epoch": epoch, "step": step, "log": log, "config": recorded})
+    bar.close()
+
+    summary = {"training_samples": len(samples), "steps": step, "trainable_parameters": n_trainable,
+               "base_train_accuracy_with_initial_adapter": base_accuracy,
+               "train_accuracy": float(_accuracy(wrapped, tokenizer, samples, config).mean()) if samples else 0.0,
+               "training_seconds": sum(entry["seconds"] for entry in log),
+               "wall_seconds": time.perf_counter() - started}
+    metadata = {**recorded, "base_model": str(base_model), "revision": revision,
+                "base_router_fingerprint": fingerprint, "summary": summary, "roma_eval_version": __version__,
+                "peft_version": peft.__version__, "torch_version": torch.__version__}
+    with staged_directory(out_dir) as staging:
+        wrapped.save_pretrained(staging)
+        (staging / TRAINING_CONFIG).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        (staging / TRAINING_LOG).write_text("".join(json.dumps(entry) + "\n" for entry in log))
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    return PeftResult(out_dir, log, summary, wrapped)
