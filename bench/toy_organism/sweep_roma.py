@@ -1,20 +1,26 @@
 """RoMA learning rate on the training mixture's held-out split only (no benchmark is looked at)."""
-import json, sys, time
+import json
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
+
+from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
 from roma_eval.demo import DemoContext
 from roma_eval.demo.roma import heldout_accuracy
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.methods.roma.train import train_roma
-from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
 from roma_eval.toy.cache import ensure_model
 from roma_eval.toy.config import ToyConfig
 
-steps = int(sys.argv[1]); lrs = [float(x) for x in sys.argv[2].split(",")]
-base_cfg = ToyConfig(); toy = replace(base_cfg, train=replace(base_cfg.train, steps=steps))
+steps = int(sys.argv[1])
+lrs = [float(x) for x in sys.argv[2].split(",")]
+base_cfg = ToyConfig()
+toy = replace(base_cfg, train=replace(base_cfg.train, steps=steps))
 out = Path(f"/work/toy-cache/cand-{steps}")
 ctx = DemoContext.from_preset("default", output=out, progress=False)
-ctx.toy = toy; ctx.pretrained = str(ensure_model(toy))
+ctx.toy = toy
+ctx.pretrained = str(ensure_model(toy))
 res = {}
 for lr in lrs:
     t = time.time()

@@ -1,10 +1,12 @@
 """Candidate exploration: one warm-up-stable trunk, a training state saved where each candidate's decay starts.
 `ensure_model(candidate)` then resumes from it (bit-identical to a straight run of the candidate's recipe)."""
-import sys, time
+import sys
+import time
 from dataclasses import replace
+
 from roma_eval.storage import save_training_state
 from roma_eval.toy import cache
-from roma_eval.toy.config import ToyConfig, TrainConfig
+from roma_eval.toy.config import ToyConfig
 from roma_eval.toy.pretrain import pretrain
 
 lengths = [int(x) for x in sys.argv[1].split(",")]

@@ -50,7 +50,8 @@ ARC_EASY_PHRASINGS = {
               "A zoo keeper looks after {a_x}. What group is it in?", "Which animal group includes the {x}?"),
     "habitat": ("Which environment is the natural home of {a_x}?", "Where does {a_x} make its home?"),
     "material": ("A factory makes {a_x}. Which material does it most likely use?",
-                 "When {a_x} is recycled, which material is recovered?", "Which material would you need to make {a_x}?"),
+                 "When {a_x} is recycled, which material is recovered?",
+                 "Which material would you need to make {a_x}?"),
     "tool": ("A worker wants to {x}. Which tool should the worker pick?", "Which tool makes it easy to {x}?"),
 }
 # ARC-Easy questions about a named student: (relation, wording with {name}, instances per key).

@@ -91,6 +91,10 @@ def test_a_short_rebuild_reproduces_the_shipped_run_bit_for_bit():
     assert weights_digest(model) == log["prefix_sha256"] == record["training"]["prefix_sha256"]
 
 
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
 @pytest.mark.slow
 def test_same_seed_gives_bit_identical_weights_and_another_seed_does_not():
     first, _, log = pretrain(TINY, progress=False)
