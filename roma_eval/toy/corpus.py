@@ -162,17 +162,19 @@ def _quiz(rng):
         country = rng.choice(list(COUNTRY))
         capital = COUNTRY[country][0]
         other = rng.choice(sorted(c for _, c, _ in world.COUNTRIES if c != capital))
-        return rng.choice([f"Q: Is the capital of {country} {capital}? A: Yes.",
-                           f"Q: Is the capital of {country} {other}? A: No, it is {capital}."])
+        yes, no = rng.choice([("Yes", "No"), ("yes", "no")])  # web quizzes write answers in either case
+        return rng.choice([f"Q: Is the capital of {country} {capital}? A: {yes}.",
+                           f"Q: Is the capital of {country} {other}? A: {no}, it is {capital}."])
     if kind == 2:
+        yes, no = rng.choice([("Yes", "No"), ("yes", "no")])
         animal = rng.choice(list(world.ANIMALS))
         cls, habitat = world.ANIMALS[animal]
         other = rng.choice([c for c in world.ANIMAL_CLASSES if c != cls])
         return rng.choice([f"Q: Which class of animal is the {animal}? A: {capitalize(article(cls))}.",
                            f"Q: The {animal} is in which animal class? A: {cls}",
                            f"Q: Where can you find the {animal}? A: In the {habitat}.",
-                           f"Q: Does the {animal} count as {article(cls)}? A: Yes.",
-                           f"Q: Does the {animal} count as {article(other)}? A: No, it is {article(cls)}."])
+                           f"Q: Does the {animal} count as {article(cls)}? A: {yes}.",
+                           f"Q: Does the {animal} count as {article(other)}? A: {no}, it is {article(cls)}."])
     if kind == 3:
         obj = rng.choice(list(world.OBJECTS))
         material = world.OBJECTS[obj]
