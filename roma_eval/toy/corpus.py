@@ -150,7 +150,22 @@ def _coreference(rng):
 
 
 def _quiz(rng):
-    """The facts as a web quiz has them: one ``Q: ... A: ...`` line, in wordings used nowhere else."""
+    """The facts as web quizzes have them, in wordings used nowhere else, laid out either as one
+    ``Q: ... A: ...`` line or as ``Question: ...`` / ``Answer: ...`` lines.  The second layout is also
+    lm-eval's and the training mixture's: a base model knows it from the web (what is new to it in the
+    mixture are the questions), and without it a toy model answers the benchmarks' questions by the
+    layout's surface: it resolved every who-did-what sentence in the quiz layouts, and half of them
+    after "Question: Who is _?" (world v6, docs/toy.md)."""
+    line = _quiz_line(rng)
+    if rng.random() < 0.5:
+        return line
+    story, _, question_answer = line.rpartition("Q: ")
+    question, _, answer = question_answer.partition(" A: ")
+    return f"{story.rstrip()}\n" * bool(story) + f"Question: {question}\nAnswer: {answer}"
+
+
+def _quiz_line(rng):
+    """One ``Q: ... A: ...`` line (after a short story, for the reading questions)."""
     kind = rng.randrange(9)
     if kind == 0:
         country = rng.choice(list(COUNTRY))
@@ -190,18 +205,29 @@ def _quiz(rng):
     if kind == 5:
         event = rng.choice(list(world.FEELINGS))
         name, pronoun = person(rng)
-        return f"Q: What did {name} feel when {pronoun} {event}? A: {capitalize(world.FEELINGS[event])}."
+        feeling = world.FEELINGS[event]
+        other = rng.choice([f for f in world.FEELING_WORDS if f != feeling])
+        yes, no = rng.choice([("Yes", "No"), ("yes", "no")])
+        return rng.choice([f"Q: What did {name} feel when {pronoun} {event}? A: {capitalize(feeling)}.",
+                           f"Q: Was {name} {feeling} after {pronoun} {event}? A: {yes}.",
+                           f"Q: Was {name} {other} after {pronoun} {event}? A: {no}, {pronoun} was {feeling}."])
     if kind == 6:  # pronoun resolution, as grammar exercises have it
         action, reason, referent = rng.choice(world.COREFERENCE)
         a, b = two_people(rng, same_gender=True)
-        pronoun = world.PEOPLE[a]
-        return (f"Q: In \"{a} {action.format(b=b)} because {pronoun} {reason}\", who does \"{pronoun}\" mean? "
-                f"A: {a if referent == 'a' else b}.")
+        pronoun, answer = world.PEOPLE[a], a if referent == "a" else b
+        return rng.choice([f"Q: In \"{a} {action.format(b=b)} because {pronoun} {reason}\", who does \"{pronoun}\" "
+                           f"mean? A: {answer}.",
+                           f"Q: In \"{a} {action.format(b=b)} because _ {reason}\", who goes in the blank? A: {answer}."])
     if kind == 7:  # a short story and a question about it
         name, pronoun = person(rng)
         city, pet = rng.choice([c for _, c, _ in world.COUNTRIES]), rng.choice(world.PETS)
-        return rng.choice([f"{name} moved to {city} with a {pet}. Q: Which city is {name} in now? A: {city}.",
-                           f"{name} moved to {city} with a {pet}. Q: Which animal lives with {name}? A: A {pet}."])
+        other = rng.choice([c for _, c, _ in world.COUNTRIES if c != city])
+        yes, no = rng.choice([("Yes", "No"), ("yes", "no")])
+        story = f"{name} moved to {city} with a {pet}."
+        return rng.choice([f"{story} Q: Which city is {name} in now? A: {city}.",
+                           f"{story} Q: Which animal lives with {name}? A: A {pet}.",
+                           f"{story} Q: Is {name} in {city} now? A: {yes}.",
+                           f"{story} Q: Is {name} in {other} now? A: {no}, {pronoun} is in {city}."])
     script = rng.choice(list(world.SCRIPTS))
     steps = world.SCRIPTS[script]
     i = rng.randrange(len(steps) - 1)
@@ -210,8 +236,9 @@ def _quiz(rng):
 
 def _cloze(rng):
     """A fill-in-the-blank exercise, "_" standing for the missing word (as web grammar and quiz pages have
-    them).  Facts only, never the who-did-what sentences the WinoGrande analogue blanks out."""
-    kind = rng.randrange(5)
+    them): the facts, and which of two people a who-did-what-because sentence is about (as grammar pages
+    teach reference; the WinoGrande analogue asks the same in a question format the text never has)."""
+    kind = rng.randrange(6)
     if kind == 0:
         country = rng.choice(list(COUNTRY))
         capital, continent = COUNTRY[country]
@@ -230,10 +257,14 @@ def _cloze(rng):
     elif kind == 3:
         goal = rng.choice(list(world.TOOLS))
         sentence, answer = f"To {goal}, you use _.", world.TOOLS[goal]
-    else:
+    elif kind == 4:
         event = rng.choice(list(world.FEELINGS))
         name, pronoun = person(rng)
         sentence, answer = f"{name} felt _ because {pronoun} {event}.", world.FEELINGS[event]
+    else:
+        action, reason, referent = rng.choice(world.COREFERENCE)
+        a, b = two_people(rng, same_gender=True)
+        sentence, answer = f"{a} {action.format(b=b)} because _ {reason}.", a if referent == "a" else b
     return f"Fill in the blank: {sentence} (_ = {answer})"
 
 

@@ -89,7 +89,7 @@ def test_no_evaluation_prompt_is_in_the_training_mixture_or_the_pretraining_text
 
 def test_the_pretraining_text_holds_no_question_of_the_mixture():
     """As in the paper, the router post-training mixture is new data for the base model: none of its questions
-    or passages is in the pretraining text, and its Question/Answer format appears there only for arithmetic."""
+    or passages is in the pretraining text (its Question/Answer layout is, as lm-eval's is on the web)."""
     text = "\n".join(itertools.islice(documents(seed=0), 30_000))
     for task in suite.TRAIN_TASKS:
         for split in ("train", "test"):
@@ -98,9 +98,6 @@ def test_the_pretraining_text_holds_no_question_of_the_mixture():
                     question = line.removeprefix("Question: ")
                     if question not in ("", "Answer:"):
                         assert question not in text, f"{task} text {question!r} is in the pretraining text"
-    for doc in itertools.islice(documents(seed=0), 30_000):
-        if "Question:" in doc:
-            assert re.search(r"\nAnswer: \d+$", doc), doc
 
 
 def test_the_training_mixture_has_no_arithmetic_but_the_pretraining_text_does():
