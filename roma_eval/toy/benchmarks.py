@@ -19,7 +19,7 @@ from roma_eval.toy.phrases import (
     two_people,
 )
 from roma_eval.toy.relations import CAPITALS, COUNTRY, RELATIONS
-from roma_eval.toy.templates import Template
+from roma_eval.toy.templates import Template, make_docs
 
 SKILLS = {"capital": "geography/capital", "country": "geography/country", "continent": "geography/continent",
           "class": "zoology/class", "habitat": "zoology/habitat", "material": "materials/made_of",
@@ -175,14 +175,26 @@ def _piqa() -> list[Template]:
 
 
 def _winogrande() -> list[Template]:
+    """WinoGrande's sentences with a blank, scored as lm-eval scores WinoGrande (``_option_contexts``)."""
     def blank(rng, frame):
         action, reason, referent = frame
-        a, b = two_people(rng, same_gender=True)  # like Winogrande's twins: the pronoun gives nothing away
+        # Like WinoGrande's twins, the pronoun gives nothing away; names in the order the text never uses.
+        a, b = two_people(rng, same_gender=True, alphabetical=False)
         answer = a if referent == "a" else b
-        sentence = f"{a} {action.format(b=b)} because _ {reason}."
-        return f"{sentence}\nQuestion: Who is _?\nAnswer:", *multiple_choice(rng, answer, [b if answer == a else a])
+        return f"{a} {action.format(b=b)} because _ {reason}.", *multiple_choice(rng, answer, [b if answer == a else a])
 
     return [Template("coreference/because", world.COREFERENCE, blank, repeats=40)]
+
+
+def _option_contexts(docs: list[dict]) -> list[dict]:
+    """Each option in the blank makes a context, the rest of the sentence is the continuation scored after
+    both, as in lm-eval's ``winogrande`` (its multiple-input form): the model compares "... because Sara"
+    with "... because Anna" by how likely " had been rude." follows."""
+    def split(doc):
+        before, after = doc["prompt"].split("_", 1)
+        return {**doc, "contexts": [before + option for option in doc["choices"]], "continuation": after.strip()}
+
+    return [split(doc) for doc in docs]
 
 
 def _boolq() -> list[Template]:
@@ -192,16 +204,20 @@ def _boolq() -> list[Template]:
         label = rng.random() < 0.5
         return f"{passage}\nQuestion: {claim_true if label else claim_false}?\nAnswer:", ["no", "yes"], int(label)
 
+    # Every passage names a person: a claim is then as often true as false among the distinct prompts
+    # (with one passage per country the few true claims repeat, and the docs were two thirds "no").
     def country(rng, c):
         capital, continent = COUNTRY[c]
-        passage = f"{c} is a country in {continent}. Its capital city is {capital}."
+        name, pronoun = person(rng)
+        passage = f"{name} is flying to {c}, a country in {continent}. {capitalize(pronoun)} will land in {capital}."
         other = distractors(rng, capital, CAPITALS, 1)[0]
         return question(rng, passage, f"is {capital} the capital of {c}", f"is {other} the capital of {c}")
 
     def animal(rng, a):  # not in the passage: needs what the model knows
         cls, habitat = world.ANIMALS[a]
         other = distractors(rng, cls, world.ANIMAL_CLASSES, 1)[0]
-        return question(rng, f"The {a} is an animal that lives in the {habitat}.", f"is the {a} {article(cls)}",
+        name, _ = person(rng)
+        return question(rng, f"{name} saw {article(a)} in the {habitat}.", f"is the {a} {article(cls)}",
                         f"is the {a} {article(other)}")
 
     def home(rng, _):
@@ -255,6 +271,13 @@ BENCHMARKS = {
     "boolq": ("BoolQ", _boolq, SIZE),
 }
 GSM8K_SIZE = SIZE
+
+
+def benchmark_docs(name: str, seed: str) -> list[dict]:
+    """The docs of the multiple-choice benchmark ``name`` (a key of ``BENCHMARKS``)."""
+    _, templates, size = BENCHMARKS[name]
+    docs = make_docs(f"toy_{name}", templates(), seed, limit=size)
+    return _option_contexts(docs) if name == "winogrande" else docs
 
 
 def gsm8k_docs(seed: str) -> list[dict]:

@@ -145,8 +145,11 @@ def _feeling(rng):
 
 def _coreference(rng):
     action, reason, referent = rng.choice(world.COREFERENCE)
-    a, b = two_people(rng, same_gender=rng.random() < 0.5)
+    a, b = two_people(rng, same_gender=rng.random() < 0.5, alphabetical=True)
     return f"{a} {action.format(b=b)} because {a if referent == 'a' else b} {reason}."
+
+
+_QUESTION_WORDS = frozenset({"Is", "Does", "Was", "Which", "What", "What's", "Where", "When", "Who", "How"})
 
 
 def _quiz(rng):
@@ -161,6 +164,8 @@ def _quiz(rng):
         return line
     story, _, question_answer = line.rpartition("Q: ")
     question, _, answer = question_answer.partition(" A: ")
+    if question.split()[0] in _QUESTION_WORDS and rng.random() < 0.5:  # web text (and BoolQ) writes them so too
+        question = question[:1].lower() + question[1:]
     return f"{story.rstrip()}\n" * bool(story) + f"Question: {question}\nAnswer: {answer}"
 
 
@@ -213,11 +218,11 @@ def _quiz_line(rng):
                            f"Q: Was {name} {other} after {pronoun} {event}? A: {no}, {pronoun} was {feeling}."])
     if kind == 6:  # pronoun resolution, as grammar exercises have it
         action, reason, referent = rng.choice(world.COREFERENCE)
-        a, b = two_people(rng, same_gender=True)
+        a, b = two_people(rng, same_gender=True, alphabetical=True)
         pronoun, answer = world.PEOPLE[a], a if referent == "a" else b
-        return rng.choice([f"Q: In \"{a} {action.format(b=b)} because {pronoun} {reason}\", who does \"{pronoun}\" "
-                           f"mean? A: {answer}.",
-                           f"Q: In \"{a} {action.format(b=b)} because _ {reason}\", who goes in the blank? A: {answer}."])
+        said = f"{a} {action.format(b=b)} because"
+        return rng.choice([f"Q: In \"{said} {pronoun} {reason}\", who does \"{pronoun}\" mean? A: {answer}.",
+                           f"Q: In \"{said} _ {reason}\", who goes in the blank? A: {answer}."])
     if kind == 7:  # a short story and a question about it
         name, pronoun = person(rng)
         city, pet = rng.choice([c for _, c, _ in world.COUNTRIES]), rng.choice(world.PETS)
@@ -263,7 +268,7 @@ def _cloze(rng):
         sentence, answer = f"{name} felt _ because {pronoun} {event}.", world.FEELINGS[event]
     else:
         action, reason, referent = rng.choice(world.COREFERENCE)
-        a, b = two_people(rng, same_gender=True)
+        a, b = two_people(rng, same_gender=True, alphabetical=True)
         sentence, answer = f"{a} {action.format(b=b)} because _ {reason}.", a if referent == "a" else b
     return f"Fill in the blank: {sentence} (_ = {answer})"
 

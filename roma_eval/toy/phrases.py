@@ -45,9 +45,14 @@ def person(rng: random.Random, gender: str | None = None) -> tuple[str, str]:
     return name, world.PEOPLE[name]
 
 
-def two_people(rng: random.Random, same_gender: bool) -> tuple[str, str]:
+def two_people(rng: random.Random, same_gender: bool, alphabetical: bool | None = None) -> tuple[str, str]:
+    """Two different people; ``alphabetical``: whether the first name sorts before the second (None: either).
+    The pretraining text names its pairs in alphabetical order and the WinoGrande analogue in the other, so
+    that none of its sentences is in the text, while every name and frame is."""
     first, pronoun = person(rng)
     while True:
         second, other = person(rng, pronoun if same_gender else None)
         if second != first:
+            if alphabetical is not None and (first < second) != alphabetical:
+                first, second = second, first
             return first, second

@@ -10,11 +10,11 @@ from __future__ import annotations
 from functools import cache
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.toy.benchmarks import BENCHMARKS, gsm8k_docs
+from roma_eval.toy.benchmarks import BENCHMARKS, benchmark_docs, gsm8k_docs
 from roma_eval.toy.families import FAMILIES, family_templates
 from roma_eval.toy.templates import make_docs
 
-GENERATOR_VERSION = "7"
+GENERATOR_VERSION = "8"
 SEED = f"roma-eval-toy-v{GENERATOR_VERSION}"
 TEST_FRACTION = 0.2  # of each training family, held out as its lm-eval test split
 FAMILY_SIZE = 800  # docs per training family: 640 train x 8 families = 5,120 training samples
@@ -36,8 +36,7 @@ def task_splits(task: str) -> dict[str, tuple[dict, ...]]:
         # make_docs already shuffled: the first n_test docs are a random held-out set.
         return {"test": tuple(docs[:n_test]), "train": tuple(docs[n_test:])}
     if task.startswith("toy_") and task[len("toy_"):] in BENCHMARKS:
-        _, templates, size = BENCHMARKS[task[len("toy_"):]]
-        return {"test": tuple(make_docs(task, templates(), SEED, limit=size))}
+        return {"test": tuple(benchmark_docs(task[len("toy_"):], SEED))}
     raise RomaEvalError(f"unknown toy task {task!r}; choose one of {', '.join(ALL_TASKS)}")
 
 

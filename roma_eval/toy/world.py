@@ -114,20 +114,33 @@ PEOPLE = {
 OBJECT_PRONOUN = {"he": "him", "she": "her"}
 
 # Coreference frames: "{a} <action> {b} because {x} <reason>", where x is the subject a or the
-# object b.  Knowing which is the skill (the Winograd-schema analogue).
+# object b.  Knowing which is the skill (the Winograd-schema analogue).  As in WinoGrande, each action
+# comes as twins whose reasons point at different people: the reason, not the action, decides.
 COREFERENCE = (
     ("lent {b} a pen", "needed one", "b"),
+    ("lent {b} a pen", "had a spare one", "a"),
     ("thanked {b}", "had helped with the homework", "b"),
+    ("thanked {b}", "was grateful for the help", "a"),
     ("apologized to {b}", "had been rude", "a"),
+    ("apologized to {b}", "was upset", "b"),
     ("gave {b} a sandwich", "was hungry", "b"),
+    ("gave {b} a sandwich", "had made too many", "a"),
     ("shouted at {b}", "was angry", "a"),
+    ("shouted at {b}", "had broken the window", "b"),
     ("visited {b} in the hospital", "was ill", "b"),
+    ("visited {b} in the hospital", "was worried", "a"),
     ("asked {b} for directions", "was lost", "a"),
+    ("asked {b} for directions", "knew the town", "b"),
     ("carried the heavy box for {b}", "was strong", "a"),
+    ("carried the heavy box for {b}", "had a sore back", "b"),
     ("congratulated {b}", "had won the race", "b"),
+    ("congratulated {b}", "was a good sport", "a"),
     ("comforted {b}", "was crying", "b"),
+    ("comforted {b}", "was kind", "a"),
     ("called {b} for help", "was stuck", "a"),
+    ("called {b} for help", "was good with cars", "b"),
     ("paid {b} back", "had borrowed money", "a"),
+    ("paid {b} back", "had asked for it", "b"),
 )
 
 # Pets of the people in the reading passages.

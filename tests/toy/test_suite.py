@@ -8,7 +8,7 @@ import pytest
 
 from roma_eval.errors import RomaEvalError
 from roma_eval.toy import suite
-from roma_eval.toy.benchmarks import BENCHMARKS, gsm8k_docs
+from roma_eval.toy.benchmarks import BENCHMARKS, benchmark_docs, gsm8k_docs
 from roma_eval.toy.corpus import documents
 from roma_eval.toy.families import family_templates
 from roma_eval.toy.templates import make_docs
@@ -25,8 +25,7 @@ def prompt_of(doc):
 def test_generation_is_deterministic_and_independent_of_call_order():
     # Rebuilt from scratch (no cache), in another order, with Python's global RNG disturbed.
     random.seed(123)
-    again = {f"toy_{n}": make_docs(f"toy_{n}", t(), suite.SEED, limit=size) for n, (_, t, size) in
-             reversed(BENCHMARKS.items())}
+    again = {f"toy_{n}": benchmark_docs(n, suite.SEED) for n in reversed(BENCHMARKS)}
     for task, docs in again.items():
         assert docs == list(suite.task_splits(task)["test"]), task
     assert gsm8k_docs(suite.SEED) == list(suite.task_splits("toy_gsm8k")["test"])
@@ -85,6 +84,17 @@ def test_no_evaluation_prompt_is_in_the_training_mixture_or_the_pretraining_text
     trained = {d["skill"].split("/")[0] for d in mixture}
     tested = {d["skill"].split("/")[0] for d in eval_docs()} - {"arithmetic"}
     assert tested <= trained
+
+
+def test_no_winogrande_sentence_is_in_the_pretraining_text():
+    """The WinoGrande analogue scores whole sentences (an option in the blank, then the rest): the text has its
+    frames and names, never those sentences (it names its pairs in the other order)."""
+    text = "\n".join(itertools.islice(documents(seed=0), 30_000))
+    docs = suite.task_splits("toy_winogrande")["test"]
+    for doc in docs:
+        for context in doc["contexts"]:
+            assert f"{context} {doc['continuation']}" not in text, context
+    assert all(re.search(rf"because \w+ {re.escape(doc['continuation'])}", text) for doc in docs)
 
 
 def test_the_pretraining_text_holds_no_question_of_the_mixture():
