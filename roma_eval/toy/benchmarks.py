@@ -13,6 +13,7 @@ from roma_eval.toy.families import pick
 from roma_eval.toy.phrases import (
     article,
     capitalize,
+    coreference_pair,
     distractors,
     multiple_choice,
     person,
@@ -178,8 +179,8 @@ def _winogrande() -> list[Template]:
     """WinoGrande's sentences with a blank, scored as lm-eval scores WinoGrande (``_option_contexts``)."""
     def blank(rng, frame):
         action, reason, referent = frame
-        # Like WinoGrande's twins, the pronoun gives nothing away; names in the order the text never uses.
-        a, b = two_people(rng, same_gender=True, alphabetical=False)
+        # Like WinoGrande's twins, the pronoun gives nothing away; never a sentence of the pretraining text.
+        a, b = coreference_pair(rng, frame, benchmark=True)
         answer = a if referent == "a" else b
         return f"{a} {action.format(b=b)} because _ {reason}.", *multiple_choice(rng, answer, [b if answer == a else a])
 

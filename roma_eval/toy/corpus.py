@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable, Iterator
 
 from roma_eval.toy import world
-from roma_eval.toy.phrases import article, capitalize, person, plural, two_people
+from roma_eval.toy.phrases import article, capitalize, coreference_pair, person, plural
 from roma_eval.toy.relations import COUNTRY, TOOL_NOUNS
 
 
@@ -144,8 +144,8 @@ def _feeling(rng):
 
 
 def _coreference(rng):
-    action, reason, referent = rng.choice(world.COREFERENCE)
-    a, b = two_people(rng, same_gender=rng.random() < 0.5, alphabetical=True)
+    frame = action, reason, referent = rng.choice(world.COREFERENCE)
+    a, b = coreference_pair(rng, frame, benchmark=False, same_gender=rng.random() < 0.5)
     return f"{a} {action.format(b=b)} because {a if referent == 'a' else b} {reason}."
 
 
@@ -217,8 +217,8 @@ def _quiz_line(rng):
                            f"Q: Was {name} {feeling} after {pronoun} {event}? A: {yes}.",
                            f"Q: Was {name} {other} after {pronoun} {event}? A: {no}, {pronoun} was {feeling}."])
     if kind == 6:  # pronoun resolution, as grammar exercises have it
-        action, reason, referent = rng.choice(world.COREFERENCE)
-        a, b = two_people(rng, same_gender=True, alphabetical=True)
+        frame = action, reason, referent = rng.choice(world.COREFERENCE)
+        a, b = coreference_pair(rng, frame, benchmark=False)
         pronoun, answer = world.PEOPLE[a], a if referent == "a" else b
         said = f"{a} {action.format(b=b)} because"
         return rng.choice([f"Q: In \"{said} {pronoun} {reason}\", who does \"{pronoun}\" mean? A: {answer}.",
@@ -267,8 +267,8 @@ def _cloze(rng):
         name, pronoun = person(rng)
         sentence, answer = f"{name} felt _ because {pronoun} {event}.", world.FEELINGS[event]
     else:
-        action, reason, referent = rng.choice(world.COREFERENCE)
-        a, b = two_people(rng, same_gender=True, alphabetical=True)
+        frame = action, reason, referent = rng.choice(world.COREFERENCE)
+        a, b = coreference_pair(rng, frame, benchmark=False)
         sentence, answer = f"{a} {action.format(b=b)} because _ {reason}.", a if referent == "a" else b
     return f"Fill in the blank: {sentence} (_ = {answer})"
 

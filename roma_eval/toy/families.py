@@ -13,10 +13,10 @@ from roma_eval.toy import world
 from roma_eval.toy.phrases import (
     article,
     capitalize,
+    coreference_pair,
     distractors,
     multiple_choice,
     person,
-    two_people,
 )
 from roma_eval.toy.relations import CAPITALS, COUNTRY, RELATIONS, TOOL_NOUNS
 from roma_eval.toy.templates import Template
@@ -195,14 +195,14 @@ def _feelings() -> list[Template]:
 def _coreference() -> list[Template]:
     def who(rng, frame):
         action, reason, referent = frame
-        a, b = two_people(rng, same_gender=rng.random() < 0.5)
+        a, b = coreference_pair(rng, frame, benchmark=False, same_gender=rng.random() < 0.5)
         answer, other = (a, b) if referent == "a" else (b, a)
         sentence = f"{a} {action.format(b=b)} because {world.PEOPLE[answer]} {reason}."
         return qa(f"{sentence} Who {reason}?"), *multiple_choice(rng, answer, [other])
 
     def blank(rng, frame):  # the KnowRef-style candidate question: which name fills the gap
         action, reason, referent = frame
-        a, b = two_people(rng, same_gender=True)
+        a, b = coreference_pair(rng, frame, benchmark=False)  # no sentence of the WinoGrande analogue
         answer, other = (a, b) if referent == "a" else (b, a)
         return (qa(f"{a} {action.format(b=b)} because _ {reason}. Which name belongs in the gap?"),
                 *multiple_choice(rng, answer, [other]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 
@@ -45,14 +46,22 @@ def person(rng: random.Random, gender: str | None = None) -> tuple[str, str]:
     return name, world.PEOPLE[name]
 
 
-def two_people(rng: random.Random, same_gender: bool, alphabetical: bool | None = None) -> tuple[str, str]:
-    """Two different people; ``alphabetical``: whether the first name sorts before the second (None: either).
-    The pretraining text names its pairs in alphabetical order and the WinoGrande analogue in the other, so
-    that none of its sentences is in the text, while every name and frame is."""
+def two_people(rng: random.Random, same_gender: bool) -> tuple[str, str]:
     first, pronoun = person(rng)
     while True:
         second, other = person(rng, pronoun if same_gender else None)
         if second != first:
-            if alphabetical is not None and (first < second) != alphabetical:
-                first, second = second, first
             return first, second
+
+
+def coreference_pair(rng: random.Random, frame: tuple[str, str, str], benchmark: bool,
+                     same_gender: bool = True) -> tuple[str, str]:
+    """Two people for a who-did-what-because ``frame``: a quarter of all (pair, frame) sentences belong to the
+    WinoGrande analogue (``benchmark``) and never to the pretraining text, the rest the other way round, picked
+    by a hash so that nothing a model can see tells them apart (an earlier split by the names' alphabetical
+    order was learnt as a cue: 100% in the text's order, 36% in the other)."""
+    while True:
+        a, b = two_people(rng, same_gender)
+        digest = hashlib.sha256(f"{a}|{b}|{frame[0]}|{frame[1]}".encode()).digest()
+        if (digest[0] % 4 == 0) == benchmark:
+            return a, b

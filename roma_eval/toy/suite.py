@@ -14,7 +14,7 @@ from roma_eval.toy.benchmarks import BENCHMARKS, benchmark_docs, gsm8k_docs
 from roma_eval.toy.families import FAMILIES, family_templates
 from roma_eval.toy.templates import make_docs
 
-GENERATOR_VERSION = "8"
+GENERATOR_VERSION = "9"
 SEED = f"roma-eval-toy-v{GENERATOR_VERSION}"
 TEST_FRACTION = 0.2  # of each training family, held out as its lm-eval test split
 FAMILY_SIZE = 800  # docs per training family: 640 train x 8 families = 5,120 training samples

@@ -88,7 +88,7 @@ def test_no_evaluation_prompt_is_in_the_training_mixture_or_the_pretraining_text
 
 def test_no_winogrande_sentence_is_in_the_pretraining_text():
     """The WinoGrande analogue scores whole sentences (an option in the blank, then the rest): the text has its
-    frames and names, never those sentences (it names its pairs in the other order)."""
+    frames and names, never those sentences (``phrases.coreference_pair``)."""
     text = "\n".join(itertools.islice(documents(seed=0), 30_000))
     docs = suite.task_splits("toy_winogrande")["test"]
     for doc in docs:
