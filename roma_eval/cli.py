@@ -36,7 +36,8 @@ VERBS = {
                "the routing upper bound: per-sample routing gradient descent with the gold label"),
     "c3po": ("roma_eval.commands.c3po", "C3PO's reference set (build-reference); evaluate with --model c3po"),
     "reproduce": ("roma_eval.commands.reproduce",
-                  "the paper's experiment in one resumable command: base, Router Tuning, RoMA, oracle, C3PO, report"),
+                  "the paper's experiment in one resumable command: base, Router Tuning, RoMA, oracle, C3PO, report "
+                  "(several GPUs: accelerate launch -m roma_eval.cli reproduce ...)"),
     "report": ("roma_eval.commands.report",
                "paper-style tables (Markdown, LaTeX, HTML) and plots from lm-eval results; --paper adds the "
                "published tables"),

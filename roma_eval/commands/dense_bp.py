@@ -13,9 +13,9 @@ def parents() -> list[argparse.ArgumentParser]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from roma_eval.commands.router_training import add_router_training_arguments
+    from roma_eval.commands.router_training import add_training_arguments
 
-    add_router_training_arguments(parser)
+    add_training_arguments(parser)
 
 
 def run(args) -> int:

@@ -14,33 +14,20 @@ def parents() -> list[argparse.ArgumentParser]:
 
 
 def add_arguments(parser: argparse.ArgumentParser, method: str) -> None:
-    from roma_eval.commands.options import add_base_model, add_output, add_progress, add_tasks
+    from roma_eval.commands.router_training import add_training_arguments
 
-    add_base_model(parser, dtype="float32")
-    add_tasks(parser, "comma-separated lm-eval training tasks or groups (train split), e.g. roma_paper_train",
-              limit=False)  # --limit is the config's: it is recorded with the adapter
-    add_output(parser, "output directory for the peft adapter")
-    add_progress(parser)
+    add_training_arguments(parser, "peft adapter")
     parser.set_defaults(method=method)
 
 
 def run(args, method: str) -> int:
-    from roma_eval.checkpoint import ensure_new_output
-    from roma_eval.commands.options import config_from_args, split_list
+    from roma_eval.commands.router_training import train_from_args
     from roma_eval.errors import RomaEvalError
     from roma_eval.methods.peft_tuning import PeftTuningConfig, train_peft_tuning
-    from roma_eval.model_loading import load_model
-    from roma_eval.samples import load_samples
 
     if args.method != method:
         raise RomaEvalError(f"--method {args.method} contradicts the verb ({method.replace('_', '-')}); drop --method")
-    ensure_new_output(args.output_path, args.overwrite)
-    config = config_from_args(PeftTuningConfig, args)
-    samples = load_samples(split_list(args.tasks), split="train", include_path=args.include_path, limit=config.limit)
-    model, tokenizer = load_model(args.pretrained, args.revision, args.dtype, args.device,
-                                  trust_remote_code=args.trust_remote_code)
-    result = train_peft_tuning(model, tokenizer, samples, args.output_path, config, base_model=args.pretrained,
-                               revision=args.revision, overwrite=args.overwrite, progress=not args.no_progress)
+    config, result = train_from_args(args, PeftTuningConfig, train_peft_tuning)
     s = result.summary
     print(f"peft adapter: {result.adapter}  ({config.method}, {s['trainable_parameters']} trainable parameters, "
           f"{s['training_samples']} samples, {s['steps']} steps)")

@@ -1,22 +1,23 @@
-"""What the router-training verbs share (dense-bp, oracle-tuning; `train` is RoMA's own): the base model, the
-training tasks, the output directory; loading, training, the one-line summary."""
+"""What the training verbs share (train, dense-bp, oracle-tuning, prefix-tuning, prompt-tuning): the base model,
+the training tasks, the output directory; loading, training, and for the router-training verbs the one-line
+summary."""
 
 import argparse
 
 
-def add_router_training_arguments(parser: argparse.ArgumentParser) -> None:
+def add_training_arguments(parser: argparse.ArgumentParser, artefact: str = "router checkpoint") -> None:
     from roma_eval.commands.options import add_base_model, add_output, add_progress, add_tasks
 
     add_base_model(parser, dtype="float32")
     add_tasks(parser, "comma-separated lm-eval training tasks or groups (train split), e.g. roma_paper_train",
-              limit=False)  # --limit is the config's: it is recorded with the checkpoint
-    add_output(parser, "output directory for the router checkpoint")
+              limit=False)  # --limit is the config's: it is recorded with the artefact
+    add_output(parser, f"output directory for the {artefact}")
     add_progress(parser)
 
 
-def run_router_training(args, config_cls, train) -> int:
-    from accelerate import PartialState
-
+def train_from_args(args, config_cls, train):
+    """(config, result) of ``train(model, tokenizer, samples, output_path, config, ...)`` on the verb's flags;
+    refuses an existing output directory before anything is loaded."""
     from roma_eval.checkpoint import ensure_new_output
     from roma_eval.commands.options import config_from_args, split_list
     from roma_eval.model_loading import load_model
@@ -29,8 +30,17 @@ def run_router_training(args, config_cls, train) -> int:
                                   trust_remote_code=args.trust_remote_code)
     result = train(model, tokenizer, samples, args.output_path, config, base_model=args.pretrained,
                    revision=args.revision, overwrite=args.overwrite, progress=not args.no_progress)
+    return config, result
+
+
+def run_router_training(args, config_cls, train, success_set: bool = False) -> int:
+    """Train routers and print the checkpoint's one-line summary (once, from the main process)."""
+    from roma_eval.methods.devices import process_state
+
+    _, result = train_from_args(args, config_cls, train)
     s = result.summary
-    if PartialState().is_main_process:
-        print(f"router checkpoint: {result.checkpoint}  ({s['training_samples']} samples, {s['steps']} steps, "
+    if process_state().is_main_process:
+        success = f"success set {s['success_set_size']}, " if success_set else ""
+        print(f"router checkpoint: {result.checkpoint}  ({s['training_samples']} samples, {success}{s['steps']} steps, "
               f"tuned layers {s['tuned_layers']})")
     return 0

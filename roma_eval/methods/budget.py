@@ -47,10 +47,6 @@ class TrainingBudget:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def field_specs(cls):
-        return fields(cls)
-
 
 @dataclass
 class RouterBudget(TrainingBudget):

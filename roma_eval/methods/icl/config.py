@@ -6,7 +6,7 @@ to the question).  Every field is a `roma-eval icl` flag of the same name.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from roma_eval.errors import RomaEvalError
@@ -38,7 +38,3 @@ class IclConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def field_specs(cls):
-        return fields(cls)

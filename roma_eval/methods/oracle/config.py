@@ -6,7 +6,7 @@ Every field is a `roma-eval oracle` flag of the same name (dashes for underscore
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from roma_eval.errors import RomaEvalError
@@ -56,10 +56,6 @@ class OracleConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def field_specs(cls):
-        return fields(cls)
 
     def for_device(self, device) -> OracleConfig:
         """The config with ``batch_size`` set for ``device`` when it was left unset."""

@@ -5,7 +5,7 @@ Every field is a `roma-eval train` flag of the same name (dashes for underscores
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from roma_eval.methods.choices import check_choices
@@ -79,7 +79,3 @@ class RomaConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def field_specs(cls):
-        return fields(cls)
