@@ -35,6 +35,12 @@ def test_lm_eval_sees_the_generated_docs(suite_tasks):
             assert task.OUTPUT_TYPE == "generate_until"
             assert task.doc_to_text(docs[0]) == f"Question: {first['question']}\nAnswer:"
             assert task.doc_to_target(docs[0]) == first["answer"]
+        elif name == "toy_winogrande":  # lm-eval's winogrande form: one context per option, a shared continuation
+            assert task.OUTPUT_TYPE == "multiple_choice" and task.multiple_input
+            before, after = first["prompt"].split("_")
+            assert task.doc_to_text(docs[0]) == first["label"]
+            assert task.doc_to_choice(docs[0]) == [before + option for option in first["choices"]]
+            assert task.doc_to_target(docs[0]) == after.strip()
         else:
             assert task.OUTPUT_TYPE == "multiple_choice"
             assert task.doc_to_text(docs[0]) == first["prompt"]
