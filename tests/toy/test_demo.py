@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from roma_eval.demo import DemoContext, run_demo, summary
+from roma_eval.demo.table import format_table
 from roma_eval.resources import tasks_dir
 from roma_eval.toy.suite import EVAL_TASKS
 
@@ -52,6 +53,10 @@ def test_demo_prints_every_benchmark_and_writes_lm_eval_outputs(fast_demo, capsy
     results = aggregated(base)
     assert set(EVAL_TASKS) <= set(results)
     assert ctx.columns["base"]["toy_mmlu"] == results["toy_mmlu"]["acc,none"]
+    # Each column's metric, as the table names it: the toy ARC and PIQA report acc only (one-word choices).
+    assert ctx.columns["base"]["toy_arc_challenge"] == results["toy_arc_challenge"]["acc,none"]
+    metric_row = next(line for line in format_table(ctx).splitlines() if line.startswith("(metric)")).split()
+    assert metric_row[1:] == ["acc", "acc_norm", "acc", "acc", "acc", "acc", "acc", "exact_match"]
     figure = json.loads((base / "routing_consistency.json").read_text())
     assert figure["samples"] == len(EVAL_TASKS) * ctx.limit and len(figure["layers"]) == 5
 
