@@ -5,21 +5,31 @@ Queries (training samples for RoMA, test samples for C3PO) find neighbours among
 its own neighbour.  Distances are Euclidean between embeddings (L2-normalised by default, see
 ``embedding.embed``); faiss does the search exactly (IndexFlatL2), which is what the paper's
 small reference sets need.
+
+Two kernels (``kernel``).  ``eq5`` (the default) is the paper's Eq. 5, sim = exp(-||a - b||² / (2σ²)); on
+unit vectors ||a - b||² = 2(1 - cos), so sim = exp(-(1 - cos) / σ²).  ``released`` is the released RoMA
+trainer's sim = exp(-(1 - cos)² / (2σ²)) on the cosine similarity of the embeddings, a different function
+of cos, much flatter for the same σ: at cos 0.8 and σ = 0.4, 0.29 in Eq. 5 and 0.88 in the released kernel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
 from roma_eval.errors import RomaEvalError
 
 METHODS = ("knn", "eps", "random")
-DEFAULT_K = 3  # the paper's best neighbourhood (FACTS.md: k=3 76.2 vs k=1 ~72, k=5 74.9)
-# Kernel width of the released RoMA code (the paper does not state one).  With unit-norm
-# embeddings ||a-b||² = 2 - 2cos, so a neighbour at cosine 0.8 gets sim = exp(-0.4 / 0.32) ≈ 0.29.
+Kernel = Literal["eq5", "released"]
+KERNELS = get_args(Kernel)
+DEFAULT_K = 3  # the paper's best neighbourhood (its ablation: k=3 76.2 vs k=1 ~72, k=5 74.9)
+# The paper states no kernel width.  0.4 is the released RoMA code's σ for ITS kernel, exp(-(1 - cos)² / (2σ²))
+# (kernel "released": a neighbour at cosine 0.8 gets sim = exp(-0.04 / 0.32) ≈ 0.88).  Our default kernel is
+# Eq. 5, and Eq. 5 with σ = 0.4 is much sharper: with unit-norm embeddings ||a-b||² = 2 - 2cos, so the same
+# neighbour gets sim = exp(-0.4 / 0.32) ≈ 0.29.
 DEFAULT_SIGMA = 0.4
 
 
@@ -40,14 +50,34 @@ class Neighbourhoods:
         return (self.index >= 0).sum(axis=1)
 
 
-def gaussian_weights(distance2: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
-    """W_ij = sim(i,j) / Σ_j sim(i,j) with sim = exp(-||E(x_i) - E(x_j)||² / (2σ²))  (Eqs. 5-6)."""
-    d2 = np.where(valid, distance2, np.inf)
-    # Subtracting each row's smallest distance cancels in the ratio and keeps exp() from underflowing.
-    nearest = d2.min(axis=1, keepdims=True)
-    sim = np.exp(-(d2 - np.where(np.isfinite(nearest), nearest, 0.0)) / (2 * sigma**2))  # padding -> exp(-inf) = 0
+def _check_kernel(kernel: str) -> None:
+    if kernel not in KERNELS:
+        raise RomaEvalError(f"kernel={kernel!r} is unknown; use one of {', '.join(KERNELS)}")
+
+
+def gaussian_weights(distance2: np.ndarray, valid: np.ndarray, sigma: float, kernel: Kernel = "eq5",
+                     cosine: np.ndarray | None = None) -> np.ndarray:
+    """W_ij = sim(i,j) / Σ_j sim(i,j)  (Eq. 6), with sim = exp(-||E(x_i) - E(x_j)||² / (2σ²))  (Eq. 5, ``eq5``) or
+    the released code's exp(-(1 - cos_ij)² / (2σ²))  (``released``: needs ``cosine``, the pairs' cosine similarity)."""
+    _check_kernel(kernel)
+    if kernel == "released" and cosine is None:
+        raise RomaEvalError("the released kernel needs the neighbours' cosine similarities")
+    energy = distance2 if kernel == "eq5" else (1.0 - cosine) ** 2  # sim = exp(-energy / (2σ²))
+    energy = np.where(valid, energy, np.inf)
+    # Subtracting each row's smallest energy cancels in the ratio and keeps exp() from underflowing.
+    nearest = energy.min(axis=1, keepdims=True)
+    sim = np.exp(-(energy - np.where(np.isfinite(nearest), nearest, 0.0)) / (2 * sigma**2))  # padding -> exp(-inf) = 0
     total = sim.sum(axis=1, keepdims=True)
     return np.divide(sim, total, out=np.zeros_like(sim), where=total > 0).astype(np.float32)
+
+
+def _cosine(queries: np.ndarray, reference: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """cos(query i, reference index[i, j]) for each neighbour (padding: index -1, any value)."""
+    def unit(x):
+        x = np.asarray(x, dtype=np.float64)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    return np.einsum("qd,qkd->qk", unit(queries), unit(reference)[index.clip(min=0)])
 
 
 def _search(reference: np.ndarray, queries: np.ndarray, width: int):
@@ -73,14 +103,16 @@ def _drop_self(found, distance2, query_ids, reference_ids, k):
 
 def find_neighbours(queries: np.ndarray, reference: np.ndarray, method: str = "knn", k: int = DEFAULT_K,
                     eps: float | None = None, sigma: float = DEFAULT_SIGMA, query_ids: Sequence | None = None,
-                    reference_ids: Sequence | None = None, seed: int = 0) -> Neighbourhoods:
-    """Neighbours of each query among ``reference``: kNN (Eq. 3), ε-ball (Eq. 4) or random (ablation).
+                    reference_ids: Sequence | None = None, seed: int = 0, kernel: Kernel = "eq5") -> Neighbourhoods:
+    """Neighbours of each query among ``reference``: kNN (Eq. 3), ε-ball (Eq. 4) or random (ablation), weighted
+    by ``kernel`` (``gaussian_weights``; the neighbours themselves do not depend on it).
 
     ``query_ids`` / ``reference_ids`` identify samples across the two sets, so that a query that is
     also in the reference set is not its own neighbour.
     """
     if method not in METHODS:
         raise RomaEvalError(f"neighbourhood method {method!r} is unknown; use one of {', '.join(METHODS)}")
+    _check_kernel(kernel)
     if len(reference) == 0:
         raise RomaEvalError("the success set is empty: the base model answers no training sample correctly, "
                             "so there are no neighbours to align with; use more or easier training data")
@@ -112,4 +144,6 @@ def find_neighbours(queries: np.ndarray, reference: np.ndarray, method: str = "k
             index[row, : min(k, len(candidates))] = rng.choice(candidates, size=min(k, len(candidates)), replace=False)
         distance2 = ((queries[:, None, :] - reference[index.clip(min=0)]) ** 2).sum(-1).astype(np.float32)
     valid = index >= 0
-    return Neighbourhoods(index, gaussian_weights(distance2, valid, sigma), np.where(valid, distance2, 0.0))
+    cosine = _cosine(queries, reference, index) if kernel == "released" else None
+    return Neighbourhoods(index, gaussian_weights(distance2, valid, sigma, kernel, cosine),
+                          np.where(valid, distance2, 0.0))

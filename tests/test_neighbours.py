@@ -73,3 +73,45 @@ def test_k_larger_than_success_set_is_one_clear_error(points):
 def test_members_of_the_success_set_get_one_neighbour_fewer_when_k_equals_its_size(points):
     hood = find_neighbours(points[:6], points[:4], k=4, query_ids=range(6), reference_ids=range(4))
     assert hood.sizes().tolist() == [3, 3, 3, 3, 4, 4]
+
+
+@pytest.fixture
+def unit_points(points):
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("kernel", ["eq5", "released"])
+@pytest.mark.parametrize("normalise", [True, False])
+def test_both_kernels_match_brute_force(points, unit_points, kernel, normalise):
+    """eq5: exp(-||a - b||² / (2σ²)) (Eq. 5); released: exp(-(1 - cos)² / (2σ²)) on the cosine similarity, which
+    does not depend on the vectors' norms; both normalised over the neighbours (Eq. 6)."""
+    vectors = unit_points if normalise else points
+    sigma = 0.4
+    hood = find_neighbours(vectors[:6], vectors[6:], k=5, sigma=sigma, kernel=kernel)
+    for i in range(6):
+        neighbours = vectors[6:][hood.index[i]]
+        if kernel == "eq5":
+            sim = np.exp(-((neighbours - vectors[i]) ** 2).sum(1) / (2 * sigma**2))
+        else:
+            cos = neighbours @ vectors[i] / (np.linalg.norm(neighbours, axis=1) * np.linalg.norm(vectors[i]))
+            sim = np.exp(-((1 - cos) ** 2) / (2 * sigma**2))
+        np.testing.assert_allclose(hood.weight[i], sim / sim.sum(), rtol=1e-4)
+
+
+def test_the_kernels_at_cosine_0_8():
+    """σ = 0.4: a neighbour at cosine 0.8 beside one at cosine 1 has sim 0.29 in Eq. 5 and 0.88 in the released
+    kernel (the weight ratio of the two neighbours is the farther one's sim)."""
+    query = np.array([[1.0, 0.0]], dtype=np.float32)
+    reference = np.array([[1.0, 0.0], [0.8, 0.6]], dtype=np.float32)
+    sims = {}
+    for kernel in ("eq5", "released"):
+        hood = find_neighbours(query, reference, k=2, sigma=0.4, kernel=kernel)
+        assert hood.index[0].tolist() == [0, 1]
+        sims[kernel] = hood.weight[0, 1] / hood.weight[0, 0]
+    assert sims["eq5"] == pytest.approx(np.exp(-1.25), rel=1e-5) and round(float(sims["eq5"]), 2) == 0.29
+    assert sims["released"] == pytest.approx(np.exp(-0.125), rel=1e-5) and round(float(sims["released"]), 2) == 0.88
+
+
+def test_unknown_kernel_is_one_clear_error(points):
+    with pytest.raises(RomaEvalError, match="kernel='rbf' is unknown; use one of eq5, released"):
+        find_neighbours(points[:3], points[3:], k=2, kernel="rbf")

@@ -14,7 +14,10 @@ from roma_eval.routing import probe_routing, routers, token_positions
 from roma_eval.samples import load_samples
 from roma_eval.tiny import build_tiny_model
 
-FAST = dict(layers="last:2", epochs=2, batch_size=8, lr=5e-2, k=2)
+# The schedule these tests' tolerances were set with (LR and λ warm up over 10% of the steps, then the LR decays
+# linearly); test_schedules.py trains with the defaults (the released trainer's).
+FAST = dict(layers="last:2", epochs=2, batch_size=8, lr=5e-2, k=2, lr_schedule="linear", warmup_ratio=0.1,
+            lam_warmup_ratio=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +147,7 @@ def test_bf16_routers_move_as_far_as_fp32(tokenizer, train_samples, embedder, tm
 
 @pytest.mark.parametrize("flag, value", [
     ("--layers", "last:99"), ("--lam", "-1"), ("--sigma", "0"), ("--k", "0"), ("--lr", "0"), ("--epochs", "0"),
-    ("--neighbours", "eps"), ("--warmup-ratio", "2"),
+    ("--neighbours", "eps"), ("--warmup-ratio", "2"), ("--warmup-steps", "-1"), ("--lam-warmup-ratio", "2"),
 ])
 def test_bad_training_flags_are_one_line_and_exit_2(tmp_path, flag, value, tokenizer):
     import contextlib

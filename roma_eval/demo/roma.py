@@ -39,11 +39,22 @@ def training_line(ctx: DemoContext, stage: str, config) -> str:
     checkpoint = ctx.stage_dir(stage) / stages.CHECKPOINT
     s = json.loads((checkpoint / "router_config.json").read_text())["training_config"]["summary"]
     heldout = heldout_mixture(ctx, stage)
-    regulariser = f"λ {config.lam}, k {config.k}" if config.regulariser == "manifold" else "no regulariser"
+    regulariser = (f"λ {config.lam} after {warmup_words(config.lam_warmup_steps, config.lam_warmup_ratio)}, "
+                   f"k {config.k}" if config.regulariser == "manifold" else "no regulariser")
     return (f"{stage} training: {s['training_samples']} samples, success set {s['success_set_size']} "
             f"(base train acc {100 * s['base_train_accuracy']:.1f}%), {s['steps']} steps, layers {s['tuned_layers']}, "
-            f"lr {config.lr}, {regulariser}; held-out mixture acc {100 * heldout['base']:.1f} (base) -> "
+            f"lr {config.lr} ({config.lr_schedule} after {warmup_words(config.warmup_steps, config.warmup_ratio)}), "
+            f"{regulariser}; held-out mixture acc {100 * heldout['base']:.1f} (base) -> "
             f"{100 * heldout['tuned']:.1f} ({heldout['samples']} samples)")
+
+
+def warmup_words(steps: int, ratio: float | None) -> str:
+    """A warm-up as the config gives it (methods/schedule.py): a share of the steps, or steps with their cap."""
+    from roma_eval.methods.schedule import MAX_WARMUP_SHARE
+
+    if ratio is not None:
+        return f"a warm-up over {ratio:.0%} of the steps"
+    return f"a warm-up over {steps} steps (at most {MAX_WARMUP_SHARE:.0%} of them)"
 
 
 def heldout_accuracy(model, tokenizer, limit: int | None = None) -> tuple[float, int]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.budget import RouterBudget
 from roma_eval.methods.roma.config import RomaConfig
+from roma_eval.methods.schedule import HELP as SCHEDULE_HELP
 
 _ROMA = RomaConfig()
 
@@ -21,7 +22,10 @@ class OracleTuningConfig(RouterBudget):
     tokens: str = field(default=_ROMA.tokens, metadata={"help":
         "context tokens whose routing is matched: last:N, first:N, middle:N (must be the oracle run's)"})
     lam: float = field(default=_ROMA.lam, metadata={"help":
-        "weight of the routing term ||r_i - r_i*||² beside the task loss, reached after the warm-up (RoMA's λ)"})
+        "weight of the routing term ||r_i - r_i*||² beside the task loss, reached after the λ warm-up (RoMA's λ)"})
+    lam_warmup_steps: int = field(default=_ROMA.lam_warmup_steps, metadata={"help": SCHEDULE_HELP["lam_warmup_steps"]})
+    lam_warmup_ratio: float | None = field(default=_ROMA.lam_warmup_ratio, metadata={"help":
+        SCHEDULE_HELP["lam_warmup_ratio"]})
 
     def __post_init__(self):
         super().__post_init__()

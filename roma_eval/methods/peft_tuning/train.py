@@ -1,9 +1,10 @@
 """Prefix Tuning and Prompt Tuning on the router-training mixture, with RoMA's task loss (Eq. 8: cross-entropy of the
 gold choice over the choices' summed log-likelihoods, ``scoring.task_loss``), data and budget.
 
-peft wraps the frozen model (``get_peft_model``); only the adapter trains (AdamW; RoMA's epochs, batch, shuffling,
-linear warm-up over 10% of the steps then linear decay).  The whole model runs every step: a prefix or a prompt
-changes every layer's input, so RoMA's frozen-layer cache does not apply.
+peft wraps the frozen model (``get_peft_model``); only the adapter trains (AdamW; RoMA's epochs, batch, shuffling and
+LR schedule, ``methods/schedule.py``: by default the released RoMA trainer's linear warm-up over 2,000 steps, at most
+half the run, then constant).  The whole model runs every step: a prefix or a prompt changes every layer's input, so
+RoMA's frozen-layer cache does not apply.
 
 Prompt tuning prepends its virtual tokens to the input embeddings, so peft's output has ``num_virtual_tokens`` more
 positions than the input; ``choice_logits`` drops them, so the choices are scored at exactly the positions lm-eval
@@ -33,7 +34,7 @@ import torch
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.devices import input_device
 from roma_eval.methods.peft_tuning.config import PeftTuningConfig
-from roma_eval.methods.roma.train import _schedule
+from roma_eval.methods.schedule import StepSchedule
 from roma_eval.samples import Sample
 from roma_eval.scoring import build_choice_batch, choice_scores, predictions, task_loss
 from roma_eval.storage import load_training_state, read_progress, save_training_state, staged_directory
@@ -90,7 +91,7 @@ def _accuracy(model, tokenizer, samples, config) -> np.ndarray:
     for start in range(0, len(samples), config.batch_size):
         batch = build_choice_batch(tokenizer, samples[start:start + config.batch_size], config.max_length).to(device)
         acc, _ = predictions(choice_scores(choice_logits(model, batch), batch), batch)
-        right.append((acc == batch.gold).cpu().numpy())
+        right.append(batch.right(acc).cpu().numpy())
     return np.concatenate(right)
 
 
@@ -130,7 +131,7 @@ def train_peft_tuning(model, tokenizer, samples: Sequence[Sample], out_dir, conf
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(samples) / config.batch_size)
     total = config.epochs * steps_per_epoch
-    warmup = max(1, round(config.warmup_ratio * total))
+    schedule = StepSchedule.of(config, total)  # the LR is a function of the step: a resumed run continues it
     resume_dir = out_dir.with_name(out_dir.name + ".partial")
     recorded = {**config.to_dict(), "method": config.method}
     first_epoch, step, log = 0, 0, []
@@ -155,12 +156,12 @@ def train_peft_tuning(model, tokenizer, samples: Sequence[Sample], out_dir, conf
             batch = build_choice_batch(tokenizer, [samples[i] for i in order[start:start + config.batch_size]],
                                        config.max_length).to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = task_loss(choice_scores(choice_logits(wrapped, batch), batch), batch.gold)  # Eq. 8
+            loss = task_loss(choice_scores(choice_logits(wrapped, batch), batch), batch.golds)  # Eq. 8
             if not torch.isfinite(loss):
                 raise RomaEvalError(f"the loss became {loss.item()} at step {step}; lower --lr (now {config.lr}); the "
                                     "last finished epoch is kept for resuming")
             loss.backward()
-            lr = config.lr * _schedule(step, total, warmup)
+            lr = config.lr * schedule.lr(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.step()
@@ -173,7 +174,8 @@ def train_peft_tuning(model, tokenizer, samples: Sequence[Sample], out_dir, conf
                             {"epoch": epoch, "step": step, "log": log, "config": recorded})
     bar.close()
 
-    summary = {"training_samples": len(samples), "steps": step, "trainable_parameters": n_trainable,
+    summary = {"training_samples": len(samples), "steps": step, "schedule": schedule.describe(),
+               "trainable_parameters": n_trainable,
                "base_train_accuracy_with_initial_adapter": base_accuracy,
                "train_accuracy": float(_accuracy(wrapped, tokenizer, samples, config).mean()) if samples else 0.0,
                "training_seconds": sum(entry["seconds"] for entry in log),

@@ -1,4 +1,5 @@
-"""RoMA training configuration: defaults are the paper's best setting (FACTS.md), then the released code's.
+"""RoMA training configuration.  Defaults: the paper's best setting where the paper states one, the released trainer's
+(RoMA's ``finetune_roma.py``) where the paper is silent, ours where neither says; each field's help says which.
 
 Every field is a `roma-eval train` flag of the same name (dashes for underscores).
 """
@@ -9,7 +10,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from roma_eval.methods.choices import check_choices
-from roma_eval.neighbours import DEFAULT_K, DEFAULT_SIGMA
+from roma_eval.methods.schedule import HELP as SCHEDULE_HELP
+from roma_eval.methods.schedule import RELEASED_WARMUP_STEPS, LRSchedule, check_schedule
+from roma_eval.neighbours import DEFAULT_K, DEFAULT_SIGMA, Kernel
 
 
 @dataclass
@@ -21,23 +24,33 @@ class RomaConfig:
         "context tokens whose routing forms r_i: last:N, first:N, middle:N (paper: Last1)"})
     regulariser: Literal["manifold", "l1", "l2", "entropy", "none"] = field(default="manifold", metadata={"help":
         "manifold (Eq. 7), l1 / l2 (router weight change), entropy (routing entropy), none (plain router tuning)"})
-    lam: float = field(default=0.8, metadata={"help": "λ in Eq. 9, reached after the warm-up"})
+    lam: float = field(default=0.8, metadata={"help":
+        "λ in Eq. 9, reached after the λ warm-up (the released code's 0.8; the paper states none)"})
     neighbours: Literal["knn", "eps", "random"] = field(default="knn", metadata={"help":
         "knn (Eq. 3), eps (Eq. 4) or random (ablation)"})
     k: int = field(default=DEFAULT_K, metadata={"help": "neighbours per sample for knn / random (paper: 3)"})
     eps: float | None = field(default=None, metadata={"help":
         "ε-ball radius in embedding distance, for --neighbours eps"})
-    sigma: float = field(default=DEFAULT_SIGMA, metadata={"help": "Gaussian kernel width σ of Eq. 5"})
+    sigma: float = field(default=DEFAULT_SIGMA, metadata={"help":
+        "Gaussian kernel width σ (0.4: the released code's number for its own kernel, --kernel released; the paper "
+        "states none; Eq. 5 with the same σ is much sharper: a neighbour at cosine 0.8 gets sim 0.29 in Eq. 5, 0.88 in "
+        "the released kernel)"})
+    kernel: Kernel = field(default="eq5", metadata={"help":
+        "eq5: the paper's Eq. 5, exp(-||E(x_i) - E(x_j)||² / (2σ²)); released: the released code's "
+        "exp(-(1 - cos)² / (2σ²)) on the embeddings' cosine similarity"})
     embedder: str | None = field(default=None, metadata={"help":
         "sentence-transformers model (default: packaged all-MiniLM-L6-v2)"})
-    lr: float = field(default=7e-5, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    epochs: int = field(default=3, metadata={"help": "passes over the training samples"})
-    batch_size: int = field(default=32, metadata={"help": "training samples per step"})
-    warmup_ratio: float = field(default=0.1, metadata={"help":
-        "share of steps over which LR and λ rise linearly (then LR decays linearly)"})
+    lr: float = field(default=7e-5, metadata={"help": "AdamW learning rate (the released code's)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (the released code's)"})
+    epochs: int = field(default=3, metadata={"help": "passes over the training samples (the released code's)"})
+    batch_size: int = field(default=32, metadata={"help": "training samples per step (the released code's)"})
+    lr_schedule: LRSchedule = field(default="constant", metadata={"help": SCHEDULE_HELP["lr_schedule"]})
+    warmup_steps: int = field(default=RELEASED_WARMUP_STEPS, metadata={"help": SCHEDULE_HELP["warmup_steps"]})
+    warmup_ratio: float | None = field(default=None, metadata={"help": SCHEDULE_HELP["warmup_ratio"]})
+    lam_warmup_steps: int = field(default=RELEASED_WARMUP_STEPS, metadata={"help": SCHEDULE_HELP["lam_warmup_steps"]})
+    lam_warmup_ratio: float | None = field(default=None, metadata={"help": SCHEDULE_HELP["lam_warmup_ratio"]})
     max_length: int = field(default=1024, metadata={"help":
-        "tokens per (context + choice), left-truncated like lm-eval"})
+        "tokens per (context + choice), left-truncated like lm-eval (the released code's)"})
     train_fraction: float = field(default=1.0, metadata={"help": "share of the training samples used (data ablation)"})
     refresh_neighbour_routing: bool = field(default=False, metadata={"help":
         "recompute neighbours' r_j with the current routers each epoch (default: base routing, fixed)"})
@@ -71,8 +84,7 @@ class RomaConfig:
         if self.lam < 0 or self.weight_decay < 0:
             raise RomaEvalError(f"lam={self.lam}, weight_decay={self.weight_decay}: neither may be negative "
                                 "(lam 0 or --regulariser none trains on the task loss alone)")
-        if not 0 <= self.warmup_ratio <= 1:
-            raise RomaEvalError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1]")
+        check_schedule(self)
         if self.neighbours == "eps" and not (self.eps or 0) > 0:
             raise RomaEvalError(f"eps={self.eps}: --neighbours eps needs a positive --eps (a distance between "
                                 "embeddings)")

@@ -45,6 +45,7 @@ from roma_eval.errors import RomaEvalError
 from roma_eval.methods.devices import input_device, process_state
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.methods.roma.data import LayerCache, TrainingRows, epoch_batches
+from roma_eval.methods.schedule import StepSchedule
 from roma_eval.neighbours import Neighbourhoods, find_neighbours
 from roma_eval.routing import (
     num_experts,
@@ -137,7 +138,7 @@ def base_pass(model, tokenizer, samples: Sequence[Sample], config: RomaConfig, l
         acc_pred, _ = predictions(choice_scores(logits, batch), batch)
         s0, s1 = plan.steps[step][:2]
         index = global_index[plan.samples[s0:s1]]
-        correct[index] = acc_pred == batch.gold
+        correct[index] = batch.right(acc_pred)
         r = batch.per_sample(record.scores).flatten(1).float()
         if routing is None:
             routing = torch.zeros(len(samples), r.shape[1], device=device)
@@ -152,13 +153,6 @@ def base_pass(model, tokenizer, samples: Sequence[Sample], config: RomaConfig, l
         correct = reduce(correct.long(), reduction="sum").bool()
         routing = reduce(routing, reduction="sum")
     return BasePass(correct.cpu().numpy(), routing, rows, cache, owned)
-
-
-def _schedule(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up then linear decay to 0 (the LR factor; λ uses the warm-up part only)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
 
 
 class RouterWeights:
@@ -275,7 +269,8 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
         with dist.main_process_first():  # the main process embeds (and caches); the others then read the cache
             embeddings = embed([s.text for s in samples], embedder or load_embedder(config.embedder))
         hood = find_neighbours(embeddings, embeddings[success], method=config.neighbours, k=config.k, eps=config.eps,
-                               sigma=config.sigma, query_ids=ids, reference_ids=success.tolist(), seed=config.seed)
+                               sigma=config.sigma, query_ids=ids, reference_ids=success.tolist(), seed=config.seed,
+                               kernel=config.kernel)
         success_routing = base.routing[torch.from_numpy(success).to(base.routing.device)]
         index, weight = torch.from_numpy(hood.index).clamp(min=0), torch.from_numpy(hood.weight)
     else:
@@ -294,12 +289,12 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
     optimizer = torch.optim.AdamW(weights.master, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(samples) / config.batch_size)
     total = config.epochs * steps_per_epoch
-    warmup = max(1, round(config.warmup_ratio * total))
+    schedule = StepSchedule.of(config, total)  # LR and λ are functions of the step: a resumed run continues them
     resume_dir = out_dir.with_name(out_dir.name + ".partial")
     state = _load_resume(resume_dir, weights, optimizer, recorded)
     first_epoch, step, log = (state["epoch"] + 1, state["step"], state["log"]) if state else (0, 0, [])
 
-    model.train()
+    model.eval()  # the model as it is evaluated: no dropout, no routing jitter or sampling, no auxiliary losses
     bar = tqdm(total=total, initial=step, desc="RoMA" if objective is None else objective.method,
                disable=not progress)
     lengths = np.zeros(len(samples), dtype=np.int64)
@@ -322,7 +317,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
         pending = []
         for n, batch in enumerate(batches):
             step_start = time.perf_counter()
-            lam = 0.0 if config.regulariser == "none" else config.lam * min(1.0, (step + 1) / warmup)
+            lam = 0.0 if config.regulariser == "none" else config.lam * schedule.lam(step)
             optimizer.zero_grad(set_to_none=True)
             # Each process's loss is scaled so that the processes' losses (and gradients, summed below) add up
             # to the one-process loss of the whole batch.
@@ -334,7 +329,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
                 loss.backward()  # Eq. 9 / Eq. 10: only the tuned routers require grad
             if dist.num_processes > 1:
                 _sum_gradients(weights.model)
-            lr = config.lr * _schedule(step, total, warmup)
+            lr = config.lr * schedule.lr(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             weights.gradients_to_master()
@@ -360,7 +355,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
 
     summary = {"training_samples": len(samples), "success_set_size": int(len(success)),
                "base_train_accuracy": float(base.correct.mean()), "tuned_layers": layers,
-               "routing_dims": int(base.routing.shape[1]), "steps": step,
+               "routing_dims": int(base.routing.shape[1]), "steps": step, "schedule": schedule.describe(),
                **(_neighbour_stats(hood) if hood is not None else objective.summary)}
     training_config = {**recorded, "summary": summary, "roma_eval_version": __version__,
                        "torch_version": torch.__version__}
@@ -430,7 +425,7 @@ def _step_losses(model, base: BasePass, plan, n: int, config: RomaConfig, layers
             return zero, _regulariser(config, None, None, None, None, model, base_weights) / n_processes
         return zero, zero
     batch, logits, record = _step_forward(model, base, plan, n, config, layers, forward)
-    l_task = task_loss(choice_scores(logits, batch), batch.gold, reduction="sum") / batch_size  # Eq. 8
+    l_task = task_loss(choice_scores(logits, batch), batch.golds, reduction="sum") / batch_size  # Eq. 8
     scores = batch.per_sample(record.scores)
     rows = plan.samples[s0:s1]
     reg = _regulariser(config, scores.flatten(1).float(), success_routing[neighbour_index[rows]],
