@@ -120,7 +120,8 @@ def deepseek(deepseek_dir):
 def test_deepseek_moe_loads_as_remote_code(deepseek, deepseek_dir):
     assert type(deepseek).__module__.startswith("transformers_modules.")  # our fixture's code, not transformers'
     assert spec_for(deepseek).model_type == "deepseek" and type(routers(deepseek)[1]).__name__ == "MoEGate"
-    assert sorted(routers(deepseek)) == [1, 2, 3]  # first_k_dense_replace = 1
+    assert sorted(routers(deepseek)) == list(range(1, 10))  # first_k_dense_replace = 1
+    assert resolve_layers(deepseek)[0] == 5  # the tuned last five leave five layers to skip
     assert num_experts(deepseek) == 8 and deepseek.config.num_experts_per_tok == 6
 
 
@@ -213,7 +214,9 @@ def test_load_model_without_trust_remote_code_is_one_line_saying_to_pass_it(deep
 
 
 @pytest.mark.slow
-def test_roma_trains_deepseek_moe_routers_only(deepseek_dir, tokenizer, tmp_path):
+def test_roma_trains_deepseek_moe_routers_only_with_and_without_the_layer_cache(deepseek_dir, tokenizer, tmp_path):
+    """The default last five MoE layers: from the frozen-layer cache (five tuple-returning layers skipped) and
+    through every layer, the same routers."""
     from lm_eval_helpers import FIXTURE_TASKS
     from transformers import AutoModelForCausalLM
 
@@ -222,18 +225,23 @@ def test_roma_trains_deepseek_moe_routers_only(deepseek_dir, tokenizer, tmp_path
     from roma_eval.methods.roma.train import train_roma
     from roma_eval.samples import load_samples
 
-    model = AutoModelForCausalLM.from_pretrained(deepseek_dir, trust_remote_code=True).eval()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
     samples = load_samples(["tiny_parity"], split="train", include_path=[FIXTURE_TASKS])
-    config = RomaConfig(layers="last:2", epochs=1, batch_size=8, lr=5e-2, k=2)
-    train_roma(model, tokenizer, samples, tmp_path / "roma", config, base_model=str(deepseek_dir),
-               embedder=load_embedder(), progress=False)
-    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
-    assert changed == {"model.layers.2.mlp.gate.weight", "model.layers.3.mlp.gate.weight"}
-    assert load_router_checkpoint(tmp_path / "roma").layers == [2, 3]
+    trained = []
+    for no_layer_cache in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(deepseek_dir, trust_remote_code=True).eval()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        config = RomaConfig(epochs=1, batch_size=8, lr=5e-2, k=2, no_layer_cache=no_layer_cache)
+        train_roma(model, tokenizer, samples, tmp_path / f"roma{no_layer_cache}", config,
+                   base_model=str(deepseek_dir), embedder=load_embedder(), progress=False)
+        changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+        assert changed == {f"model.layers.{i}.mlp.gate.weight" for i in range(5, 10)}
+        assert load_router_checkpoint(tmp_path / f"roma{no_layer_cache}").layers == [5, 6, 7, 8, 9]
+        trained.append(router_weights(model))
+    for layer in range(5, 10):
+        torch.testing.assert_close(trained[0][layer], trained[1][layer], rtol=1e-4, atol=1e-5)
 
 
-def test_c3po_cached_pass_equals_the_full_forward_on_deepseek_moe(deepseek, tokenizer):
+def test_c3po_cached_pass_and_its_gradient_equal_the_full_forward_on_deepseek_moe(deepseek, tokenizer):
     from roma_eval.methods.c3po import TailBatch, freeze
     from roma_eval.methods.c3po.reference import problem_of
     from roma_eval.samples import Sample
@@ -243,17 +251,20 @@ def test_c3po_cached_pass_equals_the_full_forward_on_deepseek_moe(deepseek, toke
     samples = [Sample("t", i, f"Question:{' Think.' * i} What is a {name}?\nAnswer:", "multiple_choice", "",
                       continuations=tuple(f" {c}" for c in choices), choices=choices, gold=0)
                for i, name in enumerate(["whale", "shark", "bat"])]
-    layers = resolve_layers(deepseek, "last:2")
+    layers = resolve_layers(deepseek)
     frozen = freeze(deepseek, [problem_of(tokenizer, s, 512) for s in samples], layers)
     torch.manual_seed(0)
-    override = torch.softmax(3 * torch.randn(len(samples), len(layers), 8), dim=-1)
-    with torch.no_grad():
-        cached, _ = TailBatch(frozen, "cpu").forward(deepseek, layers, override)
-        batch = build_choice_batch(tokenizer, samples, max_length=512)
-        with steer_routing(deepseek, override[batch.row_sample].unsqueeze(1), batch.last_context.unsqueeze(1), layers,
-                           mode="scores"):
-            full = choice_scores(deepseek(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch)
+    override = torch.softmax(3 * torch.randn(len(samples), len(layers), 8), dim=-1).requires_grad_()
+    cached, _ = TailBatch(frozen, "cpu").forward(deepseek, layers, override)
+    batch = build_choice_batch(tokenizer, samples, max_length=512)
+    with steer_routing(deepseek, override[batch.row_sample].unsqueeze(1), batch.last_context.unsqueeze(1), layers,
+                       mode="scores"):
+        full = choice_scores(deepseek(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch)
     torch.testing.assert_close(cached, full, atol=5e-5, rtol=0)
+    (g_cached,) = torch.autograd.grad(cached.sum(), override)
+    (g_full,) = torch.autograd.grad(full.sum(), override)
+    assert g_full.abs().max() > 1e-4  # the routing's gradient reaches ω through the no-grad inference path's mirror
+    torch.testing.assert_close(g_cached, g_full, atol=1e-4, rtol=1e-3)
 
 
 def test_oracle_descends_on_deepseek_moe(deepseek, tokenizer):
@@ -264,10 +275,11 @@ def test_oracle_descends_on_deepseek_moe(deepseek, tokenizer):
     choices = ("mammal", "fish")
     samples = [Sample("t", 0, "Question: What is a whale?\nAnswer:", "multiple_choice", "",
                       continuations=tuple(f" {c}" for c in choices), choices=choices, gold=0)]
-    layers = resolve_layers(deepseek, "last:2")
-    outcomes = descend(deepseek, build_choice_batch(tokenizer, samples, 512), OracleConfig(layers="last:2",
-                       max_steps=2), layers)
-    assert len(outcomes) == 1
+    layers = resolve_layers(deepseek)
+    outcomes = descend(deepseek, build_choice_batch(tokenizer, samples, 512), OracleConfig(max_steps=2,
+                       stable=3), layers)
+    assert len(outcomes) == 1 and outcomes[0].steps >= 1
+    assert outcomes[0].losses[1] != outcomes[0].losses[0]  # a gradient step moved the routing
 
 
 # Families that keep more than keys/values between tokens (linear attention, Mamba, convolution, indexer keys):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from contextlib import ExitStack, contextmanager
 from operator import attrgetter
 
 import torch
@@ -95,6 +96,26 @@ def routers(model) -> dict[int, torch.nn.Module]:
         raise RomaEvalError(f"model_type {spec.model_type!r} model has no MoE layers (every layer is dense); "
                             "RoMA needs a Mixture-of-Experts model")
     return found
+
+
+def moe_blocks(model) -> dict[int, torch.nn.Module]:
+    """Decoder-layer index -> the MoE block holding the router (the router's parent module), for every MoE layer."""
+    parent = spec_for(model).router_path.rpartition(".")[0]
+    layers = decoder_layers(model)
+    return {i: attrgetter(parent)(layers[i]) if parent else layers[i] for i in routers(model)}
+
+
+@contextmanager
+def gradient_path(model):
+    """Inside the block every MoE block's eval-mode forward carries gradients to its routing weights and its input
+    while computing exactly what it computes outside (``ArchSpec.block``): nothing changes for transformers
+    families; DeepSeekMoE's no-grad ``moe_infer`` is replaced by its differentiable mirror.  Every MoE layer, not
+    only the steered or tuned ones: a gradient from the loss reaches a router through the layers above it."""
+    block = spec_for(model).block
+    with ExitStack() as stack:
+        for module in moe_blocks(model).values():
+            stack.enter_context(block.gradient_path(module))
+        yield
 
 
 def selectors(model) -> dict[int, torch.nn.Module]:

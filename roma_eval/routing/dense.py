@@ -35,38 +35,41 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from operator import attrgetter
 
 import torch
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing.arch import decoder_layers, num_experts, resolve_layers, routers, spec_for
+from roma_eval.routing.arch import moe_blocks, num_experts, resolve_layers, routers, spec_for
 
 ESTIMATORS = ("default", "exact")
 DEFAULT_BETA = 0.9
 
 
-def experts_module(model, layer: int) -> torch.nn.Module:
-    """The routed experts of MoE layer ``layer``: the router's sibling ``experts``, which every supported family
-    calls as ``experts(hidden_states, top_k_index, top_k_weights)`` (tokens flattened)."""
-    parent_path = spec_for(model).router_path.rpartition(".")[0]
-    block = attrgetter(parent_path)(decoder_layers(model)[layer]) if parent_path else decoder_layers(model)[layer]
-    experts = getattr(block, "experts", None)
-    if experts is None:
-        raise RomaEvalError(f"layer {layer} of this {spec_for(model).model_type!r} model has no routed experts at "
-                            f"{parent_path}.experts; dense router gradients need a top-k MoE layer")
-    return experts
+def dense_gradient_problem(model) -> str | None:
+    """None when dense router gradients can run on ``model``; otherwise one sentence saying why not."""
+    spec = spec_for(model)
+    if not spec.output.holds_index:
+        return (f"Dense BP needs a router that returns its top-k choice; the {spec.model_type!r} router returns "
+                f"{spec.output.name!r}")
+    return None
+
+
+def routed_block(model, layer: int) -> torch.nn.Module:
+    """The MoE block of MoE layer ``layer``, checked to hold routed experts (``ArchSpec.block`` says how it runs
+    them: one ``experts(hidden_states, top_k_index, top_k_weights)`` module, or DeepSeekMoE's list of experts)."""
+    block = moe_blocks(model)[layer]
+    if not spec_for(model).block.has_experts(block):
+        raise RomaEvalError(f"layer {layer} of this {spec_for(model).model_type!r} model has no routed experts in "
+                            f"{type(block).__name__}; dense router gradients need a top-k MoE layer")
+    return block
 
 
 @torch.no_grad()
-def expert_outputs(experts: torch.nn.Module, hidden: torch.Tensor, index: torch.Tensor,
+def expert_outputs(model, block: torch.nn.Module, hidden: torch.Tensor, index: torch.Tensor,
                    weight_dtype: torch.dtype) -> torch.Tensor:
-    """E_{index[t, s]}(hidden[t]) for every token t and slot s: (tokens, slots, hidden), through the experts
-    module itself (each (token, slot) pair as its own row, routed to one expert with weight 1)."""
-    tokens, slots = index.shape
-    rows = hidden.repeat_interleave(slots, dim=0)
-    ones = torch.ones(tokens * slots, 1, dtype=weight_dtype, device=hidden.device)
-    return experts(rows, index.reshape(-1, 1), ones).view(tokens, slots, -1)
+    """E_{index[t, s]}(hidden[t]) for every token t and slot s: (tokens, slots, hidden), through the block's own
+    experts (``ArchSpec.block.expert_outputs``)."""
+    return spec_for(model).block.expert_outputs(block, hidden, index, weight_dtype)
 
 
 @dataclass
@@ -128,10 +131,8 @@ def dense_router_gradient(model, layers=None, estimator: str = "default", defaul
     if not 0 <= beta < 1:
         raise RomaEvalError(f"beta={beta}: the EMA coefficient must be in [0, 1)")
     spec = spec_for(model)
-    layout = getattr(spec, "output", None)  # families whose router returns something else than the triple
-    if layout is not None and getattr(layout, "name", "triple") != "triple":
-        raise RomaEvalError(f"dense router gradients need a router returning (logits, top-k weights, top-k indices); "
-                            f"the {spec.model_type!r} router returns {layout.name!r}")
+    if problem := dense_gradient_problem(model):
+        raise RomaEvalError(problem)
     gates = routers(model)
     layers = resolve_layers(model, layers)
     n_experts = num_experts(model)
@@ -140,16 +141,13 @@ def dense_router_gradient(model, layers=None, estimator: str = "default", defaul
 
     def gate_hook(layer):
         def hook(module, args, output):
-            state._logits[layer] = output[0]
+            state._logits[layer] = spec.output.logits(module, args, output)
         return hook
 
-    def experts_hook(layer):
-        def hook(module, args, kwargs, output):
+    def experts_hook(layer, block):
+        def hook(hidden, index, weights, output):
             if state._inside:  # our own calls of the experts below
-                return None
-            names = ("hidden_states", "top_k_index", "top_k_weights")
-            values = list(args) + [kwargs[name] for name in names[len(args):]]
-            hidden, index, weights = values[:3]
+                return output
             logits = state._logits.pop(layer, None)
             if logits is None or logits.shape[0] != hidden.shape[0]:
                 raise RomaEvalError(f"layer {layer}: the experts ran without their router's logits; dense router "
@@ -162,16 +160,17 @@ def dense_router_gradient(model, layers=None, estimator: str = "default", defaul
                 if estimator == "exact":
                     extra = torch.zeros(hidden.shape[0], output.shape[-1], dtype=torch.float32, device=output.device)
                     for j in range(n_experts):
-                        out_j = expert_outputs(module, hidden, torch.full_like(index[:, :1], j), weights.dtype)[:, 0]
+                        out_j = expert_outputs(model, block, hidden, torch.full_like(index[:, :1], j),
+                                               weights.dtype)[:, 0]
                         extra = extra + coefficient[:, j:j + 1] * out_j.float()
                 else:
                     if state.update and torch.is_grad_enabled():
-                        chosen = expert_outputs(module, hidden, index, weights.dtype)
+                        chosen = expert_outputs(model, block, hidden, index, weights.dtype)
                         state.defaults.update(layer, index, chosen, state._keep(hidden.shape[0], hidden.device),
                                               n_experts)
                     vectors = state.defaults.vectors.get(layer)
                     if vectors is None:
-                        return None
+                        return output
                     extra = coefficient @ vectors.to(coefficient.device)
             finally:
                 state._inside = False
@@ -180,8 +179,9 @@ def dense_router_gradient(model, layers=None, estimator: str = "default", defaul
 
     try:
         for layer in layers:
+            block = routed_block(model, layer)
             handles.append(gates[layer].register_forward_hook(gate_hook(layer)))
-            handles.append(experts_module(model, layer).register_forward_hook(experts_hook(layer), with_kwargs=True))
+            handles.append(spec.block.hook_routed(block, experts_hook(layer, block)))
         yield state
     finally:
         for handle in handles:

@@ -16,11 +16,13 @@ import torch.nn.functional as F
 from roma_eval.routing.spec import (
     DENSE_SCORES_LOGITS,
     INDEX_WEIGHT_AUX,
+    LEGACY_TUPLE_LAYER,
     LOGITS_ONLY,
     SIGMOID,
     SOFTMAX,
     SOFTMAX_SAME_DTYPE,
     ArchSpec,
+    ModuleListBlock,
     logit,
     sigmoid_float,
 )
@@ -224,6 +226,26 @@ def _select_deepseek_moe(gate, logits, scores, args):
     return top_value, top_index
 
 
+def _deepseek_moe_infer(block, x, flat_expert_indices, flat_expert_weights):
+    # DeepseekMoE.moe_infer (remote code), without its @torch.no_grad(): the (token, slot) pairs sorted by expert,
+    # each expert run once on its tokens in that order, weighted, and summed into the tokens' rows expert by
+    # expert.  Out of place (``*``, ``index_add``) so that autograd can differentiate it; each token meets an
+    # expert at most once, so every row receives the same additions in the same order as the published in-place
+    # mul_ / scatter_reduce_(sum): the same bits.
+    out = torch.zeros_like(x)
+    order = flat_expert_indices.argsort()
+    ends = flat_expert_indices.bincount().cpu().numpy().cumsum(0)
+    token_of = order // block.num_experts_per_tok
+    for i, end in enumerate(ends):
+        start = 0 if i == 0 else ends[i - 1]
+        if start == end:
+            continue
+        tokens = token_of[start:end]
+        expert_out = block.experts[i](x[tokens]) * flat_expert_weights[order[start:end]]
+        out = out.index_add(0, tokens, expert_out)
+    return out
+
+
 def _check_deepseek_moe(config):
     if getattr(config, "scoring_func", "softmax") != "softmax":
         return (f"DeepSeekMoE scoring_func {config.scoring_func!r} is not supported "
@@ -315,7 +337,8 @@ SPECS_LIST: tuple[ArchSpec, ...] = (
              definition="sigmoid(router logits) per expert, float32 (no correction bias)", **SIGMOID),
     # --- remote code
     ArchSpec("deepseek", "MoEGate", family="remote:deepseek-moe", output=INDEX_WEIGHT_AUX, select=_select_deepseek_moe,
-             check=_check_deepseek_moe,
+             check=_check_deepseek_moe, layer_output=LEGACY_TUPLE_LAYER,
+             block=ModuleListBlock("moe_infer", _deepseek_moe_infer),
              definition="softmax(gate logits) over all n_routed_experts, in the logits' dtype (MoEGate's `scores`)",
              **SOFTMAX_SAME_DTYPE),
 )

@@ -9,7 +9,9 @@ one call: the decoder layers below k return their input unchanged (nothing runs 
 cached hidden states are handed to layer k itself (a forward pre-hook), so whatever the model does
 to its input embeddings first (Granite's ``embedding_multiplier``) does not touch them.  Every layer
 keeps its absolute index, so per-layer attention types (sliding, chunked, linear attention, mamba,
-short convolution) and cache slots line up as in the full forward.
+short convolution) and cache slots line up as in the full forward.  A skipped layer returns its input in
+the form the family's layers return (``ArchSpec.layer_output``): the hidden states themselves, or the
+transformers 4.x tuple whose first element the model loop reads (DeepSeekMoE's remote code).
 
 The same reasoning for positions: a causal prefix does not change when routing at a later token
 changes, so its keys and values are computed once (``prefix_keys_values``) and later forwards attend
@@ -90,10 +92,6 @@ def attend_to_prefix(kv: list[tuple[torch.Tensor, torch.Tensor]], first_layer: i
     return {"past_key_values": cache_holding(kv, first_layer), "use_cache": True}
 
 
-def _passthrough(*args, **kwargs):
-    return args[0] if args else kwargs["hidden_states"]
-
-
 def run_from_layer(model, layer_index: int, hidden_states: torch.Tensor, attention_mask=None, **forward_kwargs):
     """The model's output when ``hidden_states`` enter decoder layer ``layer_index`` (layers below are skipped)."""
     layers = list(decoder_layers(model))
@@ -106,10 +104,11 @@ def run_from_layer(model, layer_index: int, hidden_states: torch.Tensor, attenti
 
     handle = entry.register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
     skipped = layers[:layer_index]
+    passthrough = spec_for(model).layer_output.passthrough
     # An instance attribute shadows the class's forward; one already there (accelerate's device hooks) is put back.
     saved = [layer.__dict__.get("forward") for layer in skipped]
     for layer in skipped:
-        layer.forward = _passthrough
+        layer.forward = passthrough
     try:
         return model(inputs_embeds=hidden_states, attention_mask=attention_mask, **forward_kwargs)
     finally:

@@ -7,7 +7,9 @@ sigmoid routers (DeepSeek-V3, GLM-4.5, LFM2, Llama 4, ...) they are sigmoid(rout
 independent per-expert affinities, the quantity the top-k chooses from (before any correction
 bias), not a distribution.  Each family's definition is in ``families.py`` and docs/families.md.
 The logits are read from the router's own output (or, for a router that returns none, recomputed
-from its input and weight: ``spec.RouterOutput``).
+from its input and weight: ``spec.RouterOutput``).  Inside ``record_routing`` the MoE blocks run on their
+differentiable path (``arch.gradient_path``), so a loss on the recorded forward's output reaches the routers
+on every family (RoMA's and the other router-training methods' task loss, Eq. 8).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from contextlib import contextmanager
 
 import torch
 
-from roma_eval.routing.arch import resolve_layers, routers, spec_for
+from roma_eval.routing.arch import gradient_path, resolve_layers, routers, spec_for
 from roma_eval.routing.positions import as_positions, token_rows
 
 
@@ -58,7 +60,8 @@ def record_routing(model, positions: torch.Tensor, layers=None):
     try:
         for i in record.layers:
             handles.append(gates[i].register_forward_hook(make_hook(i)))
-        yield record
+        with gradient_path(model):
+            yield record
     finally:
         for handle in handles:
             handle.remove()

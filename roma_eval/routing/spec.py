@@ -16,12 +16,30 @@ from a call of it and how to write a steered routing back:
 
 Each family's ``select`` mirrors its transformers (or remote) source line for line, so a routing
 recomputed here is bit-identical to the router's own.
+
+Two more layouts say how the rest of a family's decoder runs:
+
+  - ``LayerOutput``: what a decoder layer returns — its hidden states (``TENSOR_LAYER``, transformers 5), or
+    the transformers 4.x tuple ``(hidden_states, [attention weights], [cache])`` that remote code of that era
+    returns and its model loop reads as ``layer_outputs[0]`` (``LEGACY_TUPLE_LAYER``, DeepSeekMoE).  A layer
+    that ``partial.run_from_layer`` skips returns its input in that same form.
+  - ``MoEBlock``: how the MoE block around the router combines its routed experts, how to run one expert on
+    given tokens (Dense BP), and a path through the block that carries gradients in eval mode.  transformers
+    blocks call one ``experts`` module as ``experts(hidden, top_k_index, top_k_weights)`` and are
+    differentiable as they are (``EXPERTS_MODULE``).  DeepSeekMoE's remote code keeps a ``ModuleList`` of
+    experts and, in eval mode, sums them in ``moe_infer`` under ``@torch.no_grad()``; its training branch
+    duplicates tokens and adds the gate's load-balancing loss.  ``ModuleListBlock`` shadows ``moe_infer`` on
+    the block with a mirror of it that computes the same sums in the same order, bit for bit, without the
+    no-grad decorator (``families._deepseek_moe_infer``), so the model stays in eval mode — no auxiliary loss,
+    no dropout, no token duplication — and gradients reach the routing weights and the block's input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import MethodType
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +88,7 @@ class RouterOutput:
 
     name = "triple"
     selects = True  # False: the router returns logits only and its caller selects
+    holds_index = True  # False: the output holds no per-token top-k indices (``index`` returns None)
 
     def logits(self, module, args, output) -> torch.Tensor:
         """(tokens, n_experts) router logits of this call."""
@@ -90,6 +109,7 @@ class RouterOutput:
 class _LogitsOnly(RouterOutput):
     name = "logits_only"
     selects = False
+    holds_index = False
 
     def logits(self, module, args, output):
         return output
@@ -103,6 +123,7 @@ class _LogitsOnly(RouterOutput):
 
 class _DenseScoresLogits(RouterOutput):
     name = "dense_scores_logits"
+    holds_index = False
 
     def logits(self, module, args, output):
         return output[1]
@@ -138,6 +159,128 @@ DENSE_SCORES_LOGITS = _DenseScoresLogits()
 INDEX_WEIGHT_AUX = _IndexWeightAux()
 
 
+class LayerOutput:
+    """A decoder layer that returns its hidden states (see the module docstring)."""
+
+    name = "tensor"
+
+    def passthrough(self, *args, **kwargs):
+        """What a skipped layer returns: its input hidden states, in the form the layer returns them."""
+        return args[0] if args else kwargs["hidden_states"]
+
+
+class _LegacyTuple(LayerOutput):
+    name = "legacy_tuple"
+
+    def passthrough(self, *args, **kwargs):
+        # transformers 4.x decoder layers: (hidden_states,) + (attention weights,) if output_attentions
+        # + (the cache passed in, which the attention updated in place,) if use_cache.
+        outputs = (super().passthrough(*args, **kwargs),)
+        if kwargs.get("output_attentions"):
+            outputs += (None,)
+        if kwargs.get("use_cache"):
+            outputs += (kwargs.get("past_key_value", kwargs.get("past_key_values")),)
+        return outputs
+
+
+TENSOR_LAYER = LayerOutput()
+LEGACY_TUPLE_LAYER = _LegacyTuple()
+
+
+class _Handle:
+    def __init__(self, remove: Callable[[], None]):
+        self.remove = remove
+
+
+class MoEBlock:
+    """An MoE block whose routed experts are one module, ``experts(hidden (tokens, hidden), top_k_index,
+    top_k_weights)`` -> the weighted sum, and whose forward carries gradients in eval mode (transformers)."""
+
+    name = "experts_module"
+
+    def has_experts(self, block) -> bool:
+        return getattr(block, "experts", None) is not None
+
+    @contextmanager
+    def gradient_path(self, block):
+        """Inside: the block's eval-mode forward carries gradients (here it always does)."""
+        yield
+
+    def hook_routed(self, block, fn):
+        """Call ``fn(hidden (tokens, h), top_k_index (tokens, k), top_k_weights, output) -> output`` on every sum of
+        the routed experts the block computes; returns a handle whose ``remove()`` undoes it."""
+        names = ("hidden_states", "top_k_index", "top_k_weights")
+
+        def hook(module, args, kwargs, output):
+            values = list(args) + [kwargs[name] for name in names[len(args):]]
+            return fn(*values[:3], output)
+
+        return block.experts.register_forward_hook(hook, with_kwargs=True)
+
+    def expert_outputs(self, block, hidden, index, weight_dtype):
+        """E_{index[t, s]}(hidden[t]) for every token t and slot s: (tokens, slots, hidden), through the experts
+        module itself (each (token, slot) pair as its own row, routed to one expert with weight 1)."""
+        tokens, slots = index.shape
+        rows = hidden.repeat_interleave(slots, dim=0)
+        ones = torch.ones(tokens * slots, 1, dtype=weight_dtype, device=hidden.device)
+        return block.experts(rows, index.reshape(-1, 1), ones).view(tokens, slots, -1)
+
+
+class ModuleListBlock(MoEBlock):
+    """An MoE block with a ``ModuleList`` of experts whose eval-mode sum is a no-grad method (DeepSeekMoE's
+    ``moe_infer(x, flat_expert_indices, flat_expert_weights)``); ``combine`` mirrors that method, with gradients."""
+
+    name = "module_list"
+
+    def __init__(self, method: str, combine: Callable):
+        self.method = method
+        self.combine = combine
+
+    def _install(self, block, function) -> Callable[[], None]:
+        """Shadow the block's method with ``function`` (an instance attribute); returns the undo."""
+        saved = block.__dict__.get(self.method)
+        setattr(block, self.method, function)
+
+        def remove():
+            if saved is None:
+                delattr(block, self.method)
+            else:
+                setattr(block, self.method, saved)
+
+        return remove
+
+    def _current(self, block) -> Callable:
+        """The method as installed now, or the mirror when the block still has its own no-grad one."""
+        return block.__dict__.get(self.method) or MethodType(self.combine, block)
+
+    @contextmanager
+    def gradient_path(self, block):
+        remove = self._install(block, self._current(block))
+        try:
+            yield
+        finally:
+            remove()
+
+    def hook_routed(self, block, fn):
+        inner = self._current(block)
+
+        def hooked(x, flat_index, flat_weights):
+            return fn(x, flat_index.view(x.shape[0], -1), flat_weights.view(x.shape[0], -1),
+                      inner(x, flat_index, flat_weights))
+
+        return _Handle(self._install(block, hooked))
+
+    def expert_outputs(self, block, hidden, index, weight_dtype):
+        out = hidden.new_empty(*index.shape, hidden.shape[-1])
+        for j in index.unique().tolist():
+            token, slot = torch.nonzero(index == j, as_tuple=True)
+            out[token, slot] = block.experts[j](hidden[token])
+        return out
+
+
+EXPERTS_MODULE = MoEBlock()
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """How one MoE family routes.  ``scores`` are what probe returns and what "scores" overrides replace."""
@@ -160,6 +303,8 @@ class ArchSpec:
     layers_path: str = "model.layers"  # decoder layers, from the causal LM
     final_norm_path: str = "model.norm"  # the norm after the last decoder layer, from the causal LM
     check: Callable | None = None  # config -> None, or a sentence saying why this configuration is not supported
+    layer_output: LayerOutput = TENSOR_LAYER  # what a decoder layer returns
+    block: MoEBlock = EXPERTS_MODULE  # how the MoE block around the router combines its experts
     definition: str = ""  # what "routing weights" means for this family (docs/families.md)
 
     @property

@@ -17,6 +17,7 @@ Modes (``override`` has one vector per sample, position and layer):
     bit for bit, and any ω is reproduced up to float rounding.
 Positions index the tokens of each forward's input; a forward that does not contain them (a
 cached decoding step) is left alone, so with a KV cache the override acts on the prompt token only.
+A negative position is not steered (its override is ignored): rows of different lengths in one tensor.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 import torch
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.routing.arch import num_experts, resolve_layers, routers, selectors, spec_for
+from roma_eval.routing.arch import gradient_path, num_experts, resolve_layers, routers, selectors, spec_for
 from roma_eval.routing.positions import token_rows
 
 MODES = ("offset", "logits", "scores")
@@ -78,6 +79,8 @@ def steer_routing(model, override: torch.Tensor, positions: torch.Tensor, layers
         raise RomaEvalError(f"routing override has shape {tuple(override.shape)}; expected {expected} "
                             "(batch, positions, layers, experts)")
     handles = []
+    # Negative positions pad rows with fewer steered tokens; only the others are steered.
+    steered = (positions >= 0).reshape(-1) if (positions < 0).any() else None
 
     def make_hook(slot, selector):
         def hook(module, args, output):
@@ -88,8 +91,11 @@ def steer_routing(model, override: torch.Tensor, positions: torch.Tensor, layers
                                     f"{batch} sequences the routing override was made for")
             if positions.max() >= seq_len:  # a cached decoding step: the steered tokens are not in it
                 return None
-            rows = token_rows(positions.to(logits.device), seq_len)
+            rows = token_rows(positions.clamp(min=0).to(logits.device), seq_len)
             override_rows = override[:, :, slot].reshape(len(rows), -1).to(logits.device)
+            if steered is not None:
+                keep = steered.to(logits.device)
+                rows, override_rows = rows[keep], override_rows[keep]
             new_logits, new_scores = _new_routing(spec, mode, logits, rows, override_rows)
             new_weights = new_index = None
             if spec.output.selects:  # on every token, as the router did; the steered rows are kept
@@ -105,7 +111,8 @@ def steer_routing(model, override: torch.Tensor, positions: torch.Tensor, layers
     try:
         for slot, i in enumerate(layers):
             handles.append(gates[i].register_forward_hook(make_hook(slot, chooses[i]), prepend=True))
-        yield
+        with gradient_path(model):
+            yield
     finally:
         for handle in handles:
             handle.remove()
