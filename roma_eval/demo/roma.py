@@ -54,7 +54,7 @@ def warmup_words(steps: int, ratio: float | None) -> str:
 
     if ratio is not None:
         return f"a warm-up over {ratio:.0%} of the steps"
-    return f"a warm-up over {steps} steps (at most {MAX_WARMUP_SHARE:.0%} of them)"
+    return f"a warm-up over {steps} steps (at most {MAX_WARMUP_SHARE:.0%} of the run)"
 
 
 def heldout_accuracy(model, tokenizer, limit: int | None = None) -> tuple[float, int]:
