@@ -39,7 +39,7 @@ class RomaConfig:
         "eq5: the paper's Eq. 5, exp(-||E(x_i) - E(x_j)||² / (2σ²)); released: the released code's "
         "exp(-(1 - cos)² / (2σ²)) on the embeddings' cosine similarity"})
     embedder: str | None = field(default=None, metadata={"help":
-        "sentence-transformers model (default: packaged all-MiniLM-L6-v2)"})
+        "sentence-transformers model (default: the packaged all-MiniLM-L6-v2, the released code's)"})
     lr: float = field(default=7e-5, metadata={"help": "AdamW learning rate (the released code's)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (the released code's)"})
     epochs: int = field(default=3, metadata={"help": "passes over the training samples (the released code's)"})
