@@ -32,6 +32,7 @@ from roma_eval.methods.c3po.remix import (
     kernel_regression,
     mode_finding,
     ngd,
+    ngd_optimizer,
 )
 from roma_eval.routing import (
     probe_routing,
@@ -39,8 +40,9 @@ from roma_eval.routing import (
     router_fingerprint,
     steer_routing,
 )
+from roma_eval.routing.scores import project_scores
 from roma_eval.samples import Sample, load_samples
-from roma_eval.scoring import build_choice_batch, choice_scores, score_samples
+from roma_eval.scoring import build_choice_batch, choice_scores, score_samples, task_loss
 from roma_eval.tiny import ARCHITECTURES, build_tiny_model, save_tiny_model
 
 TASKS = ["tiny_animals", "tiny_sums"]
@@ -195,12 +197,12 @@ def test_kernel_regression_with_alpha_one_is_base(setup, hf_base):
     assert c3po["tiny_sums"] == hf_base["tiny_sums"]
 
 
-def fixed_example(tokenizer):
+def fixed_example(tokenizer, layers="last:2"):
     """A qwen3_moe model, C3PO over a reference of 6 of its own problems labelled with their
     second-best choice (a loss with room to fall), and one test prompt (its pathway has clear top-k
     margins) against two neighbourhoods of 3, as two test samples optimised together."""
     model = build_tiny_model("qwen3_moe", tokenizer, **STRONG)
-    layers = resolve_layers(model, "last:2")
+    layers = resolve_layers(model, layers)
     samples = train_samples()
     problems = [problem_of(tokenizer, s, 512) for s in samples]
     frozen = freeze(model, problems, layers)
@@ -217,12 +219,13 @@ def fixed_example(tokenizer):
     return c3po, index, weight, omega0
 
 
-def test_ngd_lowers_the_neighbours_loss_step_by_step(tokenizer):
-    """Plain gradient descent, as the paper's NGD.  (With hard top-k a step can flip a near-tied
-    expert choice and raise the loss; this example's pathway has no near-ties.)"""
+def test_plain_gradient_descent_ngd_lowers_the_neighbours_loss_step_by_step(tokenizer):
+    """c3po_optimizer=sgd: plain gradient descent.  (With hard top-k a step can flip a near-tied expert
+    choice and raise the loss; this example's pathway has no near-ties.)"""
     c3po, index, weight, omega0 = fixed_example(tokenizer)
     loss = c3po.neighbour_loss(index, weight)
-    omega, history = ngd(omega0, core_index(omega0, 0), "softmax", loss, steps=10, lr=1.0, lr_min=1e-5)
+    omega, history = ngd(omega0, core_index(omega0, 0), "softmax", loss, steps=10, lr=1.0, lr_min=1e-5,
+                         optimizer="sgd")
     final = loss(omega).detach()
     sequence = torch.cat([history, final.unsqueeze(0)])  # (11, 2): L at ω0, ω1, ..., ω10
     # Non-increasing up to float32 rounding (an ulp of 4.9 is 5e-7; the last steps' lr is ~1e-5).
@@ -230,17 +233,169 @@ def test_ngd_lowers_the_neighbours_loss_step_by_step(tokenizer):
     assert torch.all(sequence[0] - sequence[-1] > 5e-3), sequence
     assert torch.allclose(omega.sum(-1), torch.ones(2, 2)) and omega.min() >= 0  # still distributions
 
-    # Optimised together, each with its own variables == optimised one at a time.
+
+# Steered layers below the last: at the model's last layer the pathway changes only the first continuation token,
+# which the tiny tokenizer makes the same for every choice, so the gradient there is zero but for float rounding, and
+# Adam, whose steps are about lr whatever the gradient's scale, would turn the rounding of a batch into real moves.
+BELOW_THE_LAST_LAYER = "-3,-2"
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_ngd_moves_prompts_optimised_together_as_alone_and_only_their_core(tokenizer, optimizer):
+    c3po, index, weight, omega0 = fixed_example(tokenizer, BELOW_THE_LAST_LAYER)
+    loss = c3po.neighbour_loss(index, weight)
+    omega, _ = ngd(omega0, core_index(omega0, 0), "softmax", loss, steps=10, lr=1.0, lr_min=1e-5, optimizer=optimizer)
+    # Optimised together, each with its own variables (and Adam moments) == optimised one at a time.
     alone = [ngd(omega0[g:g + 1], core_index(omega0[g:g + 1], 0), "softmax",
-                 c3po.neighbour_loss(index[g:g + 1], weight[g:g + 1]), steps=10, lr=1.0, lr_min=1e-5)[0]
-             for g in range(2)]
+                 c3po.neighbour_loss(index[g:g + 1], weight[g:g + 1]), steps=10, lr=1.0, lr_min=1e-5,
+                 optimizer=optimizer)[0] for g in range(2)]
     torch.testing.assert_close(omega, torch.cat(alone), atol=1e-5, rtol=0)
 
     # Core experts: only the top-3 of each layer's base pathway move; the others keep their scores.
     core = core_index(omega0, 3)
-    moved, _ = ngd(omega0, core, "softmax", loss, steps=3, lr=1.0, lr_min=1e-5)
+    moved, _ = ngd(omega0, core, "softmax", loss, steps=3, lr=1.0, lr_min=1e-5, optimizer=optimizer)
     others = torch.ones_like(omega0, dtype=torch.bool).scatter(-1, core, False)
     assert torch.equal(moved[others], omega0[others]) and not torch.equal(moved, omega0)
+
+
+def earlier_plain_ngd(omega0, core, loss_fn, steps, lr, lr_min):
+    """This project's NGD before c3po_optimizer, verbatim: θ ← Π(θ - lr_t ∇L), lr_t cosine from lr to lr_min
+    at the last step, Π the projection onto the simplex of the core's base mass."""
+    theta = omega0.gather(-1, core).detach()
+    mass = theta.sum(-1, keepdim=True)
+    for step in range(steps):
+        with torch.enable_grad():
+            theta.requires_grad_(True)
+            (grad,) = torch.autograd.grad(loss_fn(omega0.scatter(-1, core, theta)).sum(), theta)
+        lr_t = lr_min + (lr - lr_min) * (1 + np.cos(np.pi * step / (steps - 1))) / 2
+        theta = project_scores(theta.detach() - lr_t * grad, "softmax", mass)
+    return omega0.scatter(-1, core, theta)
+
+
+@pytest.mark.parametrize("lr, n_core", [(1e-2, 0), (1.0, 0), (1.0, 3)])
+def test_sgd_ngd_reproduces_the_earlier_plain_gradient_descent(tokenizer, lr, n_core):
+    c3po, index, weight, omega0 = fixed_example(tokenizer)
+    loss, core = c3po.neighbour_loss(index, weight), core_index(omega0, n_core)
+    omega, _ = ngd(omega0, core, "softmax", loss, steps=10, lr=lr, lr_min=1e-5, optimizer="sgd")
+    torch.testing.assert_close(omega, earlier_plain_ngd(omega0, core, loss, 10, lr, 1e-5), atol=1e-6, rtol=0)
+
+
+def uncached_neighbour_loss(tokenizer, c3po, index, weight):
+    """L(ω) per test prompt from scoring.py's full forward of each neighbour (no frozen prefixes, no TailBatch):
+    ω replaces the routing scores at each neighbour's last context token."""
+    samples = [dataclasses.replace(s, gold=p.gold) for s, p in zip(train_samples(), c3po.reference.problems)]
+    neighbours = [samples[i] for i in index.reshape(-1)]
+    batch = build_choice_batch(tokenizer, neighbours, max_length=512)
+    gold = torch.tensor([s.gold for s in neighbours])
+
+    def loss(omega):
+        rows = omega.repeat_interleave(index.shape[1], dim=0)[batch.row_sample].unsqueeze(1)
+        with steer_routing(c3po.model, rows, batch.last_context.unsqueeze(1), c3po.layers, mode="scores"):
+            logits = c3po.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        per_neighbour = task_loss(choice_scores(logits, batch), gold, reduction="none").view(index.shape)
+        return (weight * per_neighbour).sum(dim=1)
+
+    return loss
+
+
+def test_adam_ngd_equals_a_hand_written_adam_loop_on_the_uncached_forward(tokenizer):
+    """The engine's NGD (default: Adam, cosine schedule, projection) == torch.optim.Adam stepped by hand on the
+    neighbours' loss from the full uncached forward, lr_t set from the cosine formula, projected by hand."""
+    c3po, index, weight, omega0 = fixed_example(tokenizer, BELOW_THE_LAST_LAYER)
+    assert c3po.config.optimizer == "adam"
+    steps, lr, lr_min = 10, 1e-2, 1e-5
+    omega, history = ngd(omega0, core_index(omega0, 0), "softmax", c3po.neighbour_loss(index, weight),
+                         steps, lr, lr_min)
+
+    full_loss = uncached_neighbour_loss(tokenizer, c3po, index, weight)
+    theta = omega0.clone().requires_grad_(True)
+    adam = torch.optim.Adam([theta], lr=lr)
+    expected = []
+    for t in range(steps):
+        adam.param_groups[0]["lr"] = lr_min + (lr - lr_min) * (1 + np.cos(np.pi * t / steps)) / 2
+        adam.zero_grad()
+        value = full_loss(theta)
+        value.sum().backward()
+        expected.append(value.detach())
+        adam.step()
+        with torch.no_grad():
+            theta.copy_(numpy_simplex_projection(theta.detach().numpy(), np.ones(theta.shape[:-1])))
+    torch.testing.assert_close(history, torch.stack(expected), atol=1e-4, rtol=0)
+    torch.testing.assert_close(omega, theta.detach(), atol=1e-4, rtol=0)
+    # Adam moves ω much further than plain gradient descent at the paper's learning rate.
+    plain, _ = ngd(omega0, core_index(omega0, 0), "softmax", c3po.neighbour_loss(index, weight), steps, lr, lr_min,
+                   optimizer="sgd")
+    assert (omega - omega0).norm() > 10 * (plain - omega0).norm()
+
+
+def numpy_simplex_projection(values, mass):
+    """argmin ||p - v|| over {p >= 0, Σ p = mass} per row, by bisection on the threshold τ of p = max(v - τ, 0)
+    (Σ max(v - τ, 0) falls in τ), not by sorting as routing.scores does."""
+    values = np.asarray(values, dtype=np.float64)
+    low = values.min(-1, keepdims=True) - np.asarray(mass)[..., None]
+    high = values.max(-1, keepdims=True)
+    for _ in range(200):
+        tau = (low + high) / 2
+        over = np.maximum(values - tau, 0).sum(-1, keepdims=True) > np.asarray(mass)[..., None]
+        low, high = np.where(over, tau, low), np.where(over, high, tau)
+    return torch.from_numpy(np.maximum(values - (low + high) / 2, 0))
+
+
+def numpy_ngd(omega0, n_core, centre, curvature, steps, lr, lr_min, optimizer):
+    """NGD on L(ω) = Σ c (ω - centre)², one test sample, in numpy: Adam (β = 0.9, 0.999, ε = 1e-8, bias-corrected)
+    with lr_t = lr_min + (lr - lr_min)(1 + cos(π t / steps)) / 2, or gradient descent with t / (steps - 1),
+    each step projected onto the core's simplex."""
+    omega, m, v = omega0.copy(), np.zeros_like(omega0), np.zeros_like(omega0)
+    core = np.argsort(-omega0, axis=-1, kind="stable")[:, : n_core or omega0.shape[-1]]
+    mass = np.take_along_axis(omega0, core, -1).sum(-1)
+    for t in range(steps):
+        grad = 2 * curvature * (omega - centre)
+        if optimizer == "adam":
+            m, v = 0.9 * m + 0.1 * grad, 0.999 * v + 0.001 * grad**2
+            lr_t = lr_min + (lr - lr_min) * (1 + np.cos(np.pi * t / steps)) / 2
+            step = lr_t * (m / (1 - 0.9 ** (t + 1))) / (np.sqrt(v / (1 - 0.999 ** (t + 1))) + 1e-8)
+        else:
+            step = (lr_min + (lr - lr_min) * (1 + np.cos(np.pi * t / (steps - 1))) / 2) * grad
+        moved = np.take_along_axis(omega - step, core, -1)
+        np.put_along_axis(omega, core, numpy_simplex_projection(moved, mass).numpy(), -1)
+    return omega
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("n_core", [0, 3])
+def test_ngd_matches_numpy_on_a_known_quadratic(optimizer, n_core):
+    rng = np.random.default_rng(1)
+    omega0, centre = random_pathways(rng, 3, 2), random_pathways(rng, 3, 2)
+    curvature = rng.uniform(0.01, 5.0, size=omega0.shape)  # gradients of very different scales
+
+    def loss(omega):
+        return (torch.from_numpy(curvature) * (omega - torch.from_numpy(centre)) ** 2).flatten(1).sum(1)
+
+    start = torch.from_numpy(omega0)
+    omega, history = ngd(start, core_index(start, n_core), "softmax", loss, steps=10, lr=0.05, lr_min=1e-4,
+                         optimizer=optimizer)
+    expected = np.stack([numpy_ngd(omega0[g], n_core, centre[g], curvature[g], 10, 0.05, 1e-4, optimizer)
+                         for g in range(3)])
+    np.testing.assert_allclose(omega.numpy(), expected, atol=1e-9)
+    assert history.shape == (10, 3) and torch.all(history[-1] < history[0])
+
+
+@pytest.mark.parametrize("optimizer, t_max", [("adam", 10), ("sgd", 9)])
+def test_ngd_learning_rate_follows_the_cosine_formula(optimizer, t_max):
+    """Adam: CosineAnnealingLR(T_max = steps) as R2-T2's released NGD (lr_min after the last step); sgd: lr_min
+    at the last step, as this project's earlier NGD."""
+    theta = torch.zeros(3, requires_grad=True)
+    opt, schedule = ngd_optimizer(theta, optimizer, 10, 1e-2, 1e-5)
+    used = []
+    for _ in range(10):
+        used.append(opt.param_groups[0]["lr"])
+        theta.grad = torch.ones(3)
+        opt.step()
+        schedule.step()
+    formula = [1e-5 + (1e-2 - 1e-5) * (1 + np.cos(np.pi * t / t_max)) / 2 for t in range(10)]
+    assert used == pytest.approx(formula, rel=1e-12, abs=0)
+    assert used[0] == 1e-2 and (used[-1] == pytest.approx(1e-5) if optimizer == "sgd" else used[-1] > 2e-4)
+    assert isinstance(opt, torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)
 
 
 def numpy_restrict(target, omega0, n_core):
@@ -483,6 +638,7 @@ def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
     (dict(mode_neighbours="input"), "mode_neighbours='input' is unknown; use one of pathway, embedding"),
     (dict(mode_steps=0), "mode_steps=0, group=None: each must be at least 1"),
     (dict(bandwidth=-1.0), "bandwidth=-1.0 must be positive"),
+    (dict(optimizer="adamw"), "optimizer='adamw' is unknown; use one of adam, sgd"),
 ])
 def test_bad_mode_finding_settings_are_one_clear_error(setting, message):
     with pytest.raises(RomaEvalError, match=re.escape(message)):
@@ -499,3 +655,16 @@ def test_c3po_embeds_the_question_of_a_few_shot_prompt():
     context = task.fewshot_context(doc, num_fewshot=2)
     assert context.count("Answer:") == 3 and query_text(context) == task.doc_to_text(doc)
     assert query_text(task.doc_to_text(doc)) == task.doc_to_text(doc)
+
+
+def test_a_bad_optimizer_is_one_clear_error_naming_the_model_arg(setup, tmp_path):
+    """`lm_eval --model c3po --model_args ...,c3po_optimizer=adamw`: one line naming c3po_optimizer, exit non-zero,
+    nothing written."""
+    with pytest.raises(RomaEvalError, match=re.escape("c3po_optimizer='adamw' is unknown; use one of adam, sgd")):
+        C3POConfig.from_model_args({"c3po_optimizer": "adamw"})
+    base_dir, ref, _ = setup
+    proc = evaluate_cli("c3po", f"pretrained={base_dir},reference={ref},c3po_optimizer=adamw", ["tiny_animals"],
+                        tmp_path / "out", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == "error: c3po_optimizer='adamw' is unknown; use one of adam, sgd"
+    assert not (tmp_path / "out").exists()

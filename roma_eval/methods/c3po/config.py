@@ -6,6 +6,7 @@ embedder are not here: they are fixed when the reference set is built (``roma-ev
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
@@ -29,9 +30,16 @@ class C3POConfig:
         "references whose prompt has cosine similarity above this to the test prompt are near-duplicates and dropped, "
         "so that a copy of the test question cannot be its own neighbour (ours, not the paper's; >1 keeps all)"})
     steps: int = field(default=10, metadata={"help": "NGD gradient steps (paper: 10)"})
+    optimizer: Literal["adam", "sgd"] = field(default="adam", metadata={"help":
+        "NGD optimiser: adam (torch.optim.Adam, cosine schedule CosineAnnealingLR(T_max=steps, eta_min=lr_min): the "
+        "same group's released NGD, R2-T2's evaluate.py; a step moves each routing score by about the learning rate "
+        "whatever the gradient's scale) or sgd (plain gradient descent, lr_min reached at the last step: this "
+        "project's earlier NGD, which at lr 1e-2 barely moves routing probabilities)"})
     lr: float = field(default=1e-2, metadata={"help":
         "NGD learning rate at the first step, annealed by a cosine (paper: 1e-2)"})
-    lr_min: float = field(default=1e-5, metadata={"help": "NGD learning rate at the last step (paper: 1e-5)"})
+    lr_min: float = field(default=1e-5, metadata={"help":
+        "NGD learning rate the cosine anneals to (paper: 1e-5): reached after the last step with adam (as R2-T2's "
+        "code), at the last step with sgd"})
     core_experts: int = field(default=0, metadata={"help":
         "re-mix only the top-n experts of the test prompt's own pathway per layer; 0 = all (paper: top-20 of 64 is as "
         "good as all)"})
@@ -92,5 +100,7 @@ class C3POConfig:
         values = {name: handle_arg_string(v) if isinstance(v, str) else v for name, v in values.items()}
         try:
             return cls(**values)
+        except RomaEvalError as exc:  # name the model_args as the user typed them: c3po_optimizer=, not optimizer=
+            raise RomaEvalError(re.sub(rf"\b({'|'.join(names)})=", rf"{PREFIX}\1=", str(exc))) from None
         except TypeError as exc:  # a value of the wrong type reached a comparison in __post_init__
             raise RomaEvalError(f"C3PO model_args {values}: {exc}; give numbers for numeric settings") from None

@@ -184,7 +184,7 @@ class C3PO:
             omega, info["alpha"], info["losses"] = kernel_regression(omega0, neighbour_omega, weight, core, self.kind,
                                                                      loss, cfg.alpha, cfg.alpha_step)
             return omega, info
-        omega, info["losses"] = ngd(omega0, core, self.kind, loss, cfg.steps, cfg.lr, cfg.lr_min)
+        omega, info["losses"] = ngd(omega0, core, self.kind, loss, cfg.steps, cfg.lr, cfg.lr_min, cfg.optimizer)
         return omega, info
 
     # ------------------------------------------------------------ test prompts

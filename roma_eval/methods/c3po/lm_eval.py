@@ -3,9 +3,10 @@
 model_args: every ``hf`` argument, plus ``reference=`` (a directory written by
 ``roma-eval c3po build-reference`` for this base model) and the ``C3POConfig`` fields prefixed with
 ``c3po_`` (they share HFLM's namespace and the results' ``config.model_args``): ``c3po_method=ngd|kernel|mode``,
-``c3po_k=``, ``c3po_steps=``, ``c3po_lr=``, ``c3po_lr_min=``, ``c3po_core_experts=``, ``c3po_alpha=``,
-``c3po_alpha_step=``, ``c3po_mode_neighbours=pathway|embedding``, ``c3po_mode_steps=``, ``c3po_bandwidth=``,
-``c3po_sigma=``, ``c3po_dedup=``, ``c3po_all_generated_tokens=``, ``c3po_group=``.
+``c3po_k=``, ``c3po_steps=``, ``c3po_optimizer=adam|sgd``, ``c3po_lr=``, ``c3po_lr_min=``,
+``c3po_core_experts=``, ``c3po_alpha=``, ``c3po_alpha_step=``, ``c3po_mode_neighbours=pathway|embedding``,
+``c3po_mode_steps=``, ``c3po_bandwidth=``, ``c3po_sigma=``, ``c3po_dedup=``, ``c3po_all_generated_tokens=``,
+``c3po_group=``.
 
 Multiple choice: lm-eval sends one request per choice, tokenised by its own ``_encode_pair``.  The
 requests of one document form one problem: one pathway is optimised for it and every choice is

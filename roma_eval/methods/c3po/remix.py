@@ -9,14 +9,16 @@ x_i in the reference set (samples the base model answers correctly), with kernel
                      pathway space, repeated (a relaxed mean-shift towards the densest region of
                      successful pathways), α as below;
   kernel regression  ω̂ = Σ K_i ω_i / Σ K_i, then ω ← α ω + (1-α) ω̂, α on a grid minimising L;
-  NGD                gradient descent on L(ω) (10 steps, cosine learning rate 1e-2 -> 1e-5).
+  NGD                gradient descent on L(ω) (10 steps, cosine learning rate 1e-2 -> 1e-5), by default
+                     with Adam, as the same group's released NGD (R2-T2's ``evaluate.py``).
 All functions act on a batch of test samples, each with its own pathway: ``omega0`` (G, layers,
 experts) is the base pathway, ``loss_fn(omega) -> (G,)`` the neighbours' kernel-weighted loss L.
 
 Choices the paper leaves open (docs/c3po.md): only the *core* experts move (the top-n of the base
 pathway per layer; all by default), the others keep their base scores; a softmax pathway stays a
 distribution — NGD projects each step back onto the simplex (Euclidean projection, the core
-experts keeping their base mass) and sigmoid pathways (DeepSeek-V3) are clipped to [0, 1].
+experts keeping their base mass) and sigmoid pathways (DeepSeek-V3) are clipped to [0, 1]; ω is the routing
+probabilities themselves (not logits), the paper's pathway, so Adam moves each by about the learning rate.
 Mode finding, where the paper gives only the update:
   N(ω)        the k reference pathways nearest to the current ω (Euclidean, critical layers concatenated
               as RoMA's r_i), re-found at every iteration, among all references but the test prompt's
@@ -33,7 +35,6 @@ Mode finding, where the paper gives only the update:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -112,24 +113,41 @@ def kernel_regression(omega0, neighbour_omega, weight, core, kind, loss_fn: Loss
     return alpha_search(omega0, omega_hat, loss_fn, alpha, alpha_step)
 
 
-def cosine_lr(step: int, steps: int, lr: float, lr_min: float) -> float:
-    """lr at step 0, lr_min at the last step, cosine in between."""
-    if steps == 1:
-        return lr
-    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * step / (steps - 1))) / 2
+def ngd_optimizer(theta: torch.Tensor, optimizer: str, steps: int, lr: float, lr_min: float):
+    """NGD's optimiser over ``theta`` and its cosine schedule from ``lr`` (first step) towards ``lr_min``.
+
+    adam: torch.optim.Adam (default betas and eps) with CosineAnnealingLR(T_max = steps, eta_min = lr_min), as
+    the same group's released NGD (R2-T2, ``evaluate.py``): the first step moves every score whose gradient is
+    not zero by lr (Adam's m̂/(√v̂ + ε) is ±1 then, up to ε), and later ones by about lr, whatever the gradient's scale;
+    the last step's lr is lr_min + (lr - lr_min)(1 + cos(π (steps-1)/steps))/2 (2.5e-4 at the paper's
+    settings), lr_min being reached after it.
+    sgd: plain gradient descent θ ← θ - lr_t ∇L, the schedule reaching lr_min at the last step
+    (T_max = steps - 1): this project's NGD before Adam, kept to reproduce its results."""
+    if optimizer == "adam":
+        opt, t_max = torch.optim.Adam([theta], lr=lr), steps
+    else:
+        opt, t_max = torch.optim.SGD([theta], lr=lr), max(steps - 1, 1)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max, eta_min=lr_min)
 
 
-def ngd(omega0, core, kind, loss_fn: LossFn, steps: int = 10, lr: float = 1e-2, lr_min: float = 1e-5):
-    """Neighbourhood gradient descent on the core experts' scores.  Returns (ω, losses (steps, G)):
+def ngd(omega0, core, kind, loss_fn: LossFn, steps: int = 10, lr: float = 1e-2, lr_min: float = 1e-5,
+        optimizer: str = "adam"):
+    """Neighbourhood gradient descent on the core experts' scores, each step projected back onto their
+    domain (``project_scores``: the simplex of the core's base mass, or [0, 1]).  Adam's moments are per
+    score, so test prompts optimised together move exactly as alone.  Returns (ω, losses (steps, G)):
     losses[t] is L at the t-th iterate (the base pathway first), measured by that step's forward."""
-    theta = omega0.gather(-1, core).detach()
-    mass = theta.sum(-1, keepdim=True)
+    theta = omega0.gather(-1, core).detach().clone().requires_grad_(True)
+    mass = theta.detach().sum(-1, keepdim=True)
+    opt, schedule = ngd_optimizer(theta, optimizer, steps, lr, lr_min)
     history = []
-    for step in range(steps):
+    for _ in range(steps):
         with torch.enable_grad():
-            theta.requires_grad_(True)
             losses = loss_fn(omega0.scatter(-1, core, theta))
-            (grad,) = torch.autograd.grad(losses.sum(), theta)
+            # Only θ's gradient: backward() would also fill the model's parameters' .grad.
+            (theta.grad,) = torch.autograd.grad(losses.sum(), theta)
         history.append(losses.detach())
-        theta = project_scores(theta.detach() - cosine_lr(step, steps, lr, lr_min) * grad, kind, mass)
-    return omega0.scatter(-1, core, theta), torch.stack(history)
+        opt.step()
+        schedule.step()
+        with torch.no_grad():
+            theta.copy_(project_scores(theta, kind, mass))
+    return omega0.scatter(-1, core, theta.detach()), torch.stack(history)
