@@ -34,9 +34,19 @@ class Sample:
     text: str  # what the embedding model sees
     continuations: tuple[str, ...] = ()  # multiple choice: target delimiter + choice, as lm-eval scores them
     choices: tuple[str, ...] = ()  # multiple choice: the raw choices (acc_norm divides by their length)
-    gold: int | str = -1  # multiple choice: index of the right choice; generation: the target string
+    gold: int | str = -1  # multiple choice: index of the right choice (the first, when several); generation: the target
     until: tuple[str, ...] = ()  # generation: stop sequences
     choice_contexts: tuple[str, ...] = ()  # multiple-input tasks: the prompt of each choice
+    golds: tuple[int, ...] = ()  # several right choices (ReCoRD's gold entities): all of them, ``gold`` first
+
+    def __post_init__(self):
+        if self.golds and self.golds[0] != self.gold:
+            raise ValueError(f"Sample {self.task}/{self.doc_id}: gold {self.gold} is not golds[0] ({self.golds})")
+
+    @property
+    def right_choices(self) -> tuple[int, ...]:
+        """Every choice that counts as right: lm-eval's acc is 1 when the prediction is one of them."""
+        return self.golds or (int(self.gold),)
 
     @property
     def contexts(self) -> tuple[str, ...]:
@@ -94,15 +104,23 @@ def _resolvable(manager, name: str) -> bool:
     return all(_resolvable(manager, member) for member in members if isinstance(member, str))
 
 
-def _gold_index(task_name, doc_id, target, choices) -> int:
+def _gold_indices(task_name, doc_id, target, choices) -> tuple[int, ...]:
     # lm-eval's process_results: the gold is an index, or a choice's text; multiple-input tasks give the
-    # index through doc_to_text.
-    if isinstance(target, str) and target in choices:
-        return choices.index(target)
-    if isinstance(target, int) and 0 <= target < len(choices):
-        return target
-    raise RomaEvalError(f"task {task_name} doc {doc_id} has no single gold label among its {len(choices)} choices "
-                        f"(doc_to_target gave {target!r}); RoMA, C3PO and the oracle need labelled tasks")
+    # index through doc_to_text; a list of indices is several right choices (lm-eval's multiple_target:
+    # acc = the prediction is one of them).
+    targets = target if isinstance(target, list) and target else [target]
+    found = [choices.index(t) if isinstance(t, str) and t in choices else t for t in targets]
+    if all(isinstance(i, int) and 0 <= i < len(choices) for i in found):
+        return tuple(dict.fromkeys(found))
+    raise RomaEvalError(f"task {task_name} doc {doc_id} has no single gold label, nor a list of them, among its "
+                        f"{len(choices)} choices (doc_to_target gave {target!r}); RoMA, C3PO and the oracle need "
+                        "labelled tasks")
+
+
+def _gold_fields(task_name, doc_id, target, choices) -> dict:
+    """Sample's ``gold`` and ``golds`` (the latter only when several choices are right)."""
+    golds = _gold_indices(task_name, doc_id, target, choices)
+    return {"gold": golds[0], "golds": golds if len(golds) > 1 else ()}
 
 
 def _docs(task, split: str):
@@ -130,12 +148,12 @@ def samples_from_task(task, split: str = "eval", limit: int | None = None) -> li
             out.append(Sample(name, doc_id, shared_prompt(contexts), "multiple_choice",
                               label_free_prompt(contexts, continuation),
                               continuations=(continuation,) * len(choices), choices=choices,
-                              gold=_gold_index(name, doc_id, text, list(choices)), choice_contexts=contexts))
+                              choice_contexts=contexts, **_gold_fields(name, doc_id, text, list(choices))))
         elif task.OUTPUT_TYPE == "multiple_choice":
             choices = tuple(task.doc_to_choice(doc))
             out.append(Sample(name, doc_id, ctx, "multiple_choice", text if isinstance(text, str) else ctx,
                               continuations=tuple(r.args[1] for r in requests[: len(choices)]), choices=choices,
-                              gold=_gold_index(name, doc_id, task.doc_to_target(doc), list(choices))))
+                              **_gold_fields(name, doc_id, task.doc_to_target(doc), list(choices))))
         elif task.OUTPUT_TYPE == "generate_until":
             gen_kwargs = requests[0].args[1]
             out.append(Sample(name, doc_id, ctx, "generate_until", text if isinstance(text, str) else ctx,

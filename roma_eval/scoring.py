@@ -50,13 +50,22 @@ class ChoiceBatch:
     continuation_mask: torch.Tensor  # (rows, max_continuation)
     row_sample: torch.Tensor  # (rows,)
     row_choice: torch.Tensor  # (rows,)
-    gold: torch.Tensor  # (samples,)
+    golds: torch.Tensor  # (samples, max_choices) bool: the right choices (Sample.right_choices; ReCoRD has several)
     char_lens: torch.Tensor  # (samples, max_choices), inf where a sample has fewer choices
     row_share: torch.Tensor  # (rows,) weight of each row in its sample's context routing (``per_sample``)
 
     @property
     def n_samples(self) -> int:
-        return self.gold.shape[0]
+        return self.golds.shape[0]
+
+    @property
+    def gold(self) -> torch.Tensor:
+        """(samples,) each sample's right choice (the lowest-indexed one, when several are right)."""
+        return self.golds.int().argmax(dim=1)
+
+    def right(self, predicted: torch.Tensor) -> torch.Tensor:
+        """(samples,) bool: is each predicted choice index one of the right ones (lm-eval's acc of the prediction)."""
+        return self.golds.gather(1, predicted.to(self.golds.device).unsqueeze(1)).squeeze(1)
 
     def to(self, device) -> ChoiceBatch:
         return ChoiceBatch(**{k: v.to(device) for k, v in vars(self).items()})
@@ -99,9 +108,11 @@ def build_choice_batch(tokenizer, samples: Sequence[Sample], max_length: int,
         attention_mask[r, : len(tokens)] = 1
         continuation_ids[r, : len(cont_ids)] = torch.tensor(cont_ids)
         continuation_mask[r, : len(cont_ids)] = True
-    gold = torch.tensor([int(s.gold) for s in samples])
+    golds = torch.zeros((len(samples), max_choices), dtype=torch.bool)
+    for i, sample in enumerate(samples):
+        golds[i, list(sample.right_choices)] = True
     return ChoiceBatch(input_ids, attention_mask, torch.tensor(last_context), continuation_ids, continuation_mask,
-                       torch.tensor(row_sample), torch.tensor(row_choice), gold, char_lens, torch.tensor(row_share))
+                       torch.tensor(row_sample), torch.tensor(row_choice), golds, char_lens, torch.tensor(row_share))
 
 
 def choice_scores(logits: torch.Tensor, batch: ChoiceBatch) -> torch.Tensor:
@@ -119,8 +130,18 @@ def choice_scores(logits: torch.Tensor, batch: ChoiceBatch) -> torch.Tensor:
 
 
 def task_loss(scores: torch.Tensor, gold: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """L_task (Eq. 8): cross-entropy of the gold choice under a softmax over the choices' scores."""
-    return F.cross_entropy(scores, gold, reduction=reduction)
+    """L_task (Eq. 8): -log Σ_{g ∈ gold} p(g), p the softmax over the choices' scores.
+
+    ``gold``: (samples,) indices of the right choice -- the cross-entropy -- or a (samples, choices) bool mask of the
+    right choices (``ChoiceBatch.golds``).  With one right choice the two are the same loss.  With several (ReCoRD's
+    gold entities, all of which lm-eval's acc and em count as right) it is the probability of answering *any* of them
+    that is raised, as acc rewards; a mean of per-gold cross-entropies would instead push the model to split its
+    probability evenly between equally right answers (docs/roma.md).  Written as the log-sum-exp of the gold choices'
+    log-probabilities, one gold gives the cross-entropy's per-sample values and gradients bit for bit."""
+    if gold.dtype != torch.bool:
+        return F.cross_entropy(scores, gold, reduction=reduction)
+    loss = -torch.logsumexp(F.log_softmax(scores, dim=1).masked_fill(~gold, float("-inf")), dim=1)
+    return {"mean": loss.mean, "sum": loss.sum, "none": lambda: loss}[reduction]()
 
 
 def predictions(scores: torch.Tensor, batch: ChoiceBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,8 +184,8 @@ def score_samples(model, tokenizer, samples: Sequence[Sample], batch_size: int =
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         scores = choice_scores(logits, batch)
         acc_pred, norm_pred = predictions(scores, batch)
+        acc, acc_norm = batch.right(acc_pred).tolist(), batch.right(norm_pred).tolist()
         for i, sample in enumerate(chunk):
-            results.append(SampleResult(sample.task, sample.doc_id,
-                                        tuple(scores[i, : len(sample.choices)].tolist()),
-                                        float(acc_pred[i] == batch.gold[i]), float(norm_pred[i] == batch.gold[i])))
+            results.append(SampleResult(sample.task, sample.doc_id, tuple(scores[i, : len(sample.choices)].tolist()),
+                                        float(acc[i]), float(acc_norm[i])))
     return results

@@ -73,6 +73,13 @@ def text_fields(doc: dict) -> set[str]:
     return {norm(v.replace("[he]", "_")) for v in doc.values() if isinstance(v, str)}
 
 
+def repeats_a_question(doc: dict, questions: set[str]) -> bool:
+    """Brute force: a text field contains an evaluation question of 8 words or more, or is one of 4 or more (the
+    synthetic questions are all shorter than 13 words, the n-gram of the mixture's decontamination)."""
+    return any(field == q or (len(q.split()) >= 8 and f" {q} " in f" {field} ")
+               for field in text_fields(doc) for q in questions if len(q.split()) >= 4)
+
+
 # ---- roma_paper -------------------------------------------------------------------------------------------
 
 def test_roma_paper_is_the_papers_columns_all_zero_shot(paper):
@@ -209,17 +216,76 @@ def test_mixture_loads_through_load_samples_with_labels():
 
 
 def test_no_evaluation_question_is_in_the_mixture(paper, train_tasks):
-    """The synthetic training rows copy evaluation questions (so this test can fail); the mixture keeps none,
-    and no source reads BoolQ, an evaluation benchmark inside SuperGLUE."""
+    """The synthetic training rows copy evaluation questions, BIG-Bench's inside its formatted inputs with words
+    around them (so this test can fail); the mixture keeps none, and no source reads BoolQ, an evaluation benchmark
+    inside SuperGLUE."""
     questions = eval_questions(paper)
     colliding = {source for source, (path, name) in COLLIDING_DATASET.items()
-                 if any(text_fields(row) & questions for row in offline_hub.rows(path, name, "train"))}
+                 if any(repeats_a_question(row, questions) for row in offline_hub.rows(path, name, "train"))}
     assert colliding == set(offline_hub.COLLISIONS)
+    assert not any(text_fields(row) & questions for row in offline_hub.rows(*COLLIDING_DATASET["bigbench"], "train"))
     for name, task in train_tasks["tasks"].items():
         assert (task.config.dataset_path, task.config.dataset_name) != ("aps/super_glue", "boolq")
         for doc in task.training_docs():
-            assert not text_fields(doc) & questions, (name, doc)
+            assert not repeats_a_question(doc, questions), (name, doc)
     assert len(train_tasks["tasks"]["roma_train_sciq"].training_docs()) == offline_hub.ROWS_PER_SPLIT - 1
+
+
+def mixture_utils():
+    """tasks/roma_paper_train/utils.py, as lm-eval's YAML loader imports it."""
+    from lm_eval.tasks._yaml_loader import _load_module_with_cache
+
+    return _load_module_with_cache(tasks_dir() / "roma_paper_train" / "utils.py")
+
+
+def test_decontamination_finds_near_copies_inside_formatted_inputs():
+    """A 13-gram shared with a long question, a whole 8-12-word question inside a BIG-Bench-style formatted input,
+    and a field that is a short question are found; 12 shared words, a short question inside longer text and an
+    unrelated question are not."""
+    import datasets
+
+    utils = mixture_utils()
+    long_q = ("A baker sells 12 loaves every morning and 9 every evening; how many loaves does she sell in a "
+              "week if the shop opens every day?")  # 26 words
+    mid_q, short_q = "Which planet in the solar system has the most moons?", "Is the river deep?"
+    questions = utils.EvalQuestions([long_q, mid_q, short_q, "Too short?"])
+    words = utils.normalise(long_q).split()
+    rows = {
+        "13 words of the long one, reworded around them": "Q: Think: " + " ".join(words[5:18]) + " and then?\nA:",
+        "the middle one, formatted, choices after it": f"Q: {mid_q}\n  choice: Saturn\n  choice: Mars\nA:",
+        "the short one, as the whole field": "is the RIVER deep",
+        "12 words of the long one": "Q: " + " ".join(words[5:17]) + " or not at all?\nA:",
+        "the short one inside a sentence": "Q: Is the river deep? Yes, and cold.\nA:",
+        "another question": "Q: How many moons does Jupiter have?\nA:",
+        "the middle one, a word changed": "Which planet in the solar system has the fewest moons?",
+    }
+    dataset = datasets.Dataset.from_dict({"inputs": list(rows.values()), "idx": list(range(len(rows)))})
+    assert [list(rows)[i] for i in utils.contaminated(dataset, questions)] == list(rows)[:3]
+    assert (utils.NGRAM, utils.WHOLE_WORDS, utils.MIN_WORDS) == (13, 8, 4)
+
+
+def test_roma_eval_tasks_counts_the_documents_each_source_leaves_out():
+    """`roma-eval tasks --decontamination`: per source and task, the training documents left out of the whole
+    (base-filtered) training split -- here the synthetic rows that copy an evaluation question, which every
+    ``COLLIDE_EVERY``-th row of the colliding datasets does (every BIG-Bench task's, only RTE of SuperGLUE's)."""
+    from roma_eval.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["tasks", "--decontamination"]) == 0
+    copies = len(range(3, offline_hub.ROWS_PER_SPLIT, offline_hub.COLLIDE_EVERY))  # rows 3, 53, ...
+    sources = dict(mixture_spec(tasks_dir()))
+    expected = {source: copies * (len(tasks) if source == "BIG-Bench" else 1) for source, tasks in sources.items()}
+    lines = out.getvalue().split(f"\nroma_paper_train:")[1].splitlines()
+    left_out = {}
+    for line in lines:
+        if match := re.match(r"  (\S.*?)\s+[\d,]+   left out: ([\d,]+) of ([\d,]+)$", line):
+            left_out[match[1]] = (int(match[2].replace(",", "")), int(match[3].replace(",", "")))
+    assert {source: left_out[source][0] for source in sources} == expected
+    assert {source: left_out[source][1] for source in sources} == {
+        source: offline_hub.ROWS_PER_SPLIT * len(tasks) for source, tasks in sources.items()}
+    assert re.search(rf"\n    roma_train_rte\s+[\d,]+  of [\d,]+   left out: {copies} of {offline_hub.ROWS_PER_SPLIT}\n",
+                     out.getvalue())
 
 
 def test_mixture_prompts_are_lm_eval_s(train_tasks, lm_eval_tasks):
@@ -247,25 +313,104 @@ def test_mixture_prompts_are_lm_eval_s(train_tasks, lm_eval_tasks):
                 assert ours.doc_to_target(doc) == theirs.doc_to_target(doc), name
 
 
-def test_record_prompts_are_lm_eval_s(train_tasks, monkeypatch):
-    """lm-eval's record util.py cannot import on transformers 5; with that import stubbed, its functions give
-    our ReCoRD task's prompts and choices."""
+def squad_metrics_v4() -> types.ModuleType:
+    """transformers 4's ``transformers.data.metrics.squad_metrics`` (the functions lm-eval's record util.py calls),
+    as that release wrote them: the reference for lm-eval's em, which transformers 5 no longer ships."""
+    import collections
+    import string
+
+    def normalize_answer(s):
+        def remove_articles(text):
+            return re.sub(re.compile(r"\b(a|an|the)\b", re.UNICODE), " ", text)
+
+        def remove_punc(text):
+            return "".join(ch for ch in text if ch not in set(string.punctuation))
+
+        return " ".join(remove_articles(remove_punc(s.lower())).split())
+
+    def get_tokens(s):
+        return normalize_answer(s).split() if s else []
+
+    def compute_exact(a_gold, a_pred):
+        return int(normalize_answer(a_gold) == normalize_answer(a_pred))
+
+    def compute_f1(a_gold, a_pred):
+        gold_toks, pred_toks = get_tokens(a_gold), get_tokens(a_pred)
+        num_same = sum((collections.Counter(gold_toks) & collections.Counter(pred_toks)).values())
+        if len(gold_toks) == 0 or len(pred_toks) == 0:
+            return int(gold_toks == pred_toks)
+        if num_same == 0:
+            return 0
+        precision, recall = num_same / len(pred_toks), num_same / len(gold_toks)
+        return (2 * precision * recall) / (precision + recall)
+
+    module = types.ModuleType("transformers.data.metrics.squad_metrics")
+    module.normalize_answer, module.compute_exact, module.compute_f1 = normalize_answer, compute_exact, compute_f1
+    return module
+
+
+@pytest.fixture
+def record_util(monkeypatch):
+    """lm-eval's super_glue/record/util.py, loaded with transformers 4's squad_metrics in place."""
     from lm_eval.tasks._yaml_loader import _load_module_with_cache
 
-    for mod in ("transformers.data.metrics", "transformers.data.metrics.squad_metrics"):
-        monkeypatch.setitem(sys.modules, mod, types.ModuleType(mod))
-    util = _load_module_with_cache(Path(__import__("lm_eval.tasks", fromlist=["x"]).__file__).parent
+    squad = squad_metrics_v4()
+    metrics = types.ModuleType("transformers.data.metrics")
+    metrics.squad_metrics = squad
+    monkeypatch.setitem(sys.modules, "transformers.data.metrics", metrics)
+    monkeypatch.setitem(sys.modules, "transformers.data.metrics.squad_metrics", squad)
+    return _load_module_with_cache(Path(__import__("lm_eval.tasks", fromlist=["x"]).__file__).parent
                                    / "super_glue" / "record" / "util.py")
+
+
+def test_record_prompts_are_lm_eval_s(train_tasks, record_util):
+    """Our ReCoRD task's prompts and choices are lm-eval's own; its gold entities start with lm-eval's target."""
     task = train_tasks["tasks"]["roma_train_record"]
     raw = offline_hub.rows("aps/super_glue", "record", "train")
     ours = list(task.training_docs())
-    theirs = list(util.process_docs(__import__("datasets").Dataset.from_list(raw)))
+    theirs = list(record_util.process_docs(__import__("datasets").Dataset.from_list(raw)))
     assert [d["entities"] for d in ours] == [d["entities"] for d in theirs]
     for doc in ours:
-        assert task.doc_to_text(doc) == util.doc_to_text(doc)
-        assert task.doc_to_choice(doc) == util.doc_to_choice(doc)
-        assert task.doc_to_target(doc) == util.doc_to_target(doc) in task.doc_to_choice(doc)
+        assert task.doc_to_text(doc) == record_util.doc_to_text(doc)
+        assert task.doc_to_choice(doc) == record_util.doc_to_choice(doc)
+        if record_util.doc_to_target(doc) in task.doc_to_choice(doc):  # lm-eval's target: the first answer
+            assert task.doc_to_choice(doc)[task.doc_to_target(doc)[0]] == record_util.doc_to_target(doc)
     assert all(s.gold >= 0 for s in samples_from_task(task, split="train"))
+
+
+def test_record_counts_every_gold_entity_as_lm_eval_s_em(tmp_path, tokenizer, record_util):
+    """ReCoRD rows with several answers (one of them unlike any entity but for SQuAD's normalisation): per document,
+    lm-eval's own record em (its process_results on lm-eval's own scores), lm-eval's acc of roma_train_record and
+    roma-eval's acc (scoring.score_samples: the successful set's test) agree; and some document is right by a gold
+    entity other than the first answer's, which the first-answer scoring counted wrong."""
+    from lm_eval_helpers import evaluate_api
+    from transformers import AutoModelForCausalLM
+
+    from roma_eval.scoring import score_samples
+    from roma_eval.tiny import save_tiny_model
+
+    model_dir = save_tiny_model("olmoe", tmp_path / "m", seed=3, tokenizer=tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with offline_hub.more_rows({"aps/super_glue"}, train=48):
+        task = task_manager(task_names=["roma_train_record"]).load(["roma_train_record"])["tasks"]["roma_train_record"]
+        docs = list(task.training_docs())
+        samples = samples_from_task(task, split="train")
+        theirs = evaluate_api("hf", f"pretrained={model_dir}", ["roma_train_record"], include_path=tasks_dir(),
+                              batch_size=16)["roma_train_record"]
+    ours = score_samples(model, tokenizer, samples, batch_size=16)
+    assert len(docs) == len(samples) == len(ours) == len(theirs) == 48
+    by_other_gold = 0
+    for doc, sample, result in zip(docs, samples, ours):
+        resps, metrics = theirs[sample.doc_id]
+        em = record_util.process_results(doc, [tuple(r) for r in resps])["em"]
+        assert result.acc == metrics["acc"] == em, (doc, resps)
+        predicted = max(range(len(resps)), key=lambda i: resps[i][0])
+        by_other_gold += em == 1 and predicted != sample.gold
+        assert set(sample.right_choices) == {i for i, e in enumerate(doc["entities"])
+                                             if any(record_util.squad_metrics.compute_exact(a, e)
+                                                    for a in doc["answers"])}
+    assert by_other_gold > 0
+    assert any(len(s.right_choices) > 1 for s in samples)
 
 
 def test_knowref_is_a_winogrande_style_task(train_tasks):

@@ -3,7 +3,9 @@
 It reads roma-eval's own YAMLs in tasks/ and nothing else: no lm-eval import, no datasets, and not
 the index of lm-eval's ~14k task YAMLs that `lm_eval ls tasks` builds (~12 s here; this takes ~0.1 s).
 The evaluation sets' sizes are the documents lm-eval evaluates (docs/tasks.md); the mixture's counts are
-each source's `metadata.sample_size`, which is what its lm-eval task samples.
+each source's `metadata.sample_size`, which is what its lm-eval task samples.  `--decontamination` also counts
+the documents each source loses to decontamination: that loads the mixture through lm-eval, with every training
+split and evaluation set (the datasets lm-eval downloads), and takes minutes.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ BENCHMARKS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--decontamination", action="store_true",
+                        help="also count the training documents each mixture source leaves out because they repeat an "
+                             "evaluation question (loads every dataset of both groups through lm-eval: minutes)")
     parser.epilog = ("Run them with `roma-eval eval --tasks roma_paper` (or plain `lm_eval --include_path TASKS_DIR`); "
                      "train on the mixture with `roma-eval train --tasks roma_paper_train`.")
 
@@ -62,6 +67,26 @@ def mixture(tasks_dir: Path) -> list[tuple[str, list[tuple[str, int, int | None]
     return list(sources.items())
 
 
+def decontamination_counts() -> dict[str, tuple[int, int]]:
+    """task -> (documents left out, of how many) of every roma_paper_train task, as its lm-eval task processes them
+    (tasks/roma_paper_train/utils.py, MixtureDocs)."""
+    from roma_eval.samples import task_manager
+
+    tasks = task_manager(task_names=[TRAIN_GROUP]).load([TRAIN_GROUP])["tasks"]
+    counts = {}
+    for name, task in tasks.items():
+        task.training_docs()  # processed once per task (lm-eval did it when loading); this reads the cached docs
+        counts[name] = task.config.process_docs.decontaminated
+    return counts
+
+
+def _left_out(counts: dict[str, tuple[int, int]] | None, tasks) -> str:
+    if counts is None:
+        return ""
+    dropped, of = (sum(counts[task][k] for task, _, _ in tasks) for k in (0, 1))
+    return f"   left out: {dropped:,d} of {of:,d}"
+
+
 def run(args) -> int:
     from roma_eval.resources import tasks_dir
     from roma_eval.results import DEFAULT_METRICS
@@ -77,11 +102,18 @@ def run(args) -> int:
     sources = mixture(root)
     total = sum(size for _, tasks in sources for _, size, _ in tasks)
     seed = _load(root / TRAIN_GROUP / "_mixture_template").get("sample_seed")
+    counts = decontamination_counts() if args.decontamination else None
     print(f"\n{TRAIN_GROUP}: {total:,d} training documents, seeded samples (seed {seed}) of the training splits, "
           "evaluation questions left out")
+    if counts is not None:
+        print("  left out: the documents that repeat an evaluation question, of the training split after the task's "
+              "own filters")
     for source, tasks in sources:
-        print(f"  {source:60s} {sum(size for _, size, _ in tasks):7,d}")
+        print(f"  {source:60s} {sum(size for _, size, _ in tasks):7,d}{_left_out(counts, tasks)}")
         for task, size, train in tasks:
             of = f"  of {train:,d}" if train else ""
-            print(f"    {task:58s} {size:7,d}{of}")
+            print(f"    {task:58s} {size:7,d}{of}{_left_out(counts, [(task, size, train)])}")
+    if counts is None:
+        print("\n`roma-eval tasks --decontamination` also counts the documents each source leaves out (it loads the "
+              "datasets).")
     return 0

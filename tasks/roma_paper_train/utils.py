@@ -3,8 +3,10 @@
 Each source is an lm-eval task over the hub dataset's *training* split, whose documents are, in order:
 
 1. the task's own ``process_docs`` (lm-eval's, e.g. BIG-Bench's filter that drops free-form rows);
-2. decontaminated: a document one of whose text fields, normalised (lower case, letters and digits
-   only), equals the question of an evaluation document of ``roma_paper`` is left out;
+2. decontaminated: a document is left out when one of its text fields, normalised (lower case, runs of
+   letters and digits), repeats an evaluation question of ``roma_paper`` (``EvalQuestions``: a shared
+   13-gram, or a shorter question whole, wherever it sits in the field -- inside BIG-Bench's formatted
+   ``inputs`` too);
 3. a seeded sample of ``metadata.sample_size`` documents (all of them when there are fewer), kept in
    the dataset's order.  The seed is ``sample_seed`` (_mixture_template: 1234) and the task's name,
    ``random.Random(f"{sample_seed}/{task}")``, so every run, machine and Python picks the same documents.
@@ -21,6 +23,7 @@ import functools
 import logging
 import random
 import re
+import string
 from pathlib import Path
 
 from lm_eval.api.task import ConfigurableTask
@@ -29,7 +32,10 @@ from lm_eval.utils import general_detokenize
 log = logging.getLogger(__name__)
 
 SEED = 1234  # default of the YAML key sample_seed (set in _mixture_template)
-MIN_WORDS = 4  # evaluation questions shorter than this (after normalising) are too generic to match on
+# Decontamination (EvalQuestions), in normalised words.  NGRAM: lm-eval's decontamination (and GPT-3's) n-gram.
+NGRAM = 13
+WHOLE_WORDS = 8  # a question of 8-12 words is found whole inside a field (GPT-3's smallest n, 8)
+MIN_WORDS = 4  # a question of 4-7 words only as a whole field; shorter ones are too generic to match on
 
 # The evaluation benchmarks (tasks/roma_paper) as lm-eval reads them: lm-eval task YAML (under
 # lm_eval/tasks; its dataset, config and evaluated split are read from it) -> the column with the question.
@@ -77,31 +83,80 @@ def eval_splits() -> list[tuple[str, str | None, str, str]]:
     return out
 
 
-def eval_questions() -> frozenset[str]:
-    """Normalised questions of every evaluation document (cached per ``datasets.load_dataset`` function)."""
+class EvalQuestions:
+    """The evaluation questions, as decontamination looks for them in a training text (both normalised):
+
+    - a question of ``NGRAM`` (13) words or more: any of its 13-grams (word runs) in the text -- a copy with words
+      added, dropped or changed elsewhere still shares one, while two questions written independently share a
+      13-word run only by a template;
+    - a question of 8-12 words: the whole question in the text, at word boundaries;
+    - a question of 4-7 words: a text that is the question and nothing else.
+
+    Word runs are kept as hashes, with the hashes of their first 8 words to reject most text positions with one
+    set lookup; a ~35k-question suite takes ~10^6 of each.
+    """
+
+    def __init__(self, questions):
+        self.runs: set[int] = set()
+        self.starts: set[int] = set()
+        self.lengths: set[int] = set()
+        self.exact: set[str] = set()
+        for question in questions:
+            words = normalise(question).split()
+            if len(words) >= NGRAM:
+                for i in range(len(words) - NGRAM + 1):
+                    self._add(words[i:i + NGRAM])
+            elif len(words) >= WHOLE_WORDS:
+                self._add(words)
+            elif len(words) >= MIN_WORDS:
+                self.exact.add(" ".join(words))
+
+    def _add(self, run: list[str]) -> None:
+        self.runs.add(hash(tuple(run)))
+        self.starts.add(hash(tuple(run[:WHOLE_WORDS])))
+        self.lengths.add(len(run))
+
+    def found_in(self, text: str) -> bool:
+        """Does the text repeat an evaluation question?"""
+        norm = normalise(text)
+        if norm in self.exact:
+            return True
+        words = norm.split()
+        for i in range(len(words) - WHOLE_WORDS + 1):
+            if hash(tuple(words[i:i + WHOLE_WORDS])) in self.starts and any(
+                    i + n <= len(words) and hash(tuple(words[i:i + n])) in self.runs for n in self.lengths):
+                return True
+        return False
+
+
+def eval_questions() -> EvalQuestions:
+    """Every evaluation document's question (cached per ``datasets.load_dataset`` function)."""
     import datasets
 
     return _eval_questions(datasets.load_dataset)
 
 
 @functools.lru_cache(maxsize=2)
-def _eval_questions(load_dataset) -> frozenset[str]:
-    questions = set()
-    for path, name, split, column in eval_splits():
-        for text in load_dataset(path, name)[split][column]:
-            if len(norm := normalise(text).split()) >= MIN_WORDS:
-                questions.add(" ".join(norm))
-    return frozenset(questions)
+def _eval_questions(load_dataset) -> EvalQuestions:
+    return EvalQuestions(text for path, name, split, column in eval_splits()
+                         for text in load_dataset(path, name)[split][column])
 
 
-def contaminated(dataset, questions: frozenset[str]) -> list[int]:
-    """Indices of the documents one of whose text columns is an evaluation question."""
+def contaminated(dataset, questions: EvalQuestions) -> list[int]:
+    """Indices of the documents one of whose text columns repeats an evaluation question."""
     columns = [c for c, f in dataset.features.items() if getattr(f, "dtype", None) in ("string", "large_string")]
     if not columns:
         return []
     table = dataset.select_columns(columns)[:]  # one batch: column -> list (iterating a Column is per-row slow)
-    values = zip(*(table[c] for c in columns))
-    return [i for i, row in enumerate(values) if any(isinstance(v, str) and normalise(v) in questions for v in row)]
+    seen: dict[str, bool] = {}  # a text repeated across rows (MultiRC's paragraph, ReCoRD's passage) is read once
+
+    def found(text: str) -> bool:
+        if text not in seen:
+            seen[text] = questions.found_in(text)
+        return seen[text]
+
+    return [i for i, row in enumerate(zip(*(table[c] for c in columns)))
+            if any(isinstance(v, str) and found(v) for v in row)]
 
 
 class MixtureDocs:
@@ -110,6 +165,7 @@ class MixtureDocs:
     def __init__(self, task: str, size: int, base=None, seed: int = SEED):
         self.task, self.size, self.base, self.seed = task, int(size), base, seed
         self._done: dict = {}
+        self.decontaminated: tuple[int, int] | None = None  # (documents left out, of how many), once processed
 
     def __repr__(self) -> str:
         return (f"roma_paper_train: {self.size} documents sampled with random.Random('{self.seed}/{self.task}') "
@@ -126,6 +182,7 @@ class MixtureDocs:
         if self.base is not None:
             dataset = self.base(dataset)
         dropped = set(contaminated(dataset, eval_questions()))
+        self.decontaminated = (len(dropped), len(dataset))
         keep = [i for i in range(len(dataset)) if i not in dropped]
         if dropped:
             log.info("%s: %d of %d documents share a question with an evaluation benchmark and are left out",
@@ -196,20 +253,33 @@ def knowref_docs(dataset):
 
 # ---- ReCoRD: lm-eval's super_glue/record YAML cannot load on transformers >= 5 ---------------------------
 # (its util.py imports transformers.data.metrics.squad_metrics, which transformers 5 removed).  These are
-# its prompt functions, unchanged (tests/test_paper_tasks.py checks them against lm-eval's source); the
-# score is acc against the first answer, not lm-eval's squad em/f1, which needs that module.
+# its prompt functions, unchanged (tests/test_paper_tasks.py checks them against lm-eval's source).  Its
+# metric, em, counts the prediction right when it equals *any* of the document's answers after SQuAD's
+# normalisation; so does ours: doc_to_target lists every entity that em counts as right (lm-eval's
+# multiple-target form, whose acc is "the prediction is one of them"), the first answer's entity first.
 
 def record_docs(dataset):
     def process(doc):
         return {"passage": doc["passage"], "query": doc["query"], "entities": sorted(set(doc["entities"])),
                 "answers": sorted(set(doc["answers"]))}
 
-    # Only documents whose first answer is one of the candidate entities have a gold choice.
-    return dataset.map(process).filter(_record_has_gold)
+    # Only documents with a gold entity among the choices can be scored (all of the hub's should).
+    return dataset.map(process).filter(lambda doc: bool(record_gold_entities(doc)))
 
 
-def _record_has_gold(doc) -> bool:
-    return bool(doc["answers"]) and doc["answers"][0] in doc["entities"]
+def squad_normalise(text: str) -> str:
+    """SQuAD's answer normalisation, as transformers' squad_metrics.normalize_answer (lm-eval's record em): lower
+    case, punctuation removed, the articles a / an / the removed, whitespace collapsed."""
+    text = "".join(c for c in text.lower() if c not in string.punctuation)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def record_gold_entities(doc) -> list[int]:
+    """Indices of the entities lm-eval's em counts as right (equal to an answer once both are normalised), in the
+    order of the answers (sorted, as lm-eval's process_docs leaves them), so the first is the first answer's."""
+    entities = [squad_normalise(e) for e in doc["entities"]]
+    return list(dict.fromkeys(i for answer in doc["answers"] for i, e in enumerate(entities)
+                              if e == squad_normalise(answer)))
 
 
 def record_doc_to_text(doc):
@@ -222,10 +292,6 @@ def record_doc_to_text(doc):
 
 def _format_answer(query, entity):
     return f"  - {query}".replace("@placeholder", entity)
-
-
-def record_doc_to_target(doc):
-    return _format_answer(query=doc["query"], entity=doc["answers"][0])
 
 
 def record_doc_to_choice(doc):

@@ -18,7 +18,8 @@ whatever the count, so the first rows never change).
 The router-training mixture's sources (tasks/roma_paper_train) are here too.  Their training rows can
 *collide* with the evaluation benchmarks: every ``COLLIDE_EVERY``-th training row (index 3, 53, 103, ...)
 copies an evaluation document's question text (``COLLISIONS`` says which source copies which
-benchmark), so a test of the mixture's decontamination has something to find.
+benchmark; BIG-Bench's rows embed it in their formatted ``inputs`` with words around it), so a test of
+the mixture's decontamination has something to find.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def _bigbench(rng, i, name, split):
     # list[str], multiple_choice_scores list[int32] (1 marks a right choice).  Some BIG-Bench tasks mix in
     # free-form rows with no choices (lm-eval's bigbench utils.filter_multiple_choice drops them): every
     # 97th row here is one.
-    question = _collision("bigbench", i, split) or f"Q: {_sentence(rng)}?\nA:"
+    copied = _collision("bigbench", i, split)  # inputs are formatted: a copy sits inside, words around it
+    question = f"Q: From a quiz. {copied} Answer with a number.\nA:" if copied else f"Q: {_sentence(rng)}?\nA:"
     if i % 97 == 96:
         return {"idx": i, "inputs": question, "targets": [_phrase(rng, 2)], "multiple_choice_targets": [],
                 "multiple_choice_scores": []}
@@ -173,6 +175,9 @@ def _record(rng, i, name, split):
     passage = f"The {entities[0]} {rng.choice(_VERBS)} the {entities[1]}.\n@highlight\nThe {entities[2]} waits"
     spans = {"text": entities, "start": [0] * 4, "end": [1] * 4}  # offsets unused by lm-eval and by us
     answers = [] if split == "test" else [rng.choice(entities)]
+    if answers and i % 2:  # ReCoRD lists the text of every mention of the answer: every other row has two,
+        other = entities[(entities.index(answers[0]) + 1) % 4]  # one of them (i % 4 == 3) unlike any entity
+        answers.append(f"the {other.capitalize()}." if i % 4 == 3 else other)  # but for SQuAD's normalisation
     return {"passage": passage, "query": f"The @placeholder {rng.choice(_VERBS)} the {entities[3]}.",
             "entities": entities + [entities[0]], "entity_spans": spans, "answers": answers,
             "idx": {"passage": i, "query": i}}

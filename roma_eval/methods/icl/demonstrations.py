@@ -43,6 +43,8 @@ def demonstration(task, doc) -> dict:
     question = task.doc_to_text(doc, cfg.doc_to_text)
     choices = task.doc_to_choice(doc, cfg.doc_to_choice) if cfg.doc_to_choice else None
     answer = task.doc_to_target(doc, cfg.doc_to_target)
+    if isinstance(answer, list):  # several right choices (ReCoRD): the example shows the first
+        answer = answer[0]
     gen_prefix = task.resolve_field(doc, cfg.gen_prefix)
     if task.multiple_input:  # the question with the gold option filled in; the answer is the shared continuation
         question, choices = choices[question], None

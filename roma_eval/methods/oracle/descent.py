@@ -148,7 +148,7 @@ def _subset(batch: ChoiceBatch, keep: torch.Tensor) -> ChoiceBatch:
     renumber = torch.cumsum(keep.long(), 0) - 1
     return ChoiceBatch(batch.input_ids[rows], batch.attention_mask[rows], batch.last_context[rows],
                        batch.continuation_ids[rows], batch.continuation_mask[rows], renumber[batch.row_sample[rows]],
-                       batch.row_choice[rows], batch.gold[keep], batch.char_lens[keep], batch.row_share[rows])
+                       batch.row_choice[rows], batch.golds[keep], batch.char_lens[keep], batch.row_share[rows])
 
 
 def greedy_rows(logits: torch.Tensor, batch: ChoiceBatch) -> torch.Tensor:
@@ -170,8 +170,8 @@ def _loss_and_right(scores, greedy, batch: ChoiceBatch, generative: bool, tracke
     if generative:  # one row per sample: the target answer after the model's reasoning (generation.py)
         return -scores[:, 0], greedy[:, :1]
     acc_pred, norm_pred = predictions(scores, batch)
-    right = {"acc": acc_pred == batch.gold, "acc_norm": norm_pred == batch.gold}
-    return task_loss(scores, batch.gold, reduction="none"), torch.stack([right[m] for m in tracked], 1)  # Eq. 8
+    right = {"acc": batch.right(acc_pred), "acc_norm": batch.right(norm_pred)}
+    return task_loss(scores, batch.golds, reduction="none"), torch.stack([right[m] for m in tracked], 1)  # Eq. 8
 
 
 @contextmanager

@@ -125,7 +125,7 @@ def teacher_forced_batch(prompts: Sequence[list[int]], targets: Sequence[tuple[l
         continuation_ids=torch.zeros(len(rows), answer_width, dtype=torch.long),
         continuation_mask=torch.zeros(len(rows), answer_width, dtype=torch.bool),
         row_sample=torch.arange(len(rows)), row_choice=torch.zeros(len(rows), dtype=torch.long),
-        gold=torch.zeros(len(rows), dtype=torch.long), char_lens=torch.ones(len(rows), 1),
+        golds=torch.ones(len(rows), 1, dtype=torch.bool), char_lens=torch.ones(len(rows), 1),
         row_share=torch.ones(len(rows)))
     for r, (tokens, answer) in enumerate(zip(rows, answers)):
         batch.input_ids[r, : len(tokens)] = torch.tensor(tokens)
@@ -150,7 +150,7 @@ def target_losses(model, batch: ChoiceBatch, steered: torch.Tensor, variables: t
         rows = torch.arange(start, min(start + rows_per_forward, batch.n_samples))
         part = ChoiceBatch(batch.input_ids[rows], batch.attention_mask[rows], batch.last_context[rows],
                            batch.continuation_ids[rows], batch.continuation_mask[rows], torch.arange(len(rows)),
-                           batch.row_choice[rows], batch.gold[rows], batch.char_lens[rows],
+                           batch.row_choice[rows], batch.golds[rows], batch.char_lens[rows],
                            batch.row_share[rows]).to(device)
         steering = nullcontext() if variables is None else steer_routing(
             model, variables[rows].to(device), steered[rows].to(device), layers, mode=mode)

@@ -16,7 +16,7 @@ from roma_eval.errors import RomaEvalError
 from roma_eval.samples import (
     SPLITS,
     Sample,
-    _gold_index,
+    _gold_fields,
     label_free_prompt,
     shared_prompt,
     task_manager,
@@ -82,7 +82,7 @@ def load_oracle_tasks(names: Sequence[str], include_path: Sequence[str | Path] =
             raise RomaEvalError(f"task {name} has no documents in the {split} split; drop it from --tasks")
         if task.OUTPUT_TYPE == "multiple_choice":
             for doc_id, doc in docs:
-                gold_index(task, doc, doc_id)
+                gold_fields(task, doc, doc_id)
     return OracleTasks(names, items, manager, split, limit, loaded)
 
 
@@ -96,12 +96,12 @@ def reported_metrics(task) -> tuple[str, ...]:
     return reported or ("acc", "acc_norm")
 
 
-def gold_index(task, doc: dict, doc_id: int) -> int:
-    """The index of the right choice, as lm-eval's ``process_results`` finds it (multiple-input tasks give it
-    through ``doc_to_text``)."""
+def gold_fields(task, doc: dict, doc_id: int) -> dict:
+    """A Sample's ``gold`` and ``golds``: the right choice(s), as lm-eval's ``process_results`` finds them
+    (multiple-input tasks give it through ``doc_to_text``; ReCoRD has several)."""
     choices = list(task.doc_to_choice(doc))
     target = task.doc_to_text(doc) if multiple_input(task) else task.doc_to_target(doc)
-    return _gold_index(task.config.task, doc_id, target, choices)
+    return _gold_fields(task.config.task, doc_id, target, choices)
 
 
 def choice_sample(task, instances: Sequence) -> Sample:
@@ -116,13 +116,13 @@ def choice_sample(task, instances: Sequence) -> Sample:
                             "request per choice: drop that metric or the task")
     contexts = tuple(i.args[0] for i in instances)
     continuations = tuple(i.args[1] for i in instances)
-    gold = gold_index(task, doc, doc_id)
+    gold = gold_fields(task, doc, doc_id)
     text = label_free_prompt(contexts, continuations[0])
     if multiple_input(task):
         return Sample(first.task_name, doc_id, shared_prompt(contexts), "multiple_choice", text,
-                      continuations=continuations, choices=choices, gold=gold, choice_contexts=contexts)
+                      continuations=continuations, choices=choices, choice_contexts=contexts, **gold)
     return Sample(first.task_name, doc_id, contexts[0], "multiple_choice", text, continuations=continuations,
-                  choices=choices, gold=gold)
+                  choices=choices, **gold)
 
 
 def request_key(instances: Sequence) -> str:

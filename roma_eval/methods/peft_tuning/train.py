@@ -91,7 +91,7 @@ def _accuracy(model, tokenizer, samples, config) -> np.ndarray:
     for start in range(0, len(samples), config.batch_size):
         batch = build_choice_batch(tokenizer, samples[start:start + config.batch_size], config.max_length).to(device)
         acc, _ = predictions(choice_scores(choice_logits(model, batch), batch), batch)
-        right.append((acc == batch.gold).cpu().numpy())
+        right.append(batch.right(acc).cpu().numpy())
     return np.concatenate(right)
 
 
@@ -156,7 +156,7 @@ def train_peft_tuning(model, tokenizer, samples: Sequence[Sample], out_dir, conf
             batch = build_choice_batch(tokenizer, [samples[i] for i in order[start:start + config.batch_size]],
                                        config.max_length).to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = task_loss(choice_scores(choice_logits(wrapped, batch), batch), batch.gold)  # Eq. 8
+            loss = task_loss(choice_scores(choice_logits(wrapped, batch), batch), batch.golds)  # Eq. 8
             if not torch.isfinite(loss):
                 raise RomaEvalError(f"the loss became {loss.item()} at step {step}; lower --lr (now {config.lr}); the "
                                     "last finished epoch is kept for resuming")

@@ -52,7 +52,8 @@ class TrainingRows:
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.max_choices = max((len(s.continuations) for s in samples), default=1)
         char_lens = np.full((len(samples), self.max_choices), np.inf, dtype=np.float32)
-        tokens, conts, columns, gold, n_rows = [], [], [], [], []
+        golds = np.zeros((len(samples), self.max_choices), dtype=bool)
+        tokens, conts, columns, n_rows = [], [], [], []
         for start in range(0, len(samples), TOKENISE_CHUNK):
             chunk = build_choice_batch(tokenizer, samples[start:start + TOKENISE_CHUNK], max_length)
             lengths, cont_lengths = chunk.attention_mask.sum(1).numpy(), chunk.continuation_mask.sum(1).numpy()
@@ -61,7 +62,7 @@ class TrainingRows:
             columns.append((lengths, cont_lengths, chunk.last_context.numpy(), chunk.row_choice.numpy(),
                             chunk.row_share.numpy()))
             char_lens[start:start + chunk.n_samples, :chunk.char_lens.shape[1]] = chunk.char_lens.numpy()
-            gold.append(chunk.gold.numpy())
+            golds[start:start + chunk.n_samples, :chunk.golds.shape[1]] = chunk.golds.numpy()
             n_rows.append(np.bincount(chunk.row_sample.numpy(), minlength=chunk.n_samples))
         cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
         self.row_len, self.cont_len, last_context, row_choice = (cat([c[i] for c in columns], np.int64)
@@ -83,7 +84,7 @@ class TrainingRows:
         self.d_cont_start, self.d_cont_len = _as_device(cont_start, d), _as_device(self.cont_len, d)
         self.d_last_context, self.d_row_choice = _as_device(last_context, d), _as_device(row_choice, d)
         self.d_row_share = _as_device(row_share, d)
-        self.d_gold = _as_device(cat(gold, np.int64), d)
+        self.d_golds = _as_device(golds, d)
         self.d_char_lens = _as_device(char_lens, d)
 
     def __len__(self) -> int:
@@ -111,7 +112,7 @@ class TrainingRows:
         return ChoiceBatch(input_ids=ids, attention_mask=mask.long(), last_context=self.d_last_context[rows],
                            continuation_ids=torch.where(cont_mask, self.cont[cont_index], 0),
                            continuation_mask=cont_mask, row_sample=plan.row_sample[r0:r1],
-                           row_choice=self.d_row_choice[rows], gold=self.d_gold[samples],
+                           row_choice=self.d_row_choice[rows], golds=self.d_golds[samples, :choices],
                            char_lens=self.d_char_lens[samples, :choices], row_share=self.d_row_share[rows])
 
 

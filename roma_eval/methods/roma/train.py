@@ -138,7 +138,7 @@ def base_pass(model, tokenizer, samples: Sequence[Sample], config: RomaConfig, l
         acc_pred, _ = predictions(choice_scores(logits, batch), batch)
         s0, s1 = plan.steps[step][:2]
         index = global_index[plan.samples[s0:s1]]
-        correct[index] = acc_pred == batch.gold
+        correct[index] = batch.right(acc_pred)
         r = batch.per_sample(record.scores).flatten(1).float()
         if routing is None:
             routing = torch.zeros(len(samples), r.shape[1], device=device)
@@ -425,7 +425,7 @@ def _step_losses(model, base: BasePass, plan, n: int, config: RomaConfig, layers
             return zero, _regulariser(config, None, None, None, None, model, base_weights) / n_processes
         return zero, zero
     batch, logits, record = _step_forward(model, base, plan, n, config, layers, forward)
-    l_task = task_loss(choice_scores(logits, batch), batch.gold, reduction="sum") / batch_size  # Eq. 8
+    l_task = task_loss(choice_scores(logits, batch), batch.golds, reduction="sum") / batch_size  # Eq. 8
     scores = batch.per_sample(record.scores)
     rows = plan.samples[s0:s1]
     reg = _regulariser(config, scores.flatten(1).float(), success_routing[neighbour_index[rows]],
