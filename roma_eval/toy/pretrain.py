@@ -78,7 +78,13 @@ def learning_rate(config: ToyConfig, step: int) -> float:
     return train.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-PREFIX_STEPS = 20  # the weights after this many steps are hashed into the record: a short rebuild checks them
+PREFIX_STEPS = 20  # the weights after this many steps go into the record: a short rebuild checks them
+# How far a rebuild's prefix may stray from the record (``summary_deviation``).  torch promises bit-identical
+# results only on the same machine and settings: kernels differ by instruction set and by CPU.  Measured on the
+# default preset's 20-step prefix, AVX512 vs AVX2 vs no vector extensions on one Xeon: at most 3.3e-8; one step
+# more or less: 6.5e-3.
+PREFIX_RTOL = 1e-5
+PREFIX_KEYS = ("prefix_sha256", "prefix_machine", "prefix_summary")
 
 
 def weights_digest(model) -> str:
@@ -91,6 +97,51 @@ def weights_digest(model) -> str:
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.numpy().tobytes())
     return digest.hexdigest()
+
+
+def weights_summary(model) -> dict[str, list[float]]:
+    """Per tensor, its float64 sum, L2 norm and size: what a rebuild on another CPU is compared with."""
+    return {name: [float(t.detach().double().sum()), float(t.detach().double().norm()), t.numel()]
+            for name, t in sorted(model.state_dict().items())}
+
+
+def summary_deviation(summary: dict, reference: dict) -> float:
+    """The largest difference between two ``weights_summary``s: |Δ norm| / norm and |Δ sum| / (norm · √size),
+    the scale of each (|sum| ≤ √size · norm); inf when the tensors differ in name or size."""
+    if summary.keys() != reference.keys() or any(summary[n][2] != reference[n][2] for n in reference):
+        return float("inf")
+    deviation = 0.0
+    for name, (total, norm, size) in reference.items():
+        scale = max(norm, 1e-12)
+        deviation = max(deviation, abs(summary[name][1] - norm) / scale,
+                        abs(summary[name][0] - total) / (scale * size**0.5))
+    return deviation
+
+
+def prefix_agrees(log: dict, reference: dict) -> tuple[bool, str]:
+    """Whether a run's first ``PREFIX_STEPS`` steps are a recorded run's, and how that was judged: bit for bit
+    when both ran on the same machine (torch's promise), else within ``PREFIX_RTOL`` (``summary_deviation``)."""
+    if log.get("prefix_machine") and log.get("prefix_machine") == reference.get("prefix_machine"):
+        same = log["prefix_sha256"] == reference["prefix_sha256"]
+        return same, f"same machine: the weights after {PREFIX_STEPS} steps are {'' if same else 'not '}bit-identical"
+    deviation = summary_deviation(log["prefix_summary"], reference["prefix_summary"])
+    return deviation <= PREFIX_RTOL, (f"another machine or an unrecorded one: the weights after {PREFIX_STEPS} steps "
+                                      f"deviate by {deviation:.1e} (tolerance {PREFIX_RTOL:.0e})")
+
+
+def machine_fingerprint() -> dict:
+    """What decides whether two runs of the same recipe may be compared bit for bit: torch's version, the
+    instruction set its CPU kernels use and the processor model."""
+    import platform
+
+    import torch
+
+    model = platform.processor()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": model}
 
 
 @contextmanager
@@ -120,7 +171,8 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None, stop_aft
     stream is replayed to the saved step, and nothing else is random).  ``stop_after=N`` stops after
     the first N steps of the recipe (its schedule unchanged): the prefix a short rebuild checks.
     ``on_step(done, model, optimizer, progress)`` is called after every step (``done`` steps finished).
-    The log holds ``prefix_sha256``, the digest of the weights after ``PREFIX_STEPS`` steps.
+    The log holds the weights after ``PREFIX_STEPS`` steps as ``prefix_sha256`` (their digest, comparable on the
+    machine ``prefix_machine`` only) and ``prefix_summary`` (``weights_summary``, comparable on any machine).
     """
     import torch
     from tqdm.auto import tqdm
@@ -142,13 +194,13 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None, stop_aft
                                        {"params": no_decay, "weight_decay": 0.0}],
                                       lr=train.lr, betas=(0.9, 0.95))
         batches = packed_batches(config, tokenizer)
-        first, losses, seconds, prefix = 0, [], 0.0, None
+        first, losses, seconds, prefix = 0, [], 0.0, {}
         saved = None if resume_dir is None else read_progress(resume_dir)
         if saved is not None and saved["key"] == config.key():  # a save of another config is ignored
             weights, saved = load_training_state(resume_dir, optimizer)
             model.load_state_dict(weights)
             first, losses, seconds = saved["step"], saved["losses"], saved["seconds"]
-            prefix = saved.get("prefix_sha256")
+            prefix = {key: saved[key] for key in PREFIX_KEYS if key in saved}
             for _ in range(first):  # replay the data stream to where the save was made
                 next(batches)
         start = time.time() - seconds
@@ -167,9 +219,10 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None, stop_aft
             losses.append(out.loss.item())
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
             if step + 1 == PREFIX_STEPS:
-                prefix = weights_digest(model)
+                prefix = {"prefix_sha256": weights_digest(model), "prefix_machine": machine_fingerprint(),
+                          "prefix_summary": weights_summary(model)}
             state = {"key": config.key(), "step": step + 1, "losses": losses, "seconds": time.time() - start,
-                     "prefix_sha256": prefix}
+                     **prefix}
             if resume_dir is not None and (step + 1) % SAVE_EVERY == 0 and step + 1 < train.steps:
                 save_training_state(resume_dir, model.state_dict(), optimizer, state)
             if on_step is not None:
@@ -178,5 +231,5 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None, stop_aft
     log = {"seconds": round(time.time() - start, 1), "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
            "loss_every_20_steps": [round(x, 4) for x in losses[::20]],
            "tokens_seen": len(losses) * train.batch_size * train.seq_len, "prefix_steps": PREFIX_STEPS,
-           "prefix_sha256": prefix}
+           **{key: prefix.get(key) for key in PREFIX_KEYS}}
     return model.eval(), tokenizer, log
