@@ -1,15 +1,16 @@
 """`roma-eval reproduce` end to end on lm-eval's own YAMLs (offline synthetic rows of every dataset both groups
-read): every stage, the report with all eight columns, a second run that does no work, and a resumed
-interruption inside RoMA training."""
+read): every stage, the report with all eight columns, a second run that does no work and keeps the recorded
+wall times, a resumed interruption inside RoMA training, all ten rows on DeepSeekMoE's remote code, and methods
+a model cannot run refused before anything is written."""
 
 import json
+import math
 
 import pytest
 
 from roma_eval.cli import main
 from roma_eval.tiny import save_tiny_model
 
-pytestmark = pytest.mark.slow
 TRAINING = "epochs=2,k=1,layers=last:2,batch_size=16,lr=0.01"
 
 
@@ -46,6 +47,7 @@ def run(tmp_path_factory, tokenizer):
     return model, root / "out"
 
 
+@pytest.mark.slow
 def test_every_stage_fills_every_column_of_the_report(run):
     _, out = run
     table = (out / "report" / "report.md").read_text().split("\n\n")
@@ -63,6 +65,7 @@ def test_every_stage_fills_every_column_of_the_report(run):
     assert roma[0].startswith("roma-eval train --pretrained") and "--model roma" in roma[1]
 
 
+@pytest.mark.slow
 def test_the_interrupted_roma_training_resumed_from_its_first_epoch(run):
     _, out = run
     log = (out / "roma" / "router_checkpoint" / "training_log.jsonl").read_text().splitlines()
@@ -70,6 +73,7 @@ def test_the_interrupted_roma_training_resumed_from_its_first_epoch(run):
     assert sorted(set(epochs)) == [0, 1] and not (out / "roma" / "router_checkpoint.partial").exists()
 
 
+@pytest.mark.slow
 def test_a_second_run_does_no_work(run, monkeypatch):
     import offline_hub
 
@@ -81,10 +85,18 @@ def test_a_second_run_does_no_work(run, monkeypatch):
     for target in ("lm_eval.simple_evaluate", "roma_eval.methods.roma.train.train_roma",
                    "roma_eval.methods.c3po.reference.build_reference", "roma_eval.methods.oracle.run.descend"):
         monkeypatch.setattr(target, fail)
+    before = json.loads((out / "experiment.json").read_text())["stages"]
     with offline_hub.installed():
         assert reproduce(model, out) == 0
+    after = json.loads((out / "experiment.json").read_text())["stages"]
+    for stage in ("base", "router_tuning", "roma", "oracle", "c3po"):  # the cost figures survive the rerun
+        assert after[stage]["skipped"] and not before[stage]["skipped"], stage
+        assert (after[stage]["seconds"], after[stage]["finished"]) == (before[stage]["seconds"],
+                                                                       before[stage]["finished"]), stage
+    assert not after["report"]["skipped"]  # rebuilt every time
 
 
+@pytest.mark.slow
 def test_another_model_into_the_same_directory_is_refused(run, tmp_path, capsys):
     _, out = run
     assert main(["reproduce", "--pretrained", str(tmp_path / "other"), "--output_path", str(out)]) == 2
@@ -92,6 +104,7 @@ def test_another_model_into_the_same_directory_is_refused(run, tmp_path, capsys)
     assert len(err) == 1 and "other settings" in err[0]
 
 
+@pytest.mark.slow
 def test_all_ten_rows_of_table_1(tmp_path, tokenizer):
     """`--methods all`: every row of the paper's Table 1 in the report, in the paper's order."""
     import offline_hub
@@ -107,3 +120,108 @@ def test_all_ten_rows_of_table_1(tmp_path, tokenizer):
     rows = [line.split("|")[1].strip() for line in scores.splitlines()[2:]]
     assert rows == ["Base", "Oracle", "ICL", "C3PO", "Router Tuning", "Oracle Tuning", "Prefix Tuning",
                     "Prompt Tuning", "Dense BP", "RoMA"]
+
+
+@pytest.mark.parametrize("arch, method, reason", [("qwen3_next", "c3po", "C3PO needs a reusable prefix cache"),
+                                                  ("dbrx", "dense_bp", "Dense BP needs a router that returns")])
+def test_a_method_the_model_cannot_run_is_refused_before_anything_is_written(arch, method, reason, tmp_path,
+                                                                           tokenizer, capsys):
+    model = save_tiny_model(arch, tmp_path / "model", seed=1, tokenizer=tokenizer)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["reproduce", "--pretrained", str(model), "--output_path", str(out), "--methods",
+                 f"base,roma,{method}", "--no_progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and reason in err[0] and f"leave {method} out of --methods" in err[0], err
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- DeepSeekMoE's remote code, every row
+
+DEEPSEEK_TRAINING = "epochs=1,k=1,batch_size=16,lr=0.01"  # the default layers: the last five of nine MoE layers
+
+
+@pytest.fixture(scope="module")
+def deepseek_run(tmp_path_factory, tokenizer):
+    """`reproduce --methods all --limit 2` on the DeepSeekMoE stand-in (tuple-returning layers, a no-grad eval-mode
+    MoE sum, a training-mode balance loss), loaded with --trust_remote_code."""
+    import offline_hub
+    from family_helpers import build_family_model
+
+    root = tmp_path_factory.mktemp("deepseek_reproduce")
+    build_family_model("deepseek", tokenizer, seed=7).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    with offline_hub.installed():
+        assert main(["reproduce", "--pretrained", str(root / "model"), "--trust_remote_code", "--output_path",
+                     str(root / "out"), "--limit", "2", "--train_limit", "2", "--methods", "all", "--roma_args",
+                     DEEPSEEK_TRAINING, "--router_tuning_args", DEEPSEEK_TRAINING, "--oracle_args", "max_steps=1",
+                     "--c3po_args", "c3po_steps=2", "--batch_size", "16", "--no_progress"]) == 0
+    return root / "model", root / "out"
+
+
+@pytest.mark.slow
+def test_every_row_runs_on_deepseek_moe_remote_code(deepseek_run):
+    _, out = deepseek_run
+    manifest = json.loads((out / "experiment.json").read_text())
+    assert set(manifest["stages"]) == {"base", "router_tuning", "roma", "oracle", "c3po", "icl", "oracle_tuning",
+                                       "prefix_tuning", "prompt_tuning", "dense_bp", "report"}
+    table = (out / "report" / "report.md").read_text().split("\n\n")
+    scores = next(block for block in table if "| Base |" in block)
+    rows = {line.split("|")[1].strip(): line for line in scores.splitlines()[2:]}
+    assert list(rows) == ["Base", "Oracle", "ICL", "C3PO", "Router Tuning", "Oracle Tuning", "Prefix Tuning",
+                          "Prompt Tuning", "Dense BP", "RoMA"]
+    assert all("—" not in rows[name] for name in rows), scores
+
+
+@pytest.mark.slow
+def test_the_roma_checkpoint_through_plain_lm_eval_equals_the_reproduce_stage(deepseek_run, tmp_path):
+    """The RoMA stage's own `lm_eval --model roma` command (from the manifest), run again as a plain CLI into another
+    directory, gives the stage's per-sample results."""
+    import shlex
+    import subprocess
+
+    import offline_hub
+    from lm_eval_helpers import LM_EVAL, per_sample
+
+    _, out = deepseek_run
+    command = shlex.split(json.loads((out / "experiment.json").read_text())["stages"]["roma"]["commands"][1])
+    assert command[:3] == ["lm_eval", "--model", "roma"] and "trust_remote_code=True" in command[4]
+    command[command.index("--output_path") + 1] = str(tmp_path / "cli")
+    proc = subprocess.run([LM_EVAL, *command[1:]], capture_output=True, text=True, env=offline_hub.subprocess_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def samples(directory):
+        found = {}
+        for path in directory.rglob("samples_*.jsonl"):
+            task = path.name[len("samples_"):].rsplit("_", 1)[0]
+            found[task] = per_sample([json.loads(line) for line in path.read_text().splitlines()])
+        return found
+
+    stage, cli = samples(out / "roma"), samples(tmp_path / "cli")
+    assert set(stage) == set(cli) and len(stage) >= 8
+    for task in stage:
+        assert stage[task].keys() == cli[task].keys(), task
+        for doc, (resps, metrics) in stage[task].items():
+            assert metrics == cli[task][doc][1], (task, doc)
+            assert resps == pytest.approx(cli[task][doc][0], abs=1e-4) if resps and isinstance(resps[0], list) \
+                else resps == cli[task][doc][0], (task, doc)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ngd", "kernel", "mode"])
+def test_every_c3po_variant_runs_on_deepseek_moe_remote_code(deepseek_run, tokenizer, method):
+    from transformers import AutoModelForCausalLM
+
+    from roma_eval.methods.c3po import C3PO, C3POConfig, load_reference
+    from roma_eval.samples import Sample
+
+    model_dir, out = deepseek_run
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    choices = (" whale", " shark fish")
+    samples = [Sample("t", i, context, "multiple_choice", context, continuations=choices,
+                      choices=tuple(c.strip() for c in choices), gold=0)
+               for i, context in enumerate(["Question: which animal is a mammal?\nAnswer:", "Which one swims?"])]
+    config = C3POConfig(method=method, steps=2, lr=1.0)
+    results = C3PO(model, load_reference(out / "c3po" / "reference"), config).score_samples(tokenizer, samples,
+                                                                                           progress=False)
+    assert len(results) == 2 and all(all(map(math.isfinite, r.scores)) for r in results)

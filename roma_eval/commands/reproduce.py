@@ -5,8 +5,11 @@ Prompt Tuning and Dense BP: all ten rows of Table 1) on the paper's eight benchm
 `roma_paper`, zero-shot), trained on its 49k mixture (`roma_paper_train`), then the report with the
 paper's published rows of the same model beside ours.  Each stage writes lm-eval's own outputs under
 the output directory, prints the plain commands that do the same, and is skipped when complete: run the
-same command again to resume.  Defaults are the paper's (FACTS.md); `--roma_args`, `--router_tuning_args`,
-`--oracle_args` and `--c3po_args` pass any method setting through (lm-eval's "k=v,k=v" model_args syntax).
+same command again to resume (a skipped stage keeps the wall time recorded when it ran).  Before any stage,
+every requested method is checked against the model's skeleton (no weights): a method the model cannot run
+is refused in one line and nothing is written.  Defaults are the paper's (FACTS.md); `--roma_args`,
+`--router_tuning_args`, `--oracle_args` and `--c3po_args` pass any method setting through (lm-eval's "k=v,k=v"
+model_args syntax).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def run(args) -> int:
     from roma_eval.commands.options import split_list
     from roma_eval.methods.oracle.config import OracleConfig
     from roma_eval.methods.roma.config import RomaConfig
-    from roma_eval.pipeline import STAGES, Experiment, report_stage, timed
+    from roma_eval.pipeline import STAGES, Experiment, check_methods, report_stage, timed
     from roma_eval.report.paper import paper_model_for
 
     methods = list(ALL_METHODS) if args.methods == "all" else split_list(args.methods)
@@ -95,6 +98,8 @@ def run(args) -> int:
     if exp.dist.num_processes > 1 and (alone := [m for m in methods if m in ONE_PROCESS]):
         raise RomaEvalError(f"--methods {args.methods}: {', '.join(alone)} run in one process; run them in a second "
                             "`roma-eval reproduce` without accelerate launch (same --output_path: it reuses the rest)")
+    exp.check_output()  # a directory of another run: refused before the model is read
+    check_methods(exp, methods)  # a method the model cannot run: refused before any stage
     exp.claim_output()
     paper_model = args.paper_model or paper_model_for(args.pretrained)
     say = print if exp.dist.is_main_process else (lambda *_: None)

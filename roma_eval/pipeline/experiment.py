@@ -5,7 +5,8 @@ with other settings is refused unless ``overwrite``, so no stage reuses outputs 
 The manifest also records, per stage, when it finished, its wall time and the plain commands (`lm_eval`,
 `roma-eval ...`) that compute the same outputs one by one.  A stage whose outputs are complete is not
 recomputed: a second invocation does no work and an interrupted one resumes at the stage it was in
-(RoMA training and the oracle also resume inside a stage).
+(RoMA training and the oracle also resume inside a stage).  A stage that did no work keeps the wall time
+and finishing time of the run that computed it, marked ``"skipped": true`` (the cost figures survive reruns).
 
 Under ``accelerate launch`` (or ``torchrun``) every process runs every stage: training, the oracle, C3PO's
 reference and lm-eval each share the work across the processes and the main process writes the outputs, the
@@ -57,6 +58,7 @@ class Experiment:
     manifest_name: str = "experiment.json"
     results: dict[str, dict] = field(default_factory=dict)  # stage -> lm-eval's results
     _samples: list | None = field(default=None, repr=False)
+    _work: int = field(default=0, init=False, repr=False)  # parts of stages computed in this run (``timed``)
 
     # ------------------------------------------------------------ the directory
 
@@ -80,8 +82,8 @@ class Experiment:
     def manifest_path(self) -> Path:
         return self.output / self.manifest_name
 
-    def claim_output(self) -> None:
-        """Record this run's identity in the manifest; refuse a directory holding another run's outputs."""
+    def check_output(self) -> bool:
+        """Refuse, writing nothing, a directory holding another run's outputs; True when it holds this run's."""
         import json
 
         if self.output.exists() and not self.output.is_dir():
@@ -93,10 +95,17 @@ class Experiment:
                 changed = sorted(k for k in self.identity() if (found or {}).get(k) != self.identity()[k])
                 raise RomaEvalError(f"{self.output} holds a run with other settings ({', '.join(changed)} differ); "
                                     "pass --output_path DIR for a new directory, or --overwrite to recompute it")
-            return
+            return True
         if not manifest.is_file() and self.output.is_dir() and any(self.output.iterdir()) and not self.overwrite:
             raise RomaEvalError(f"{self.output} exists and holds no {self.manifest_name}; pass --output_path DIR for "
                                 "a new directory")
+        return False
+
+    def claim_output(self) -> None:
+        """Record this run's identity in the manifest (``check_output`` first)."""
+        if self.check_output():
+            return
+        manifest = self.manifest_path
         try:
             self.output.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -107,15 +116,24 @@ class Experiment:
             write_json(manifest, {"identity": self.identity(), "stages": {}, "versions": _versions()})
         self.dist.wait_for_everyone()
 
-    def record(self, stage: str, seconds: float, commands: list[str]) -> None:
-        """A stage finished: its wall time and the plain commands that compute the same outputs."""
+    def note_work(self) -> None:
+        """A stage computed something (lm-eval, training, the oracle, a reference set, the report) in this run."""
+        self._work += 1
+
+    def record(self, stage: str, seconds: float, commands: list[str], skipped: bool = False) -> None:
+        """A stage finished: its wall time and the plain commands that compute the same outputs.  A ``skipped``
+        stage (its outputs were all there) keeps the time the manifest recorded when it was computed."""
         import json
 
         if not self.dist.is_main_process:
             return
         manifest = json.loads(self.manifest_path.read_text())
-        manifest["stages"][stage] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                     "commands": commands}
+        earlier = manifest["stages"].get(stage)
+        if skipped and earlier is not None:
+            manifest["stages"][stage] = {**earlier, "commands": commands, "skipped": True}
+        else:
+            manifest["stages"][stage] = {"seconds": round(seconds, 1), "skipped": skipped,
+                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "commands": commands}
         manifest["versions"] = _versions()
         write_json(self.manifest_path, manifest)
         for command in commands:
@@ -132,6 +150,21 @@ class Experiment:
 
         return load_model(self.pretrained, self.revision, self.dtype, self.device,
                           trust_remote_code=self.trust_remote_code)
+
+    def model_skeleton(self):
+        """The base model's modules on the meta device, without its weights: what the methods' checks read before
+        any stage runs, in seconds whatever the model's size.  A model that does not load fails as in
+        ``load_model``, in one line."""
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        try:
+            config = AutoConfig.from_pretrained(self.pretrained, revision=self.revision,
+                                                trust_remote_code=self.trust_remote_code)
+        except (OSError, ValueError):
+            return self.load_model()[0]  # raises load_model's one-line error
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=self.trust_remote_code)
 
     def training_samples(self):
         """The training mixture's train split as lm-eval presents it (RoMA's data, C3PO's references)."""
@@ -171,6 +204,7 @@ class Experiment:
             logger.info(f"{stage}: reusing the lm-eval results in {out_dir} (--overwrite recomputes them)")
             self.results[stage] = found
             return found
+        self.note_work()
         import lm_eval
         import torch
         from lm_eval.loggers import EvaluationTracker
@@ -223,7 +257,7 @@ def _versions() -> dict:
 
 
 def timed(experiment: Experiment, stage: str, run) -> None:
-    """Run a stage function ``run() -> commands`` and record it."""
-    started = time.perf_counter()
+    """Run a stage function ``run() -> commands`` and record it (as skipped when it computed nothing)."""
+    started, work = time.perf_counter(), experiment._work
     commands = run()
-    experiment.record(stage, time.perf_counter() - started, commands)
+    experiment.record(stage, time.perf_counter() - started, commands, skipped=experiment._work == work)

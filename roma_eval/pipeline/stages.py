@@ -11,8 +11,10 @@
     dense_bp       routers trained with dense router gradients, then `--model roma`
     report         report.md / .html / .tex and plots in ``output/report``, the paper's rows beside ours
 
-Every stage writes lm-eval's native outputs under ``output/<stage>/``, skips what is already complete, and
-returns the plain commands that compute the same thing (recorded in the manifest).
+Every stage writes lm-eval's native outputs under ``output/<stage>/``, skips what is already complete (and
+calls ``exp.note_work()`` for what it computes, so that a skipped stage keeps its recorded wall time), and
+returns the plain commands that compute the same thing (recorded in the manifest).  ``check_methods`` asks the
+model's skeleton, before any stage runs, whether every requested method can run on it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import shlex
 
+from roma_eval.errors import RomaEvalError
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.pipeline.experiment import Experiment
 
@@ -63,6 +66,7 @@ def _trained_stage(exp: Experiment, stage: str, artefact_name: str, complete: st
     then evaluate ``--model model`` with ``arg=artefact``; ``command`` is the plain training command."""
     artefact = exp.stage_dir(stage) / artefact_name
     if exp.overwrite or not (artefact / complete).is_file():
+        exp.note_work()
         base_model, tokenizer = exp.load_model()
         summary = train(base_model, tokenizer, exp.training_samples(), artefact).summary
         logger.info(f"{stage}: {summary}")
@@ -112,6 +116,8 @@ def oracle_stage(exp: Experiment) -> list[str]:
                      overwrite=exp.overwrite, progress=exp.progress)
     if run.resumed_complete:
         logger.info(f"oracle: reusing the oracle results in {run.results_file.parent} (--overwrite recomputes them)")
+    else:
+        exp.note_work()
     logger.info("\n".join(gap_table(run.results)))
     exp.results["oracle"] = run.results
     return [_roma_eval("oracle", *_model_flags(exp), "--tasks", ",".join(exp.eval_tasks),
@@ -125,6 +131,7 @@ def c3po_stage(exp: Experiment) -> list[str]:
 
     reference = exp.stage_dir("c3po") / REFERENCE
     if exp.overwrite or not (reference / "reference.json").is_file():
+        exp.note_work()
         model, tokenizer = exp.load_model()
         build_reference(model, tokenizer, exp.training_samples(), reference, base_model=exp.pretrained,
                         revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
@@ -146,6 +153,7 @@ def report_stage(exp: Experiment, methods: list[str], title: str, paper_model: s
     from roma_eval.report.stages import write_stage_report
 
     out = exp.stage_dir("report")
+    exp.note_work()
     written = write_stage_report(exp.output, out, methods=methods, title=title, paper_model=paper_model,
                                  overwrite=True)
     logger.info(f"report: {len(written)} files in {out}/ (report.md, report.html, report.tex, plots/)")
@@ -160,6 +168,7 @@ def icl_stage(exp: Experiment) -> list[str]:
 
     out = exp.stage_dir("icl")
     if exp.overwrite or not any(out.rglob("results_*.json")):
+        exp.note_work()
         model, tokenizer = exp.load_model()
         run = run_icl(model, tokenizer, exp.eval_tasks, out, IclConfig(), train_tasks=exp.train_tasks,
                       model_name=exp.pretrained, include_path=exp.include_path, limit=exp.limit,
@@ -185,8 +194,9 @@ def oracle_tuning_stage(exp: Experiment) -> list[str]:
     oracle = replace(exp.oracle, save_routing=True)
     tasks = load_oracle_tasks(list(exp.train_tasks), exp.include_path, "train", exp.train_limit)
     model, tokenizer = exp.load_model()
-    run_oracle(model, tokenizer, tasks, targets, oracle, model_name=exp.pretrained, overwrite=exp.overwrite,
-               progress=exp.progress)
+    if not run_oracle(model, tokenizer, tasks, targets, oracle, model_name=exp.pretrained, overwrite=exp.overwrite,
+                      progress=exp.progress).resumed_complete:
+        exp.note_work()
     del model
     config = OracleTuningConfig(oracle_routing=str(targets), seed=exp.seed)
 
@@ -225,6 +235,40 @@ def peft_stage(exp: Experiment, method: str) -> list[str]:
 
     return _trained_stage(exp, method, "adapter", "adapter_config.json", train, "hf-peft", "peft",
                           _roma_eval(method.replace("_", "-"), *_training_flags(exp)))
+
+
+def _c3po_problem(model) -> str | None:
+    from roma_eval.routing.partial import prefix_cache_exact, prefix_cache_problem
+
+    if prefix_cache_exact(model, 1):  # exact for prompts within any sliding window: C3PO checks their lengths
+        return None
+    return f"C3PO needs a reusable prefix cache: {prefix_cache_problem(model)}"
+
+
+def _dense_bp_problem(model) -> str | None:
+    from roma_eval.routing.dense import dense_gradient_problem
+
+    return dense_gradient_problem(model)
+
+
+# What a stage needs of the model beyond a supported MoE: model -> None, or why the method cannot run on it.
+MODEL_CHECKS = {"c3po": _c3po_problem, "dense_bp": _dense_bp_problem}
+
+
+def check_methods(exp: Experiment, methods: list[str]) -> None:
+    """Refuse, in one line and before any stage runs or anything is written, a model that some requested method
+    cannot run on: every stage but base loads it as a supported MoE (``routing.routers``), and C3PO and Dense BP
+    need more (``MODEL_CHECKS``).  Reads the model's skeleton (no weights)."""
+    from roma_eval.routing import routers
+
+    if set(methods) <= {"base"}:
+        return
+    model = exp.model_skeleton()
+    routers(model)  # an unsupported family or a dense model: the one-line error every stage would give
+    refused = {m: why for m in methods if m in MODEL_CHECKS and (why := MODEL_CHECKS[m](model))}
+    if refused:
+        raise RomaEvalError(f"{'; '.join(f'{m}: {why}' for m, why in refused.items())}; leave "
+                            f"{', '.join(refused)} out of --methods for {exp.pretrained}")
 
 
 STAGES = {"base": base_stage, "router_tuning": router_tuning_stage, "roma": roma_stage, "oracle": oracle_stage,
