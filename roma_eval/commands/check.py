@@ -1,6 +1,7 @@
-"""`roma-eval check`: the regression gate — does a candidate run lose accuracy against a baseline?
+"""`roma-eval check`: the regression gate — is a candidate run better, worse or indistinguishable from a baseline?
 
-Exit status: 0 no benchmark regressed, 1 at least one did, 2 bad input.
+Exit status: 0 no regression, 1 a benchmark (or the average) is significantly worse by more than --max-drop,
+2 bad input or runs that cannot be compared.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="lm-eval output (directory or results_*.json, with samples_*.jsonl from --log_samples)")
     parser.add_argument("--candidate", required=True, metavar="PATH", help="the run to check, same form")
     parser.add_argument(*flag("max_drop"), type=float, default=1.0,
-                        help="points a benchmark may lose before it can fail (default: %(default)s)")
-    parser.add_argument("--alpha", type=float, default=0.05,
-                        help="significance level of the one-sided paired test (default: %(default)s)")
-    parser.add_argument("--test", choices=("auto", "mcnemar", "bootstrap"), default="auto",
-                        help="auto: exact McNemar on 0/1 correctness, paired bootstrap otherwise "
+                        help="points a significantly worse benchmark may lose before it fails the gate "
                              "(default: %(default)s)")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="significance level of the two-sided paired test; the intervals are at 1 - alpha "
+                             "(default: %(default)s)")
+    parser.add_argument("--test", choices=("auto", "mcnemar", "bootstrap"), default="auto",
+                        help="auto: exact McNemar (with its Clopper-Pearson interval) on 0/1 correctness, paired "
+                             "bootstrap otherwise (default: %(default)s)")
     parser.add_argument("--benchmarks", default=None,
                         help="comma-separated benchmarks to check (paper column or lm-eval task name); default: all "
                              "of the baseline's")
@@ -33,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "prompt_hash) instead of refusing them; each verdict then says how they differ")
     parser.add_argument(*flag("bootstrap_iterations"), type=int, default=10_000, help="default: %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
-    parser.add_argument("--summary", type=Path, default=None, help="also write the Markdown summary to this file")
+    parser.add_argument("--summary", type=Path, default=None,
+                        help="also write the verdicts as a Markdown table to this file (e.g. a CI job summary)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --summary file")
 
 
@@ -49,15 +53,12 @@ def run(args) -> int:
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else None
     baseline, candidate = load_runs([args.baseline]), load_runs([args.candidate])
     prefs = metric_preferences(parse_metric_overrides(args.metric), baseline + candidate)
-    comparisons = compare(baseline, candidate, prefs=prefs, max_drop=args.max_drop, alpha=args.alpha, test=args.test,
-                          benchmarks=benchmarks, iterations=args.bootstrap_iterations, seed=args.seed,
-                          allow_prompt_change=args.allow_prompt_change)
-    for comparison in comparisons:
-        print(verdict_line(comparison, args.max_drop, args.alpha))
-    summary = markdown_summary(comparisons, baseline=args.baseline, candidate=args.candidate,
-                               max_drop=args.max_drop, alpha=args.alpha)
-    print()
-    print(summary, end="")
+    check = compare(baseline, candidate, prefs=prefs, max_drop=args.max_drop, alpha=args.alpha, test=args.test,
+                    benchmarks=benchmarks, iterations=args.bootstrap_iterations, seed=args.seed,
+                    allow_prompt_change=args.allow_prompt_change)
+    for comparison in [*check.comparisons, *([check.average] if check.average else [])]:
+        print(verdict_line(comparison, args.alpha))
+    print(check.overall())
     if args.summary:
-        write_atomic(args.summary, summary)
-    return 1 if any(c.regression for c in comparisons) else 0
+        write_atomic(args.summary, markdown_summary(check, baseline=args.baseline, candidate=args.candidate))
+    return 1 if check.regressions else 0

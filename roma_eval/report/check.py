@@ -1,9 +1,18 @@
-"""The regression gate: does a candidate run lose accuracy against a baseline, per benchmark?
+"""The regression gate: is a candidate run better, worse or not distinguishable from a baseline, per benchmark?
 
-Both runs are compared document by document (paired on lm-eval's (task, doc_id), with doc_hash
-checked where both have one).  A benchmark regresses when the candidate's score drops by more than
-``max_drop`` points *and* a one-sided paired test rejects "the candidate is not worse" at ``alpha``:
-exact McNemar on 0/1 correctness (the usual case), a paired bootstrap otherwise.
+Both runs are compared document by document (paired on lm-eval's (task, doc_id), with doc_hash checked where both
+have one).  Per benchmark, one two-sided paired test gives the p-value *and* the interval of candidate − baseline
+at level 1 − alpha, each the other's dual, so a verdict never contradicts its interval:
+
+* exact McNemar on 0/1 correctness: the candidate's share π of the discordant documents against ½ (central
+  two-sided binomial p-value), and Clopper-Pearson's interval for π, the exact dual of that test, mapped onto the
+  difference in accuracy (Δ = (discordant / n)·(2π − 1));
+* a paired bootstrap of the mean gain otherwise: the percentile interval and the p-value 2·min(P*(Δ* ≤ 0),
+  P*(Δ* ≥ 0)) from the same resamples.
+
+"better" when the interval lies above 0, "worse" when below, else "no significant difference".  A benchmark
+**regresses** (exit 1) when it is worse by more than ``max_drop`` points.  The average over benchmarks (the paper's
+unweighted mean) gets its own bootstrap interval and verdict.
 
 A score only means something next to another made the same way: runs whose prompts differ (lm-eval's
 per-document prompt_hash, or the recorded n-shot, limit or task version) are refused unless
@@ -28,25 +37,29 @@ from roma_eval.results import (
     wanted_metrics,
 )
 
-TESTS = ("auto", "mcnemar", "bootstrap")
+BETTER, WORSE, SAME = "better", "worse", "no significant difference"
 
 
 @dataclass(frozen=True)
 class Comparison:
-    benchmark: str  # the lm-eval task or group name
+    benchmark: str  # the lm-eval task or group name, or "average"
     metric: str
     n: int
     baseline: float  # mean, percent
     candidate: float
     test: str
-    p_value: float
-    regression: bool
-    interval: tuple[float, float]  # 95% paired-bootstrap interval of candidate − baseline, points
+    p_value: float  # two-sided
+    interval: tuple[float, float]  # candidate − baseline, points, at level 1 − alpha (the test's dual)
+    regression: bool  # worse by more than max_drop
     note: str = ""
 
     @property
     def delta(self) -> float:
         return self.candidate - self.baseline
+
+    @property
+    def verdict(self) -> str:
+        return BETTER if self.interval[0] > 0 else WORSE if self.interval[1] < 0 else SAME
 
 
 @dataclass(frozen=True)
@@ -62,14 +75,31 @@ class _Paired:
 
 
 def mcnemar_p(losses: int, wins: int) -> float:
-    """One-sided exact McNemar p-value: P(X >= losses) for X ~ Binomial(losses + wins, 1/2).
+    """Two-sided exact McNemar p-value, central: 2·min(P(X ≤ wins), P(X ≥ wins)) for X ~ Binomial(losses + wins, ½),
+    at most 1.
 
     ``losses`` = documents the baseline gets right and the candidate wrong, ``wins`` the reverse;
     documents both get right (or wrong) carry no information about the difference.
     """
+    from scipy.stats import binom
+
+    discordant = losses + wins
+    if not discordant:
+        return 1.0
+    return float(min(1.0, 2 * min(binom.cdf(wins, discordant, 0.5), binom.sf(wins - 1, discordant, 0.5))))
+
+
+def mcnemar_interval(losses: int, wins: int, n: int, level: float) -> tuple[float, float]:
+    """The interval of Δ accuracy dual to ``mcnemar_p``: Clopper-Pearson's for the candidate's share of the
+    discordant documents, times (discordant / n), mapped from [0, 1] to [-1, 1]; it excludes 0 exactly when
+    the p-value is below 1 − level."""
     from scipy.stats import binomtest
 
-    return binomtest(losses, losses + wins, 0.5, alternative="greater").pvalue if losses + wins else 1.0
+    discordant = losses + wins
+    if not discordant:
+        return 0.0, 0.0
+    ci = binomtest(wins, discordant, 0.5).proportion_ci(confidence_level=level, method="exact")
+    return discordant / n * (2 * ci.low - 1), discordant / n * (2 * ci.high - 1)
 
 
 def _bootstrap_means(values: np.ndarray, iterations: int, seed: int) -> np.ndarray:
@@ -88,27 +118,25 @@ def _bootstrap_means(values: np.ndarray, iterations: int, seed: int) -> np.ndarr
                            for done in range(0, iterations, chunk)])
 
 
-def bootstrap_p(drops: np.ndarray, iterations: int = 10_000, seed: int = 0) -> float:
-    """One-sided paired-bootstrap p-value for "mean drop > 0" (Efron & Tibshirani's shifted null).
-
-    ``drops`` = baseline − candidate per document.
-    """
-    observed = float(drops.mean())
-    exceed = int(np.count_nonzero(_bootstrap_means(drops, iterations, seed) - observed >= observed - 1e-12))
-    return (exceed + 1) / (iterations + 1)
+def bootstrap_test(gains: np.ndarray, level: float = 0.95, iterations: int = 10_000,
+                   seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Two-sided paired bootstrap of the mean per-document gain (candidate − baseline): the p-value
+    2·min(P*(Δ* ≤ 0), P*(Δ* ≥ 0)) and the percentile interval at ``level``, from the same resamples."""
+    return _bootstrap_from_means(_bootstrap_means(gains, iterations, seed), level)
 
 
-def bootstrap_interval(gains: np.ndarray, level: float = 0.95, iterations: int = 10_000,
-                       seed: int = 0) -> tuple[float, float]:
-    """Percentile paired-bootstrap interval of the mean per-document gain (candidate − baseline)."""
-    low, high = np.quantile(_bootstrap_means(gains, iterations, seed), [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
+def _bootstrap_from_means(means: np.ndarray, level: float) -> tuple[float, tuple[float, float]]:
+    p = min(1.0, 2 * min(float(np.mean(means <= 0)), float(np.mean(means >= 0))))
+    # inverted_cdf: the lower end is above 0 exactly when fewer than (1 - level) / 2 of the resamples are <= 0.
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
+    return p, (float(low), float(high))
 
 
 def compare(baseline: list[Run], candidate: list[Run], *, prefs: dict[str, tuple[str, ...]], max_drop: float = 1.0,
             alpha: float = 0.05, test: str = "auto", benchmarks: list[str] | None = None, iterations: int = 10_000,
-            seed: int = 0, allow_prompt_change: bool = False) -> list[Comparison]:
-    """One comparison per benchmark of the baseline (or of ``benchmarks``, by column or task name).
+            seed: int = 0, allow_prompt_change: bool = False) -> Check:
+    """One comparison per benchmark of the baseline (or of ``benchmarks``, by column or task name), and of their
+    average when there are several.
 
     Runs whose prompts differ are refused, every difference in one message, unless ``allow_prompt_change``:
     then they are compared and each verdict's note says how the prompts differ.
@@ -128,22 +156,64 @@ def compare(baseline: list[Run], candidate: list[Run], *, prefs: dict[str, tuple
         listed = "; ".join(f"{p.benchmark}: {' and '.join(p.differences)}" for p in changed)
         raise RomaEvalError(f"{listed}; re-run the candidate with the baseline's lm_eval settings, or pass "
                             f"--allow-prompt-change to compare anyway")
-    return [_compare_one(p, max_drop, alpha, test, iterations, seed) for p in paired]
+    comparisons = [_compare_one(p, max_drop, alpha, test, iterations, seed) for p in paired]
+    average = _average(paired, comparisons, max_drop, alpha, iterations, seed) if len(paired) > 1 else None
+    return Check(comparisons, average, max_drop, alpha)
 
 
-def verdict_line(c: Comparison, max_drop: float, alpha: float) -> str:
-    verdict = "REGRESSION" if c.regression else "PASS"
-    return (f"{verdict:<10} {c.benchmark}: {c.metric} {fmt(c.baseline)} -> {fmt(c.candidate)} "
-            f"({fmt(c.delta, sign=True)} pp; max drop {max_drop:g}), {c.test} p={c.p_value:.3g} "
-            f"(alpha {alpha:g}), 95% CI [{fmt(c.interval[0], sign=True)}, {fmt(c.interval[1], sign=True)}], "
-            f"n={c.n}{'; ' + c.note if c.note else ''}")
+@dataclass(frozen=True)
+class Check:
+    comparisons: list[Comparison]
+    average: Comparison | None
+    max_drop: float
+    alpha: float
+
+    @property
+    def regressions(self) -> list[Comparison]:
+        return [c for c in [*self.comparisons, self.average] if c is not None and c.regression]
+
+    def overall(self) -> str:
+        """The one line a CI log shows: the gate's verdict, then how the benchmarks and the average moved."""
+        counts = ", ".join(f"{verdict} on {sum(c.verdict == verdict for c in self.comparisons)}"
+                           for verdict in (BETTER, WORSE, SAME))
+        average = "" if self.average is None else (f"; average {fmt(self.average.delta, sign=True)} pp "
+                                                   f"{_interval(self.average)}, {self.average.verdict}")
+        if self.regressions:
+            listed = ", ".join(f"{c.benchmark} {fmt(c.delta, sign=True)}" for c in self.regressions)
+            return f"REGRESSION: {listed} pp (worse beyond --max-drop {self.max_drop:g}); {counts}{average}"
+        return f"NO REGRESSION: {counts}{average}"
 
 
-def markdown_summary(comparisons: list[Comparison], *, baseline: str, candidate: str, max_drop: float,
-                     alpha: float) -> str:
+def _interval(c: Comparison) -> str:
+    return f"[{fmt(c.interval[0], sign=True)}, {fmt(c.interval[1], sign=True)}]"
+
+
+def _average(paired: list[_Paired], comparisons: list[Comparison], max_drop: float, alpha: float, iterations: int,
+             seed: int) -> Comparison:
+    """The unweighted mean over benchmarks (the paper's average): each benchmark's documents resampled on their own,
+    the resampled mean gains averaged."""
+    means = np.mean([_bootstrap_means(p.candidate - p.baseline, iterations, seed + i) for i, p in enumerate(paired)],
+                    axis=0)
+    p_value, (low, high) = _bootstrap_from_means(means, 1 - alpha)
+    baseline = float(np.mean([c.baseline for c in comparisons]))
+    candidate = float(np.mean([c.candidate for c in comparisons]))
+    return Comparison(benchmark="average", metric=f"mean of {len(comparisons)} benchmarks",
+                      n=sum(c.n for c in comparisons), baseline=baseline, candidate=candidate, test="bootstrap",
+                      p_value=p_value, interval=(100 * low, 100 * high),
+                      regression=high < 0 and baseline - candidate > max_drop)
+
+
+def verdict_line(c: Comparison, alpha: float) -> str:
+    """The benchmark's verdict first (REGRESSION for a worse one beyond the allowed drop), then the numbers."""
+    return (f"{'REGRESSION' if c.regression else c.verdict:<25} {c.benchmark}: {c.metric} {fmt(c.baseline)} -> "
+            f"{fmt(c.candidate)} ({fmt(c.delta, sign=True)} pp), {100 * (1 - alpha):g}% CI {_interval(c)}, {c.test} "
+            f"p={c.p_value:.3g}, n={c.n}{'; ' + c.note if c.note else ''}")
+
+
+def markdown_summary(check: Check, *, baseline: str, candidate: str) -> str:
     return environment("md").get_template("check.md.j2").render(
-        comparisons=comparisons, regressions=sum(c.regression for c in comparisons), baseline=baseline,
-        candidate=candidate, max_drop=max_drop, alpha=alpha, fmt=fmt)
+        check=check, baseline=baseline, candidate=candidate, level=f"{100 * (1 - check.alpha):g}", fmt=fmt,
+        interval=_interval)
 
 
 def _by_benchmark(runs: list[Run], name: str) -> dict[tuple[str, str], tuple[Run, Benchmark]]:
@@ -206,18 +276,19 @@ def _compare_one(paired: _Paired, max_drop: float, alpha: float, test: str, iter
     if used == "mcnemar" and not binary:
         raise RomaEvalError(f"{paired.benchmark}: {paired.metric} is not 0/1 per document, so McNemar does not "
                             f"apply; use --test bootstrap")
+    n = len(x)
     if used == "mcnemar":
-        p = mcnemar_p(int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum()))
+        losses, wins = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
+        p, (low, high) = mcnemar_p(losses, wins), mcnemar_interval(losses, wins, n, 1 - alpha)
     else:
-        p = bootstrap_p(x - y, iterations, seed)
+        p, (low, high) = bootstrap_test(y - x, 1 - alpha, iterations, seed)
     baseline, candidate = 100 * float(x.mean()), 100 * float(y.mean())
-    low, high = bootstrap_interval(y - x, iterations=iterations, seed=seed)
     notes = []
-    if len(x) < max(paired.sizes):
-        notes.append(f"paired on {len(x)} of {paired.sizes[0]} / {paired.sizes[1]} documents")
+    if n < max(paired.sizes):
+        notes.append(f"paired on {n} of {paired.sizes[0]} / {paired.sizes[1]} documents")
     if paired.differences:
         notes.append("prompts differ: " + " and ".join(paired.differences))
-    return Comparison(benchmark=paired.benchmark, metric=paired.metric, n=len(x), baseline=baseline,
+    return Comparison(benchmark=paired.benchmark, metric=paired.metric, n=n, baseline=baseline,
                       candidate=candidate, test="McNemar" if used == "mcnemar" else "bootstrap", p_value=p,
-                      regression=(baseline - candidate > max_drop and p < alpha), interval=(100 * low, 100 * high),
+                      interval=(100 * low, 100 * high), regression=high < 0 and baseline - candidate > max_drop,
                       note="; ".join(notes))

@@ -9,59 +9,105 @@ import numpy as np
 import pytest
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.report.check import bootstrap_p, compare, mcnemar_p
+from roma_eval.report.check import BETTER, SAME, WORSE, bootstrap_test, compare, mcnemar_interval, mcnemar_p
 from roma_eval.results import load_runs, metric_preferences
 
 
-def test_mcnemar_by_hand():
-    assert mcnemar_p(6, 0) == 1 / 64  # every discordant document went the candidate's wrong way
-    assert mcnemar_p(5, 2) == (21 + 7 + 1) / 128  # P(X >= 5), X ~ Bin(7, 1/2)
-    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(0, 9) == 1.0
+def test_mcnemar_by_hand_and_against_scipy():
+    from scipy.stats import binomtest
+
+    assert mcnemar_p(6, 0) == 2 / 64  # every discordant document went the candidate's wrong way: 2 P(X <= 0)
+    assert mcnemar_p(5, 2) == 2 * (1 + 7 + 21) / 128  # 2 P(X <= 2), X ~ Bin(7, 1/2)
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(0, 9) == 2 / 512 and mcnemar_p(3, 3) == 1.0
+    for losses, wins in itertools.product(range(12), repeat=2):
+        if losses + wins:  # under p = 1/2 the central and scipy's "minlike" two-sided p-values coincide
+            assert mcnemar_p(losses, wins) == pytest.approx(binomtest(wins, losses + wins, 0.5).pvalue, rel=1e-9)
+
+
+def test_mcnemar_interval_is_clopper_pearson_and_the_dual_of_its_test():
+    """The printed interval excludes 0 exactly when p < alpha: the verdict can never contradict it."""
+    from scipy.stats import beta
+
+    for losses, wins in itertools.product(range(25), repeat=2):
+        discordant, n = losses + wins, losses + wins + 13
+        if not discordant:
+            continue
+        low, high = mcnemar_interval(losses, wins, n, 0.95)
+        # Clopper-Pearson by its beta-quantile form, mapped from the share of wins to the accuracy difference.
+        share_low = beta.ppf(0.025, wins, discordant - wins + 1) if wins else 0.0
+        share_high = beta.ppf(0.975, wins + 1, discordant - wins) if losses else 1.0
+        assert low == pytest.approx(discordant / n * (2 * share_low - 1), abs=1e-9)
+        assert high == pytest.approx(discordant / n * (2 * share_high - 1), abs=1e-9)
+        assert (low > 0 or high < 0) == (mcnemar_p(losses, wins) < 0.05)
+        assert low <= (wins - losses) / n <= high
 
 
 def test_bootstrap_matches_exhaustive_resampling():
-    # All 5^5 resamples of five paired drops, enumerated: the exact bootstrap p-value.
-    drops = np.array([1.0, 1.0, 0.0, -1.0, 1.0])
-    observed = drops.mean()
-    means = [drops[list(idx)].mean() for idx in itertools.product(range(5), repeat=5)]
-    exact = np.mean([m - observed >= observed - 1e-12 for m in means])
-    assert bootstrap_p(drops, iterations=200_000, seed=1) == pytest.approx(exact, abs=0.005)
+    # All 5^5 resamples of five paired gains, enumerated: the exact two-sided bootstrap p-value and interval.
+    gains = np.array([1.0, 1.0, 0.0, -1.0, 1.0])
+    means = np.array([gains[list(idx)].mean() for idx in itertools.product(range(5), repeat=5)])
+    exact = 2 * min(np.mean(means <= 0), np.mean(means >= 0))
+    p, (low, high) = bootstrap_test(gains, 0.9, iterations=200_000, seed=1)
+    assert p == pytest.approx(exact, abs=0.005)
+    assert (low, high) == tuple(np.quantile(means, [0.05, 0.95], method="inverted_cdf"))
 
 
-def test_bootstrap_on_continuous_values_and_no_drop():
+def test_bootstrap_on_continuous_values_and_no_change():
     rng = np.random.default_rng(0)
-    worse = rng.normal(0.3, 1.0, size=400)  # a real drop of 0.3 sd
-    assert bootstrap_p(worse, iterations=2000) < 0.01
-    assert bootstrap_p(-worse, iterations=2000) > 0.99
-    assert bootstrap_p(np.zeros(10), iterations=100) == 1.0
+    worse = -rng.normal(0.3, 1.0, size=400)  # a real loss of 0.3 sd
+    p, (low, high) = bootstrap_test(worse, iterations=2000)
+    assert p < 0.01 and high < 0
+    assert bootstrap_test(-worse, iterations=2000)[1][0] > 0
+    assert bootstrap_test(np.zeros(10), iterations=100) == (1.0, (0.0, 0.0))
+
+
+def test_bootstrap_verdicts_agree_with_their_p_values():
+    rng = np.random.default_rng(4)
+    for shift in np.linspace(-0.4, 0.4, 41):
+        p, (low, high) = bootstrap_test(rng.normal(shift, 1.0, size=60), iterations=2000, seed=2)
+        assert (low > 0 or high < 0) == (p < 0.05) or p == pytest.approx(0.05, abs=1e-3)
 
 
 def test_planted_regression_is_caught(runs):
-    result = compare(load_runs([str(runs / "base")]), load_runs([str(runs / "regressed")]), prefs=metric_preferences())
-    verdicts = {c.benchmark: c for c in result}
-    assert [c.benchmark for c in result] == ["toy_mmlu", "toy_arc_easy", "toy_boolq", "toy_gsm8k"]
+    check = compare(load_runs([str(runs / "base")]), load_runs([str(runs / "regressed")]), prefs=metric_preferences())
+    verdicts = {c.benchmark: c for c in check.comparisons}
+    assert [c.benchmark for c in check.comparisons] == ["toy_mmlu", "toy_arc_easy", "toy_boolq", "toy_gsm8k"]
     boolq = verdicts["toy_boolq"]
-    assert (boolq.baseline, boolq.candidate, boolq.p_value, boolq.regression) == (50.0, 20.0, 1 / 64, True)
+    assert (boolq.baseline, boolq.candidate, boolq.p_value, boolq.regression) == (50.0, 20.0, 2 / 64, True)
+    assert boolq.verdict == WORSE and boolq.interval[1] < 0
     mmlu = verdicts["toy_mmlu"]  # 5 points lost, one document: beyond the threshold, not significant
-    assert (mmlu.delta, mmlu.p_value, mmlu.regression) == (pytest.approx(-5.0), 0.5, False)
+    assert (mmlu.delta, mmlu.p_value, mmlu.regression, mmlu.verdict) == (pytest.approx(-5.0), 1.0, False, SAME)
     assert verdicts["toy_arc_easy"].delta == pytest.approx(12.5) and not verdicts["toy_arc_easy"].regression
+    assert check.regressions == [boolq] and check.overall().startswith("REGRESSION: toy_boolq -30.0 pp")
+    # The average is the mean of the benchmarks' scores, with a bootstrap over each benchmark's documents.
+    assert check.average.delta == pytest.approx(np.mean([c.delta for c in check.comparisons]))
+    assert check.average.interval[0] <= check.average.delta <= check.average.interval[1]
 
 
 @pytest.mark.parametrize("max_drop, alpha, regressed", [(1.0, 0.05, True), (30.0, 0.05, False), (1.0, 0.01, False)])
 def test_both_threshold_and_significance_are_needed(runs, max_drop, alpha, regressed):
-    result = compare(load_runs([str(runs / "base")]), load_runs([str(runs / "regressed")]), prefs=metric_preferences(),
-                     max_drop=max_drop, alpha=alpha, benchmarks=["boolq"])
-    assert [c.regression for c in result] == [regressed]
+    check = compare(load_runs([str(runs / "base")]), load_runs([str(runs / "regressed")]), prefs=metric_preferences(),
+                    max_drop=max_drop, alpha=alpha, benchmarks=["boolq"])
+    assert [c.regression for c in check.comparisons] == [regressed] and check.average is None
 
 
 def test_identical_runs_pass(runs):
-    result = compare(load_runs([str(runs / "base")]), load_runs([str(runs / "base")]), prefs=metric_preferences())
-    assert len(result) == 4 and not any(c.regression or c.delta or c.p_value < 1 for c in result)
+    check = compare(load_runs([str(runs / "base")]), load_runs([str(runs / "base")]), prefs=metric_preferences())
+    assert len(check.comparisons) == 4 and not check.regressions
+    assert all(c.delta == 0 and c.p_value == 1 and c.verdict == SAME for c in [*check.comparisons, check.average])
+    assert check.overall() == f"NO REGRESSION: {BETTER} on 0, {WORSE} on 0, {SAME} on 4; average +0.0 pp [+0.0, +0.0], " \
+                              f"{SAME}"
+
+
+def test_a_significant_gain_is_called_better(runs):
+    check = compare(load_runs([str(runs / "regressed")]), load_runs([str(runs / "base")]), prefs=metric_preferences())
+    boolq = {c.benchmark: c for c in check.comparisons}["toy_boolq"]
+    assert (boolq.verdict, boolq.p_value, boolq.regression) == (BETTER, 2 / 64, False) and boolq.interval[0] > 0
 
 
 def test_oracle_outputs_compare_with_lm_eval_runs(runs):
     result = compare(load_runs([str(runs / "base")]), load_runs([str(runs / "oracle")]), prefs=metric_preferences())
-    gsm8k = result[-1]
+    gsm8k = result.comparisons[-1]
     assert gsm8k.metric == "exact_match,flexible-extract / exact_match,none" and gsm8k.candidate == 87.5
 
 
@@ -69,16 +115,34 @@ def test_check_cli_exit_codes(runs, verb, capsys, tmp_path):
     assert verb("check", ["--baseline", str(runs / "base"), "--candidate", str(runs / "regressed")]) == 1
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert sum(line.startswith(("PASS", "REGRESSION")) for line in lines) == 4
-    assert lines[2].startswith("REGRESSION toy_boolq: acc,none 50.0 -> 20.0 (-30.0 pp")
-    assert "### roma-eval check: FAIL — 1 of 4 benchmarks regressed" in out
+    assert len(lines) == 6  # four benchmarks, the average, the overall verdict: printed once
+    assert lines[2].startswith("REGRESSION                toy_boolq: acc,none 50.0 -> 20.0 (-30.0 pp), 95% CI [")
+    assert lines[4].startswith(tuple(f"{v:<25} average" for v in (BETTER, WORSE, SAME)))
+    assert lines[5].startswith("REGRESSION: toy_boolq -30.0 pp (worse beyond --max-drop 1)")
     summary = tmp_path / "summary.md"
     assert verb("check", ["--baseline", str(runs / "base"), "--candidate", str(runs / "base"),
                           "--summary", str(summary)]) == 0
-    assert summary.read_text().startswith("### roma-eval check: PASS — 0 of 4 benchmarks regressed")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("NO REGRESSION")
+    assert summary.read_text().startswith("### roma-eval check: PASS — NO REGRESSION")
     assert verb("check", ["--baseline", str(runs / "base"), "--candidate", str(runs / "base"),
                           "--summary", str(summary)]) == 2
     assert "summary.md already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("baseline, candidate", [("base", "regressed"), ("regressed", "base"), ("base", "roma"),
+                                                 ("base", "c3po"), ("base", "oracle")])
+def test_every_printed_verdict_agrees_with_its_printed_interval(runs, verb, capsys, baseline, candidate):
+    import re
+
+    verb("check", ["--baseline", str(runs / baseline), "--candidate", str(runs / candidate)])
+    lines = capsys.readouterr().out.splitlines()[:-1]
+    for line in lines:
+        verdict, low, high = re.match(r"(better|worse|REGRESSION|no significant difference) .* CI \[(\S+), (\S+)\]",
+                                      line).groups()
+        low, high = float(low), float(high)
+        assert {"better": low >= 0, "worse": high <= 0, "REGRESSION": high <= 0, SAME: low <= 0 <= high}[verdict], line
+        delta = float(re.search(r"\((\S+) pp\)", line).group(1))
+        assert low <= delta <= high, line
 
 
 def test_check_on_bad_input(runs, verb, capsys, copy_run):
@@ -112,15 +176,11 @@ def test_a_directory_of_several_methods_is_ambiguous(runs):
 
 def test_bootstrap_interval_matches_plain_index_resampling():
     """The multinomial shortcut against the textbook bootstrap (resample documents by index)."""
-    import numpy as np
-
-    from roma_eval.report.check import bootstrap_interval
-
     gains = np.array([1.0] * 30 + [0.0] * 50 + [-1.0] * 20)
     rng = np.random.default_rng(1)
     plain = [gains[rng.integers(0, len(gains), len(gains))].mean() for _ in range(20_000)]
     expected = np.quantile(plain, [0.025, 0.975])
-    low, high = bootstrap_interval(gains, iterations=20_000, seed=3)
+    _, (low, high) = bootstrap_test(gains, iterations=20_000, seed=3)
     assert low == pytest.approx(expected[0], abs=0.015) and high == pytest.approx(expected[1], abs=0.015)
     assert low < gains.mean() < high
 
@@ -147,7 +207,7 @@ def test_allow_prompt_change_compares_and_says_so(runs, few_shot_run, verb, caps
             "--summary", str(summary), "--allow-prompt-change"]
     assert verb("check", argv) == 1  # the planted toy_boolq regression is still found
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2].startswith("REGRESSION toy_boolq: acc,none 50.0 -> 20.0")
+    assert lines[2].startswith("REGRESSION                toy_boolq: acc,none 50.0 -> 20.0")
     assert lines[2].endswith("n=20; prompts differ: n-shot 5 in the baseline, 0 in the candidate and prompts of 20 "
                              "of 20 documents differ")
     assert "_toy_boolq: prompts differ: n-shot 5 in the baseline" in summary.read_text()
@@ -171,19 +231,20 @@ def chat_template_on_boolq(task, line):
         line["prompt_hash"] = "0" * 64
 
 
-@pytest.mark.parametrize("edits, message", [
+# With --limit 10 the planted boolq loss is 5 of 5 discordant documents: two-sided p = 1/16, not significant.
+@pytest.mark.parametrize("edits, message, allowed", [
     (limited(10), "toy_mmlu: limit none in the baseline, 10 (18 of 20 documents) in the candidate; toy_arc_easy: "
-                  "limit none in the baseline, 10 (10 of 24 documents) in the candidate; toy_boolq:"),
-    ((new_boolq_version, None), "toy_boolq: version 1.0 in the baseline, 2.0 in the candidate; re-run"),
-    ((None, chat_template_on_boolq), "toy_boolq: prompts of 20 of 20 documents differ; re-run"),
+                  "limit none in the baseline, 10 (10 of 24 documents) in the candidate; toy_boolq:", 0),
+    ((new_boolq_version, None), "toy_boolq: version 1.0 in the baseline, 2.0 in the candidate; re-run", 1),
+    ((None, chat_template_on_boolq), "toy_boolq: prompts of 20 of 20 documents differ; re-run", 1),
 ], ids=["limit", "task-version", "prompts"])
-def test_other_documents_or_prompts_are_refused(runs, derive_run, verb, capsys, edits, message):
+def test_other_documents_or_prompts_are_refused(runs, derive_run, verb, capsys, edits, message, allowed):
     candidate = derive_run("candidate", "regressed", *edits)
     assert verb("check", ["--baseline", str(runs / "base"), "--candidate", str(candidate)]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert message in line
     assert verb("check", ["--baseline", str(runs / "base"), "--candidate", str(candidate),
-                          "--allow-prompt-change"]) == 1
+                          "--allow-prompt-change"]) == allowed
 
 
 def test_another_dataset_is_refused_even_when_prompts_may_change(runs, derive_run, verb, capsys):
