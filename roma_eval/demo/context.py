@@ -123,13 +123,13 @@ def changed_results(ctx: DemoContext, baseline: str, candidate: str) -> str:
 
 
 def paired_differences(ctx: DemoContext, baseline: str, candidate: str) -> list[str]:
-    """One line per benchmark: candidate − baseline in points with its paired-bootstrap 95% interval."""
+    """One line per benchmark: candidate − baseline in points with the 95% interval of `check`'s paired test."""
     from roma_eval.report.check import compare
     from roma_eval.results import load_runs, metric_preferences
 
     comparisons = compare(load_runs([str(ctx.stage_dir(baseline))]), load_runs([str(ctx.stage_dir(candidate))]),
-                          prefs=metric_preferences(), max_drop=100.0)
-    lines = [f"{candidate} − {baseline} per benchmark, points [paired bootstrap 95% interval]:"]
+                          prefs=metric_preferences(), max_drop=100.0).comparisons
+    lines = [f"{candidate} − {baseline} per benchmark, points [95% interval of the paired test, roma-eval check]:"]
     for c in comparisons:
         lines.append(f"  {c.benchmark:<18} {c.delta:+6.1f}  [{c.interval[0]:+.1f}, {c.interval[1]:+.1f}]  "
                      f"({c.metric}, n={c.n})")
