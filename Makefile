@@ -32,6 +32,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/roma_vs_hf.py
 	$(PY) bench/shim_startup.py
+	$(PY) bench/pca_projection.py
 	$(PY) bench/roma_cache.py
 	$(PY) bench/oracle_batching.py
 	OMP_WAIT_POLICY=PASSIVE $(PY) bench/c3po_cost.py

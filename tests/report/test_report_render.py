@@ -120,3 +120,27 @@ def test_pca_matches_the_covariance_eigenvectors():
     for k in range(2):
         assert np.allclose(np.abs(scores[:, k]), np.abs(reference[:, k]))
     assert np.array_equal(scores, pca_2d(x))
+
+
+def test_the_manifold_figure_shows_every_method_in_one_routing_basis():
+    """One embedding panel (it is the same for every method), then one routing panel per method, all projected on
+    the PCA axes of every method's routing together: a method's points are where that basis puts them."""
+    from roma_eval.report.plots import RoutingDump, _draw_manifold, pca_basis
+
+    rng = np.random.default_rng(0)
+    tasks = np.array(["a", "b"] * 20)
+    embedding = rng.normal(size=(40, 6))
+    dumps = {"base": RoutingDump(embedding, rng.normal(size=(40, 5)), tasks),
+             "roma": RoutingDump(embedding, 3 + rng.normal(size=(40, 5)), tasks)}
+    fig = _draw_manifold("tiny", dumps)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["task embedding", "Base: routing weights", "RoMA: routing weights"]
+    basis = pca_basis(np.concatenate([dumps["base"].routing, dumps["roma"].routing]))
+    for ax, method in zip(visible[1:], ("base", "roma")):
+        drawn = np.concatenate([c.get_offsets() for c in ax.collections])
+        expected = basis.project(dumps[method].routing)
+        expected = np.concatenate([expected[tasks == t] for t in ("a", "b")])
+        assert np.allclose(drawn, expected)
+    # The two clouds are 3 apart on every axis: in the shared basis they do not overlap on PC 1.
+    base_x, roma_x = (np.concatenate([c.get_offsets() for c in ax.collections])[:, 0] for ax in visible[1:])
+    assert base_x.max() < roma_x.min() or roma_x.max() < base_x.min()
