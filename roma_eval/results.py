@@ -120,6 +120,11 @@ class Run:
         return str(name).rstrip("/").split("/")[-1] or str(name)
 
     @cached_property
+    def checkpoint(self) -> str:
+        """The evaluated model's hub id or path as the run gave it (``pretrained=``), whose name says its variant."""
+        return str(self.model_args.get("pretrained") or self.data.get("model_name") or self.model)
+
+    @cached_property
     def method(self) -> str:
         return self.label or method_of(str(self.config.get("model", "")), self.model_args, self.search_dirs)
 
@@ -173,13 +178,24 @@ class Run:
 
     def settings(self, benchmark: Benchmark) -> dict[str, str | None]:
         """How lm-eval evaluated the benchmark, as its results file records it: few-shot examples ("n-shot"), the
-        documents ``--limit`` kept ("limit") and the task version ("version").  None where it is not recorded.
+        documents ``--limit`` kept ("limit"), the task version ("version") and the chat template ("chat template",
+        ``chat_template``).  None where it is not recorded.
 
         Leaf tasks only: they hold the documents and prompts (the oracle records no group versions).  A group
         whose leaves differ shows their distinct values, e.g. "0/5".
         """
         return {"n-shot": self._per_leaf("n-shot", benchmark), "limit": self._limit(benchmark),
-                "version": self._per_leaf("versions", benchmark)}
+                "version": self._per_leaf("versions", benchmark), "chat template": self.chat_template}
+
+    @property
+    def chat_template(self) -> str | None:
+        """"none" (plain prompts), "applied" (lm-eval's --apply_chat_template; ", few-shot as multi-turn" with
+        --fewshot_as_multiturn), or None when the results file does not say (lm-eval before 0.4.3)."""
+        if "chat_template" not in self.data:
+            return None
+        if not self.data["chat_template"]:
+            return "none"
+        return "applied" + (", few-shot as multi-turn" if self.data.get("fewshot_as_multiturn") else "")
 
     def _per_leaf(self, key: str, benchmark: Benchmark) -> str | None:
         recorded = self.data.get(key)

@@ -14,20 +14,21 @@ def parents() -> list[argparse.ArgumentParser]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from roma_eval.commands.options import add_base_model, add_output, add_progress, add_tasks, flag
+    from roma_eval.commands.options import add_base_model, add_chat_template, add_output, add_progress, add_tasks, flag
 
     add_base_model(parser)
     add_tasks(parser, "comma-separated lm-eval tasks or groups to evaluate, e.g. roma_paper")
     parser.add_argument(*flag("train_tasks"), default="roma_paper_train",
                         help="comma-separated lm-eval tasks or groups whose training documents are the examples' pool")
     add_output(parser, "as lm-eval's --output_path: the run goes to DIR/<model name, sanitized>/")
+    add_chat_template(parser)
     add_progress(parser)
 
 
 def run(args) -> int:
     import logging
 
-    from roma_eval.commands.options import config_from_args, split_list
+    from roma_eval.commands.options import chat_template_args, config_from_args, split_list
     from roma_eval.errors import RomaEvalError
     from roma_eval.methods.icl import IclConfig, run_icl
     from roma_eval.model_loading import load_model
@@ -35,13 +36,14 @@ def run(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise RomaEvalError(f"--limit {args.limit}: give at least 1 document per task, or leave it out")
     config = config_from_args(IclConfig, args)
+    chat_template = chat_template_args(args)
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     model, tokenizer = load_model(args.pretrained, args.revision, args.dtype, args.device,
                                   trust_remote_code=args.trust_remote_code)
     result = run_icl(model, tokenizer, split_list(args.tasks), args.output_path, config,
                      train_tasks=split_list(args.train_tasks), model_name=args.pretrained,
                      include_path=args.include_path, limit=args.limit, overwrite=args.overwrite,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, chat_template=chat_template)
     s = result.demonstrations.summary
     print(f"ICL: {s['pool_size']} of {s['training_samples']} training samples in the pool, k={config.k}, "
           f"{s['evaluation_documents']} documents evaluated")

@@ -41,6 +41,38 @@ def add_output(parser, help_text: str, default=None) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace what an earlier run wrote there")
 
 
+def add_chat_template(parser) -> None:
+    """lm-eval's chat-template flags, spelled and defaulted as lm-eval's own CLI has them (``chat_template_args``)."""
+    parser.add_argument(*flag("apply_chat_template"), nargs="?", const=True, default=False, metavar="TEMPLATE",
+                        help="lm-eval's --apply_chat_template for every evaluation: prompts go through the model's "
+                             "chat template (TEMPLATE: one of the tokenizer's named templates). Off by default: the "
+                             "paper does not say it used one (docs/reproduce.md)")
+    parser.add_argument(*flag("fewshot_as_multiturn"), nargs="?", const=True, default=None, metavar="BOOL",
+                        type=lambda text: text.lower() in ("true", "1", "yes"),
+                        help="lm-eval's --fewshot_as_multiturn: few-shot examples as conversation turns (default: on "
+                             "with --apply_chat_template, which it needs)")
+
+
+def chat_template_args(args) -> dict:
+    """The chat-template flags as ``lm_eval.simple_evaluate`` takes them, by lm-eval's CLI rules: multi-turn
+    few-shot is on by default with a chat template and refused without one."""
+    from roma_eval.errors import RomaEvalError
+
+    multiturn = bool(args.apply_chat_template) if args.fewshot_as_multiturn is None else args.fewshot_as_multiturn
+    if multiturn and not args.apply_chat_template:
+        raise RomaEvalError("--fewshot_as_multiturn needs --apply_chat_template (few-shot turns exist only in a chat); "
+                            "add --apply_chat_template or drop --fewshot_as_multiturn")
+    return {"apply_chat_template": args.apply_chat_template, "fewshot_as_multiturn": multiturn}
+
+
+def chat_template_flags(apply_chat_template: bool | str, fewshot_as_multiturn: bool) -> list[str]:
+    """The command-line flags (lm_eval's and roma-eval's alike) that give ``chat_template_args``' values."""
+    if not apply_chat_template:
+        return []
+    named = [] if apply_chat_template is True else [str(apply_chat_template)]
+    return ["--apply_chat_template", *named, "--fewshot_as_multiturn", str(fewshot_as_multiturn).lower()]
+
+
 def add_progress(parser) -> None:
     parser.add_argument(*flag("no_progress"), action="store_true", help="no progress bars")
 

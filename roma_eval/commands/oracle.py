@@ -20,6 +20,7 @@ def parents() -> list[argparse.ArgumentParser]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from roma_eval.commands.options import (
         add_base_model,
+        add_chat_template,
         add_output,
         add_progress,
         add_tasks,
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="split the model across this machine's GPUs (device_map=auto, as lm-eval's "
                              "parallelize=True), for a model larger than one GPU; `accelerate launch` instead runs "
                              "one copy per GPU on a share of the documents")
+    add_chat_template(parser)
     add_progress(parser)
 
 
@@ -43,7 +45,7 @@ def run(args) -> int:
 
     from lm_eval.utils import sanitize_model_name
 
-    from roma_eval.commands.options import config_from_args, split_list
+    from roma_eval.commands.options import chat_template_args, config_from_args, split_list
     from roma_eval.errors import RomaEvalError
     from roma_eval.methods.oracle import (
         OracleConfig,
@@ -56,6 +58,7 @@ def run(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise RomaEvalError(f"--limit {args.limit}: give at least 1 document per task, or leave it out")
     config = config_from_args(OracleConfig, args)
+    chat_template = chat_template_args(args)
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     tasks = load_oracle_tasks(split_list(args.tasks), args.include_path, args.split, args.limit)
     # Refuse a directory holding another run before the (possibly large) model is loaded.
@@ -75,7 +78,7 @@ def run(args) -> int:
                                   trust_remote_code=args.trust_remote_code,
                                   device_map="auto" if args.parallelize else None)
     result = run_oracle(model, tokenizer, tasks, args.output_path, config, model_name=args.pretrained,
-                        overwrite=args.overwrite, progress=not args.no_progress)
+                        overwrite=args.overwrite, progress=not args.no_progress, chat_template=chat_template)
     if not process_state().is_main_process:
         return 0
     if result.resumed_complete:

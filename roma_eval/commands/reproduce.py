@@ -23,11 +23,21 @@ METHODS = ("base", "router_tuning", "roma", "oracle", "c3po")  # Table 1's rows 
 ALL_METHODS = (*METHODS, "icl", "oracle_tuning", "prefix_tuning", "prompt_tuning", "dense_bp")  # --methods all
 ONE_PROCESS = ("icl", "prefix_tuning", "prompt_tuning")  # stages that do not share their work across processes
 PAPER_MODELS = ("olmoe", "deepseekmoe", "qwen3")
+# The paper's three models, as the checkpoints its published rows point to (docs/reproduce.md says why: the paper
+# names no variant; the evidence is for the post-trained ones).
+EXAMPLES = """recipe: the paper's three models (the post-trained checkpoints; why: docs/reproduce.md)
+  roma-eval reproduce --pretrained allenai/OLMoE-1B-7B-0125-Instruct --dtype bfloat16 --output_path runs/olmoe
+  roma-eval reproduce --pretrained deepseek-ai/deepseek-moe-16b-chat --trust_remote_code --dtype bfloat16 \\
+      --output_path runs/deepseekmoe
+  roma-eval reproduce --pretrained Qwen/Qwen3-30B-A3B --dtype bfloat16 --output_path runs/qwen3
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from roma_eval.commands.options import add_base_model, add_output, add_progress, flag
+    from roma_eval.commands.options import add_base_model, add_chat_template, add_output, add_progress, flag
 
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # the examples' lines as written
+    parser.epilog = EXAMPLES
     add_base_model(parser)
     add_output(parser, "the experiment's directory: one subdirectory per stage, the report, experiment.json")
     parser.add_argument("--methods", default=",".join(METHODS),
@@ -49,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*flag("c3po_args"), default="", help="C3PO model_args, e.g. c3po_method=ngd,c3po_k=3")
     parser.add_argument(*flag("paper_model"), choices=PAPER_MODELS, default=None,
                         help="the paper's model to compare with (default: guessed from the model's name)")
+    add_chat_template(parser)
     parser.add_argument("--config", default=None, metavar="FILE.yaml",
                         help="YAML file of option values (keys as the flags, without dashes)")
     add_progress(parser)
@@ -69,7 +80,7 @@ def _config(config_cls, text: str, flag: str, **base):
 
 
 def run(args) -> int:
-    from roma_eval.commands.options import split_list
+    from roma_eval.commands.options import chat_template_args, split_list
     from roma_eval.methods.oracle.config import OracleConfig
     from roma_eval.methods.roma.config import RomaConfig
     from roma_eval.pipeline import STAGES, Experiment, check_methods, report_stage, timed
@@ -91,7 +102,8 @@ def run(args) -> int:
         router_tuning=_config(RomaConfig, args.router_tuning_args, "router_tuning_args", seed=args.seed,
                               regulariser="none"),
         oracle=_config(OracleConfig, args.oracle_args, "oracle_args", seed=args.seed),
-        c3po_args=args.c3po_args, overwrite=args.overwrite, progress=not args.no_progress)
+        c3po_args=args.c3po_args, overwrite=args.overwrite, progress=not args.no_progress,
+        **chat_template_args(args))
     if exp.router_tuning.regulariser != "none":
         raise RomaEvalError("--router_tuning_args sets regulariser: Router Tuning is RoMA without a regulariser; "
                             "use --roma_args for other regularisers")

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from roma_eval.commands.options import chat_template_flags
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.oracle.config import OracleConfig
 from roma_eval.methods.roma.config import RomaConfig
@@ -52,6 +53,9 @@ class Experiment:
     router_tuning: RomaConfig = field(default_factory=_router_tuning)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     c3po_args: str = ""  # extra model_args of `--model c3po`, e.g. "c3po_k=3,c3po_steps=10"
+    # lm-eval's --apply_chat_template / --fewshot_as_multiturn for every evaluation (the paper does not say; off)
+    apply_chat_template: bool | str = False
+    fewshot_as_multiturn: bool = False
     model_identity: str | None = None  # what the model is, if not its path (the demo's toy model: its recipe key)
     overwrite: bool = False
     progress: bool = True
@@ -69,7 +73,8 @@ class Experiment:
                 "include_path": [str(p) for p in self.include_path], "limit": self.limit,
                 "train_limit": self.train_limit, "seed": self.seed, "roma": asdict(self.roma),
                 "router_tuning": asdict(self.router_tuning), "oracle": self.oracle.settings(),
-                "c3po_args": self.c3po_args}
+                "c3po_args": self.c3po_args, "apply_chat_template": self.apply_chat_template,
+                "fewshot_as_multiturn": self.fewshot_as_multiturn}
 
     @property
     def dist(self):
@@ -184,6 +189,14 @@ class Experiment:
 
     # ------------------------------------------------------------ lm-eval
 
+    def chat_template_args(self) -> dict:
+        """The chat-template keywords every lm-eval evaluation of the experiment gets (simple_evaluate's names)."""
+        return {"apply_chat_template": self.apply_chat_template, "fewshot_as_multiturn": self.fewshot_as_multiturn}
+
+    def chat_template_flags(self) -> list[str]:
+        """The same as command-line flags (lm_eval's, and the roma-eval verbs' that evaluate)."""
+        return chat_template_flags(self.apply_chat_template, self.fewshot_as_multiturn)
+
     def lm_eval_command(self, stage: str, model: str, model_args: str) -> str:
         from roma_eval.resources import tasks_dir
 
@@ -192,6 +205,7 @@ class Experiment:
                  "--output_path", str(self.stage_dir(stage)), "--log_samples"]
         parts += ["--limit", str(self.limit)] if self.limit is not None else []
         parts += ["--device", self.device] if self.device else []
+        parts += self.chat_template_flags()
         return shlex.join(parts)
 
     def evaluate(self, stage: str, model: str, model_args: str) -> dict:
@@ -218,7 +232,8 @@ class Experiment:
         results = lm_eval.simple_evaluate(
             model=model, model_args=model_args, tasks=list(self.eval_tasks), device=device,
             batch_size=self.batch_size, limit=self.limit, log_samples=True, evaluation_tracker=tracker,
-            task_manager=task_manager(self.include_path, task_names=list(self.eval_tasks)))
+            task_manager=task_manager(self.include_path, task_names=list(self.eval_tasks)),
+            **self.chat_template_args())
         if self.dist.is_main_process:
             samples = results.pop("samples")
             tracker.save_results_aggregated(results=results, samples=samples)

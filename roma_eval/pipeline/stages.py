@@ -113,7 +113,7 @@ def oracle_stage(exp: Experiment) -> list[str]:
     tasks = load_oracle_tasks(list(exp.eval_tasks), exp.include_path, limit=exp.limit)
     model, tokenizer = exp.load_model()
     run = run_oracle(model, tokenizer, tasks, exp.stage_dir("oracle"), exp.oracle, model_name=exp.pretrained,
-                     overwrite=exp.overwrite, progress=exp.progress)
+                     overwrite=exp.overwrite, progress=exp.progress, chat_template=exp.chat_template_args())
     if run.resumed_complete:
         logger.info(f"oracle: reusing the oracle results in {run.results_file.parent} (--overwrite recomputes them)")
     else:
@@ -122,7 +122,8 @@ def oracle_stage(exp: Experiment) -> list[str]:
     exp.results["oracle"] = run.results
     return [_roma_eval("oracle", *_model_flags(exp), "--tasks", ",".join(exp.eval_tasks),
                        *(["--limit", exp.limit] if exp.limit else []),
-                       *_config_flags(exp.oracle, OracleConfig()), "--output_path", exp.stage_dir("oracle"))]
+                       *_config_flags(exp.oracle, OracleConfig()), *exp.chat_template_flags(),
+                       "--output_path", exp.stage_dir("oracle"))]
 
 
 def c3po_stage(exp: Experiment) -> list[str]:
@@ -172,13 +173,14 @@ def icl_stage(exp: Experiment) -> list[str]:
         model, tokenizer = exp.load_model()
         run = run_icl(model, tokenizer, exp.eval_tasks, out, IclConfig(), train_tasks=exp.train_tasks,
                       model_name=exp.pretrained, include_path=exp.include_path, limit=exp.limit,
-                      overwrite=exp.overwrite, progress=exp.progress)
+                      overwrite=exp.overwrite, progress=exp.progress, chat_template=exp.chat_template_args())
         exp.results["icl"] = run.results
         del model
     else:
         logger.info(f"icl: reusing the results in {out} (--overwrite recomputes them)")
     return [_roma_eval("icl", *_model_flags(exp), "--tasks", ",".join(exp.eval_tasks), "--train_tasks",
-                       ",".join(exp.train_tasks), *(["--limit", exp.limit] if exp.limit else []), "--output_path", out)]
+                       ",".join(exp.train_tasks), *(["--limit", exp.limit] if exp.limit else []),
+                       *exp.chat_template_flags(), "--output_path", out)]
 
 
 def oracle_tuning_stage(exp: Experiment) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from roma_eval.report import paper as published
@@ -68,7 +68,9 @@ def build_report(runs: list[Run], *, metric_overrides: dict[str, str] | None = N
 
 
 def _results_section(grid: Grid, table1: dict[str, Grid], paper_model: str | None, plots: bool) -> Section:
-    section = Section(title=grid.title, tables=[scores_table(grid)])
+    scores = scores_table(grid)
+    prompts = _prompts_note(grid)
+    section = Section(title=grid.title, tables=[replace(scores, notes=(*scores.notes, prompts)) if prompts else scores])
     for view, needs in ((delta_table, "Δ vs base needs a base run and another method"),
                         (gap_closed_table, "The oracle-gap view needs base and oracle runs and another method")):
         if table := view(grid):
@@ -77,12 +79,28 @@ def _results_section(grid: Grid, table1: dict[str, Grid], paper_model: str | Non
             section.notes.append(f"{needs}; not shown.")
     if table := cost_table(grid):
         section.tables.append(table)
-    reference = table1.get(paper_model or published.paper_model_for(grid.model) or "")
+    model = paper_model or published.paper_model_for(grid.model)
+    reference = table1.get(model or "")
     if grid.suite == "paper" and reference and (table := side_by_side_table(grid, reference)):
-        section.tables.append(table)
+        silent = f"{prompts} The paper does not say whether it applied a chat template." if prompts else None
+        notes = (published.variant_note(grid.checkpoints, model), silent)
+        section.tables.append(replace(table, notes=(*table.notes, *(n for n in notes if n))))
     if plots:
         section.figures.append(bar_chart(grid, f"{slug(grid.model)}_{grid.suite}_bars"))
     return section
+
+
+def _prompts_note(grid: Grid) -> str | None:
+    """Which prompts the runs gave the model, plain or through its chat template (lm-eval's results record it);
+    None when no results file says."""
+    used = {settings["chat template"] for by_method in grid.settings.values() for settings in by_method.values()
+            if settings.get("chat template") is not None}
+    if not used:
+        return None
+    described = {"none": "lm-eval's plain prompts (no chat template)"}
+    ours = "; ".join(described.get(u, f"the model's chat template ({u}: lm-eval --apply_chat_template)")
+                     for u in sorted(used))
+    return f"Prompts: {ours}."
 
 
 def _manifold_sections(runs: list[Run]) -> list[Section]:

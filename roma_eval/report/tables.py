@@ -57,6 +57,7 @@ class Grid:
     published_average: dict[str, float] = field(default_factory=dict)  # the paper's own Avg column
     # column -> method -> how its run was evaluated (Run.settings: n-shot, limit, version), for a footnote
     settings: dict[str, dict[str, dict[str, str | None]]] = field(default_factory=dict)
+    checkpoints: set[str] = field(default_factory=set)  # the runs' hub ids or paths (Run.checkpoint)
     model: str = ""
     suite: str = ""
     keep_row_order: bool = False  # published tables keep the paper's row order
@@ -116,6 +117,7 @@ def grids_from_runs(runs: list[Run], prefs: dict[str, tuple[str, ...]], columns:
         grid = grids.setdefault((model, suite), Grid(title=f"{model} — {SUITE_NAMES[suite]}", columns=PAPER_COLUMNS,
                                                     values={}, model=model, suite=suite))
         grid.values.setdefault(method, {})
+        grid.checkpoints.add(run.checkpoint)
         if metric is None:
             continue
         grid.values[method][column] = 100 * run.metrics(bench)[metric]

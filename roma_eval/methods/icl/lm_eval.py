@@ -95,9 +95,10 @@ def _items(manager, names):
 
 def run_icl(model, tokenizer, tasks: Sequence[str], out_dir, config: IclConfig | None = None, *,
             train_tasks: Sequence[str], model_name: str, include_path: Sequence = (), limit: int | None = None,
-            overwrite: bool = False, embedder=None, progress: bool = True) -> IclRun:
+            overwrite: bool = False, embedder=None, progress: bool = True, chat_template: dict | None = None) -> IclRun:
     """ICL with the base ``model`` on lm-eval ``tasks`` (groups allowed), examples drawn from ``train_tasks``;
-    written under ``out_dir`` as ``lm_eval --output_path out_dir --log_samples`` writes."""
+    written under ``out_dir`` as ``lm_eval --output_path out_dir --log_samples`` writes.  ``chat_template``:
+    lm-eval's apply_chat_template / fewshot_as_multiturn keywords (commands.options.chat_template_args)."""
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.models.huggingface import HFLM
@@ -124,7 +125,7 @@ def run_icl(model, tokenizer, tasks: Sequence[str], out_dir, config: IclConfig |
     settings = {"pretrained": model_name, "icl_k": config.k, "icl_order": config.order,
                 "icl_train_tasks": ",".join(train_tasks)}
     results = lm_eval.simple_evaluate(model=lm, model_args=settings, tasks=items, task_manager=manager, limit=limit,
-                                      log_samples=True, evaluation_tracker=tracker)
+                                      log_samples=True, evaluation_tracker=tracker, **(chat_template or {}))
     samples = results.pop("samples")
     results["config"]["model"] = "icl"
     results["icl"] = {"config": config.to_dict(), "train_tasks": train_tasks, "summary": demonstrations.summary,

@@ -247,10 +247,12 @@ def _annotate(samples: dict, base_samples: dict, store: OracleStore) -> None:
 
 
 def run_oracle(model, tokenizer, tasks: OracleTasks, out_dir, config: OracleConfig | None = None, *,
-               model_name: str, overwrite: bool = False, progress: bool = True) -> OracleRun:
+               model_name: str, overwrite: bool = False, progress: bool = True,
+               chat_template: dict | None = None) -> OracleRun:
     """The oracle on ``tasks`` (``load_oracle_tasks``) with ``model``, written under ``out_dir`` as lm-eval
     writes ``--output_path out_dir``.  Resumable: finished documents are stored per batch and not recomputed
-    by a rerun with the same settings; a complete run is returned as it is."""
+    by a rerun with the same settings; a complete run is returned as it is.  ``chat_template``: lm-eval's
+    apply_chat_template / fewshot_as_multiturn keywords (commands.options.chat_template_args)."""
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.utils import sanitize_model_name
@@ -277,14 +279,16 @@ def run_oracle(model, tokenizer, tasks: OracleTasks, out_dir, config: OracleConf
     tracker = EvaluationTracker(output_path=str(out_dir))
     results = lm_eval.simple_evaluate(model=lm, model_args=_settings_args(model_name, config), tasks=tasks.items,
                                       task_manager=tasks.manager, limit=tasks.limit, log_samples=True,
-                                      evaluation_tracker=tracker, torch_random_seed=config.seed)
+                                      evaluation_tracker=tracker, torch_random_seed=config.seed,
+                                      **(chat_template or {}))
     # The base scores of the same documents, aggregated by lm-eval: every answer is iterate 0, from the store.
     lm.view = "base"
     fewshot_seed = results["config"]["fewshot_seed"] if results is not None else None
     fewshot_seed = dist_broadcast(fewshot_seed, dist)
     for task in tasks.tasks.values():
         task.set_fewshot_seed(seed=fewshot_seed)  # the same few-shot examples again
-    base = lm_eval.evaluator.evaluate(lm=lm, task_dict=tasks.loaded, limit=tasks.limit, log_samples=True)
+    base = lm_eval.evaluator.evaluate(lm=lm, task_dict=tasks.loaded, limit=tasks.limit, log_samples=True,
+                                      **(chat_template or {}))
     lm.view = "oracle"
     dist.wait_for_everyone()  # every process's documents are in the store
     if dist.is_main_process:
