@@ -2,6 +2,8 @@
 
 import contextlib
 import io
+import os
+import re
 
 import pytest
 
@@ -55,3 +57,29 @@ def test_dashed_and_underscored_spellings_are_the_same_flag():
     a = parser.parse_args(["check", "--baseline", "a", "--candidate", "b", "--max-drop", "2"])
     b = parser.parse_args(["check", "--baseline", "a", "--candidate", "b", "--max_drop", "2"])
     assert a.max_drop == b.max_drop == 2.0
+
+
+def test_the_top_level_help_lists_every_verb_once_by_group(capsys):
+    """`roma-eval --help`: every verb once, under a group with one example, and no flat list beside it."""
+    from roma_eval.cli import VERB_GROUPS, VERBS, main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    grouped = [verb for _, verbs, _ in VERB_GROUPS for verb in verbs]
+    assert sorted(grouped) == sorted(VERBS)
+    for verb in VERBS:
+        assert len(re.findall(rf"^  {re.escape(verb)} +\S", out, flags=re.M)) == 1, verb
+    assert out.count("  e.g. roma-eval ") == len(VERB_GROUPS)
+
+
+def test_every_verb_sleeps_idle_openmp_threads(monkeypatch):
+    """The CLI sets OMP_WAIT_POLICY=PASSIVE before a verb imports torch, and keeps a value the user set."""
+    from roma_eval.cli import main
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    main(["check", "--baseline", "nowhere", "--candidate", "nowhere"])
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    main(["check", "--baseline", "nowhere", "--candidate", "nowhere"])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -5,7 +5,6 @@ benchmarks through lm-eval, writes lm-eval-format results under reports/demo/ an
 """
 
 import argparse
-import os
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    # Before torch loads OpenMP: idle worker threads sleep instead of spinning, which keeps 2-thread
-    # training fast when other processes share the cores (measured 5x faster at load 9 on 2 cores).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import logging
 
     from roma_eval.demo import DemoContext, run_demo, summary

@@ -1,7 +1,6 @@
 """`roma-eval toy build|path|tasks|show`: the embedded toy world (its model and its tasks)."""
 
 import argparse
-import os
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
@@ -29,9 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    # Before torch loads OpenMP: idle worker threads sleep instead of spinning, which keeps 2-thread
-    # training fast when other processes share the cores (measured 5x faster at load 9 on 2 cores).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return {"build": _build, "path": _path, "tasks": _tasks, "show": _show}[args.toy_action](args)
 
 
