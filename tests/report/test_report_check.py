@@ -95,8 +95,8 @@ def test_identical_runs_pass(runs):
     check = compare(load_runs([str(runs / "base")]), load_runs([str(runs / "base")]), prefs=metric_preferences())
     assert len(check.comparisons) == 4 and not check.regressions
     assert all(c.delta == 0 and c.p_value == 1 and c.verdict == SAME for c in [*check.comparisons, check.average])
-    assert check.overall() == f"NO REGRESSION: {BETTER} on 0, {WORSE} on 0, {SAME} on 4; average +0.0 pp [+0.0, +0.0], " \
-                              f"{SAME}"
+    assert check.overall() == (f"NO REGRESSION: {BETTER} on 0, {WORSE} on 0, {SAME} on 4; "
+                               f"average +0.0 pp [+0.0, +0.0], {SAME}")
 
 
 def test_a_significant_gain_is_called_better(runs):
