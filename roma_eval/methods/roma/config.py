@@ -89,5 +89,10 @@ class RomaConfig:
             raise RomaEvalError(f"eps={self.eps}: --neighbours eps needs a positive --eps (a distance between "
                                 "embeddings)")
 
+    @property
+    def method(self) -> str:
+        """Table 1's row this configuration trains: Router Tuning when only the task loss trains the routers."""
+        return "router_tuning" if self.regulariser == "none" or self.lam == 0 else "roma"
+
     def to_dict(self) -> dict:
         return asdict(self)
