@@ -90,9 +90,10 @@ def test_a_second_run_does_no_work(run, monkeypatch):
         assert reproduce(model, out) == 0
     after = json.loads((out / "experiment.json").read_text())["stages"]
     for stage in ("base", "router_tuning", "roma", "oracle", "c3po"):  # the cost figures survive the rerun
-        assert after[stage]["skipped"] and not before[stage]["skipped"], stage
+        assert after[stage]["skipped"] and before[stage]["seconds"] > 1, stage
         assert (after[stage]["seconds"], after[stage]["finished"]) == (before[stage]["seconds"],
                                                                        before[stage]["finished"]), stage
+    assert not before["roma"]["skipped"]  # computed (resumed) by the fixture's second run
     assert not after["report"]["skipped"]  # rebuilt every time
 
 
