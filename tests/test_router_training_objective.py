@@ -83,6 +83,7 @@ def test_the_first_step_gradient_is_the_objective_alone(arch, tokenizer, tmp_pat
     config = RomaConfig(layers=LAYERS, epochs=1, batch_size=len(samples), lr=1e-3, lam=0.8)
     result = train_roma(model, tokenizer, samples, tmp_path / "ckpt", config, base_model="tiny", progress=False,
                         objective=RouterObjective("test", {}, targets=fixed_targets))
+    assert result.log[0]["lambda"] > 0  # the manifold term is part of the first step
     expected = objective_by_hand(reference, tokenizer, samples, layers, targets, result.log[0]["lambda"])
     assert any(g.abs().max() > 1e-5 for g in expected)
     for got, want in zip(captured[0], expected):
