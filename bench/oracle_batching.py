@@ -1,15 +1,16 @@
 """Oracle descent throughput: samples per second batched vs one sample at a time, measured in one run.
 
-Every variant does the same work: the same samples, the default variables (last 5 MoE layers, last
-context token), a fixed budget of STEPS gradient steps per sample (early stopping is switched off,
-so convergence luck cannot favour a variant).  Variants interleave, REPEATS times; medians reported.
+Every variant does the same work: the same samples, the variables of --positions (default tokens: the last 5 MoE
+layers at the last context token, the form bench/NOTES.md's figures were measured with), a fixed budget of STEPS
+gradient steps per sample (early stopping is switched off, so convergence luck cannot favour a variant).  Variants
+interleave, REPEATS times; medians reported.
   one-at-a-time            batch of 1, whole sequence every step (frozen layers below the first
                            steered one are still skipped: routing.partial)
   one-at-a-time + prefix   batch of 1, the prefix before the steered token cached
   batched                  BATCH samples per forward/backward, whole sequences
   batched + prefix         BATCH samples, prefix cached (the default)
 
-Usage: python bench/oracle_batching.py [--model DIR] [--tasks T1,T2] [--threads N]
+Usage: python bench/oracle_batching.py [--model DIR] [--tasks T1,T2] [--threads N] [--positions all|tokens]
   --model: a saved MoE (e.g. the toy model); default: a toy-shaped random OLMoE (6 layers, width 128,
   16 experts, top-2) with a tokenizer trained on the bench prompts.
   --tasks: take the N_SAMPLES samples from these multiple-choice lm-eval tasks (e.g. toy_mmlu,toy_piqa)
@@ -44,12 +45,13 @@ def samples():
     return out
 
 
-def throughput(model, tokenizer, items, batch_size: int, prefix_cache: bool) -> float:
+def throughput(model, tokenizer, items, batch_size: int, prefix_cache: bool, positions: str = "tokens") -> float:
     from roma_eval.methods.oracle import OracleConfig, descend
     from roma_eval.routing import resolve_layers
     from roma_eval.scoring import build_choice_batch
 
-    config = OracleConfig(max_steps=STEPS, stable=STEPS + 1, batch_size=batch_size, prefix_cache=prefix_cache)
+    config = OracleConfig(max_steps=STEPS, stable=STEPS + 1, batch_size=batch_size, prefix_cache=prefix_cache,
+                          positions=positions)
     layers = resolve_layers(model, config.layers)
     start = time.perf_counter()
     for i in range(0, len(items), batch_size):
@@ -63,6 +65,8 @@ def main() -> None:
     parser.add_argument("--tasks", default=None, help="comma-separated multiple-choice lm-eval tasks to take samples "
                                                       "from")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1; the machine is shared)")
+    parser.add_argument("--positions", default="tokens", choices=("all", "tokens"),
+                        help="the oracle's steered positions (bench/oracle_positions.py compares the two)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.model:
@@ -88,13 +92,13 @@ def main() -> None:
         source = f"{len(items)} built-in samples x 4 choices"
     variants = {"one-at-a-time": (1, False), "one-at-a-time + prefix": (1, True),
                 "batched": (BATCH, False), "batched + prefix": (BATCH, True)}
-    throughput(model, tokenizer, items, BATCH, True)  # warm-up
+    throughput(model, tokenizer, items, BATCH, True, args.positions)  # warm-up
     runs = {name: [] for name in variants}
     for _ in range(REPEATS):
         for variant, (batch_size, prefix_cache) in variants.items():
-            runs[variant].append(throughput(model, tokenizer, items, batch_size, prefix_cache))
+            runs[variant].append(throughput(model, tokenizer, items, batch_size, prefix_cache, args.positions))
     medians = {variant: statistics.median(values) for variant, values in runs.items()}
-    print(f"model: {name}; {source}, {STEPS} steps each, layers last:5, tokens last:1, batch {BATCH}; "
+    print(f"model: {name}; {source}, {STEPS} steps each, layers last:5, positions {args.positions}, batch {BATCH}; "
           f"{torch.get_num_threads()} thread(s); {REPEATS} interleaved runs, medians")
     for variant, value in medians.items():
         print(f"{variant:<24} {value:8.2f} samples/s  (runs {', '.join(f'{v:.2f}' for v in runs[variant])})")

@@ -136,7 +136,10 @@ def test_oracle_in_two_processes_equals_one(world):
         progress = sorted(p.name for p in out.rglob("oracle_progress/*.jsonl"))
         results[n] = data, samples, progress
     (one, samples_one, _), (two, samples_two, progress_two) = results[1], results[2]
-    assert one["results"] == two["results"] and one["oracle"]["base"] == two["oracle"]["base"]
+    for a, b in ((one["results"], two["results"]), (one["oracle"]["base"], two["oracle"]["base"])):
+        # lm-eval's stderr sums the per-sample values in the order the processes gathered them: equal up to rounding
+        assert a == {task: {m: pytest.approx(v) if "_stderr," in m else v for m, v in metrics.items()}
+                     for task, metrics in b.items()}
     assert one["oracle"]["convergence"].keys() == two["oracle"]["convergence"].keys()
     for task, docs in samples_one.items():
         assert docs.keys() == samples_two[task].keys()

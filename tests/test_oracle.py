@@ -111,14 +111,38 @@ def full_forward_scores(model, batch, variables, layers, tokens="last:1"):
         return choice_scores(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch)
 
 
+def reference_variables(batch, config, n_layers, n_experts):
+    """One sample's starting offsets and a function from them to (per-row overrides, positions) for
+    ``steer_routing``: --positions tokens, one override per --tokens token shared by the rows; --positions all,
+    the context's positions (shared by the rows) then each choice's continuation positions, in that order."""
+    if config.positions == "tokens":
+        positions = token_positions(config.tokens, batch.last_context)
+        return (torch.zeros(1, positions.shape[1], n_layers, n_experts),
+                lambda x: (x.expand(len(positions), -1, -1, -1), positions))
+    context, lengths = int(batch.last_context[0]) + 1, batch.attention_mask.sum(1).tolist()
+    assert (batch.last_context == context - 1).all()  # an ordinary task: the choices share the context
+    own = [length - context for length in lengths]
+    width = batch.input_ids.shape[1]
+
+    def overrides(x):
+        rows, start = [], context
+        for n in own:
+            row = torch.cat([x[0, :context], x[0, start:start + n]])
+            rows.append(torch.cat([row, row.new_zeros(width - len(row), *row.shape[1:])]))
+            start += n
+        positions = torch.tensor([list(range(n)) + [-1] * (width - n) for n in lengths])
+        return torch.stack(rows), positions
+
+    return torch.zeros(1, context + sum(own), n_layers, n_experts), overrides
+
+
 def reference_descent(model, tokenizer, sample, config, layers):
     """One sample, brute force: the full uncached forward of all its choices every step, plain-Python Adam with
     one second moment for the sample, the stopping rule and the never-below-base pick written out.  Returns
     (steps, converged, reported_step, losses)."""
     batch = build_choice_batch(tokenizer, [sample], 512)
-    positions = token_positions(config.tokens, batch.last_context)
     lengths = torch.tensor([float(len(c)) for c in sample.choices])
-    x = torch.zeros(1, positions.shape[1], len(layers), routers(model)[layers[0]].num_experts)
+    x, overrides = reference_variables(batch, config, len(layers), routers(model)[layers[0]].num_experts)
     moment, second = torch.zeros_like(x), torch.zeros(())
     losses, streak, base_right, best = [], 0, None, None
     flags = [p.requires_grad for p in model.parameters()]
@@ -126,7 +150,8 @@ def reference_descent(model, tokenizer, sample, config, layers):
     try:
         for t in range(config.max_steps + 1):
             x.requires_grad_(True)
-            with steer_routing(model, x.expand(len(sample.choices), -1, -1, -1), positions, layers):
+            override, positions = overrides(x)
+            with steer_routing(model, override, positions, layers):
                 logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
             scores = choice_scores(logits, batch)[0]
             loss = F.cross_entropy(scores[None], torch.tensor([sample.gold]))
@@ -183,7 +208,7 @@ def test_one_gradient_step_lowers_the_gold_cross_entropy(model, tokenizer):
     samples = varied_samples()[2:]  # answered wrong or unsure at the base routing: CE well above 0
     batch = build_choice_batch(tokenizer, samples, 512)
     layers = resolve_layers(model, "last:2")
-    config = OracleConfig(layers="last:2", lr=0.2, max_steps=1, stable=5)
+    config = OracleConfig(layers="last:2", lr=0.2, max_steps=1, stable=5, positions="tokens")
     outcomes = descend(model, batch, config, layers)
     base = torch.tensor([r.scores for r in score_samples(model, tokenizer, samples)])
     expected_before = task_loss(base, batch.gold, reduction="none")
@@ -197,12 +222,15 @@ def test_one_gradient_step_lowers_the_gold_cross_entropy(model, tokenizer):
     assert all(o.after.variables.abs().max() > 0 for o in outcomes)
 
 
-def test_batched_descent_equals_a_brute_force_descent_of_each_sample_alone(model, tokenizer):
+@pytest.mark.parametrize("positions", ["all", "tokens"])
+def test_batched_descent_equals_a_brute_force_descent_of_each_sample_alone(model, tokenizer, positions):
     """The batched, cached, compacting descent against ``reference_descent``: same steps, convergence, reported
-    iterate and loss trajectory for every sample."""
+    iterate and loss trajectory for every sample (with every position steered: slots, shared contexts run once
+    per step, and one second moment over a sample's own slots only, whatever its batch-mates' lengths)."""
     samples = varied_samples()
     layers = resolve_layers(model, "last:3")
-    config = OracleConfig(layers="last:3", lr=0.5, max_steps=12)
+    config = OracleConfig(layers="last:3", lr=0.5 if positions == "tokens" else 0.1, max_steps=12,
+                          positions=positions)
     together = descend(model, build_choice_batch(tokenizer, samples, 512), config, layers)
     for sample, joint in zip(samples, together):
         steps, converged, reported, losses = reference_descent(model, tokenizer, sample, config, layers)
@@ -213,10 +241,11 @@ def test_batched_descent_equals_a_brute_force_descent_of_each_sample_alone(model
     assert any(o.converged for o in together) and not all(o.converged for o in together)
 
 
-def test_batched_and_one_at_a_time_give_the_same_per_sample_results(model, tokenizer):
+@pytest.mark.parametrize("positions", ["all", "tokens"])
+def test_batched_and_one_at_a_time_give_the_same_per_sample_results(model, tokenizer, positions):
     samples = varied_samples()
     layers = resolve_layers(model, "last:3")
-    config = OracleConfig(layers="last:3", lr=0.5, max_steps=12, criterion="acc")
+    config = OracleConfig(layers="last:3", lr=0.5, max_steps=12, criterion="acc", positions=positions)
     together = descend(model, build_choice_batch(tokenizer, samples, 512), config, layers)
     for sample, joint in zip(samples, together):
         alone = descend(model, build_choice_batch(tokenizer, [sample], 512), config, layers)[0]
@@ -275,15 +304,21 @@ def test_scores_variables_stay_on_the_simplex():
     assert ((points[:1] - projected[:1]).norm() <= (points[:1] - others).norm(dim=-1) + 1e-6).all()
 
 
-def test_scores_variables_start_at_the_base_routing_and_stay_on_the_simplex(model, tokenizer):
+@pytest.mark.parametrize("positions", ["all", "tokens"])
+def test_scores_variables_start_at_the_base_routing_and_stay_on_the_simplex(model, tokenizer, positions):
     samples = varied_samples()[:3]
     layers = resolve_layers(model, "last:2")
-    config = OracleConfig(layers="last:2", variables="scores", lr=0.1, max_steps=3, stable=9)
-    outcomes = descend(model, build_choice_batch(tokenizer, samples, 512), config, layers)
-    for outcome, base in zip(outcomes, score_samples(model, tokenizer, samples)):
+    config = OracleConfig(layers="last:2", variables="scores", lr=0.1, max_steps=3, stable=9, positions=positions)
+    batch = build_choice_batch(tokenizer, samples, 512)
+    outcomes = descend(model, batch, config, layers)
+    lengths = batch.attention_mask.sum(1)
+    for i, (outcome, base) in enumerate(zip(outcomes, score_samples(model, tokenizer, samples))):
         assert outcome.before.scores == pytest.approx(base.scores, abs=1e-4)
+        rows = batch.row_sample == i  # all: the context once, then each choice's continuation
+        context = int(batch.last_context[rows][0]) + 1
+        slots = 1 if positions == "tokens" else context + int((lengths[rows] - context).sum())
         for iterate in (outcome.before, outcome.after):
-            torch.testing.assert_close(iterate.variables.sum(-1), torch.ones(1, len(layers)))
+            torch.testing.assert_close(iterate.variables.sum(-1), torch.ones(slots, len(layers)))
             assert (iterate.variables >= 0).all()
     assert any(not torch.equal(o.before.variables, o.after.variables) for o in outcomes)
 
@@ -324,12 +359,15 @@ def test_initial_variables_reproduce_lm_eval_exactly(tmp_path, tokenizer, model_
     assert run.results["n-shot"] == {"tiny_animals": 0, "tiny_sums": 0} and set(run.results["configs"]) == set(TASKS)
 
 
+@pytest.mark.parametrize("positions", ["all", "tokens"])
 def test_oracle_is_at_least_lm_eval_base_and_converges_as_the_reference(tmp_path, tokenizer, model_dir, saved,
-                                                                        varied_tasks, lm_eval_base):
+                                                                        varied_tasks, lm_eval_base, positions):
     """Per sample and metric the oracle is >= lm-eval's own base answer; the steps, convergence and reported
-    iterate it records are those of the brute-force reference descent; the routing it records is the routing
-    under its reported variables."""
-    config = OracleConfig(lr=1.0, max_steps=6, layers="all", tokens="last:4", save_routing=True, batch_size=5)
+    iterate it records are those of the brute-force reference descent; the routing it records at the --tokens
+    positions is the base routing at iterate 0 and, with --positions tokens, the routing under its reported
+    variables (with every position steered the variables are not kept)."""
+    config = OracleConfig(lr=1.0 if positions == "tokens" else 0.2, max_steps=6, layers="all", tokens="last:4",
+                          save_routing=True, batch_size=5, positions=positions)
     run = run_oracle(saved, tokenizer, fixture_tasks(["oracle_varied"], include_path=[varied_tasks]), tmp_path,
                      config, model_name=str(model_dir), progress=False)
     (samples_file,) = run_files(tmp_path, "samples_oracle_varied_*.jsonl")
@@ -339,6 +377,7 @@ def test_oracle_is_at_least_lm_eval_base_and_converges_as_the_reference(tmp_path
             assert lines[doc_id][metric] >= value == lines[doc_id]["oracle"]["before"][metric], (doc_id, metric)
     oracle, base = run.results["results"]["oracle_varied"], run.results["oracle"]["base"]["oracle_varied"]
     assert oracle["acc,none"] > base["acc,none"]  # answers do flip: the comparison above is not vacuous
+    assert run.results["oracle"]["config"]["positions"] == positions
     layers = resolve_layers(saved, "all")
     samples = load_samples(["oracle_varied"], include_path=[varied_tasks])
     reference = {s.doc_id: reference_descent(saved, tokenizer, s, config, layers) for s in samples}
@@ -350,16 +389,20 @@ def test_oracle_is_at_least_lm_eval_base_and_converges_as_the_reference(tmp_path
     routing = load_oracle_routing(tmp_path, "oracle_varied")
     batch = build_choice_batch(tokenizer, samples, 512)
     first = batch.row_choice == 0
-    positions = token_positions(config.tokens, batch.last_context[first])
+    at = token_positions(config.tokens, batch.last_context[first])
     inputs = dict(input_ids=batch.input_ids[first], attention_mask=batch.attention_mask[first])
-    with torch.no_grad(), record_routing(saved, positions, layers) as plain:
-        saved(**inputs)
-    variables = torch.stack([routing[s.doc_id]["variables"] for s in samples])
-    with torch.no_grad(), steer_routing(saved, variables, positions, layers), \
-            record_routing(saved, positions, layers) as steered:
+    with torch.no_grad(), record_routing(saved, at, layers) as plain:
         saved(**inputs)
     for i, sample in enumerate(samples):
         torch.testing.assert_close(routing[sample.doc_id]["base"], plain.scores[i], rtol=0, atol=1e-5)
+    if positions == "all":
+        assert all("variables" not in r and r["oracle"].shape == r["base"].shape for r in routing.values())
+        assert any(not torch.allclose(r["oracle"], r["base"]) for r in routing.values())
+        return
+    variables = torch.stack([routing[s.doc_id]["variables"] for s in samples])
+    with torch.no_grad(), steer_routing(saved, variables, at, layers), record_routing(saved, at, layers) as steered:
+        saved(**inputs)
+    for i, sample in enumerate(samples):
         torch.testing.assert_close(routing[sample.doc_id]["oracle"], steered.scores[i], rtol=0, atol=1e-5)
 
 

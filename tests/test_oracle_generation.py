@@ -19,12 +19,13 @@ from roma_eval.methods.oracle.generation import (
     answer_targets,
     generation_settings,
     prompt_ids,
+    steered_positions,
     target_losses,
     target_tokens,
     teacher_forced_batch,
 )
 from roma_eval.methods.oracle.tasks import filter_ensembles, judge_generation, marks
-from roma_eval.routing import resolve_layers, token_positions
+from roma_eval.routing import resolve_layers, steer_routing, token_positions
 from roma_eval.tiny import build_tiny_model
 
 
@@ -123,7 +124,10 @@ def test_the_easiest_right_target_is_chosen(lm, tokenizer):
     assert chosen == [options[int(losses.argmin())]] and len(set(losses.tolist())) > 1
 
 
-def test_the_generation_loss_is_the_answers_likelihood_after_the_reasoning(gsm8k, lm, tokenizer):
+@pytest.mark.parametrize("positions", ["all", "tokens"])
+def test_the_generation_loss_is_the_answers_likelihood_after_the_reasoning(gsm8k, lm, tokenizer, positions):
+    """The loss at the base routing, and where the variables steer: every prompt token (all) or the prompt's last
+    (tokens), never the reasoning and answer after it, which a real generation writes in unsteered decoding steps."""
     request = first_request(gsm8k)
     until, max_gen_toks = generation_settings(lm, request)
     target = Target("She adds them: 2 + 3 = 9 things.\n#### ", request.doc["answer"].split("#### ")[-1])
@@ -132,16 +136,26 @@ def test_the_generation_loss_is_the_answers_likelihood_after_the_reasoning(gsm8k
     assert tokenizer.decode(reasoning + answer) == target.prefix + target.answer
     batch, prompt_last = teacher_forced_batch([prompt], [(reasoning, answer)])
     layers = resolve_layers(lm.model, "last:2")
-    config = OracleConfig(layers="last:2", max_steps=1, stable=5)
-    (outcome,) = descend(lm.model, batch, config, layers, generative=True,
-                         steered=token_positions(config.tokens, prompt_last))
+    config = OracleConfig(layers="last:2", max_steps=1, stable=5, positions=positions)
+    (outcome,) = descend(lm.model, batch, config, layers, generative=True, last_context=prompt_last)
     ids = prompt + reasoning + answer
     with torch.no_grad():
         logp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].float(), -1)
     start = len(prompt) + len(reasoning)
     assert outcome.losses[0] == pytest.approx(-sum(logp[t - 1, ids[t]].item() for t in range(start, len(ids))),
                                               abs=1e-3)
-    assert prompt_last.tolist() == [len(prompt) - 1]  # steered at the prompt's last token, as the generation is
+    assert prompt_last.tolist() == [len(prompt) - 1]
+    steered = steered_positions(config, prompt_last)
+    assert steered.tolist() == [list(range(len(prompt)))] if positions == "all" else [[len(prompt) - 1]]
+    assert outcome.after.variables.shape[0] == steered.shape[1]
+    # The reported variables change the answer's loss exactly as steering those prompt positions in a plain forward.
+    variables = outcome.after.variables.unsqueeze(0)
+    with torch.no_grad(), steer_routing(lm.model, variables, steered, layers):
+        logp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].float(), -1)
+    expected = -sum(logp[t - 1, ids[t]].item() for t in range(start, len(ids)))
+    assert target_losses(lm.model, batch, steered, variables, layers, "offset").item() == pytest.approx(expected,
+                                                                                                       abs=1e-3)
+    assert outcome.losses[outcome.reported_step] == pytest.approx(expected, abs=1e-3)
 
 
 @pytest.mark.parametrize("steered_text", ["wrong", "gold"])

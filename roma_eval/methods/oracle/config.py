@@ -20,7 +20,13 @@ class OracleConfig:
     layers: str | None = field(default=None, metadata={"help":
         "steered MoE layers: last:N, first:N, middle:N, all, or indices (default: the paper's critical layers, the "
         "last 5; all when the model has fewer)"})
-    tokens: str = field(default="last:1", metadata={"help": "steered context tokens: last:N, first:N or middle:N"})
+    positions: Literal["all", "tokens"] = field(default="all", metadata={"help":
+        "steered positions in the steered layers: all = every position the scores depend on (the context, shared "
+        "by a sample's choices, and each choice's continuation; a generation task's prompt); tokens = only the "
+        "context tokens of --tokens (with last:1, the last context token: the earlier default)"})
+    tokens: str = field(default="last:1", metadata={"help":
+        "context tokens, last:N, first:N or middle:N: the steered ones with --positions tokens; where "
+        "--save_routing reads the routing either way"})
     variables: Literal["offset", "scores"] = field(default="offset", metadata={"help":
         "offset: additive router-logit offsets starting at 0; scores: routing probabilities over all experts, starting"
         " at the base routing, kept on the simplex"})
@@ -40,9 +46,11 @@ class OracleConfig:
         "samples descending together, each with its own variables (default: 32 on a CPU, 128 on an accelerator, where "
         "a descent step costs about as much for 128 samples as for 32; results do not depend on it)"})
     prefix_cache: bool = field(default=True, metadata={"help":
-        "run the tokens before the first steered token once and reuse their KV cache"})
+        "--positions tokens: run the tokens before the first steered token once and reuse their KV cache; "
+        "--positions all: run a sample's shared context once per step for all of its choices"})
     save_routing: bool = field(default=False, metadata={"help":
-        "also write each sample's base and oracle routing scores (routing_<task>_<date>.jsonl)"})
+        "also write each sample's base and oracle routing scores at the --tokens positions, and with --positions "
+        "tokens the reported variables (routing_<task>_<date>.jsonl)"})
     seed: int = field(default=0, metadata={"help": "torch seed (the descent itself is deterministic)"})
 
     def __post_init__(self):

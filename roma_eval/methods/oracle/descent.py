@@ -2,18 +2,24 @@
 
 RoMA (arXiv 2511.07419, §1, Table 1 "Oracle") defines the oracle routing of sample i as
 r_i* = argmin_r CE(f(x_i, r), y_i): descend on the routing of that one sample, from the pretrained
-routing, with its gold label.  Here the variables are one tensor per sample — (steered tokens ×
-steered layers × experts) — shared by the rows of its choices (they share the context, hence its
-routing).  One iteration is one forward over every still-descending row and one backward; rows of
+routing, with its gold label.  The variables are one tensor per sample, (slots × steered layers ×
+experts):
+  - ``--positions all`` (the default, every_position.py): a slot per position the scores depend on, the
+    context's (shared by the sample's rows) and each choice's continuation's (its own);
+  - ``--positions tokens``: the context tokens of ``--tokens`` (last:1: the last context token), shared
+    by the rows of its choices (they share the context, hence its routing).
+One iteration is one forward over every still-descending row and one backward; rows of
 different samples never interact (attention is per row, experts act per token) and each sample has
 its own optimiser state, so a sample's trajectory does not depend on its batch-mates.
 
 Frozen work is done once per batch (DESIGN.md, "frozen things are computed once"):
-  - the causal prefix before the first steered token cannot change: it runs once per sample (its
-    choices share it), with a KV cache, left-padded so all prefixes end in the same column; each
-    step runs only the tokens from the first steered token on (``prefix_cache``);
-  - the hidden states entering the first steered layer cannot change either: each step runs only
-    the steered layers and above (``routing.partial.run_from_layer``).
+  - the hidden states entering the first steered layer cannot change: each step runs only the
+    steered layers and above (``routing.partial.run_from_layer``);
+  - with ``--positions tokens``, the causal prefix before the first steered token cannot change either:
+    it runs once per sample (its choices share it), with a KV cache, left-padded so all prefixes end
+    in the same column; each step runs only the tokens from the first steered token on
+    (``prefix_cache``).  With every position steered nothing above the first steered layer is frozen;
+    ``prefix_cache`` then runs a sample's shared context once per step for all its choices.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ import torch
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.devices import input_device
 from roma_eval.methods.oracle.config import OracleConfig
+from roma_eval.methods.oracle.every_position import (
+    base_routing_at_slots,
+    prepare_every_position,
+    slot_map,
+)
 from roma_eval.routing import (
     num_experts,
     record_routing,
@@ -53,8 +64,8 @@ class Iterate:
 
     scores: list[float]  # per choice: summed continuation log-likelihood (generation: the gold answer's)
     greedy: list[bool]  # per choice: the continuation is the greedy decoding
-    variables: torch.Tensor  # (tokens, layers, experts): offsets, or routing scores with --variables scores
-    routing: torch.Tensor | None  # (tokens, layers, experts) routing scores, when recorded
+    variables: torch.Tensor  # (slots, layers, experts): offsets, or routing scores with --variables scores
+    routing: torch.Tensor | None  # (--tokens, layers, experts) routing scores, when recorded
 
 
 @dataclass
@@ -82,14 +93,26 @@ class _Rows:
     hidden: torch.Tensor | None = None  # (rows, S, hidden) entering the first steered layer
 
     prefix_from: int = 0  # the decoder layer ``prefix[0]`` belongs to (the layers below are never run again)
+    count = None  # every sample has all of its variables' slots (see every_position.EveryPosition.count)
 
-    def select(self, rows: torch.Tensor) -> _Rows:
+    @property
+    def recorded(self) -> torch.Tensor:
+        return self.positions
+
+    def select(self, keep: torch.Tensor, row_sample: torch.Tensor) -> _Rows:
+        """The samples where ``keep`` (samples,) holds; ``row_sample``: the rows' samples before."""
+        rows = keep[row_sample]
+
         def take(t):  # each layer's cache stays on that layer's device (a model split across devices)
             return t[rows.to(t.device)]
 
         return _Rows(self.input_ids[rows], self.attention_mask[rows], self.position_ids[rows], self.positions[rows],
                      None if self.prefix is None else [(take(k), take(v)) for k, v in self.prefix],
                      None if self.hidden is None else take(self.hidden), self.prefix_from)
+
+    def steered_logits(self, model, variables: torch.Tensor, row_sample: torch.Tensor, layers, mode: str):
+        with steer_routing(model, variables[row_sample], self.positions, layers, mode=mode):
+            return self.logits(model, layers[0])
 
     def logits(self, model, first_layer: int | None = None) -> torch.Tensor:
         """The logits, on the inputs' device (a split model returns them from its head's device)."""
@@ -187,40 +210,65 @@ def _frozen(model):
 
 
 def descend(model, batch: ChoiceBatch, config: OracleConfig, layers: list[int], generative: bool = False, *,
-            metrics: Sequence[str] = ("acc", "acc_norm"), steered: torch.Tensor | None = None,
+            metrics: Sequence[str] = ("acc", "acc_norm"), last_context: torch.Tensor | None = None,
             initial: torch.Tensor | None = None, min_steps: int = 0) -> list[Outcome]:
     """Run the oracle descent for every sample of ``batch`` (built by ``scoring.build_choice_batch``, or
     ``generation.teacher_forced_batch`` with ``generative=True``).
 
     ``metrics``: the multiple-choice metrics the task reports (acc, acc_norm); "right" is
     ``config.criterion`` over them, and no iterate that loses one of them right at iterate 0 is reported.
-    ``steered``: (rows, N) positions of the steered tokens (default: ``config.tokens`` counted back from each
-    row's last context token); ``initial``: (samples, N, layers, experts) starting variables (default: the
-    base routing); ``min_steps``: iterates before this one cannot stop a sample (they were judged already).
+    ``last_context``: (rows,) the token ``config.tokens`` counts back from (default: each row's last context
+    token; generation: the prompt's last token, the last one steered with ``--positions all``);
+    ``initial``: (samples, slots, layers, experts) starting variables (default: the base routing);
+    ``min_steps``: iterates before this one cannot stop a sample (they were judged already).
     """
     device = input_device(model)
     batch = batch.to(device)
-    positions = token_positions(config.tokens, batch.last_context) if steered is None else steered.to(device)
-    if (positions[:, 1:] == positions[:, :-1]).any():
+    anchor = batch.last_context if last_context is None else last_context.to(device)
+    recorded = token_positions(config.tokens, anchor)
+    if config.positions == "tokens" and (recorded[:, 1:] == recorded[:, :-1]).any():
         raise RomaEvalError(f"tokens={config.tokens!r} asks for more tokens than some contexts have; "
                             "steer fewer tokens (e.g. --tokens last:1)")
     spec = spec_for(model)
-    n_experts = num_experts(model)
     tracked = ("greedy",) if generative else tuple(dict.fromkeys([*metrics, *criterion_metrics(config.criterion,
                                                                                                metrics)]))
     wanted = torch.tensor([generative or m in criterion_metrics(config.criterion, metrics) for m in tracked])
     with _frozen(model):
-        rows, step_batch = prepare_rows(model, batch, positions, layers[0], config.prefix_cache)
-        if initial is not None:
-            variables = initial.detach().float().to(device).clone()
-        elif config.variables == "scores":  # start at the base routing: the steered forward then equals base exactly
-            with torch.no_grad(), record_routing(model, rows.positions, layers) as record:
-                rows.logits(model, layers[0])
-            variables = batch.per_sample(record.scores).float()
+        if config.positions == "tokens":
+            rows, step_batch = prepare_rows(model, batch, recorded, layers[0], config.prefix_cache)
+            variables = _initial_at_tokens(model, rows, batch, config, layers, initial)
         else:
-            variables = torch.zeros(batch.n_samples, positions.shape[1], len(layers), n_experts, device=device)
+            # Every position the scores depend on; a generation sample's prompt only (every_position.py).
+            slots = slot_map(batch, anchor + 1 if generative else batch.attention_mask.sum(1))
+            rows, step_batch = prepare_every_position(model, batch, slots, recorded, layers[0], config.prefix_cache)
+            if initial is not None:
+                variables = _padded(initial.detach().float().to(device), int(slots.count.max()))
+            elif config.variables == "scores":
+                variables = base_routing_at_slots(model, batch, slots, layers)
+            else:
+                variables = torch.zeros(batch.n_samples, int(slots.count.max()), len(layers), num_experts(model),
+                                        device=device)
         return _descend(model, rows, step_batch, variables, config, layers, generative, spec.score_kind,
                         tracked, wanted, min_steps)
+
+
+def _initial_at_tokens(model, rows: _Rows, batch: ChoiceBatch, config: OracleConfig, layers, initial):
+    """The starting variables at the --tokens positions: ``initial``, the base routing, or zero offsets."""
+    if initial is not None:
+        return initial.detach().float().to(rows.input_ids.device).clone()
+    if config.variables == "scores":  # start at the base routing: the steered forward then equals base exactly
+        with torch.no_grad(), record_routing(model, rows.positions, layers) as record:
+            rows.logits(model, layers[0])
+        return batch.per_sample(record.scores).float()
+    return torch.zeros(batch.n_samples, rows.positions.shape[1], len(layers), num_experts(model),
+                       device=rows.input_ids.device)
+
+
+def _padded(variables: torch.Tensor, slots: int) -> torch.Tensor:
+    """``variables`` (samples, <= slots, ...) with zero slots appended up to ``slots`` (never read)."""
+    missing = slots - variables.shape[1]
+    return torch.cat([variables, variables.new_zeros((variables.shape[0], missing, *variables.shape[2:]))], 1) \
+        if missing > 0 else variables.clone()
 
 
 def _descend(model, rows, batch, variables, config, layers, generative, score_kind, tracked, wanted,
@@ -236,10 +284,10 @@ def _descend(model, rows, batch, variables, config, layers, generative, score_ki
     outcomes: list[Outcome | None] = [None] * n
     for t in range(config.max_steps + 1):
         variables.requires_grad_(True)
-        recording = record_routing(model, rows.positions, layers) if config.save_routing else nullcontext()
-        with torch.enable_grad(), steer_routing(model, variables[batch.row_sample], rows.positions, layers,
-                                                mode=config.variables), recording as record:
-            logits = rows.logits(model, layers[0])
+        recording = record_routing(model, rows.recorded, layers) if config.save_routing else nullcontext()
+        with torch.enable_grad():
+            with recording as record:
+                logits = rows.steered_logits(model, variables, batch.row_sample, layers, config.variables)
             scores = choice_scores(logits, batch)
             greedy = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).index_put(
                 (batch.row_sample, batch.row_choice), greedy_rows(logits.detach(), batch))
@@ -255,12 +303,14 @@ def _descend(model, rows, batch, variables, config, layers, generative, score_ki
         streak = torch.where(is_right, streak + 1, 0)
         done = ((streak >= config.stable) & (t >= min_steps)) | (t == config.max_steps)
         routing = batch.per_sample(record.scores).detach().float().cpu() if config.save_routing else None
+        slots = [None] * len(active) if rows.count is None else rows.count.tolist()
         per_sample = zip(active.tolist(), loss.tolist(), eligible.tolist(), right.sum(1).tolist(),
-                         scores.detach().cpu(), greedy.cpu(), variables.detach().cpu())
-        for j, (i, value, is_eligible, n_hits, row_scores, row_greedy, row_variables) in enumerate(per_sample):
+                         scores.detach().cpu(), greedy.cpu(), variables.detach().cpu(), slots)
+        for j, (i, value, is_eligible, n_hits, row_scores, row_greedy, row_variables, n_slots) in enumerate(
+                per_sample):
             losses[i].append(value)
             chosen = torch.isfinite(row_scores)
-            here = Iterate(row_scores[chosen].tolist(), row_greedy[chosen].tolist(), row_variables,
+            here = Iterate(row_scores[chosen].tolist(), row_greedy[chosen].tolist(), row_variables[:n_slots],
                            None if routing is None else routing[j])
             before[i] = before[i] or here
             # Without convergence the oracle reports its best visit: eligible first, then more metrics right,
@@ -276,17 +326,20 @@ def _descend(model, rows, batch, variables, config, layers, generative, score_ki
             break
         keep, device_keep = ~done, (~done).to(variables.device)
         loss[device_keep].sum().backward()
-        variables, moment, second = _update(variables, moment, second, t + 1, config, score_kind)
+        variables, moment, second = _update(variables, moment, second, t + 1, config, score_kind, rows.count)
         if not keep.all():  # finished samples leave the batch: their rows are not run again
             variables, moment, second = variables[device_keep], moment[device_keep], second[device_keep]
-            rows = rows.select(device_keep[batch.row_sample])
+            rows = rows.select(device_keep, batch.row_sample)
             batch = _subset(batch, device_keep)
             active, streak = active[keep], streak[keep]
     return outcomes
 
 
 @torch.no_grad()
-def _update(variables, moment, second, step: int, config: OracleConfig, score_kind: str):
+def _update(variables, moment, second, step: int, config: OracleConfig, score_kind: str,
+            slots: torch.Tensor | None = None):
+    """One optimiser step.  ``slots``: (samples,) slots in use per sample, where the variables are padded to the
+    batch's widest sample (the padding has no gradient and does not count in a sample's mean square)."""
     grad = variables.grad
     if config.optimizer == "sgd":
         direction = grad
@@ -295,7 +348,12 @@ def _update(variables, moment, second, step: int, config: OracleConfig, score_ki
         if config.optimizer == "sample-adam":
             # One second moment per sample: per-coordinate Adam would blow float noise up to full-size steps
             # where the true gradient is zero (unselected experts under renormalised top-k: Qwen3, Mixtral).
-            squared = squared.mean(dim=tuple(range(1, grad.dim())), keepdim=True)
+            dims = tuple(range(1, grad.dim()))
+            if slots is None:
+                squared = squared.mean(dim=dims, keepdim=True)
+            else:
+                per_slot = grad[0, 0].numel()
+                squared = squared.sum(dim=dims, keepdim=True) / (slots.to(grad) * per_slot).view(-1, *[1] * len(dims))
         moment = ADAM_BETAS[0] * moment + (1 - ADAM_BETAS[0]) * grad
         second = ADAM_BETAS[1] * second + (1 - ADAM_BETAS[1]) * squared
         direction = (moment / (1 - ADAM_BETAS[0] ** step)) / ((second / (1 - ADAM_BETAS[1] ** step)).sqrt() + ADAM_EPS)

@@ -15,7 +15,9 @@ a sample right only when a real generation, scored by the task's filters and met
      model finds likeliest at the current routing (lowest loss, ``target_losses``) is the target:
      r* = argmin CE over the ways of writing the answer that lm-eval accepts.
   2. **Loss**: the summed negative log-likelihood of A's tokens after prompt + R (teacher-forced, R and A
-     within ``max_gen_toks``), steered at the prompt's last token(s) as the generation is.
+     within ``max_gen_toks``), steered where the generation is: at every prompt token (``--positions all``)
+     or at the prompt's last token(s) (``--positions tokens``), never at R and A, which a real generation
+     writes token by token in cached decoding steps that are not steered (routing.steer).
   3. **Right**: when greedy decoding would produce A after R (the cheap proxy), a real greedy generation
      with lm-eval's ``HFLM.generate_until`` and the current routing override is scored by the task's
      filters and metric; full marks under every filter pipeline is right (the sample stops there).
@@ -32,6 +34,7 @@ import torch
 
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.devices import input_device
+from roma_eval.methods.oracle.every_position import prompt_positions
 from roma_eval.methods.oracle.tasks import judge_generation, marks
 from roma_eval.routing import steer_routing, token_positions
 from roma_eval.scoring import ChoiceBatch
@@ -111,6 +114,13 @@ def target_tokens(tokenizer, target: Target, max_gen_toks: int) -> tuple[list[in
     return prefix_ids[: max(0, max_gen_toks - len(answer_ids))], answer_ids
 
 
+def steered_positions(config, prompt_last: torch.Tensor) -> torch.Tensor:
+    """(rows, N) the prompt positions a generation sample's variables steer (-1: padding): every prompt token
+    with ``--positions all``, the ``--tokens`` ones counted back from the prompt's last with ``--positions
+    tokens``.  A sample's variables (slots, layers, experts) line up with these N positions."""
+    return prompt_positions(prompt_last) if config.positions == "all" else token_positions(config.tokens, prompt_last)
+
+
 def teacher_forced_batch(prompts: Sequence[list[int]], targets: Sequence[tuple[list[int], list[int]]],
                          pad_id: int = 0) -> tuple[ChoiceBatch, torch.Tensor]:
     """One row per sample, prompt + R + A, as a one-choice ``ChoiceBatch`` scoring A (gold 0); and the
@@ -160,17 +170,17 @@ def target_losses(model, batch: ChoiceBatch, steered: torch.Tensor, variables: t
     return torch.cat(out)
 
 
-def steered_generation(generate: Callable, lm, instance, variables: torch.Tensor, layers, tokens: str,
-                       mode: str) -> str:
+def steered_generation(generate: Callable, lm, instance, variables: torch.Tensor, layers, config) -> str:
     """lm-eval's greedy generation (``generate``: ``HFLM.generate_until`` on a list of requests) with the routing
-    ``variables`` (tokens, layers, experts) applied at the steered prompt tokens.  Cached decoding steps are
-    not steered (``routing.steer``): the override acts on the prompt, as in the descent."""
+    ``variables`` (slots, layers, experts) applied at the steered prompt tokens (``steered_positions`` under the
+    oracle ``config``).  Cached decoding steps are not steered (``routing.steer``): the override acts on the
+    prompt, as in the descent."""
     length = len(prompt_ids(lm, instance))
-    positions = token_positions(tokens, torch.tensor([length - 1]))
+    positions = steered_positions(config, torch.tensor([length - 1]))
     if int(positions.max()) == 0:  # a one-token prompt: every cached decoding step would look like it
         raise RomaEvalError(f"task {instance.task_name} doc {instance.doc_id} has a one-token prompt; the oracle "
                             "needs a prompt longer than the steered tokens")
     device = input_device(lm.model)
-    with torch.no_grad(), steer_routing(lm.model, variables.unsqueeze(0).to(device), positions.to(device), layers,
-                                        mode=mode):
+    with torch.no_grad(), steer_routing(lm.model, variables[:positions.shape[1]].unsqueeze(0).to(device),
+                                        positions.to(device), layers, mode=config.variables):
         return generate([instance])[0]

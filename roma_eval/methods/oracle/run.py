@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.devices import input_device
@@ -31,6 +32,7 @@ from roma_eval.methods.oracle.generation import (
     generation_settings,
     prompt_ids,
     steered_generation,
+    steered_positions,
     target_losses,
     target_tokens,
     teacher_forced_batch,
@@ -44,7 +46,7 @@ from roma_eval.methods.oracle.tasks import (
     marks,
     reported_metrics,
 )
-from roma_eval.routing import resolve_layers, router_fingerprint, token_positions
+from roma_eval.routing import resolve_layers, router_fingerprint
 from roma_eval.scoring import build_choice_batch
 
 
@@ -59,11 +61,15 @@ def _round(values, digits: int = 6):
     return [round(float(v), digits) for v in values]
 
 
-def _routing(before, after, variables) -> dict | None:
+def _routing(before, after, variables, config: OracleConfig) -> dict | None:
+    """The routing at the --tokens positions, base and oracle; with --positions tokens also the variables that
+    give it (with every position steered they are a slot per position, too large to keep)."""
     if before is None or after is None:
         return None
-    return {"base": torch.round(before, decimals=6).tolist(), "oracle": torch.round(after, decimals=6).tolist(),
-            "variables": torch.round(variables, decimals=6).tolist()}
+    out = {"base": torch.round(before, decimals=6).tolist(), "oracle": torch.round(after, decimals=6).tolist()}
+    if config.positions == "tokens":
+        out["variables"] = torch.round(variables, decimals=6).tolist()
+    return out
 
 
 def batches(documents: list, size: int, task) -> list[list]:
@@ -101,7 +107,7 @@ def solve_choices(lm, task, documents: Sequence[list]) -> list[dict]:
             "base": [[s, g] for s, g in zip(outcome.before.scores, outcome.before.greedy)],
             "oracle": {"steps": outcome.steps, "converged": outcome.converged,
                        "reported_step": outcome.reported_step, **_loss_fields(outcome.losses, outcome.reported_step)},
-            "routing": _routing(outcome.before.routing, outcome.after.routing, outcome.after.variables)
+            "routing": _routing(outcome.before.routing, outcome.after.routing, outcome.after.variables, config)
             if config.save_routing else None})
     return records
 
@@ -131,7 +137,7 @@ def _choose_targets(lm, task, items, variables, ensembles):
     if len(options) > len(items):  # a choice to make: score every option in one pass
         batch, prompt_last = teacher_forced_batch([items[j][3] for j in owners], [t for _, t in options],
                                                   lm.tokenizer.pad_token_id or 0)
-        losses = target_losses(lm.model, batch, token_positions(config.tokens, prompt_last),
+        losses = target_losses(lm.model, batch, steered_positions(config, prompt_last),
                                None if variables is None else variables[owner], lm.oracle_layers, config.variables,
                                config.for_device(input_device(lm.model)).batch_size)
     else:
@@ -166,7 +172,8 @@ def solve_generations(lm, task, documents: Sequence[list]) -> list[dict]:
     while active:
         spent = used[active[0]]
         group = [i for i in active if used[i] == spent]  # samples with the same budget left descend together
-        initial = None if spent == 0 else torch.stack([variables[i] for i in group])
+        # A sample's variables have a slot per steered prompt token: prompts of different lengths are padded.
+        initial = None if spent == 0 else pad_sequence([variables[i] for i in group], batch_first=True)
         found, tokens = _choose_targets(lm, task, [(i, instances[i], checks[i][-1].text, prompts[i], settings[i])
                                                    for i in group], initial, ensembles)
         batch, prompt_last = teacher_forced_batch([prompts[i] for i in group], tokens,
@@ -174,7 +181,7 @@ def solve_generations(lm, task, documents: Sequence[list]) -> list[dict]:
         # Iterate 0 of a round was judged already (the base answer, or a generation that was wrong): the round
         # stops at the first later iterate whose target is greedy, and a real generation judges it.
         outcomes = descend(lm.model, batch, replace(config, max_steps=config.max_steps - spent, stable=1), layers,
-                           generative=True, steered=token_positions(config.tokens, prompt_last), initial=initial,
+                           generative=True, last_context=prompt_last, initial=initial,
                            min_steps=1)
         for i, target, outcome in zip(group, found, outcomes):
             targets[i] = (target.prefix, target.answer)
@@ -186,8 +193,7 @@ def solve_generations(lm, task, documents: Sequence[list]) -> list[dict]:
                 used[i] = config.max_steps
                 continue
             step = spent + outcome.reported_step
-            text = steered_generation(lm.lm_eval_generate, lm, instances[i], outcome.after.variables, layers,
-                                      config.tokens, config.variables)
+            text = steered_generation(lm.lm_eval_generate, lm, instances[i], outcome.after.variables, layers, config)
             checks[i].append(_Check(step, text, judge(instances[i], text), outcome.losses[outcome.reported_step],
                                     outcome.after.variables, outcome.after.routing))
             used[i], variables[i] = step, outcome.after.variables
@@ -214,7 +220,7 @@ def solve_generations(lm, task, documents: Sequence[list]) -> list[dict]:
                                                                         "answer": targets[i][1]}},
                   "routing": None}
         if config.save_routing and targets[i] is not None:
-            record["routing"] = _routing(base_routing[i], reported.routing, reported.variables)
+            record["routing"] = _routing(base_routing[i], reported.routing, reported.variables, config)
         records.append(record)
     return records
 

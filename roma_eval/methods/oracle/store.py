@@ -184,14 +184,14 @@ def find_run_directory(directory) -> Path:
         return runs[0]
     if not runs:
         raise RomaEvalError(f"{directory} is not an oracle output directory (no {MANIFEST}); "
-                            "pass the --out of `roma-eval oracle`")
+                            "pass the --output_path given to `roma-eval oracle`")
     raise RomaEvalError(f"{directory} holds oracle runs of several models ({', '.join(p.name for p in runs)}); "
                         "pass one of those directories")
 
 
 def load_oracle_routing(directory, task: str) -> dict[int, dict]:
-    """doc_id -> {"base", "oracle", "variables"} as (tokens, layers, experts) tensors, from a run made with
-    --save-routing (every document that descended)."""
+    """doc_id -> {"base", "oracle"[, "variables"]} as (tokens, layers, experts) tensors at the --tokens positions,
+    from a run made with --save-routing (every document that descended); "variables" with --positions tokens."""
     import torch
 
     run = find_run_directory(directory)
