@@ -17,6 +17,7 @@ def oracle_stage(ctx: DemoContext) -> list[str]:
     converged, samples = sum(c["converged"] for c in convergence), sum(c["samples"] for c in convergence)
     steps = sum(c["mean_steps"] * c["samples"] for c in convergence) / samples
     ctx.notes.append(f"oracle - base: {100 * gap:+.1f} points on average over {len(oracle)} benchmarks "
-                     f"(per-sample routing descent with the gold label, docs/oracle.md); converged "
+                     f"(per-sample routing descent with the gold label at every position the scores depend on, "
+                     f"docs/oracle.md); converged "
                      f"{converged}/{samples} samples, mean {steps:.1f} steps")
     return commands
