@@ -27,7 +27,7 @@ from roma_eval.routing import (
     router_weights,
     spec_for,
 )
-from roma_eval.storage import staged_directory
+from roma_eval.storage import require_finite, staged_directory, write_file
 
 WEIGHTS_NAME = "router_model.safetensors"
 CONFIG_NAME = "router_config.json"
@@ -55,15 +55,17 @@ def save_router_checkpoint(model, directory, layers, *, base_fingerprint: str, b
                            overwrite: bool = False, extra_files: dict[str, str] | None = None) -> Path:
     """Write the routers of ``layers`` atomically to ``directory``; refuse to replace one unless ``overwrite``.
 
-    ``extra_files`` (name -> text, e.g. a training log) land in the same directory, in the same rename.
+    ``extra_files`` (name -> text, e.g. a training log) land in the same directory, in the same rename.  Routers
+    that are not finite are refused: nothing is written.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     directory = Path(directory)
     ensure_new_output(directory, overwrite)
     weights = router_weights(model, layers)
     names = router_parameter_names(model, layers)
     tensors = {names[i]: weights[i].detach().to("cpu").contiguous().clone() for i in layers}
+    require_finite(tensors, "the tuned routers", "the training diverged: train again with a lower --lr")
     first = weights[layers[0]]
     metadata = {
         "format_version": FORMAT_VERSION, "base_model": str(base_model), "revision": revision,
@@ -72,11 +74,12 @@ def save_router_checkpoint(model, directory, layers, *, base_fingerprint: str, b
         "base_router_fingerprint": base_fingerprint, "roma_eval_version": __version__,
         "training_config": training_config or {},
     }
-    with staged_directory(directory) as staging:  # overwrite: the old one goes only once the new one is complete
-        save_file(tensors, staging / WEIGHTS_NAME, metadata={"format": "pt"})
-        (staging / CONFIG_NAME).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        for name, text in (extra_files or {}).items():
-            (staging / name).write_text(text)
+    files = {WEIGHTS_NAME: save(tensors, metadata={"format": "pt"}),
+             CONFIG_NAME: json.dumps(metadata, indent=2, sort_keys=True) + "\n", **(extra_files or {})}
+    needed = sum(len(data if isinstance(data, bytes) else data.encode("utf-8")) for data in files.values())
+    with staged_directory(directory, needed) as staging:  # overwrite: the old one goes only once the new one is whole
+        for name, data in files.items():
+            write_file(staging / name, data)
     return directory
 
 
@@ -117,6 +120,7 @@ def load_router_checkpoint(source, revision: str | None = None) -> RouterCheckpo
     except (SafetensorError, OSError) as exc:
         raise RomaEvalError(f"{weights_path} is not a readable safetensors file ({exc}); "
                             "it may be truncated: copy or re-save the checkpoint") from None
+    require_finite(raw, weights_path, "the training that wrote it diverged: train again with a lower --lr")
     by_layer = {layer_of_parameter(name): tensor for name, tensor in raw.items()}
     if sorted(k for k in by_layer if k is not None) != sorted(layers) or len(by_layer) != len(raw):
         raise RomaEvalError(f"{weights_path} holds {sorted(raw)} but {config_path.name} lists layers {layers}; "

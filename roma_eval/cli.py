@@ -16,7 +16,9 @@ import os
 import sys
 
 from roma_eval import __version__
+from roma_eval.claims import release_claims
 from roma_eval.errors import RomaEvalError
+from roma_eval.storage import full_disk_message, is_full_disk
 
 # verb -> (module, one-line help)
 VERBS = {
@@ -156,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"roma-eval {verb}: error: {exc}", file=sys.stderr)
             return 2
     args, extra = parser.parse_known_args(argv)
+    failed = True  # a run that ends in an exception gives up its outputs' claims and removes what holds nothing
     try:
         if getattr(args, "config", None):
             _apply_config_file(verb_parser, args.config)
@@ -164,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.extra = extra
         _log_plainly()
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        failed = False
+        return code
     except RomaEvalError as exc:
         print(f"roma-eval {args.verb}: error: {exc}", file=sys.stderr)
         return 2
@@ -175,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"roma-eval {args.verb}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # a full disk in a write that is not ours (lm-eval's result files, peft's adapter)
+        if not is_full_disk(exc):
+            raise
+        where = getattr(exc, "filename", None) or getattr(args, "output_path", None) or "."
+        print(f"roma-eval {args.verb}: error: {full_disk_message(where)}", file=sys.stderr)
+        return 2
+    finally:
+        release_claims(failed)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ registers them itself, then runs lm-eval's own command line (``roma-eval eval`` 
 
 from __future__ import annotations
 
+import os
+import sys
+
+UNKNOWN_TASKS = "Tasks not found:"  # the start of lm-eval's error for task names it does not know
+
 
 def main() -> None:
     import lm_eval.models  # noqa: F401  (lm-eval's own models first; an active shim has registered ours already)
@@ -17,7 +22,17 @@ def main() -> None:
     from roma_eval._registration.hook import register
 
     register(model_registry)
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    except ValueError as exc:
+        # lm-eval checks the task names before it loads the model, and raises this for unknown ones: one line, as
+        # every roma-eval verb refuses unknown tasks.
+        if not str(exc).startswith(UNKNOWN_TASKS):
+            raise
+        print(f"{os.environ.get('ROMA_EVAL_PROG', 'lm_eval')}: error: unknown task(s) "
+              f"{str(exc)[len(UNKNOWN_TASKS):].strip()}; check the names with `lm_eval ls tasks` or pass "
+              "--include_path DIR holding their YAMLs", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,27 @@ def load_model(name_or_path: str, revision: str | None = None, dtype: str = "aut
                                                      trust_remote_code=trust_remote_code,
                                                      **({"device_map": device_map} if device_map else {}))
     except (OSError, ValueError) as exc:
-        if "trust_remote_code" in str(exc) and not trust_remote_code:
-            raise RomaEvalError(f"{name_or_path} ships its own modelling code; pass --trust_remote_code "
-                                "(trust_remote_code=True) if you trust it") from None
-        raise RomaEvalError(f"could not load model {name_or_path!r} ({str(exc).splitlines()[0]}); "
-                            "give a local model directory or a hub id available offline") from None
+        raise _load_error(name_or_path, exc, trust_remote_code) from None
     routers(model)  # fail early, in one line, on dense or unsupported models
     if device_map:
         return model.eval(), tokenizer
     return model.to(device or process_state().device).eval(), tokenizer
+
+
+def check_model_source(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> None:
+    """Refuse, in the one line ``load_model`` would give, a model whose config cannot be read (a missing directory,
+    a hub id not available offline): checked before a run claims its output or reads its tasks."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name_or_path, exc, trust_remote_code) from None
+
+
+def _load_error(name_or_path: str, exc: Exception, trust_remote_code: bool) -> RomaEvalError:
+    if "trust_remote_code" in str(exc) and not trust_remote_code:
+        return RomaEvalError(f"{name_or_path} ships its own modelling code; pass --trust_remote_code "
+                             "(trust_remote_code=True) if you trust it")
+    return RomaEvalError(f"could not load model {name_or_path!r} ({str(exc).splitlines()[0]}); "
+                         "give a local model directory or a hub id available offline")

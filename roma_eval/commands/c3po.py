@@ -44,12 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from roma_eval.checkpoint import ensure_new_output
+    from roma_eval.claims import claim_output
     from roma_eval.commands.options import split_list
     from roma_eval.methods.c3po import build_reference, load_reference
-    from roma_eval.model_loading import load_model
+    from roma_eval.model_loading import check_model_source, load_model
     from roma_eval.samples import load_samples
 
     ensure_new_output(args.output_path, args.overwrite)
+    claim_output(args.output_path)
+    check_model_source(args.pretrained, args.revision, args.trust_remote_code)
     samples = load_samples(split_list(args.tasks), split="train", include_path=args.include_path, limit=args.limit)
     model, tokenizer = load_model(args.pretrained, args.revision, args.dtype, args.device,
                                   trust_remote_code=args.trust_remote_code)

@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from roma_eval.claims import claim_output
     from roma_eval.report.check import compare, markdown_summary, verdict_line
     from roma_eval.report.output import refuse_existing, write_atomic
     from roma_eval.results import load_runs, metric_preferences, parse_metric_overrides
@@ -49,7 +50,8 @@ def run(args) -> int:
     if not 0 < args.alpha < 1 or args.max_drop < 0 or args.bootstrap_iterations < 1:
         raise RomaEvalError("--alpha must be in (0, 1), --max-drop >= 0 and --bootstrap-iterations >= 1")
     if args.summary:
-        refuse_existing([args.summary], args.overwrite)
+        refuse_existing([args.summary], args.overwrite, "--summary")
+        claim_output(args.summary, "--summary", directory=False)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else None
     baseline, candidate = load_runs([args.baseline]), load_runs([args.candidate])
     prefs = metric_preferences(parse_metric_overrides(args.metric), baseline + candidate)

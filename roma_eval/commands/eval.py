@@ -69,4 +69,5 @@ def run(args) -> int:
         isolation = ["-S"] if sys.flags.no_site else []
         command = [sys.executable, *isolation, "-m", "roma_eval.lm_eval_cli", "run", *arguments, "--include_path",
                    str(include)]
-        return subprocess.run(command).returncode
+        # the child's one-line errors (unknown task names) speak as this verb
+        return subprocess.run(command, env={**os.environ, "ROMA_EVAL_PROG": "roma-eval eval"}).returncode

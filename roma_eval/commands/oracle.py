@@ -42,9 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     import logging
+    from pathlib import Path
 
     from lm_eval.utils import sanitize_model_name
 
+    from roma_eval.claims import claim_output
     from roma_eval.commands.options import chat_template_args, config_from_args, split_list
     from roma_eval.errors import RomaEvalError
     from roma_eval.methods.oracle import (
@@ -54,11 +56,14 @@ def run(args) -> int:
         load_oracle_tasks,
         run_oracle,
     )
+    from roma_eval.model_loading import check_model_source
 
     if args.limit is not None and args.limit < 1:
         raise RomaEvalError(f"--limit {args.limit}: give at least 1 document per task, or leave it out")
     config = config_from_args(OracleConfig, args)
     chat_template = chat_template_args(args)
+    claim_output(Path(args.output_path) / sanitize_model_name(args.pretrained))  # this model's run directory
+    check_model_source(args.pretrained, args.revision, args.trust_remote_code)
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     tasks = load_oracle_tasks(split_list(args.tasks), args.include_path, args.split, args.limit)
     # Refuse a directory holding another run before the (possibly large) model is loaded.

@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from roma_eval.claims import claim_output
     from roma_eval.report.build import build_report
     from roma_eval.report.paper import PUBLISHED_DIR
     from roma_eval.report.render import write_report
@@ -53,6 +54,7 @@ def run(args) -> int:
         raise RomaEvalError(f"--format {args.format!r}: choose among {', '.join(FORMATS)} (comma-separated)")
     if not args.runs and not args.paper:
         raise RomaEvalError("nothing to report: give result directories (lm_eval --output_path) and/or --paper")
+    claim_output(args.output_path)
     report = build_report(load_runs(args.runs), metric_overrides=parse_metric_overrides(args.metric),
                           columns=args.columns, paper=args.paper, paper_dir=args.paper_dir or PUBLISHED_DIR,
                           paper_model=args.paper_model, plots=not args.no_plots, title=args.title)

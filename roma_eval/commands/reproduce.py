@@ -79,6 +79,21 @@ def _config(config_cls, text: str, flag: str, **base):
     return config_cls(**{**base, **values})
 
 
+def check_inputs(exp, methods: list[str]) -> None:
+    """Refuse, in one line and before the output is claimed, what a stage would only find later: a model whose
+    config cannot be read (even for base alone), unknown evaluation or training tasks, misspelt C3PO model_args."""
+    from roma_eval.model_loading import check_model_source
+    from roma_eval.samples import task_manager
+
+    check_model_source(exp.pretrained, exp.revision, exp.trust_remote_code)
+    trains = set(methods) - {"base", "oracle"}  # every other stage reads the training mixture
+    task_manager(exp.include_path, [*exp.eval_tasks, *(exp.train_tasks if trains else ())])
+    if "c3po" in methods and exp.c3po_args:
+        from roma_eval.methods.c3po.lm_eval import check_model_args
+
+        check_model_args(exp.c3po_args, "--c3po_args")
+
+
 def run(args) -> int:
     from roma_eval.commands.options import chat_template_args, split_list
     from roma_eval.methods.oracle.config import OracleConfig
@@ -110,6 +125,7 @@ def run(args) -> int:
     if exp.dist.num_processes > 1 and (alone := [m for m in methods if m in ONE_PROCESS]):
         raise RomaEvalError(f"--methods {args.methods}: {', '.join(alone)} run in one process; run them in a second "
                             "`roma-eval reproduce` without accelerate launch (same --output_path: it reuses the rest)")
+    check_inputs(exp, methods)  # the model's config, the task names, C3PO's model_args: before anything is written
     exp.check_output()  # a directory of another run: refused before the model is read
     check_methods(exp, methods)  # a method the model cannot run: refused before any stage
     exp.claim_output()

@@ -17,14 +17,17 @@ def add_training_arguments(parser: argparse.ArgumentParser, artefact: str = "rou
 
 def train_from_args(args, config_cls, train):
     """(config, result) of ``train(model, tokenizer, samples, output_path, config, ...)`` on the verb's flags;
-    refuses an existing output directory before anything is loaded."""
+    refuses an existing or claimed output directory and an unreadable model before anything is loaded."""
     from roma_eval.checkpoint import ensure_new_output
+    from roma_eval.claims import claim_output
     from roma_eval.commands.options import config_from_args, split_list
-    from roma_eval.model_loading import load_model
+    from roma_eval.model_loading import check_model_source, load_model
     from roma_eval.samples import load_samples
 
     ensure_new_output(args.output_path, args.overwrite)
     config = config_from_args(config_cls, args)
+    claim_output(args.output_path)
+    check_model_source(args.pretrained, args.revision, args.trust_remote_code)
     samples = load_samples(split_list(args.tasks), split="train", include_path=args.include_path, limit=config.limit)
     model, tokenizer = load_model(args.pretrained, args.revision, args.dtype, args.device,
                                   trust_remote_code=args.trust_remote_code)

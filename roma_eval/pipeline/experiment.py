@@ -25,7 +25,7 @@ from roma_eval.commands.options import chat_template_flags
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.oracle.config import OracleConfig
 from roma_eval.methods.roma.config import RomaConfig
-from roma_eval.storage import write_json
+from roma_eval.storage import save_lm_eval_outputs, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +107,15 @@ class Experiment:
         return False
 
     def claim_output(self) -> None:
-        """Record this run's identity in the manifest (``check_output`` first)."""
+        """Claim the directory (``roma_eval.claims``: a second run into it is refused until this one ends) and
+        record this run's identity in the manifest (``check_output`` first)."""
+        from roma_eval.claims import claim_output
+
+        claim = claim_output(self.output)
         if self.check_output():
             return
+        if claim is not None:  # the manifest alone is no output: a run that fails before any stage leaves nothing
+            claim.disposable.add(self.manifest_name)
         manifest = self.manifest_path
         try:
             self.output.mkdir(parents=True, exist_ok=True)
@@ -236,9 +242,7 @@ class Experiment:
             **self.chat_template_args())
         if self.dist.is_main_process:
             samples = results.pop("samples")
-            tracker.save_results_aggregated(results=results, samples=samples)
-            for task in results["configs"]:
-                tracker.save_results_samples(task_name=task, samples=samples[task])
+            save_lm_eval_outputs(tracker, results, samples)  # a failed write leaves no cut-off file
         else:
             results = None
         self.dist.wait_for_everyone()

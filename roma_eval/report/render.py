@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from roma_eval.report.build import Report
-from roma_eval.report.output import refuse_existing, write_atomic
+from roma_eval.report.output import refuse_existing, write_files
 from roma_eval.report.templating import environment
 from roma_eval.results import Score
 
@@ -45,23 +45,24 @@ def tidy_csv(scores: list[Score]) -> str:
 
 def write_report(report: Report, out_dir: Path, formats=tuple(OUTPUTS), overwrite: bool = False) -> list[Path]:
     """Write the report files, results.csv and the figures (PNG and SVG); nothing is written if one exists
-    already and ``overwrite`` is off."""
+    already and ``overwrite`` is off.  Everything is rendered first and written together (``storage.write_files``):
+    a full disk leaves the previous files as they were and no new one."""
     figure_paths = {f.name: (out_dir / PLOTS_DIR / f"{f.name}.png", out_dir / PLOTS_DIR / f"{f.name}.svg")
                     for f in report.figures}
     targets = [out_dir / OUTPUTS[k] for k in formats] + [out_dir / TIDY_CSV]
     refuse_existing(targets + [p for pair in figure_paths.values() for p in pair], overwrite)
 
-    written, figures = [], {}
+    files, figures = {}, {}
     for spec in report.figures:
         png, svg = figure_paths[spec.name]
         figure = spec.draw()
-        written += [write_atomic(png, _save(figure, "png")), write_atomic(svg, _save(figure, "svg"))]
-        svg_uri = "data:image/svg+xml;base64," + base64.b64encode(svg.read_bytes()).decode("ascii")
+        files[png], files[svg] = _save(figure, "png"), _save(figure, "svg")
+        svg_uri = "data:image/svg+xml;base64," + base64.b64encode(files[svg]).decode("ascii")
         figures[spec.name] = FigureFiles(spec.title, f"{PLOTS_DIR}/{png.name}", f"{PLOTS_DIR}/{svg.name}", svg_uri)
     for kind in formats:
-        written.append(write_atomic(out_dir / OUTPUTS[kind], render(report, kind, figures)))
-    written.append(write_atomic(out_dir / TIDY_CSV, tidy_csv(report.scores)))
-    return written
+        files[out_dir / OUTPUTS[kind]] = render(report, kind, figures)
+    files[out_dir / TIDY_CSV] = tidy_csv(report.scores)
+    return write_files(files)
 
 
 def _save(figure, fmt: str) -> bytes:

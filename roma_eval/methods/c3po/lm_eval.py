@@ -38,10 +38,31 @@ from roma_eval.methods.c3po import (
     load_reference,
     steer_generation,
 )
+from roma_eval.methods.c3po.config import PREFIX
 from roma_eval.methods.devices import data_parallel
+from roma_eval.model_args import base_model_args, refuse_unknown_keys
 from roma_eval.samples import label_free_prompt
 
 report_in_one_line()
+
+
+def own_model_args() -> list[str]:
+    """The c3po model's own model_args: reference= and C3POConfig's fields prefixed with c3po_."""
+    from dataclasses import fields
+
+    return ["reference", *(f"{PREFIX}{f.name}" for f in fields(C3POConfig))]
+
+
+def check_model_args(text: str, flag: str) -> None:
+    """Extra ``--model c3po`` model_args given as "k=v,k=v" (``flag``), checked as ``C3POLM`` checks them."""
+    from lm_eval.utils import simple_parse_args_string
+
+    try:
+        values = simple_parse_args_string(text)
+        refuse_unknown_keys(values, "c3po", own_model_args(), (PREFIX,), base_model_args(HFLM))
+        C3POConfig.from_model_args(values)
+    except RomaEvalError as exc:
+        raise RomaEvalError(f"{flag} {text!r}: {exc}") from None
 
 
 def _document(request):
@@ -52,6 +73,8 @@ def _document(request):
 
 class C3POLM(HFLM):
     def __init__(self, reference: str | None = None, **kwargs) -> None:
+        # A misspelt key of ours would reach transformers' from_pretrained: refused first (roma_eval/model_args.py).
+        refuse_unknown_keys(kwargs, "c3po", own_model_args(), (PREFIX,), base_model_args(HFLM))
         if not reference:
             raise RomaEvalError("the c3po model needs reference=DIR, a reference set built with "
                                 "`roma-eval c3po build-reference` for the same base model")

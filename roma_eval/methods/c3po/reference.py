@@ -40,7 +40,7 @@ from roma_eval.methods.devices import input_dtype
 from roma_eval.routing import num_experts, resolve_layers, router_fingerprint, spec_for
 from roma_eval.samples import Sample, label_free_prompt
 from roma_eval.scoring import encode_pair, model_max_length, score_samples
-from roma_eval.storage import staged_directory, write_atomic
+from roma_eval.storage import require_finite, require_free_space, staged_directory, write_atomic
 
 logger = logging.getLogger(__name__)
 TENSORS_NAME = "reference.safetensors"
@@ -111,6 +111,9 @@ class Reference:
                 parts = []
                 for part in ("keys", "values"):
                     host = torch.cat([f.get_slice(f"prefix.{layer}.{part}")[a:b] for a, b in kept]) if kept else None
+                    if host is not None:  # read only now (memory-mapped): checked as it is read
+                        require_finite({f"prefix.{layer}.{part}": host}, self.directory / TENSORS_NAME,
+                                       "rebuild it with `roma-eval c3po build-reference`")
                     moved = host.to(kv_devices[layer], dtype) if host is not None else None
                     parts.append(list(moved.split([b - a for a, b in kept])) if moved is not None else [])
                 layers_kv.append(parts)
@@ -171,6 +174,7 @@ def load_reference(directory) -> Reference:
     except (ValueError, KeyError, TypeError, SafetensorError, OSError) as exc:
         raise RomaEvalError(f"reference {directory} is unreadable ({exc}); rebuild it with "
                             "`roma-eval c3po build-reference`") from None
+    require_finite(small, tensors_path, "rebuild it with `roma-eval c3po build-reference`")
     if n == 0:
         raise RomaEvalError(f"reference {directory} is empty: the base model answered no training sample correctly; "
                             "rebuild it on more or easier training tasks")
@@ -214,7 +218,7 @@ def check_reference(reference: Reference, model) -> None:
     if router_fingerprint(model) != meta.get("router_fingerprint"):
         raise RomaEvalError(f"reference {reference.directory} was built for base model {meta.get('base_model')}, "
                             "whose routers differ from this model's; rebuild it with "
-                            "`roma-eval c3po build-reference --model <this model>`")
+                            "`roma-eval c3po build-reference --pretrained <this model>`")
     resolve_layers(model, reference.layers)  # the same MoE layers exist here
     if meta.get("embedded_text") != EMBEDDED_TEXT:
         raise RomaEvalError(f"reference {reference.directory} embeds {meta.get('embedded_text')!r}, not the "
@@ -324,6 +328,9 @@ def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, bas
             chunk = samples[starts[n]:starts[n] + chunk_size]
             arrays, records = _chunk_arrays(model, tokenizer, chunk, layers, max_length, batch_size, encoder, prefixes)
             _save_chunk(path, arrays, records, len(chunk))
+            if n == mine[0] and dist.is_main_process:  # the chunks, then the reference assembled from them
+                require_free_space(out_dir.parent, path.stat().st_size * (2 * len(starts) - n - 1),
+                                   f"the C3PO reference ({len(starts)} chunks like {path.name})")
     dist.wait_for_everyone()  # every chunk is on disk
     if dist.is_main_process:
         _assemble(partial, len(starts), out_dir, model, tokenizer, samples, layers, max_length, prefixes, embedder,
@@ -380,7 +387,8 @@ def _metadata(model, tokenizer, samples, records, layers, max_length, prefixes, 
 def _write_directory(out_dir: Path, arrays: dict, metadata: dict) -> None:
     from safetensors.torch import save_file
 
-    with staged_directory(out_dir) as staging:  # the caller refused an existing one unless overwrite
+    needed = sum(v.numel() * v.element_size() for v in arrays.values())
+    with staged_directory(out_dir, needed) as staging:  # the caller refused an existing one unless overwrite
         save_file({k: v.contiguous() for k, v in arrays.items()}, str(staging / TENSORS_NAME),
                   metadata={"format": "pt"})
         (staging / METADATA_NAME).write_text(json.dumps(metadata, indent=2) + "\n")

@@ -29,6 +29,7 @@ from lm_eval.api.samplers import ContextSampler
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.icl.config import IclConfig
 from roma_eval.methods.icl.demonstrations import Demonstrations, build_demonstrations
+from roma_eval.storage import save_lm_eval_outputs
 
 
 class RetrievedSampler(ContextSampler):
@@ -130,9 +131,7 @@ def run_icl(model, tokenizer, tasks: Sequence[str], out_dir, config: IclConfig |
     results["config"]["model"] = "icl"
     results["icl"] = {"config": config.to_dict(), "train_tasks": train_tasks, "summary": demonstrations.summary,
                       "demonstrations": "icl_demonstrations.json", "roma_eval_version": __version__}
-    tracker.save_results_aggregated(results=results, samples=samples)
-    for name in results["configs"]:
-        tracker.save_results_samples(task_name=name, samples=samples[name])
+    save_lm_eval_outputs(tracker, results, samples)  # a failed write leaves no cut-off file
     results_file = run_dir / f"results_{tracker.date_id}.json"
     if not results_file.is_file():
         raise RomaEvalError(f"lm-eval did not write {results_file}; check that {run_dir} is writable")

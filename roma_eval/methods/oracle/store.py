@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.storage import write_json
+from roma_eval.storage import require_finite, write_json
 
 MANIFEST = "oracle_run.json"
 PROGRESS = "oracle_progress"
@@ -76,7 +76,7 @@ class OracleStore:
 
     def _verify_is_directory(self) -> None:
         if self.directory.exists() and not self.directory.is_dir():
-            raise RomaEvalError(f"{self.directory} is a file, not a directory; pass another --out")
+            raise RomaEvalError(f"{self.directory} is a file, not a directory; pass another --output_path")
 
     def _verify(self, model_keys) -> None:
         """Refuse a directory holding anything but this run (its manifest must agree on ``model_keys`` and the
@@ -89,7 +89,7 @@ class OracleStore:
         foreign = self._lm_eval_files() + ([self.directory / PROGRESS] if (self.directory / PROGRESS).exists() else [])
         if foreign:
             raise RomaEvalError(f"{self.directory} holds results not written by `roma-eval oracle` "
-                                f"({foreign[0].name}); choose another --out or pass --overwrite")
+                                f"({foreign[0].name}); choose another --output_path or pass --overwrite")
 
     def _lm_eval_files(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -107,15 +107,15 @@ class OracleStore:
     def _check(self, old: dict, model_keys) -> None:
         if old.get("format_version") != FORMAT_VERSION:
             raise RomaEvalError(f"{self.directory} holds oracle results of an older roma-eval (format "
-                                f"{old.get('format_version')}); choose another --out or pass --overwrite")
+                                f"{old.get('format_version')}); choose another --output_path or pass --overwrite")
         if any(old.get(key) != self.identity[key] for key in model_keys):
             raise RomaEvalError(f"{self.directory} holds oracle results of another model ({old.get('model')}: its "
-                                "router fingerprint differs); choose another --out or pass --overwrite")
+                                "router fingerprint differs); choose another --output_path or pass --overwrite")
         changed = [d for key in _RUN_KEYS for d in _differences({key: old.get(key)}, {key: self.identity[key]})]
         if changed:
             raise RomaEvalError(f"{self.directory} holds oracle results made with other settings "
                                 f"({'; '.join(changed)}); rerun with those settings to resume, or choose another "
-                                "--out, or pass --overwrite")
+                                "--output_path, or pass --overwrite")
         self.manifest = old
 
     def _save_manifest(self) -> None:
@@ -204,6 +204,9 @@ def load_oracle_routing(directory, task: str) -> dict[int, dict]:
     for item in _progress_lines(run, task):
         if item.get("routing"):
             out[item["doc_id"]] = {key: torch.tensor(value) for key, value in item["routing"].items()}
+    require_finite({f"doc {doc_id}'s {key} routing": value for doc_id, record in out.items()
+                    for key, value in record.items()}, ", ".join(map(str, _progress_files(run, task))),
+                   f"rerun `roma-eval oracle` on {task} into a new --output_path")
     return out
 
 

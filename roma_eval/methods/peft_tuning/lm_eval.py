@@ -30,6 +30,7 @@ from lm_eval.models.huggingface import HFLM
 
 from roma_eval.errors import report_in_one_line
 from roma_eval.methods.peft_tuning.train import virtual_tokens
+from roma_eval.storage import require_finite
 
 report_in_one_line()
 
@@ -38,9 +39,11 @@ class PeftLM(HFLM):
     def _create_model(self, pretrained, *args, peft: str | None = None, **kwargs) -> None:
         super()._create_model(pretrained, *args, peft=None, **kwargs)
         if peft:
-            from peft import PeftModel
+            from peft import PeftModel, get_peft_model_state_dict
 
             self._model = PeftModel.from_pretrained(self._model, peft, revision=kwargs.get("revision") or "main")
+            require_finite(get_peft_model_state_dict(self._model), f"peft adapter {peft}",
+                           "its training diverged: train it again with a lower --lr")
 
     def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
         mask = generation_kwargs.pop("attention_mask", None)

@@ -165,6 +165,10 @@ def train_peft_tuning(model, tokenizer, samples: Sequence[Sample], out_dir, conf
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.step()
+            if not all(bool(p.isfinite().all()) for p in trainable):
+                raise RomaEvalError(f"the adapter update of step {step} made adapter values NaN or inf; lower --lr "
+                                    f"(now {config.lr}); nothing of this epoch was saved, the last finished epoch is "
+                                    "kept for resuming")
             log.append({"step": step, "epoch": epoch, "loss": loss.item(), "task": loss.item(), "lr": lr,
                         "seconds": time.perf_counter() - step_start})
             step += 1
@@ -183,7 +187,8 @@ def train_peft_tuning(model, tokenizer, samples: Sequence[Sample], out_dir, conf
     metadata = {**recorded, "base_model": str(base_model), "revision": revision,
                 "base_router_fingerprint": fingerprint, "summary": summary, "roma_eval_version": __version__,
                 "peft_version": peft.__version__, "torch_version": torch.__version__}
-    with staged_directory(out_dir) as staging:
+    needed = sum(p.numel() * p.element_size() for p in trainable) + 2**20  # the adapter, its config and log
+    with staged_directory(out_dir, needed) as staging:
         wrapped.save_pretrained(staging)
         (staging / TRAINING_CONFIG).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         (staging / TRAINING_LOG).write_text("".join(json.dumps(entry) + "\n" for entry in log))

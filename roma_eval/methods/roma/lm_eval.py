@@ -14,13 +14,20 @@ from lm_eval.models.huggingface import HFLM
 from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
 from roma_eval.errors import report_in_one_line
 from roma_eval.methods.devices import data_parallel
+from roma_eval.model_args import base_model_args, refuse_unknown_keys
 
 report_in_one_line()
+
+
+OWN_MODEL_ARGS = ("router_checkpoint", "router_checkpoint_revision", "force_router_checkpoint")
 
 
 class RomaLM(HFLM):
     def __init__(self, router_checkpoint: str | None = None, router_checkpoint_revision: str | None = None,
                  force_router_checkpoint: bool = False, **kwargs) -> None:
+        # A misspelt key of ours would reach transformers' from_pretrained: refused first (roma_eval/model_args.py).
+        refuse_unknown_keys(kwargs, "roma", OWN_MODEL_ARGS, ("router_checkpoint", "force_router"),
+                            base_model_args(HFLM))
         # Read (and validate) the checkpoint before loading a possibly large base model.
         checkpoint = load_router_checkpoint(router_checkpoint,
                                             router_checkpoint_revision) if router_checkpoint else None

@@ -58,7 +58,7 @@ from roma_eval.routing import (
 from roma_eval.routing.partial import capture_layer_input, run_from_layer
 from roma_eval.samples import Sample
 from roma_eval.scoring import choice_scores, predictions, task_loss
-from roma_eval.storage import load_training_state, read_progress, save_training_state
+from roma_eval.storage import load_training_state, read_progress, require_free_space, save_training_state
 
 
 def manifold_terms(r: torch.Tensor, neighbour_r: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -260,6 +260,10 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
                          key=lambda s: (s.task, s.doc_id))
     fingerprint = router_fingerprint(model)
     base_weights = {i: w.detach().clone() for i, w in router_weights(model, layers).items()}
+    # At most: the previous epoch's state and the next one's staging (fp32 weights and AdamW's two moments each),
+    # the checkpoint and its log.
+    require_free_space(out_dir.parent, 32 * sum(w.numel() for w in base_weights.values()) + 2**20,
+                       "the router checkpoint and its training state")
 
     base = base_pass(model, tokenizer, samples, config, layers, config.batch_size, progress, dist)
     success = np.flatnonzero(base.correct)
@@ -336,7 +340,9 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
             optimizer.step()
             weights.master_to_model()
             entry = {"step": step, "epoch": epoch, "lambda": lam, "lr": lr}
-            pending.append((torch.stack([l_task.detach(), l_reg.detach()]), entry))
+            # how many router values the update made NaN or inf (checked with the losses, before anything is saved)
+            broken = sum((~w.isfinite()).sum() for w in weights.master)
+            pending.append((torch.stack([l_task.detach(), l_reg.detach(), broken.to(l_task.dtype)]), entry))
             step += 1
             bar.update(1)
             entry["seconds"] = time.perf_counter() - step_start  # host time (a GPU runs behind it until a sync)
@@ -381,17 +387,21 @@ def _sum_gradients(parameters) -> None:
 
 def _write_log(pending: list, log: list[dict], config: RomaConfig, dist, bar) -> None:
     """The losses of the steps since the last log, summed over processes, copied to the host at once; a
-    non-finite loss stops training (the last finished epoch stays in DIR.partial for resuming)."""
+    non-finite loss or router update stops training (the last finished epoch stays in DIR.partial for resuming)."""
     terms = torch.stack([t for t, _ in pending])
     if dist.num_processes > 1:
         from accelerate.utils import reduce
 
         terms = reduce(terms, reduction="sum")
-    for (l_task_value, l_reg_value), (_, entry) in zip(terms.tolist(), pending):
+    for (l_task_value, l_reg_value, broken), (_, entry) in zip(terms.tolist(), pending):
         loss_value = l_task_value + entry["lambda"] * l_reg_value
         if not math.isfinite(loss_value):
             raise RomaEvalError(f"the loss became {loss_value} at step {entry['step']}; lower --lr (now {config.lr}) "
                                 f"or --lam (now {config.lam}); the last finished epoch is kept for resuming")
+        if broken:
+            raise RomaEvalError(f"the router update of step {entry['step']} made {int(broken)} router values NaN or "
+                                f"inf; lower --lr (now {config.lr}); nothing of this epoch was saved, the last "
+                                "finished epoch is kept for resuming")
         log.append({"step": entry["step"], "epoch": entry["epoch"], "loss": loss_value, "task": l_task_value,
                     "regulariser": l_reg_value, "lambda": entry["lambda"], "lr": entry["lr"],
                     "seconds": entry["seconds"]})
