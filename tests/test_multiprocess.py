@@ -91,7 +91,9 @@ def lm_eval_samples(processes: int, model: str, model_args: str, output: Path, t
 
 def test_lm_eval_c3po_in_two_processes_equals_one(world, references):
     root, model = world
-    args = f"pretrained={model},reference={references[1]},c3po_group=4"
+    # Plain gradient descent: two processes group the documents differently, and Adam turns that float rounding into
+    # steps of ~lr on the last layer's scores, whose gradient is zero but for rounding here (docs/c3po.md).
+    args = f"pretrained={model},reference={references[1]},c3po_group=4,c3po_optimizer=sgd"
     one = lm_eval_samples(1, "c3po", args, root / "c3po1")
     two = lm_eval_samples(2, "c3po", args, root / "c3po2")
     for task in one:

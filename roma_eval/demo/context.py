@@ -32,10 +32,10 @@ DEMO_ROMA = {"default": dict(lr=1e-2, epochs=3, batch_size=32, **DEMO_SCHEDULE),
 # Router Tuning (the paper's baseline): the same training with the task loss only (regulariser none).
 DEMO_ROUTER_TUNING = {"default": dict(lr=1e-2, epochs=3, batch_size=32, **DEMO_SCHEDULE),
                       "fast": dict(lr=3e-3, epochs=1, batch_size=32, **DEMO_SCHEDULE)}
-# The paper's best C3PO setting (NGD, k = 3, 10 steps, cosine lr 1e-2 -> 1e-5), as model_args; 32 test
-# prompts optimised together (default 8, sized for real models' memory): 22% faster on the toy
-# suite, the same pathways (each prompt has its own variables and gradient).
-DEMO_C3PO = "c3po_method=ngd,c3po_k=3,c3po_steps=10,c3po_lr=0.01,c3po_lr_min=1e-05,c3po_group=32"
+# The paper's best C3PO setting (NGD, k = 3, 10 steps, cosine lr 1e-2 -> 1e-5, with Adam as the same group's
+# released NGD in R2-T2), as model_args; 32 test prompts optimised together (default 8, sized for real models'
+# memory): 22% faster on the toy suite, the same pathways but for float rounding (each prompt has its own variables).
+DEMO_C3PO = "c3po_method=ngd,c3po_k=3,c3po_steps=10,c3po_optimizer=adam,c3po_lr=0.01,c3po_lr_min=1e-05,c3po_group=32"
 
 logger = logging.getLogger(__name__)
 
