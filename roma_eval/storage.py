@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -156,20 +157,48 @@ def staged_directory(directory: Path, needed: int | None = None):
 
 
 def save_lm_eval_outputs(tracker, results: dict, samples: dict) -> None:
-    """lm-eval's ``EvaluationTracker`` writes results_<date>.json and samples_<task>_<date>.jsonl with plain writes:
-    if one fails (a full disk: one line) the files it wrote are removed, so that a rerun finds no cut-off results."""
+    """Write lm-eval's results_<date>.json and samples_<task>_<date>.jsonl through its ``EvaluationTracker``, which
+    writes plainly and only logs a warning when a write fails: the space they need is checked first, a failed write
+    is an error, and the files it wrote are then removed (a rerun finds no cut-off results)."""
     root = Path(tracker.output_path)
+    needed = len(json.dumps(results, indent=2, default=str)) + sum(len(json.dumps(s, default=str)) + 1
+                                                                  for task in samples.values() for s in task)
+    require_free_space(root, needed + needed // 10 + 4096, "lm-eval's results and samples files")
     before = set(root.rglob("*")) if root.is_dir() else set()
+    warnings = _Collect()
+    tracker_log = logging.getLogger(type(tracker).__module__)
+    level = tracker_log.level
+    tracker_log.setLevel(min(tracker_log.getEffectiveLevel(), logging.WARNING))
+    tracker_log.addHandler(warnings)
     try:
         with full_disk_is_one_line(root):
             tracker.save_results_aggregated(results=results, samples=samples)
             for task in results["configs"]:
                 tracker.save_results_samples(task_name=task, samples=samples[task])
+        if failed := [m for m in warnings.messages if m.startswith("Could not save")]:
+            if free_bytes(root) < 2**16:
+                raise RomaEvalError(full_disk_message(root, needed))
+            raise RomaEvalError(f"lm-eval could not write its results under {root} ({failed[0]}); check that it is "
+                                "writable and run the same command again")
     except BaseException:
         for path in (set(root.rglob("*")) if root.is_dir() else set()) - before:
             if path.is_file():
                 path.unlink()
         raise
+    finally:
+        tracker_log.removeHandler(warnings)
+        tracker_log.setLevel(level)
+
+
+class _Collect(logging.Handler):
+    """The messages of the warnings a logger emits."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record) -> None:
+        self.messages.append(record.getMessage())
 
 
 # ------------------------------------------------------------------ running out of space

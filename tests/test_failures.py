@@ -309,6 +309,23 @@ def test_report_on_a_real_full_device(tmp_path):
     assert "report.md" in lines[2:]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not unshare_works(), reason="needs unshare -rm (a user namespace) to mount a small tmpfs")
+def test_oracle_on_a_real_full_device_leaves_no_cut_off_results_and_the_rerun_finishes(model_dir):
+    """On a 64 kB tmpfs holding 52 kB the oracle stops in one line with no lm-eval file written; once the filler is
+    gone the same command finishes (lm-eval's tracker only logs a failed write: the old code left cut-off files)."""
+    oracle = (f"roma-eval oracle --pretrained {model_dir} --tasks tiny_parity --include_path {FIXTURE_TASKS} "
+              "--limit 8 --output_path orc --no_progress")
+    lm_eval_files = 'find orc -name "results_*" -o -name "samples_*" | sort'
+    proc = full_disk_shell(f'head -c 52000 /dev/zero > filler; {oracle} > /dev/null; echo "rc=$?"; {lm_eval_files}; '
+                           f'rm filler; {oracle} > /dev/null; echo "rc=$?"; {lm_eval_files}', "64k")
+    lines = proc.stdout.splitlines()
+    errors = [line for line in proc.stderr.splitlines() if re.search(r"error|Traceback", line, re.I)]
+    assert lines[:2] == ["rc=2", "rc=0"], proc.stdout + proc.stderr[-3000:]
+    assert len(errors) == 1 and "no space left on the device of orc" in errors[0]
+    assert [Path(line).name.split("_2")[0] for line in lines[2:]] == ["results", "samples_tiny_parity"]
+
+
 # ------------------------------------------------------------------ 3. tracebacks that are now one line
 
 

@@ -48,6 +48,7 @@ from roma_eval.methods.oracle.tasks import (
 )
 from roma_eval.routing import resolve_layers, router_fingerprint
 from roma_eval.scoring import build_choice_batch
+from roma_eval.storage import save_lm_eval_outputs
 
 
 @dataclass
@@ -309,9 +310,7 @@ def run_oracle(model, tokenizer, tasks: OracleTasks, out_dir, config: OracleConf
             "base": base["results"],
             "convergence": {name: convergence(list(store.documents(name).values())) for name in sorted(tasks.tasks)},
         }
-        tracker.save_results_aggregated(results=results, samples=samples)
-        for name in results["configs"]:
-            tracker.save_results_samples(task_name=name, samples=samples[name])
+        save_lm_eval_outputs(tracker, results, samples)  # a failed write leaves no cut-off file
         results_file = store.directory / f"results_{tracker.date_id}.json"
         if not results_file.is_file():
             raise RomaEvalError(f"lm-eval did not write {results_file}; check that {store.directory} is writable")

@@ -37,7 +37,13 @@ from roma_eval.methods.peft_tuning.config import PeftTuningConfig
 from roma_eval.methods.schedule import StepSchedule
 from roma_eval.samples import Sample
 from roma_eval.scoring import build_choice_batch, choice_scores, predictions, task_loss
-from roma_eval.storage import load_training_state, read_progress, save_training_state, staged_directory
+from roma_eval.storage import (
+    load_training_state,
+    read_progress,
+    require_free_space,
+    save_training_state,
+    staged_directory,
+)
 
 TRAINING_CONFIG = "training_config.json"
 TRAINING_LOG = "training_log.jsonl"
@@ -125,6 +131,8 @@ def train_peft_tuning(model, tokenizer, samples: Sequence[Sample], out_dir, conf
     wrapped.eval()  # no dropout: training forwards equal evaluation forwards
     trainable = [p for p in wrapped.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
+    # At most: two epochs' states (fp32 weights and AdamW's two moments each) and the adapter, with their logs.
+    require_free_space(out_dir.parent, 32 * n_trainable + 2**20, "the peft adapter and its training state")
     named = {n: p for n, p in wrapped.named_parameters() if p.requires_grad}
     base_accuracy = float(_accuracy(wrapped, tokenizer, samples, config).mean()) if samples else 0.0
 
