@@ -7,7 +7,7 @@ paper's published rows of the same model beside ours.  Each stage writes lm-eval
 the output directory, prints the plain commands that do the same, and is skipped when complete: run the
 same command again to resume (a skipped stage keeps the wall time recorded when it ran).  Before any stage,
 every requested method is checked against the model's skeleton (no weights): a method the model cannot run
-is refused in one line and nothing is written.  Defaults are the paper's (FACTS.md); `--roma_args`,
+is refused in one line and nothing is written.  Defaults are the paper's (docs/reproduce.md); `--roma_args`,
 `--router_tuning_args`, `--oracle_args` and `--c3po_args` pass any method setting through (lm-eval's "k=v,k=v"
 model_args syntax).
 """

@@ -25,7 +25,7 @@ from roma_eval.errors import RomaEvalError
 from roma_eval.routing.families import SPECS_LIST, refusal
 from roma_eval.routing.spec import ArchSpec
 
-DEFAULT_LAST_N_LAYERS = 5  # RoMA/C3PO: the last 5 MoE layers are the "critical" ones (FACTS.md)
+DEFAULT_LAST_N_LAYERS = 5  # RoMA/C3PO: the last 5 MoE layers are the "critical" ones (both papers)
 
 SPECS: dict[str, ArchSpec] = {model_type: spec for spec in SPECS_LIST for model_type in spec.model_types}
 SUPPORTED = ", ".join(spec.model_type for spec in SPECS_LIST)

@@ -1,4 +1,4 @@
-"""C3PO configuration: defaults are the C3PO paper's best setting (arXiv 2504.07964; FACTS.md), then ours.
+"""C3PO configuration: defaults are the C3PO paper's best setting (arXiv 2504.07964), the released NGD's, then ours.
 
 Every field is an lm-eval ``--model c3po`` model_arg of the same name.  The critical layers and the
 embedder are not here: they are fixed when the reference set is built (``roma-eval c3po build-reference``).

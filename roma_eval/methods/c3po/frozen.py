@@ -2,7 +2,7 @@
 
 C3PO (arXiv 2504.07964) re-mixes the experts of one token, the last context token ("token 0"
 of a problem's *tails*: it, then each continuation's tokens but the last), at the critical layers
-k.. (the last 5 MoE layers; FACTS.md).  What can that change?  Nothing before token 0 (attention is
+k.. (the last 5 MoE layers, the paper's critical layers).  What can that change?  Nothing before token 0 (attention is
 causal), nothing below layer k, and at layer k itself only token 0's output: the routing acts in
 the MoE block, after attention, and on token 0 alone.  So ``freeze`` runs a problem once and keeps
   - the prefix keys/values of layers k.. (the context but its last token);

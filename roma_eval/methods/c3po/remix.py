@@ -1,4 +1,4 @@
-"""C3PO's three ways to re-mix a test sample's pathway from its neighbours (arXiv 2504.07964; FACTS.md).
+"""C3PO's three ways to re-mix a test sample's pathway from its neighbours (arXiv 2504.07964, Sec. 3).
 
 The label of a test sample x is unknown, so C3PO optimises a surrogate built from its neighbours
 x_i in the reference set (samples the base model answers correctly), with kernel weights K_i

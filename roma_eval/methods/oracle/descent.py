@@ -12,7 +12,7 @@ One iteration is one forward over every still-descending row and one backward; r
 different samples never interact (attention is per row, experts act per token) and each sample has
 its own optimiser state, so a sample's trajectory does not depend on its batch-mates.
 
-Frozen work is done once per batch (DESIGN.md, "frozen things are computed once"):
+Frozen work is done once per batch (what no step can change is computed once):
   - the hidden states entering the first steered layer cannot change: each step runs only the
     steered layers and above (``routing.partial.run_from_layer``);
   - with ``--positions tokens``, the causal prefix before the first steered token cannot change either:

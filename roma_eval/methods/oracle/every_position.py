@@ -14,7 +14,7 @@ one routing override per (steered layer, position), in "slots":
 A generation sample (one teacher-forced row: prompt, the model's reasoning, the answer) is steered on its
 prompt's positions only: what follows is generated, and cached decoding steps are not steered (routing.steer).
 
-Frozen work per batch (DESIGN.md, "frozen things are computed once"): the hidden states entering the first
+Frozen work per batch (what no step can change is computed once): the hidden states entering the first
 steered layer, from one forward.  Nothing above it is frozen (every position there is steered), so there is no
 prefix KV cache to reuse; instead, with ``prefix_cache``, a sample's shared positions run once per step for all
 of its rows (its "head", left-padded so that heads end in one column) and the rows attend to the head's keys
