@@ -1,9 +1,9 @@
 """roma-eval: RoMA, C3PO and oracle routing for Mixture-of-Experts LLMs, on lm-evaluation-harness.
 
     from roma_eval import RomaConfig, load_model, load_samples, train_roma
-    model, tokenizer = load_model("allenai/OLMoE-1B-7B-0924", dtype="bfloat16")
+    model, tokenizer = load_model("allenai/OLMoE-1B-7B-0125-Instruct", dtype="bfloat16")
     train_roma(model, tokenizer, load_samples(["roma_paper_train"], split="train"), "runs/roma", RomaConfig(),
-               base_model="allenai/OLMoE-1B-7B-0924")
+               base_model="allenai/OLMoE-1B-7B-0125-Instruct")
 
 Names load on first use: ``import roma_eval`` runs at interpreter start-up through the lm-eval
 registration shim, so nothing heavy (torch, transformers, lm_eval) may be imported here.
