@@ -52,6 +52,9 @@ ROUTER_CONFIG, TRAINING_LOG = "router_config.json", "training_log.jsonl"  # the 
 ADAPTER_TRAINING, ADAPTER_CONFIG = "training_config.json", "adapter_config.json"
 # Methods that train no parameters: their cost-table row has 0 trainable parameters.
 UNTRAINED = frozenset({"base", "icl", "c3po", "oracle"})
+# model_args naming a directory an evaluation read (a router checkpoint, a peft adapter, C3PO's reference set), and
+# the file every such directory holds (how a copy of it is recognised inside a results tree).
+ARTEFACT_ARGS = {"router_checkpoint": ROUTER_CONFIG, "peft": ADAPTER_CONFIG, "reference": "reference.json"}
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +95,8 @@ class SampleScore:
     value: float
     doc_hash: str | None  # lm-eval's hash of the document: another dataset when it differs
     prompt_hash: str | None = None  # of the prompt as the model saw it (few-shot examples, chat template included)
+    requests: int | None = None  # lm-eval's requests for the document: one per choice for a multiple-choice task
+    target: str | None = None  # the gold answer as lm-eval logged it
 
 
 @dataclass
@@ -101,6 +106,8 @@ class Run:
     results_file: Path
     data: dict = field(repr=False)
     label: str | None = None
+    source: str | None = None  # the PATH it was found under, as given ([LABEL=]PATH): names its row when needed
+    _samples: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (leaf, metric) -> samples
 
     @property
     def config(self) -> dict:
@@ -130,9 +137,21 @@ class Run:
 
     @property
     def search_dirs(self) -> list[Path]:
-        """Where a relative artefact path in model_args (router_checkpoint=, peft=) may be relative to, after the
-        working directory: the results file's directory and its parents (lm_eval ran from one of them)."""
+        """Where an artefact path in model_args (router_checkpoint=, peft=, reference=) is looked for first
+        (``find_artefact``): the results file's directory and its parents, the tree lm_eval wrote."""
         return list(self.results_file.resolve().parents)[:4]
+
+    @cached_property
+    def variant(self) -> tuple:
+        """What was evaluated besides the model and the method: lm-eval's model type and model_args (artefact
+        paths resolved, so that one checkpoint reached by two paths is one variant), the limit and the chat
+        template.  Runs of one method that differ in it are different rows of a report."""
+        args = {key: str(value) for key, value in self.model_args.items() if key != "pretrained"}
+        for key in ARTEFACT_ARGS.keys() & args.keys():
+            if (found := find_artefact(args[key], self.search_dirs, ARTEFACT_ARGS[key])) is not None:
+                args[key] = str(found.resolve())
+        return (str(self.config.get("model")), tuple(sorted(args.items())), str(self.config.get("limit")),
+                self.chat_template)
 
     @cached_property
     def training(self) -> TrainingCost | None:
@@ -253,13 +272,19 @@ class Run:
             f"keep one run per directory")
 
     def samples(self, benchmark: Benchmark, metric: str) -> dict[tuple[str, int], SampleScore]:
-        """Per-document values of ``metric`` over the benchmark's leaf tasks, keyed (task, doc_id)."""
+        """Per-document values of ``metric`` over the benchmark's leaf tasks, keyed (task, doc_id); each file is
+        read once per metric (a report pairs every method with base)."""
         out: dict[tuple[str, int], SampleScore] = {}
         for leaf in benchmark.leaves:
-            path = self.samples_file(leaf)
-            for doc_id, score in _read_samples(path, metric):
-                out[(leaf, doc_id)] = score
+            if (leaf, metric) not in self._samples:
+                self._samples[(leaf, metric)] = dict(_read_samples(self.samples_file(leaf), metric))
+            out.update(((leaf, doc_id), score) for doc_id, score in self._samples[(leaf, metric)].items())
         return out
+
+    def output_type(self, leaf: str) -> str | None:
+        """lm-eval's output_type of a leaf task ("multiple_choice", "generate_until", ...), as its config records it."""
+        config = self.data.get("configs", {}).get(leaf)
+        return config.get("output_type") if isinstance(config, dict) else None
 
 
 def parse_model_args(model_args) -> dict:
@@ -279,8 +304,8 @@ def method_of(model: str, model_args: dict, search_dirs: Sequence[Path] = ()) ->
     (``router_method``: RoMA, Router Tuning, Oracle Tuning, Dense BP); without one it evaluates the pretrained
     routers, i.e. the base model.  ``hf`` (or ``hf-peft``) with ``peft=`` evaluates an adapter, whose own files say
     which method trained it (``adapter_method``: Prefix / Prompt Tuning).  Model types we do not know keep their own
-    name ("icl", "c3po", "oracle").  Relative artefact paths are looked up from the working directory, then from
-    ``search_dirs``.
+    name ("icl", "c3po", "oracle").  Artefact paths are looked up by ``find_artefact``: inside the results tree
+    (``search_dirs``) first, then as recorded.
     """
     model = model.lower()
     if model in BASE_MODELS or model == PEFT_MODEL:
@@ -303,11 +328,42 @@ def router_method(training_config: dict) -> str:
     return "roma"
 
 
-def _find(path: str, search_dirs: Sequence[Path]) -> Path | None:
-    candidate = Path(path).expanduser()
-    if candidate.is_absolute():
-        return candidate if candidate.is_dir() else None
-    return next((d / candidate for d in (Path.cwd(), *search_dirs) if (d / candidate).is_dir()), None)
+def find_artefact(path: str, search_dirs: Sequence[Path] = (), marker: str | None = None) -> Path | None:
+    """The directory an artefact path recorded in model_args (router_checkpoint=, peft=, reference=) names here.
+
+    First inside the results tree: the longest tail of the recorded path that is a directory holding ``marker``
+    (the file every such artefact has, ``ARTEFACT_ARGS``) below one of ``search_dirs`` (the results file's directory
+    and its parents, nearest first), so that a copied or moved tree finds its own artefacts whether the path was
+    recorded absolute or relative to the run's working directory.  Then the path as recorded (absolute, or relative
+    to the working directory); None when neither exists.
+    """
+    recorded = Path(path).expanduser()
+    parts = recorded.parts[1:] if recorded.is_absolute() else recorded.parts
+    for start in range(len(parts)):
+        tail = Path(*parts[start:])
+        for directory in search_dirs:
+            found = directory / tail
+            if (found / marker).is_file() if marker else found.is_dir():
+                return found
+    return recorded if recorded.is_dir() else None
+
+
+def same_model_args(recorded, wanted: str, results_file: Path) -> bool:
+    """Whether a results file's recorded model_args are ``wanted`` (a "k=v,..." string), an artefact path counting as
+    equal when the recorded one resolves from the results file (``find_artefact``) to the directory ``wanted`` names:
+    a copied or moved results tree holds the same evaluation."""
+    found, asked = parse_model_args(recorded), parse_model_args(wanted)
+    if found.keys() != asked.keys():
+        return False
+    parents = list(results_file.resolve().parents)[:4]
+    for key, value in asked.items():
+        if key in ARTEFACT_ARGS and str(found[key]) != value:
+            located = find_artefact(str(found[key]), parents, ARTEFACT_ARGS[key])
+            if located is None or located.resolve() != Path(value).resolve():
+                return False
+        elif str(found[key]) != value:
+            return False
+    return True
 
 
 def _read_json(path: Path) -> dict | None:
@@ -320,7 +376,7 @@ def _read_json(path: Path) -> dict | None:
 
 def checkpoint_method(checkpoint: str, search_dirs: Sequence[Path] = ()) -> str:
     """The method that trained a router checkpoint; "roma" when its router_config.json cannot be read here."""
-    directory = _find(checkpoint, search_dirs)
+    directory = find_artefact(checkpoint, search_dirs, ROUTER_CONFIG)
     config = _read_json(directory / ROUTER_CONFIG) if directory else None
     if config is None:
         logger.warning("router checkpoint %s: no readable %s here, so its method is taken to be RoMA; label the run "
@@ -332,7 +388,7 @@ def checkpoint_method(checkpoint: str, search_dirs: Sequence[Path] = ()) -> str:
 def adapter_method(adapter: str, search_dirs: Sequence[Path] = ()) -> str:
     """The method that trained a peft adapter: roma-eval's training record, else peft's type ("prefix_tuning",
     "prompt_tuning", "lora", ...); "peft" when neither can be read here."""
-    directory = _find(adapter, search_dirs)
+    directory = find_artefact(adapter, search_dirs, ADAPTER_CONFIG)
     record = _read_json(directory / ADAPTER_TRAINING) if directory else None
     if record and record.get("method"):
         return str(record["method"])
@@ -368,7 +424,7 @@ def training_cost(model: str, model_args: dict, search_dirs: Sequence[Path] = ()
     checkpoint = model_args.get("router_checkpoint") if model == "roma" else None
     adapter = model_args.get("peft") if model in BASE_MODELS or model == PEFT_MODEL else None
     if checkpoint:
-        directory = _find(str(checkpoint), search_dirs)
+        directory = find_artefact(str(checkpoint), search_dirs, ROUTER_CONFIG)
         config = _read_json(directory / ROUTER_CONFIG) if directory else None
         if config is None:
             return None
@@ -378,7 +434,7 @@ def training_cost(model: str, model_args: dict, search_dirs: Sequence[Path] = ()
             parameters = None
         return TrainingCost(parameters, _logged_seconds(directory / TRAINING_LOG))
     if adapter:
-        directory = _find(str(adapter), search_dirs)
+        directory = find_artefact(str(adapter), search_dirs, ADAPTER_CONFIG)
         record = _read_json(directory / ADAPTER_TRAINING) if directory else None
         if record is None:
             return None
@@ -413,7 +469,7 @@ def find_results_files(path: Path) -> list[Path]:
     return files
 
 
-def load_run(results_file: Path, label: str | None = None) -> Run:
+def load_run(results_file: Path, label: str | None = None, source: str | None = None) -> Run:
     """Read one results file, checking that it is what lm-eval writes."""
     try:
         data = json.loads(results_file.read_text(encoding="utf-8"))
@@ -434,7 +490,7 @@ def load_run(results_file: Path, label: str | None = None) -> Run:
     if not data["config"].get("model"):
         raise RomaEvalError(f"{results_file} has no config.model; cannot tell which method it evaluates: "
                             f"name it with LABEL=PATH")
-    return Run(results_file=results_file, data=data, label=label)
+    return Run(results_file=results_file, data=data, label=label, source=source)
 
 
 def load_runs(specs: list[str]) -> list[Run]:
@@ -442,7 +498,7 @@ def load_runs(specs: list[str]) -> list[Run]:
     runs = []
     for spec in specs:
         label, path = split_label(spec)
-        runs.extend(load_run(file, label) for file in find_results_files(path))
+        runs.extend(load_run(file, label, str(path)) for file in find_results_files(path))
     return runs
 
 
@@ -598,7 +654,11 @@ def _read_samples(path: Path, metric: str) -> Iterator[tuple[int, SampleScore]]:
             raise RomaEvalError(f"line {number} of {path} has no numeric '{name}' (filter {filt}); "
                                 f"choose another metric with --metric")
         found = True
-        yield sample["doc_id"], SampleScore(float(value), sample.get("doc_hash"), sample.get("prompt_hash"))
+        requests = sample.get("arguments")
+        target = sample.get("target")
+        yield sample["doc_id"], SampleScore(float(value), sample.get("doc_hash"), sample.get("prompt_hash"),
+                                            len(requests) if isinstance(requests, (dict, list)) else None,
+                                            None if target is None else str(target))
     if not found:
         raise RomaEvalError(f"{path} has no samples for metric {metric}; choose another metric with --metric")
 

@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "LABEL names the method of its runs (default: from lm-eval's --model and --model_args: "
                              "hf -> base; roma with router_checkpoint -> the method its router_config.json records "
                              "(roma, router_tuning, oracle_tuning, dense_bp); hf / hf-peft with peft= -> the adapter's "
-                             "(prefix_tuning, prompt_tuning); icl, c3po, oracle)")
+                             "(prefix_tuning, prompt_tuning); icl, c3po, oracle).  Runs of one method that evaluated "
+                             "different things (another router checkpoint, other model_args, limit or chat template) "
+                             "are separate rows, named by their PATH")
     parser.add_argument(*flag("output_path"), type=Path, default=Path("reports/report"),
                         help="directory for report.md, report.tex, report.html, results.csv and plots/ "
                              "(default: %(default)s)")
@@ -38,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default=",".join(FORMATS),
                         help="comma-separated outputs among md, tex, html (default: %(default)s)")
     parser.add_argument(*flag("no_plots"), action="store_true", help="write no figures")
+    parser.add_argument(*flag("paper_style"), action="store_true",
+                        help="lay the tables out as the paper's Table 1: bare numbers, without the documents per "
+                             "benchmark (n), chance, significance marks and paired intervals shown by default")
     parser.add_argument("--title", default="roma-eval report", help="the report's title")
     parser.add_argument("--overwrite", action="store_true", help="replace report files that already exist")
 
@@ -57,7 +62,8 @@ def run(args) -> int:
     claim_output(args.output_path)
     report = build_report(load_runs(args.runs), metric_overrides=parse_metric_overrides(args.metric),
                           columns=args.columns, paper=args.paper, paper_dir=args.paper_dir or PUBLISHED_DIR,
-                          paper_model=args.paper_model, plots=not args.no_plots, title=args.title)
+                          paper_model=args.paper_model, plots=not args.no_plots, title=args.title,
+                          paper_style=args.paper_style)
     for path in write_report(report, args.output_path, formats=formats, overwrite=args.overwrite):
         print(path)
     return 0

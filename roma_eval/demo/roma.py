@@ -68,14 +68,17 @@ def heldout_accuracy(model, tokenizer, limit: int | None = None) -> tuple[float,
 
 
 def heldout_mixture(ctx: DemoContext, stage: str) -> dict:
-    """Held-out mixture accuracy of base and of the stage's routers (kept in ``<stage>/heldout_mixture.json``)."""
+    """Held-out mixture accuracy of base and of the stage's routers (kept in ``<stage>/heldout_mixture.json``, keyed
+    on what it depends on by content, so that a copied output directory reuses it)."""
+    import hashlib
+
     from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
     from roma_eval.storage import write_json
 
     path = ctx.stage_dir(stage) / HELDOUT
     checkpoint = ctx.stage_dir(stage) / stages.CHECKPOINT
-    identity = {"model_dir": str(ctx.model_dir), "limit": ctx.train_limit,
-                "checkpoint": (checkpoint / "router_model.safetensors").stat().st_mtime_ns}
+    weights = hashlib.sha256((checkpoint / "router_model.safetensors").read_bytes()).hexdigest()
+    identity = {"model": ctx.model_identity or ctx.pretrained, "limit": ctx.train_limit, "checkpoint": weights}
     if path.exists() and not ctx.overwrite:
         found = json.loads(path.read_text())
         if found.get("identity") == identity:

@@ -251,14 +251,17 @@ class Experiment:
 
 
 def _find_results(directory: Path, model_args: str, limit: int | None) -> dict | None:
-    """The newest lm-eval results JSON under ``directory`` for these model arguments and limit."""
+    """The newest lm-eval results JSON under ``directory`` for these model arguments and limit (an artefact path
+    recorded elsewhere counts when it resolves, from the results file, to this one: a copied tree is reused)."""
     import json
+
+    from roma_eval.results import same_model_args
 
     newest = None
     for path in sorted(directory.rglob("results_*.json")):
         data = json.loads(path.read_text())
         config = data.get("config", {})
-        if config.get("model_args") == model_args and config.get("limit") == limit:
+        if config.get("limit") == limit and same_model_args(config.get("model_args"), model_args, path):
             newest = data
     return newest
 

@@ -73,7 +73,7 @@ def _trained_stage(exp: Experiment, stage: str, artefact_name: str, complete: st
         del base_model
     else:
         logger.info(f"{stage}: reusing {artefact} (--overwrite retrains it)")
-    model_args = exp.model_args(**{arg: artefact})
+    model_args = exp.model_args(**{arg: artefact.resolve()})  # absolute: a report finds it from any directory
     exp.evaluate(stage, model, model_args)
     return [f"{command} --output_path {shlex.quote(str(artefact))}", exp.lm_eval_command(stage, model, model_args)]
 
@@ -142,7 +142,7 @@ def c3po_stage(exp: Experiment) -> list[str]:
     meta = load_reference(reference).metadata
     logger.info(f"c3po: {meta['n_references']} of {meta['n_training_samples']} training samples answered "
                 f"correctly by the base model; critical layers {meta['layers']}")
-    model_args = exp.model_args(reference=reference) + (f",{exp.c3po_args}" if exp.c3po_args else "")
+    model_args = exp.model_args(reference=reference.resolve()) + (f",{exp.c3po_args}" if exp.c3po_args else "")
     exp.evaluate("c3po", "c3po", model_args)
     build = _roma_eval("c3po", "build-reference", *_model_flags(exp), "--tasks", ",".join(exp.train_tasks),
                        *(["--limit", exp.train_limit] if exp.train_limit else []), "--output_path", reference)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from roma_eval.report import paper as published
+from roma_eval.report.intervals import chance_levels, paired_intervals
 from roma_eval.report.plots import (
     ROUTING_DUMP_GLOB,
     FigureSpec,
@@ -14,7 +15,10 @@ from roma_eval.report.plots import (
     manifold_figure,
     read_routing_dump,
 )
+from roma_eval.report.provenance import Provenance, model_title, provenance
 from roma_eval.report.tables import (
+    MIN_GAP_POINTS,
+    UPPER_BOUND,
     Grid,
     Table,
     cost_table,
@@ -34,6 +38,7 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     figures: list[FigureSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    provenance: list[Provenance] = field(default_factory=list)  # per row: how its numbers were produced
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Report:
     title: str
     sections: list[Section]
     scores: list[Score]  # the tidy table, written as results.csv
+    generator: str = ""  # "roma-eval <version>", the report's writer
 
     @property
     def figures(self) -> list[FigureSpec]:
@@ -49,34 +55,54 @@ class Report:
 
 def build_report(runs: list[Run], *, metric_overrides: dict[str, str] | None = None, columns: str = "all",
                  paper: bool = False, paper_dir: Path = published.PUBLISHED_DIR, paper_model: str | None = None,
-                 plots: bool = True, title: str = "roma-eval report") -> Report:
+                 plots: bool = True, title: str = "roma-eval report", paper_style: bool = False) -> Report:
     """Sections: one per (model, suite) of the runs, routing manifolds, then (``paper``) the published tables.
 
     Our numbers are put next to the paper's when a model is one of the paper's (by name, or
-    ``paper_model``) and was run on the paper's benchmarks.
+    ``paper_model``) and was run on the paper's benchmarks.  Every row gets its paired interval against base and
+    every column its chance level; ``paper_style`` lays the tables out as the paper's Table 1 (bare numbers).
     """
     prefs = metric_preferences(metric_overrides, runs)
     table1 = published.table1_grids(paper_dir) if runs or paper else {}
-    sections = [_results_section(grid, table1, paper_model, plots)
-                for grid in grids_from_runs(runs, prefs, columns)]
+    grids = grids_from_runs(runs, prefs, columns)
+    for grid in grids:
+        paired_intervals(grid, prefs)
+        grid.chance = chance_levels(grid)
+    sections = [_results_section(grid, table1, paper_model, plots, paper_style) for grid in grids]
     if plots:
         sections.extend(_manifold_sections(runs))
     if paper:
         sections.extend(_published_section(grid) for grid in table1.values())
         sections.extend(_published_section(grid) for grid in published.c3po_grids(paper_dir).values())
-    return Report(title=title, sections=sections, scores=tidy(runs))
+    return Report(title=title, sections=sections, scores=tidy(runs), generator=_generator())
 
 
-def _results_section(grid: Grid, table1: dict[str, Grid], paper_model: str | None, plots: bool) -> Section:
-    scores = scores_table(grid)
+def _generator() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"roma-eval {version('roma-eval')}"
+    except PackageNotFoundError:
+        return "roma-eval (version unknown)"
+
+
+def _results_section(grid: Grid, table1: dict[str, Grid], paper_model: str | None, plots: bool,
+                     paper_style: bool) -> Section:
+    scores = scores_table(grid, paper_style=paper_style)
     prompts = _prompts_note(grid)
-    section = Section(title=grid.title, tables=[replace(scores, notes=(*scores.notes, prompts)) if prompts else scores])
-    for view, needs in ((delta_table, "Δ vs base needs a base run and another method"),
-                        (gap_closed_table, "The oracle-gap view needs base and oracle runs and another method")):
-        if table := view(grid):
-            section.tables.append(table)
-        else:
-            section.notes.append(f"{needs}; not shown.")
+    notes = (*scores.notes, *([prompts] if prompts else []), *grid.notes)
+    section = Section(title=grid.title, tables=[replace(scores, notes=notes)])
+    if table := delta_table(grid, paper_style):
+        section.tables.append(table)
+    else:
+        section.notes.append("Δ vs base needs one base run and another method; not shown.")
+    if table := gap_closed_table(grid):
+        section.tables.append(table)
+    elif grid.row_of("base") and grid.row_of(UPPER_BOUND) and len(grid.values) > 2:
+        section.notes.append(f"Share of the oracle gap closed: no benchmark where the oracle is at least "
+                             f"{MIN_GAP_POINTS:g} points and significantly above base; not shown.")
+    else:
+        section.notes.append("The oracle-gap view needs one base run, one oracle run and another method; not shown.")
     if table := cost_table(grid):
         section.tables.append(table)
     model = paper_model or published.paper_model_for(grid.model)
@@ -87,6 +113,8 @@ def _results_section(grid: Grid, table1: dict[str, Grid], paper_model: str | Non
         section.tables.append(replace(table, notes=(*table.notes, *(n for n in notes if n))))
     if plots:
         section.figures.append(bar_chart(grid, f"{slug(grid.model)}_{grid.suite}_bars"))
+    section.provenance = [provenance(grid.row_name(row), grid.sources[row]) for row in grid.methods
+                          if grid.sources.get(row)]
     return section
 
 
@@ -109,11 +137,12 @@ def _manifold_sections(runs: list[Run]) -> list[Section]:
     for run in sorted(runs, key=lambda r: r.date):
         for path in sorted(run.results_file.parent.glob(ROUTING_DUMP_GLOB)):
             by_model.setdefault(run.model, {})[run.method] = path
+    titles = {run.model: model_title(run.checkpoint) for run in runs}
     sections = []
     for model, paths in sorted(by_model.items()):
         dumps = {method: read_routing_dump(paths[method]) for method in ordered_methods(paths)}
-        sections.append(Section(title=f"{model} — routing manifold",
-                                figures=[manifold_figure(model, dumps, f"{slug(model)}_manifold")]))
+        sections.append(Section(title=f"{titles[model]} — routing manifold",
+                                figures=[manifold_figure(titles[model], dumps, f"{slug(model)}_manifold")]))
     return sections
 
 

@@ -1,5 +1,8 @@
 """Figures: grouped bars per benchmark and method, and the routing-manifold figure.
 
+The bars carry each method's paired interval against base (the Δ table's, placed on the method's score; base has
+none of its own) and a dashed line at each benchmark's chance level.
+
 The manifold figure is the analogue of RoMA's Figure 3 (arXiv 2511.07419): the same samples placed
 by their task embedding and by their routing weights, coloured by task; aligned manifolds put
 same-task samples together in both panels.  It is drawn from routing dumps, ``routing_*.npz`` files
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.report.tables import AVERAGE, COLUMN_NAMES, Grid, method_name
+from roma_eval.report.tables import AVERAGE, AVERAGE_KEY, COLUMN_NAMES, LEVEL, Grid, method_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,7 +50,12 @@ class RoutingDump:
 
 
 def bar_chart(grid: Grid, name: str) -> FigureSpec:
-    return FigureSpec(name=name, title=f"{grid.title}: scores per benchmark", draw=lambda: _draw_bars(grid))
+    caption = f"{grid.title}: scores per benchmark"
+    if grid.comparisons:
+        caption += f"; error bars: the {LEVEL} paired interval of method − base, placed on the method's score"
+    if grid.chance:
+        caption += "; dashed: chance"
+    return FigureSpec(name=name, title=caption, draw=lambda: _draw_bars(grid))
 
 
 def manifold_figure(model: str, dumps: dict[str, RoutingDump], name: str) -> FigureSpec:
@@ -118,25 +126,53 @@ def _new_figure(width: float, height: float):
 
 def _draw_bars(grid: Grid):
     methods = grid.methods
-    labels = [COLUMN_NAMES.get(c, c) for c in grid.columns]
-    values = [[grid.value(m, c) for c in grid.columns] for m in methods]
+    keys = list(grid.columns)
     if any(grid.average(m) is not None for m in methods):
-        labels.append(AVERAGE)
-        for row, m in zip(values, methods, strict=True):
-            row.append(grid.average(m))
-    fig = _new_figure(max(6.0, 1.1 * len(labels)), 3.6)
+        keys.append(AVERAGE_KEY)
+    labels = [AVERAGE if k == AVERAGE_KEY else COLUMN_NAMES.get(k, k) for k in keys]
+    fig = _new_figure(max(6.0, 1.1 * len(labels)), 3.8)
     ax = fig.subplots()
     width = 0.8 / max(len(methods), 1)
     x = np.arange(len(labels))
-    for i, (m, row) in enumerate(zip(methods, values, strict=True)):
-        heights = [np.nan if v is None else v for v in row]  # a missing cell is a gap, not a zero bar
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, heights, width, label=method_name(m))
+    for i, m in enumerate(methods):
+        heights = [_score(grid, m, k) for k in keys]
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, [np.nan if v is None else v for v in heights], width,
+               yerr=_error_bars(grid, m, keys, heights), capsize=2, error_kw={"elinewidth": 0.8},
+               label=grid.row_name(m))  # a missing cell is a gap, not a zero bar
+    chance = [grid.chance.get(k) for k in grid.columns]
+    if AVERAGE_KEY in keys:
+        chance.append(sum(chance) / len(chance) if None not in chance else None)
+    label = "chance"  # one legend entry for all the benchmarks' lines
+    for j, level in enumerate(chance):
+        if level is not None:
+            ax.hlines(level, x[j] - 0.45, x[j] + 0.45, colors="black", linestyles="dashed", linewidth=1, label=label)
+            label = None
     ax.set_xticks(x, labels)
     ax.set_ylabel("score (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 105)
     ax.set_title(grid.title)
     fig.legend(loc="outside right upper", fontsize="small")  # outside: never hides a bar
     return fig
+
+
+def _score(grid: Grid, row: str, key: str) -> float | None:
+    return grid.average(row) if key == AVERAGE_KEY else grid.value(row, key)
+
+
+def _error_bars(grid: Grid, row: str, keys: list[str], heights: list[float | None]) -> np.ndarray | None:
+    """(2, columns) distances below and above each bar to its paired interval against base: the interval of
+    method − base is [lo, hi], so on the score scale the bar spans base + lo .. base + hi; NaN (nothing drawn) where
+    there is no interval, None for a row without any (base)."""
+    base = grid.row_of("base")
+    out = np.full((2, len(keys)), np.nan)  # NaN: no bar drawn
+    for j, (key, height) in enumerate(zip(keys, heights, strict=True)):
+        comparison = grid.comparisons.get(row, {}).get(key)
+        reference = _score(grid, base, key) if base else None
+        if comparison is None or height is None or reference is None:
+            continue
+        low, high = reference + comparison.interval[0], reference + comparison.interval[1]
+        out[:, j] = max(0.0, height - low), max(0.0, high - height)
+    return None if np.isnan(out).all() else out
 
 
 def _draw_manifold(model: str, dumps: dict[str, RoutingDump]):

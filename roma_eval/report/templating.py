@@ -13,7 +13,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 _TEX_ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
     "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "---", "−": "--", "Δ": r"$\Delta$",
-    "×": r"$\times$", "α": r"$\alpha$", "→": r"$\rightarrow$",
+    "×": r"$\times$", "α": r"$\alpha$", "→": r"$\rightarrow$", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
+    "–": "--",
 }
 
 
@@ -22,8 +23,14 @@ def tex_escape(text) -> str:
 
 
 def tex_number(text: str) -> str:
-    """A table cell: a leading minus becomes a math minus (a hyphen looks wrong in a column of numbers)."""
-    return "$-$" + tex_escape(text[1:]) if re.match(r"^-\d", text) else tex_escape(text)
+    """A table cell or interval: a minus before a number becomes a math minus (a hyphen looks wrong in a column of
+    numbers)."""
+    return re.sub(r"(?<![\w.])-(?=\d)", "$-$", tex_escape(text))
+
+
+def tex_code(text) -> str:
+    """A command in \\texttt: escaped, and breakable after "/", "," and "=" (a long path must not run off the page)."""
+    return re.sub(r"([/,=])", r"\1\\allowbreak{}", tex_escape(text))
 
 
 def md_escape(text) -> str:
@@ -38,5 +45,5 @@ def environment(kind: str) -> jinja2.Environment:
         options.update(block_start_string=r"\BLOCK{", block_end_string="}", variable_start_string=r"\VAR{",
                        variable_end_string="}", comment_start_string=r"\#{", comment_end_string="}")
     env = jinja2.Environment(autoescape=(kind == "html"), **options)
-    env.filters.update(tex=tex_escape, tex_number=tex_number, md=md_escape)
+    env.filters.update(tex=tex_escape, tex_number=tex_number, tex_code=tex_code, md=md_escape)
     return env

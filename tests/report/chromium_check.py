@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-PROBE = """<script>
+PROBE = r"""<script>
 window.__probeErrors = [];
 window.addEventListener("error", e => window.__probeErrors.push(
   String(e.message || (e.target && (e.target.src || e.target.href)) || "error")), true);
@@ -29,6 +29,9 @@ window.addEventListener("load", () => {
   const report = {
     title: document.title,
     tables: document.querySelectorAll("table").length,
+    // each table as rendered: caption, then rows of cell texts (what a reader sees, intervals included)
+    table_text: [...document.querySelectorAll("table")].map(t => [t.caption ? t.caption.innerText : "",
+      ...[...t.rows].map(r => [...r.cells].map(c => c.innerText.replace(/\s+/g, " ").trim()))]),
     images: images.length,
     broken_images: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt),
     fetched: performance.getEntriesByType("resource").map(r => r.name),
@@ -51,7 +54,7 @@ def probe(page: Path, browser: str, timeout: float = 120) -> dict:
     text = page.read_text(encoding="utf-8")
     with tempfile.TemporaryDirectory() as work:
         copy = Path(work) / page.name
-        copy.write_text(re.sub(r"<head>", "<head>" + PROBE, text, count=1), encoding="utf-8")
+        copy.write_text(re.sub(r"<head>", lambda head: head[0] + PROBE, text, count=1), encoding="utf-8")
         command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                    "--no-first-run", f"--user-data-dir={Path(work) / 'profile'}", "--virtual-time-budget=10000",
                    "--dump-dom", copy.as_uri()]

@@ -23,7 +23,14 @@ def test_report_page_loads_cleanly(runs, tmp_path):
     write_report(report, tmp_path, formats=("html",))
     found = chromium_check.probe(tmp_path / "report.html", BROWSER)
     assert chromium_check.problems(found) == []
-    assert found["images"] == 1 and found["tables"] == 3 + 4 + 2  # toy views, RoMA and C3PO tables
+    assert found["images"] == 1 and found["tables"] == 4 + 3 + 2  # 4 toy views, RoMA's 3 and C3PO's 2 published
+    # What the reader sees: n and chance over the scores, significance marks, each Δ with its paired interval.
+    scores, delta = (next(t for t in found["table_text"] if t[0].startswith(title))
+                     for title in ("Accuracy (%)", "Δ vs base (points), 95% paired interval"))
+    assert scores[2][:5] == ["n", "20", "—", "—", "24"] and scores[3][0] == "chance"
+    assert ["RoMA", "70.0↑", "—", "—", "62.5↑"] == next(r for r in scores if r[0] == "RoMA")[:5]
+    assert delta[2][:5] == ["n (paired)", "20", "—", "—", "24"]
+    assert next(r for r in delta if r[0] == "RoMA")[1] == "+30.0 [+2.4, +30.0]"
 
 
 @pytest.mark.skipif(BROWSER is None, reason="no Chromium installed (apt-get install chromium)")

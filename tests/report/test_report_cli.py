@@ -25,7 +25,7 @@ def test_report_cli(runs, verb, capsys, tmp_path):
     assert verb("report", argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["plots", "report.html", "report.md", "results.csv"]
     text = (out / "report.md").read_text()
-    assert "| RoMA-v2 | **70.0** |" in text and "## RoMA Table 1 — Qwen3-30B-A3B (published)" in text
+    assert "| RoMA-v2 | **70.0**↑ |" in text and "## RoMA Table 1 — Qwen3-30B-A3B (published)" in text
     before = (out / "report.md").read_text()
     assert verb("report", argv) == 2
     assert "already exists" in capsys.readouterr().err and (out / "report.md").read_text() == before

@@ -28,6 +28,13 @@ def test_report_golden(fixture_runs, matches_golden, kind):
     assert matches_golden(f"report.{kind}", render(build_report(fixture_runs, plots=False), kind))
 
 
+def test_paper_style_golden(fixture_runs, matches_golden):
+    """The paper's Table 1 layout: bare numbers, no n, chance, marks or intervals (the rest of the report stays)."""
+    text = render(build_report(fixture_runs, plots=False, paper_style=True), "md")
+    assert matches_golden("report_paper_style.md", text)
+    assert "↑" not in text and "[+" not in text and "| n |" not in text and "| chance |" not in text
+
+
 def test_html_is_autoescaped(runs):
     hostile = "<script>alert(1)</script>"
     text = render(build_report(load_runs([f"{hostile}={runs / 'roma'}"]), plots=False, title="a & b"), "html")
@@ -42,8 +49,12 @@ def test_latex_escaping():
 
 def test_latex_tables_are_booktabs_with_bold_best(fixture_runs):
     text = render(build_report(fixture_runs, plots=False), "tex")
-    assert text.count(r"\toprule") == text.count(r"\bottomrule") == text.count(r"\begin{tabular}") > 0
-    assert r"RoMA & \textbf{70.0} & --- & --- & \textbf{62.5}" in text
+    tables = text.count(r"\begin{tabular}{l")  # a table's own tabular; intervals sit in nested [t] ones
+    assert text.count(r"\toprule") == text.count(r"\bottomrule") == tables > 0
+    assert text.count(r"\begin{tabular}") == text.count(r"\end{tabular}")
+    assert r"RoMA & \textbf{70.0}$\uparrow$ & --- & --- & \textbf{62.5}$\uparrow$" in text
+    # An interval under its Δ, in a nested tabular: "+30.0" over "[+2.4, +30.0]".
+    assert r"\begin{tabular}[t]{@{}r@{}}+30.0\\\scriptsize [+2.4, +30.0]\end{tabular}" in text
     assert text.startswith("%") and text.rstrip().endswith(r"\end{document}")
 
 
@@ -63,7 +74,8 @@ def test_write_report_with_figures(fixture_runs, tmp_path):
     assert html.count('src="data:image/svg+xml;base64,') == 2
     assert not re.search(r'(src|href)="(?!data:)', html)
     markdown = (out / "report.md").read_text()
-    assert "![tiny-olmoe — toy suite: scores per benchmark](plots/tiny-olmoe_toy_bars.png)" in markdown
+    assert ("![tiny-olmoe — toy suite: scores per benchmark; error bars: the 95% paired interval of method − base, "
+            "placed on the method's score; dashed: chance](plots/tiny-olmoe_toy_bars.png)") in markdown
     assert (out / "results.csv").read_text().splitlines()[0] == \
         "model,method,benchmark,metric,value,n,stderr,suite,task,source"
     assert not list(out.rglob("*.tmp"))

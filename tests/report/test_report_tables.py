@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from roma_eval.report.check import Comparison
 from roma_eval.report.tables import (
+    MIN_GAP_POINTS,
     MISSING,
     Grid,
     cost_table,
@@ -53,15 +55,43 @@ def test_best_competitor_bold_and_oracle_never():
     assert not any(c.bold for c in rows["Oracle"])
 
 
+def paired(low: float, high: float, n: int = 100) -> Comparison:
+    """A paired comparison with the given interval of method − base (points); the rest does not matter here."""
+    return Comparison("task", "acc,none", n, 0.0, 0.0, "McNemar", 0.01, (low, high), False)
+
+
 def test_delta_and_gap_closed_by_hand():
     g = grid(base={"mmlu": 50.0, "boolq": 70.0}, roma={"mmlu": 60.0, "boolq": 71.0},
              oracle={"mmlu": 90.0, "boolq": 70.0})
+    g.comparisons = {"oracle": {"mmlu": paired(30.0, 40.0), "boolq": paired(-1.0, 1.0), "average": paired(10.0, 20.0)}}
     delta = dict(delta_table(g).rows)
     assert [c.text for c in delta["RoMA"]] == ["+10.0", "+1.0", "+5.5"]
     gap = dict(gap_closed_table(g).rows)
     # mmlu: 10/40 = 25 %; boolq: oracle = base, no gap to close; average: (65.5-60)/(80-60) = 27.5 %
     assert [c.text for c in gap["RoMA"]] == ["25%", MISSING, "28%"]
     assert "Oracle" not in gap and "Base" not in gap
+
+
+@pytest.mark.parametrize("oracle_boolq, interval, shown", [
+    (70.3, (0.1, 0.5), False),   # 0.3 points: significant, but a share of it is noise (1.4 / 0.3 = 467%)
+    (80.0, (-0.5, 20.0), False),  # 10 points, not significant
+    (80.0, (2.0, 18.0), True),    # 10 points and significant: 1.4 / 10 = 14%
+    (75.0, (1.0, 9.0), True),     # exactly MIN_GAP_POINTS
+])
+def test_the_gap_closed_is_shown_only_where_the_gap_is_real(oracle_boolq, interval, shown):
+    g = grid(base={"mmlu": 50.0, "boolq": 70.0}, roma={"mmlu": 60.0, "boolq": 71.4},
+             oracle={"mmlu": 90.0, "boolq": oracle_boolq})
+    g.comparisons = {"oracle": {"mmlu": paired(30.0, 40.0), "boolq": paired(*interval)}}
+    boolq = dict(gap_closed_table(g).rows)["RoMA"][1].text
+    assert boolq == (fmt(100 * 1.4 / (oracle_boolq - 70.0), digits=0, suffix="%") if shown else MISSING)
+    assert MIN_GAP_POINTS == 5.0
+
+
+def test_no_gap_view_without_a_significant_oracle():
+    g = grid(base={"mmlu": 50.0}, roma={"mmlu": 60.0}, oracle={"mmlu": 90.0})
+    assert gap_closed_table(g) is None  # no per-sample results: nothing says the gap is more than noise
+    g.comparisons = {"oracle": {"mmlu": paired(-2.0, 60.0)}}
+    assert gap_closed_table(g) is None
 
 
 def test_views_that_need_missing_rows_are_absent():

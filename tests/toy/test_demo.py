@@ -87,7 +87,8 @@ def test_demo_adds_router_tuning_roma_oracle_c3po_and_the_report(fast_demo):
         assert ctx.columns["oracle"][task] >= ctx.columns["base"][task], task
     pairs = [("router_tuning", "base"), ("roma", "base"), ("roma", "router_tuning"), ("c3po", "base")]
     for method, baseline in pairs:
-        assert f"{method} − {baseline} per benchmark, points [paired bootstrap 95% interval]:" in ctx.notes
+        assert f"{method} − {baseline} per benchmark, points [95% interval of the paired test, roma-eval check]:" \
+            in ctx.notes
     assert len([n for n in ctx.notes if n.startswith("  toy_")]) == len(pairs) * len(EVAL_TASKS)
     # Per method, how many per-sample results moved, against base.
     for method in ("router_tuning", "roma", "c3po"):
@@ -126,6 +127,51 @@ def test_second_run_reuses_the_model_and_the_results(fast_demo, monkeypatch, cap
     assert again.columns == ctx.columns
     for row in ("chance", "Base", "Router Tuning", "RoMA", "C3PO", "Oracle"):  # 8 benchmarks and the average
         assert re.search(rf"^{row}(\s+[\d.]+){{9}}$", out, re.M), row
+
+
+def tables(report: Path) -> list[str]:
+    """The table lines of a report.md (provenance and paths aside)."""
+    return [line for line in report.read_text().splitlines() if line.startswith("|")]
+
+
+def test_a_copied_tree_is_reused_and_reported_alike(fast_demo, tmp_path, monkeypatch):
+    """The demo's outputs copied elsewhere, the original out of reach: a warm demo there recomputes nothing and fails
+    nowhere, and both its report and `roma-eval report` on the copy give the original's tables."""
+    import shutil
+
+    from roma_eval.cli import main
+
+    root, ctx = fast_demo
+    # as `cp -r` copies: new modification times (the held-out cache was keyed on them)
+    copy = Path(shutil.copytree(root / "reports", tmp_path / "elsewhere" / "demo", copy_function=shutil.copy))
+    for target in ("roma_eval.toy.pretrain.pretrain", "lm_eval.simple_evaluate",
+                   "roma_eval.methods.roma.train.train_roma", "roma_eval.scoring.score_samples",
+                   "roma_eval.methods.c3po.build_reference", "roma_eval.methods.oracle.run.descend"):
+        monkeypatch.setattr(target, lambda *a, **k: pytest.fail("recomputed something the copy holds"))
+    monkeypatch.setenv("ROMA_EVAL_CACHE", str(root / "cache"))
+    hidden = root / "reports-hidden"
+    (root / "reports").rename(hidden)
+    try:
+        again = run_demo(DemoContext.from_preset("fast", output=copy, progress=False))
+        assert main(["report", str(copy), "--columns", "present", "--no_plots",
+                     "--output_path", str(tmp_path / "cli")]) == 0
+    finally:
+        hidden.rename(root / "reports")
+    assert again.columns == ctx.columns
+    original = tables(root / "reports" / "report" / "report.md")
+    assert any(line.startswith("| Router Tuning |") for line in original)
+    assert tables(copy / "report" / "report.md") == original == tables(tmp_path / "cli" / "report.md")
+
+
+def test_the_reports_chance_is_the_demos(fast_demo):
+    """The report reads chance from lm-eval's samples; the demo's table computes it from the toy documents."""
+    from roma_eval.demo.table import chance_levels
+    from roma_eval.report.tables import fmt
+
+    root, ctx = fast_demo
+    row = next(line for line in tables(root / "reports" / "report" / "report.md") if line.startswith("| chance |"))
+    expected = chance_levels(ctx.limit)
+    assert row.strip("| ").split(" | ")[1:9] == [fmt(100 * expected[task]) for task in EVAL_TASKS]
 
 
 def test_another_seed_into_the_same_directory_is_refused(fast_demo, capsys):
