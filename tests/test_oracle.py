@@ -333,9 +333,11 @@ def run_files(out, pattern):
 
 
 def test_initial_variables_reproduce_lm_eval_exactly(tmp_path, tokenizer, model_dir, saved, lm_eval_base):
-    """lr 0 keeps the base routing: per sample, the oracle's answers must be lm-eval hf's own."""
+    """lr 0 keeps the base routing: per sample, the oracle's answers (log-likelihoods, generations) must be lm-eval
+    hf's own, with the default variables: every position the scores depend on, steered at zero offsets."""
     run = run_oracle(saved, tokenizer, fixture_tasks(), tmp_path, OracleConfig(lr=0.0, max_steps=2),
                      model_name=str(model_dir), progress=False)
+    assert run.results["oracle"]["config"]["positions"] == "all"
     assert run.results_file.parent.parent == tmp_path  # lm-eval's OUT/<model_name_sanitized>/
     for task in TASKS:
         (samples_file,) = run_files(tmp_path, f"samples_{task}_*.jsonl")
