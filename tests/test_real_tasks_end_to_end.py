@@ -4,6 +4,7 @@ then the report and the gate over all four runs."""
 import contextlib
 import io
 import json
+import re
 
 import pytest
 
@@ -57,6 +58,9 @@ def test_every_verb_on_lm_evals_own_tasks(real_tasks, tokenizer, tmp_path):
     with contextlib.redirect_stdout(out):
         code = main(["check", "--baseline", str(runs / "base"), "--candidate", str(runs / "roma")])
     assert code in (0, 1), out.getvalue()
-    verdicts = [line for line in out.getvalue().splitlines() if line.startswith(("PASS", "REGRESSION"))]
-    assert {line.split()[1].rstrip(":") for line in verdicts} == {"mmlu", "arc_challenge", "winogrande", "gsm8k"}
+    lines = out.getvalue().splitlines()
+    verdicts = {re.match(r"(better|worse|REGRESSION|no significant difference) +(\S+):", line).group(2)
+                for line in lines[:-1]}
+    assert verdicts == {"mmlu", "arc_challenge", "winogrande", "gsm8k", "average"}
+    assert lines[-1].startswith(("REGRESSION: ", "NO REGRESSION: "))
     assert json.loads(next((runs / "oracle").rglob("results_*.json")).read_text())["config"]["model"] == "oracle"
