@@ -70,6 +70,8 @@ def claim_output(target, flag: str = "--output_path", directory: bool = True) ->
     owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
              "command": " ".join(["roma-eval", *sys.argv[1:]]) if sys.argv else "roma-eval"}
     claim = Claim(target.with_name(target.name + CLAIM_SUFFIX), target, owner, made, not target.exists())
+    for earlier in [c for c in _held if c.file == claim.file]:  # this process claimed it before (the Python API)
+        earlier.release()
     try:
         _take(claim.file, owner, target, flag)
     except BaseException:

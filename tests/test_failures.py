@@ -443,6 +443,23 @@ def test_refused_reproduce_leaves_no_directory_and_runs_no_stage(tmp_path, model
     assert list(tmp_path.iterdir()) == []
 
 
+def test_reproduce_on_a_dense_model_is_refused_and_leaves_nothing(tmp_path, tokenizer, monkeypatch):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import roma_eval.pipeline
+
+    dense = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2))
+    dense.save_pretrained(tmp_path / "dense")
+    tokenizer.save_pretrained(tmp_path / "dense")
+    monkeypatch.setitem(roma_eval.pipeline.STAGES, "base", lambda exp: pytest.fail("a stage ran"))
+    code, err = run(["reproduce", "--pretrained", str(tmp_path / "dense"), "--output_path", str(tmp_path / "out"),
+                     "--eval_tasks", "tiny_parity", "--train_tasks", "tiny_parity", "--include_path",
+                     str(FIXTURE_TASKS), "--methods", "base,roma"])
+    assert code == 2 and len(err) == 1 and "no recognised MoE routers" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dense"]
+
+
 def test_a_reproduce_that_fails_before_any_stage_finishes_leaves_nothing(tmp_path, model_dir, monkeypatch):
     import roma_eval.pipeline
 

@@ -125,8 +125,8 @@ def run(args) -> int:
     if exp.dist.num_processes > 1 and (alone := [m for m in methods if m in ONE_PROCESS]):
         raise RomaEvalError(f"--methods {args.methods}: {', '.join(alone)} run in one process; run them in a second "
                             "`roma-eval reproduce` without accelerate launch (same --output_path: it reuses the rest)")
-    check_inputs(exp, methods)  # the model's config, the task names, C3PO's model_args: before anything is written
     exp.check_output()  # a directory of another run: refused before the model is read
+    check_inputs(exp, methods)  # the model's config, the task names, C3PO's model_args: before anything is written
     check_methods(exp, methods)  # a method the model cannot run: refused before any stage
     exp.claim_output()
     paper_model = args.paper_model or paper_model_for(args.pretrained)
