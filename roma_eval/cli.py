@@ -18,6 +18,7 @@ import sys
 from roma_eval import __version__
 from roma_eval.claims import release_claims
 from roma_eval.errors import RomaEvalError
+from roma_eval.quiet import quiet_libraries
 from roma_eval.storage import full_disk_message, is_full_disk
 
 # verb -> (module, one-line help)
@@ -70,6 +71,10 @@ def _verb_listing() -> str:
     return "\n".join(lines) + "`roma-eval <verb> --help` gives a verb's flags."
 
 
+VERBOSE = ("-v", "--verbose")
+VERBOSE_HELP = "also show the libraries' progress bars and warnings (transformers, datasets, lm-eval), off by default"
+
+
 class _HelpFormatter(argparse.HelpFormatter):
     """Each option's default after its help, unless the help already speaks of it or there is none."""
 
@@ -80,11 +85,29 @@ class _HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def _required_first(parser: argparse.ArgumentParser) -> None:
+    """A verb's required flags in their own group at the top of its help, and first in its usage line.
+
+    argparse keeps them among the optional ones in the order they were added (parents' flags first), so the few a
+    user must give hide among dozens; the group and order are argparse's own lists, reordered, nothing re-added."""
+    required = [action for action in parser._actions if action.required and action.option_strings]
+    if not required:
+        return
+    for group in parser._action_groups:
+        group._group_actions[:] = [action for action in group._group_actions if action not in required]
+    group = parser.add_argument_group("required arguments")
+    group._group_actions.extend(required)
+    parser._action_groups.remove(group)
+    parser._action_groups.insert(0, group)
+    parser._actions[:] = required + [action for action in parser._actions if action not in required]
+
+
 def build_parser(verb: str | None = None) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
     """The command line, with ``verb``'s own parser built in full (the others only named); and that parser."""
     parser = argparse.ArgumentParser(prog="roma-eval", description=__doc__.splitlines()[0], epilog=_verb_listing(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"roma-eval {__version__}")
+    parser.add_argument(*VERBOSE, action="store_true", help=VERBOSE_HELP)
     # The verbs are listed by group in the epilog, not once more in argparse's flat list.
     sub = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     chosen = None
@@ -97,6 +120,9 @@ def build_parser(verb: str | None = None) -> tuple[argparse.ArgumentParser, argp
         chosen = sub.add_parser(name, help=help_text, description=help_text, parents=parents,
                                 formatter_class=_HelpFormatter)
         module.add_arguments(chosen)
+        if not chosen.get_default("_accepts_extra"):  # `eval`'s flags after the verb are lm-eval's own
+            chosen.add_argument(*VERBOSE, action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        _required_first(chosen)
         chosen.set_defaults(_run=module.run)
     return parser, chosen
 
@@ -167,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.extra = extra
         _log_plainly()
+        if not args.verbose:
+            quiet_libraries()
         code = int(args._run(args) or 0)
         failed = False
         return code

@@ -83,3 +83,47 @@ def test_every_verb_sleeps_idle_openmp_threads(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     main(["check", "--baseline", "nowhere", "--candidate", "nowhere"])
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_library_noise_is_off_unless_verbose(monkeypatch):
+    """Quiet by default through the libraries' own switches (a user's own setting wins); -v, before or after the
+    verb, leaves them alone; lm-eval's warnings about the model our verbs pass it on purpose are dropped."""
+    import logging
+
+    from roma_eval.cli import main
+    from roma_eval.quiet import QUIET_ENVIRONMENT
+
+    for name in QUIET_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    for argv in (["-v", "check"], ["check", "--verbose"]):
+        main([*argv, "--baseline", "nowhere", "--candidate", "nowhere"])
+        assert not any(name in os.environ for name in QUIET_ENVIRONMENT), argv
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")
+    main(["check", "--baseline", "nowhere", "--candidate", "nowhere"])
+    expected = {**QUIET_ENVIRONMENT, "TRANSFORMERS_VERBOSITY": "info"}
+    assert {name: os.environ[name] for name in QUIET_ENVIRONMENT} == expected
+
+    lm_eval_hf = logging.getLogger("lm_eval.models.huggingface")
+    passed = [lm_eval_hf.filter(logging.LogRecord("lm_eval.models.huggingface", logging.WARNING, "", 0, text, (), None))
+              for text in ("Passed an already-initialized model through `pretrained`, assuming ...",
+                           "Model parallel was set to False.")]
+    assert not passed[0] and passed[1]
+
+
+@pytest.mark.parametrize("verb", ["train", "oracle", "reproduce", "check", "dense-bp"])
+def test_a_verbs_required_flags_come_first(verb, capsys):
+    from roma_eval.cli import build_parser
+
+    _, parser = build_parser(verb)
+    required = [action.option_strings[0] for action in parser._actions if action.required and action.option_strings]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    out = capsys.readouterr().out
+    usage = out.split("\n\n")[0].split()
+    assert usage[3:3 + 2 * len(required):2] == required  # "usage: roma-eval VERB --a A --b B ..."
+    sections = re.findall(r"^(\S[^\n]*):$", out, flags=re.M)
+    assert sections[0] == "required arguments" and out.count(required[0] + " ") >= 2
+    # Still required after the move.
+    with pytest.raises(SystemExit):
+        parser.parse_args([])
+    assert "the following arguments are required" in capsys.readouterr().err

@@ -25,14 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import logging
-
     from roma_eval.demo import DemoContext, run_demo, summary
-
-    # lm-eval warns about `--metadata` every time it loads a task built by a Python function, which
-    # every toy task is (16 times per stage); nothing for a demo user to act on.
-    logging.getLogger("lm_eval.api.task").addFilter(
-        lambda record: "Custom kwargs can be passed" not in record.getMessage())
 
     ctx = DemoContext.from_preset(args.preset, seed=args.seed, output=args.output_path, batch_size=args.batch_size,
                                   overwrite=args.overwrite, progress=not args.no_progress)

@@ -19,11 +19,12 @@ def flag(name: str) -> list[str]:
     return [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
 
 
-def add_base_model(parser, dtype: str = "auto") -> None:
+def add_base_model(parser) -> None:
     """The base MoE, named as lm-eval's `hf` model_args name it."""
     parser.add_argument(*flag("pretrained"), required=True, help="base MoE: hub id or local directory")
     parser.add_argument("--revision", default=None, help="model revision on the hub")
-    parser.add_argument("--dtype", default=dtype, help="model dtype: auto, float32, bfloat16, float16")
+    parser.add_argument("--dtype", default="auto", help="model dtype: auto (the checkpoint's own, as lm-eval's `hf`), "
+                        "float32, bfloat16, float16 (router training keeps float32 copies of the tuned routers)")
     parser.add_argument(*flag("trust_remote_code"), action="store_true",
                         help="allow the model's own code (e.g. DeepSeekMoE)")
     parser.add_argument("--device", default=None, help="torch device (default: accelerate's choice, GPU if present)")

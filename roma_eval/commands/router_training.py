@@ -8,7 +8,7 @@ import argparse
 def add_training_arguments(parser: argparse.ArgumentParser, artefact: str = "router checkpoint") -> None:
     from roma_eval.commands.options import add_base_model, add_output, add_progress, add_tasks
 
-    add_base_model(parser, dtype="float32")
+    add_base_model(parser)
     add_tasks(parser, "comma-separated lm-eval training tasks or groups (train split), e.g. roma_paper_train",
               limit=False)  # --limit is the config's: it is recorded with the artefact
     add_output(parser, f"output directory for the {artefact}")

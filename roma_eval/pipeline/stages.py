@@ -60,6 +60,19 @@ def base_stage(exp: Experiment) -> list[str]:
     return [exp.lm_eval_command("base", "hf", model_args)]
 
 
+def summary_line(summary: dict) -> str:
+    """A training summary as one readable line: "training samples 128, success set size 33, schedule (steps 4, ...)"."""
+    def value(v):
+        if isinstance(v, dict):
+            return f" ({summary_line(v)})"
+        if isinstance(v, float):
+            return f" {v:.4g}"
+        if isinstance(v, list) and len(v) > 6:
+            return f" {v[:3]} ... ({len(v)})"
+        return f" {v}"
+    return ", ".join(f"{key.replace('_', ' ')}{value(v)}" for key, v in summary.items())
+
+
 def _trained_stage(exp: Experiment, stage: str, artefact_name: str, complete: str, train, model: str,
                    arg: str, command: str) -> list[str]:
     """Train with ``train(model, tokenizer, samples, artefact)`` unless an earlier run left ``artefact/complete``,
@@ -69,7 +82,7 @@ def _trained_stage(exp: Experiment, stage: str, artefact_name: str, complete: st
         exp.note_work()
         base_model, tokenizer = exp.load_model()
         summary = train(base_model, tokenizer, exp.training_samples(), artefact).summary
-        logger.info(f"{stage}: {summary}")
+        logger.info(f"{stage}: {summary_line(summary)}")
         del base_model
     else:
         logger.info(f"{stage}: reusing {artefact} (--overwrite retrains it)")
