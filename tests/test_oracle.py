@@ -522,3 +522,48 @@ def test_split_train_runs_on_the_training_documents(tmp_path, tokenizer, model):
     questions = [line["doc"]["question"] for line in read_lines(samples_file)]
     train = load_samples(["tiny_animals_train"], split="train", include_path=[FIXTURE_TASKS])
     assert sorted(questions) == sorted(s.context.split("\n")[0].removeprefix("Question: ") for s in train)
+
+
+def markdown_rows(lines):
+    """The body rows of a Markdown table (lm-eval's ``make_table`` layout) as lists of stripped cells."""
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines[2:]]
+
+
+def test_oracle_of_a_group_ends_with_lm_evals_table_and_a_gap_row_per_member(tmp_path, model_dir, capsys):
+    """`roma-eval oracle --tasks <group>` for a group without an aggregate of its own (as roma_paper), whose members
+    are a group with one (as MMLU) and a task: lm-eval's own results table, then a gap table with a row per member
+    and metric whose base, oracle and gap are the results file's (the group once printed an empty line)."""
+    from lm_eval.utils import make_table
+
+    from roma_eval.cli import main
+
+    groups = tmp_path / "groups"
+    groups.mkdir()
+    (groups / "tiny_inner.yaml").write_text("group: tiny_inner\ntask:\n  - tiny_parity\n  - tiny_animals_train\n"
+                                            "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\n"
+                                            "metadata:\n  version: 1.0\n")
+    (groups / "tiny_outer.yaml").write_text("group: tiny_outer\ntask:\n  - tiny_inner\n  - tiny_animals\n"
+                                            "metadata:\n  version: 1.0\n")
+    out = tmp_path / "oracle"
+    capsys.readouterr()
+    assert main(["oracle", "--pretrained", str(model_dir), "--tasks", "tiny_outer", "--include_path",
+                 str(FIXTURE_TASKS), "--include_path", str(groups), "--output_path", str(out), "--limit", "4",
+                 "--max_steps", "2", "--no_progress"]) == 0
+    printed = capsys.readouterr().out
+    (results_file,) = run_files(out, "results_*.json")
+    results = json.loads(results_file.read_text())
+    assert make_table(results) in printed and make_table(results, "groups") in printed
+    lines = printed.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("oracle against base"))) + 1
+    table = lines[start:lines.index(str(results_file))]
+    assert [cell.strip() for cell in table[0].strip("|").split("|")][:6] == ["Tasks", "Filter", "Metric", "Base %",
+                                                                             "Oracle %", "Gap (points)"]
+    task, seen = None, []
+    for name, filter_name, metric, base, oracle, gap, *_ in markdown_rows(table):
+        task = name or task
+        key = f"{metric},{filter_name}"
+        seen.append((task, metric))
+        assert float(base) == pytest.approx(100 * results["oracle"]["base"][task][key], abs=0.006)
+        assert float(oracle) == pytest.approx(100 * results["results"][task][key], abs=0.006)
+        assert float(gap) == pytest.approx(float(oracle) - float(base), abs=0.011)
+    assert seen == [("tiny_inner", "acc"), ("tiny_animals", "acc"), ("tiny_animals", "acc_norm")]

@@ -1,7 +1,8 @@
 """`roma-eval icl --pretrained M --tasks roma_paper --train_tasks roma_paper_train --output_path OUT`: the ICL row
 (flags = IclConfig fields): each evaluation document gets its k nearest successful training samples as in-context
 examples in lm-eval's own few-shot format; lm-eval evaluates the base model and writes OUT/<model>/ as
-`lm_eval --output_path OUT --log_samples` does (config.model "icl"), with icl_demonstrations.json beside it."""
+`lm_eval --output_path OUT --log_samples` does (config.model "icl"), with icl_demonstrations.json beside it, and
+prints lm-eval's results table as `lm_eval` does."""
 
 import argparse
 
@@ -33,6 +34,7 @@ def run(args) -> int:
 
     from roma_eval.claims import claim_output
     from roma_eval.commands.options import chat_template_args, config_from_args, split_list
+    from roma_eval.commands.results_table import lm_eval_tables
     from roma_eval.errors import RomaEvalError
     from roma_eval.methods.icl import IclConfig, run_icl
     from roma_eval.model_loading import check_model_source, load_model
@@ -50,6 +52,7 @@ def run(args) -> int:
                      train_tasks=split_list(args.train_tasks), model_name=args.pretrained,
                      include_path=args.include_path, limit=args.limit, overwrite=args.overwrite,
                      progress=not args.no_progress, chat_template=chat_template)
+    print(lm_eval_tables(result.results))
     s = result.demonstrations.summary
     print(f"ICL: {s['pool_size']} of {s['training_samples']} training samples in the pool, k={config.k}, "
           f"{s['evaluation_documents']} documents evaluated")

@@ -3,8 +3,9 @@ OracleConfig fields).
 
 lm-eval evaluates the oracle like any model (`OracleLM`, roma_eval/methods/oracle/lm_eval.py) and writes what
 `lm_eval --output_path DIR --log_samples` writes, in DIR/<model_name_sanitized>/ (groups such as MMLU's
-total included); `roma-eval report` reads it as the "oracle" method.  Rerun the same command to resume an
-interrupted run.
+total included); `roma-eval report` reads it as the "oracle" method.  It ends as `lm_eval` does, with lm-eval's
+results table, then the gap table (base -> oracle per benchmark; a group without an aggregate, such as roma_paper,
+by its members).  Rerun the same command to resume an interrupted run.
 """
 
 import argparse
@@ -48,6 +49,7 @@ def run(args) -> int:
 
     from roma_eval.claims import claim_output
     from roma_eval.commands.options import chat_template_args, config_from_args, split_list
+    from roma_eval.commands.results_table import lm_eval_tables
     from roma_eval.errors import RomaEvalError
     from roma_eval.methods.oracle import (
         OracleConfig,
@@ -88,6 +90,8 @@ def run(args) -> int:
         return 0
     if result.resumed_complete:
         print(f"{result.results_file.parent} already holds this complete oracle run; pass --overwrite to recompute it")
+    print(lm_eval_tables(result.results))
+    print("oracle against base (the same documents, base = the descent's iterate 0):")
     print("\n".join(gap_table(result.results)))
     print(result.results_file)
     return 0

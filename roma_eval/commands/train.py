@@ -1,5 +1,6 @@
 """`roma-eval train --pretrained M --tasks T --output_path DIR`: RoMA router post-training (flags = RomaConfig
-fields)."""
+fields).  Prints the training tasks' held-out accuracy before and after training and the `lm_eval --model roma`
+command that evaluates the checkpoint (commands/router_training.py)."""
 
 import argparse
 

@@ -58,13 +58,11 @@ def warmup_words(steps: int, ratio: float | None) -> str:
 
 
 def heldout_accuracy(model, tokenizer, limit: int | None = None) -> tuple[float, int]:
-    """Mean acc on the training mixture's held-out (test) split: where router learning rates are chosen."""
-    from roma_eval.samples import load_samples
-    from roma_eval.scoring import score_samples
+    """Mean acc on the toy mixture's held-out (test) split: where router learning rates are chosen
+    (``roma_eval.heldout``, which `roma-eval train` prints too)."""
+    from roma_eval.heldout import heldout_accuracy as mixture_heldout_accuracy
 
-    samples = load_samples([TRAIN_GROUP], split="eval", limit=limit)
-    results = score_samples(model, tokenizer, samples, batch_size=64)
-    return sum(r.acc for r in results) / len(results), len(results)
+    return mixture_heldout_accuracy(model, tokenizer, [TRAIN_GROUP], limit=limit)
 
 
 def heldout_mixture(ctx: DemoContext, stage: str) -> dict:
