@@ -106,3 +106,24 @@ def test_a_description_stays_first_and_other_tasks_examples_keep_their_own_forma
                            for i, _ in demos.chosen["mmlu_anatomy"][doc_id])
         assert plain.startswith(description)
         assert evaluated.fewshot_context(doc, 2) == description + examples + plain[len(description):]
+
+
+def test_the_icl_verb_ends_with_lm_evals_results_table(tmp_path, tokenizer, capsys):
+    """`roma-eval icl` prints lm-eval's own table of the results it wrote, as `lm_eval` does after a run."""
+    import json
+
+    from lm_eval.utils import make_table
+    from lm_eval_helpers import FIXTURE_TASKS
+
+    from roma_eval.cli import main
+    from roma_eval.tiny import save_tiny_model
+
+    model = save_tiny_model("olmoe", tmp_path / "model", seed=5, tokenizer=tokenizer)
+    capsys.readouterr()
+    assert main(["icl", "--pretrained", str(model), "--tasks", "tiny_animals", "--train_tasks", "tiny_animals_train",
+                 "--include_path", str(FIXTURE_TASKS), "--limit", "4", "--k", "1", "--output_path", str(tmp_path / "icl"),
+                 "--no_progress"]) == 0
+    (results_file,) = (tmp_path / "icl").glob("*/results_*.json")
+    results = json.loads(results_file.read_text())
+    assert results["results"]["tiny_animals"]["acc,none"] is not None
+    assert make_table(results) in capsys.readouterr().out

@@ -11,14 +11,21 @@ import pytest
 from roma_eval.cli import main
 from roma_eval.tiny import save_tiny_model
 
-TRAINING = "epochs=2,k=1,layers=last:2,batch_size=16,lr=0.01"
+BUDGET = "epochs=2,batch_size=16,lr=0.01"  # --train_args: every trained row's
+TRAINING = ["--train_args", BUDGET, "--roma_args", "k=1,layers=last:2", "--router_tuning_args", "layers=last:2"]
 
 
 def reproduce(model, out):
-    return main(["reproduce", "--pretrained", str(model), "--output_path", str(out), "--limit", "1",
-                 "--train_limit", "2", "--roma_args", TRAINING, "--router_tuning_args", TRAINING,
-                 "--oracle_args", "max_steps=1", "--c3po_args", "c3po_steps=2", "--batch_size", "16",
-                 "--no_progress"])
+    """`roma-eval reproduce` on the tiny model: (exit code, what it printed)."""
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["reproduce", "--pretrained", str(model), "--output_path", str(out), "--limit", "1",
+                     "--train_limit", "2", *TRAINING, "--oracle_args", "max_steps=1", "--c3po_args", "c3po_steps=2",
+                     "--batch_size", "16", "--no_progress"])
+    return code, printed.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +48,16 @@ def run(tmp_path_factory, tokenizer):
 
     with offline_hub.installed(), pytest.MonkeyPatch.context() as patch:
         patch.setattr(roma_train, "_save_resume", save_then_stop)
-        assert reproduce(model, root / "out") == 130  # interrupted inside RoMA training
+        assert reproduce(model, root / "out")[0] == 130  # interrupted inside RoMA training
         patch.setattr(roma_train, "_save_resume", save)
-        assert reproduce(model, root / "out") == 0
-    return model, root / "out"
+        code, printed = reproduce(model, root / "out")
+        assert code == 0
+    return model, root / "out", printed
 
 
 @pytest.mark.slow
 def test_every_stage_fills_every_column_of_the_report(run):
-    _, out = run
+    _, out, _ = run
     table = (out / "report" / "report.md").read_text().split("\n\n")
     scores = next(block for block in table if "| Base |" in block)
     header = [c.strip() for c in scores.splitlines()[0].strip("|").split("|")]
@@ -63,11 +71,31 @@ def test_every_stage_fills_every_column_of_the_report(run):
     assert set(manifest["stages"]) == {"base", "router_tuning", "roma", "oracle", "c3po", "report"}
     roma = manifest["stages"]["roma"]["commands"]
     assert roma[0].startswith("roma-eval train --pretrained") and "--model roma" in roma[1]
+    assert "--lr 0.01" in roma[0] and "--epochs 2" in roma[0]  # the shared budget, in the plain command too
+    budget = manifest["training_budget"]["rows"]
+    assert all(budget[row]["lr"] == {"value": 0.01, "source": "shared budget"} for row in ("roma", "router_tuning"))
+
+
+@pytest.mark.slow
+def test_each_stage_prints_lm_evals_table_and_the_oracle_its_gap_per_benchmark(run):
+    """What `reproduce` prints: each stage's lm-eval table as `lm_eval` prints it (from the results file it wrote),
+    the oracle's gap table with a row per benchmark of roma_paper (a group without an aggregate), no budget note."""
+    from lm_eval.utils import make_table
+
+    _, out, printed = run
+    for stage in ("base", "router_tuning", "roma", "oracle", "c3po"):
+        results = json.loads(max((out / stage).rglob("results_*.json")).read_text())
+        block = printed.split(f"== {stage}\n")[1]
+        assert make_table(results) in block, stage
+    gap = printed.split("oracle against base:\n")[1].split("\n\n")[0].splitlines()
+    tasks = [line.split("|")[1].strip() for line in gap[2:] if line.split("|")[1].strip()]
+    assert tasks == ["mmlu", "hellaswag", "arc_challenge", "arc_easy", "piqa", "winogrande", "boolq", "gsm8k"]
+    assert "note:" not in printed
 
 
 @pytest.mark.slow
 def test_the_interrupted_roma_training_resumed_from_its_first_epoch(run):
-    _, out = run
+    _, out, _ = run
     log = (out / "roma" / "router_checkpoint" / "training_log.jsonl").read_text().splitlines()
     epochs = [json.loads(line)["epoch"] for line in log]
     assert sorted(set(epochs)) == [0, 1] and not (out / "roma" / "router_checkpoint.partial").exists()
@@ -77,7 +105,7 @@ def test_the_interrupted_roma_training_resumed_from_its_first_epoch(run):
 def test_a_second_run_does_no_work(run, monkeypatch):
     import offline_hub
 
-    model, out = run
+    model, out, _ = run
 
     def fail(*args, **kwargs):
         raise AssertionError("recomputed something a second run should reuse")
@@ -87,7 +115,7 @@ def test_a_second_run_does_no_work(run, monkeypatch):
         monkeypatch.setattr(target, fail)
     before = json.loads((out / "experiment.json").read_text())["stages"]
     with offline_hub.installed():
-        assert reproduce(model, out) == 0
+        assert reproduce(model, out)[0] == 0
     after = json.loads((out / "experiment.json").read_text())["stages"]
     for stage in ("base", "router_tuning", "roma", "oracle", "c3po"):  # the cost figures survive the rerun
         assert after[stage]["skipped"] and before[stage]["seconds"] > 1, stage
@@ -99,7 +127,7 @@ def test_a_second_run_does_no_work(run, monkeypatch):
 
 @pytest.mark.slow
 def test_another_model_into_the_same_directory_is_refused(run, tmp_path, capsys):
-    _, out = run
+    _, out, _ = run
     assert main(["reproduce", "--pretrained", str(tmp_path / "other"), "--output_path", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "other settings" in err[0]
@@ -113,9 +141,8 @@ def test_all_ten_rows_of_table_1(tmp_path, tokenizer):
     model = save_tiny_model("olmoe", tmp_path / "model", seed=7, tokenizer=tokenizer)
     with offline_hub.installed():
         assert main(["reproduce", "--pretrained", str(model), "--output_path", str(tmp_path / "out"), "--limit", "1",
-                     "--train_limit", "2", "--methods", "all", "--roma_args", TRAINING, "--router_tuning_args",
-                     TRAINING, "--oracle_args", "max_steps=1", "--c3po_args", "c3po_steps=2", "--batch_size", "16",
-                     "--no_progress"]) == 0
+                     "--train_limit", "2", "--methods", "all", *TRAINING, "--oracle_args", "max_steps=1",
+                     "--c3po_args", "c3po_steps=2", "--batch_size", "16", "--no_progress"]) == 0
     table = (tmp_path / "out" / "report" / "report.md").read_text().split("\n\n")
     scores = next(block for block in table if "| Base |" in block)
     rows = [line.split("|")[1].strip() for line in scores.splitlines()[2:]]
@@ -139,7 +166,7 @@ def test_a_method_the_model_cannot_run_is_refused_before_anything_is_written(arc
 
 # ---------------------------------------------------------------- DeepSeekMoE's remote code, every row
 
-DEEPSEEK_TRAINING = "epochs=1,k=1,batch_size=16,lr=0.01"  # the default layers: the last five of nine MoE layers
+DEEPSEEK_BUDGET = "epochs=1,batch_size=16,lr=0.01"  # the default layers: the last five of nine MoE layers
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +181,8 @@ def deepseek_run(tmp_path_factory, tokenizer):
     tokenizer.save_pretrained(root / "model")
     with offline_hub.installed():
         assert main(["reproduce", "--pretrained", str(root / "model"), "--trust_remote_code", "--output_path",
-                     str(root / "out"), "--limit", "2", "--train_limit", "2", "--methods", "all", "--roma_args",
-                     DEEPSEEK_TRAINING, "--router_tuning_args", DEEPSEEK_TRAINING, "--oracle_args", "max_steps=1",
+                     str(root / "out"), "--limit", "2", "--train_limit", "2", "--methods", "all", "--train_args",
+                     DEEPSEEK_BUDGET, "--roma_args", "k=1", "--oracle_args", "max_steps=1",
                      "--c3po_args", "c3po_steps=2", "--batch_size", "16", "--no_progress"]) == 0
     return root / "model", root / "out"
 
@@ -227,3 +254,79 @@ def test_every_c3po_variant_runs_on_deepseek_moe_remote_code(deepseek_run, token
     results = C3PO(model, load_reference(out / "c3po" / "reference"), config).score_samples(tokenizer, samples,
                                                                                            progress=False)
     assert len(results) == 2 and all(all(map(math.isfinite, r.scores)) for r in results)
+
+
+# ---------------------------------------------------------------- one training budget for every trained row
+
+ROUTER_ROWS = ("router_tuning", "roma", "oracle_tuning", "dense_bp")
+
+
+@pytest.fixture
+def budget_run(tmp_path, tokenizer, monkeypatch, capsys):
+    """`reproduce ARGS` with every stage replaced by one that keeps the configs it would train with: (exit code,
+    printed lines, experiment.json, row -> config)."""
+    from roma_eval.pipeline import STAGES, stages
+
+    model = save_tiny_model("olmoe", tmp_path / "model", seed=7, tokenizer=tokenizer)
+    configs = {}
+
+    def keep(exp, row):
+        configs[row] = {"router_tuning": exp.router_tuning, "roma": exp.roma, "dense_bp": exp.dense_bp,
+                        "oracle_tuning": stages.oracle_tuning_config(exp)}.get(row) or stages.peft_config(exp, row)
+        return []
+
+    for row in (*ROUTER_ROWS, "prefix_tuning"):
+        monkeypatch.setitem(STAGES, row, lambda exp, row=row: keep(exp, row))
+    monkeypatch.setattr("roma_eval.pipeline.report_stage", lambda *args, **kwargs: [])
+
+    def run(*args):
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        capsys.readouterr()
+        code = main(["reproduce", "--pretrained", str(model), "--output_path", str(out), "--methods",
+                     ",".join((*ROUTER_ROWS, "prefix_tuning")), "--no_progress", *args])
+        printed = capsys.readouterr()
+        manifest = json.loads((out / "experiment.json").read_text()) if code == 0 else None
+        return code, (printed.out + printed.err).splitlines(), manifest, dict(configs)
+
+    return run
+
+
+def test_train_args_set_one_budget_for_every_trained_row(budget_run):
+    code, printed, manifest, configs = budget_run("--train_args", "lr=0.02,epochs=1,lr_schedule=linear")
+    assert code == 0
+    for row in ROUTER_ROWS:
+        assert (configs[row].lr, configs[row].epochs, configs[row].lr_schedule) == (0.02, 1, "linear"), row
+        recorded = manifest["training_budget"]["rows"][row]
+        assert recorded["lr"] == {"value": 0.02, "source": "shared budget"}
+        assert recorded["batch_size"] == {"value": 32, "source": "default"}
+    peft = configs["prefix_tuning"]  # the shared budget but its lr: a soft prompt's is the peft method's own
+    assert (peft.lr, peft.epochs, peft.lr_schedule) == (1e-2, 1, "linear")
+    assert manifest["training_budget"]["rows"]["prefix_tuning"]["lr"]["source"] == "the peft method's own default"
+    assert manifest["training_budget"]["shared"] == {"lr": 0.02, "epochs": 1, "lr_schedule": "linear"}
+    assert not any(line.startswith("note:") for line in printed)
+    assert any(line.split()[:3] == ["roma", "lr", "0.02"] for line in printed), printed
+
+
+def test_a_row_that_overrides_the_budget_is_named_in_the_summary_and_the_manifest(budget_run):
+    code, printed, manifest, configs = budget_run("--roma_args", "lr=0.03")
+    assert code == 0
+    assert (configs["roma"].lr, configs["router_tuning"].lr, configs["dense_bp"].lr) == (0.03, 7e-5, 7e-5)
+    rows = manifest["training_budget"]["rows"]
+    assert rows["roma"]["lr"] == {"value": 0.03, "source": "row override"}
+    assert rows["router_tuning"]["lr"] == {"value": 7e-5, "source": "default"}
+    notes = [line for line in printed if line.startswith("note: the trained rows differ in lr")]
+    assert len(notes) == 2  # before the stages and again at the end, above the report
+    assert "roma 0.03 (row override)" in notes[0] and "router_tuning 7e-05 (default)" in notes[0]
+    # The shared budget and a row's own value together: the row's wins, the others share.
+    code, printed, manifest, configs = budget_run("--train_args", "lr=0.02", "--router_tuning_args", "lr=0.05")
+    assert (configs["router_tuning"].lr, configs["roma"].lr, configs["oracle_tuning"].lr) == (0.05, 0.02, 0.02)
+    assert manifest["training_budget"]["rows"]["oracle_tuning"]["lr"]["source"] == "shared budget"
+    assert any("router_tuning 0.05 (row override)" in line for line in printed if line.startswith("note:"))
+
+
+def test_train_args_outside_the_budget_are_one_line(budget_run):
+    code, printed, _, _ = budget_run("--train_args", "lam=0.5")
+    errors = [line for line in printed if "error" in line]
+    assert code == 2 and len(errors) == 1 and "unknown setting(s) lam" in errors[0], printed
+    assert "choose among batch_size, epochs, lr, lr_schedule, warmup_ratio, warmup_steps" in errors[0]
+    assert "its own --<row>_args" in errors[0]

@@ -59,8 +59,9 @@ def test_no_heldout_eval_skips_it(tmp_path, tokenizer, capsys):
 def mixture_like(tmp_path):
     """A task whose evaluation split is its training split (test_split: train), as in tasks/roma_paper_train."""
     (tmp_path / "mixture_docs.py").write_text(
-        "import datasets\n\n\ndef rows(**kwargs):\n    return datasets.DatasetDict({'train': datasets.Dataset.from_list("
-        "[{'question': f'Is {n} even or odd?', 'choices': ['even', 'odd'], 'label': n % 2} for n in range(6)])})\n")
+        "import datasets\n\n\ndef rows(**kwargs):\n    return datasets.DatasetDict({'train': datasets.Dataset."
+        "from_list([{'question': f'Is {n} even or odd?', 'choices': ['even', 'odd'], 'label': n % 2} "
+        "for n in range(6)])})\n")
     (tmp_path / "mixture_like.yaml").write_text(
         "task: mixture_like\ncustom_dataset: !function mixture_docs.rows\noutput_type: multiple_choice\n"
         "training_split: train\ntest_split: train\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
@@ -87,5 +88,5 @@ def test_help_says_the_default_lr_is_the_papers_models_and_small_models_need_mor
     with pytest.raises(SystemExit):
         main([verb, "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--lr 7e-05 is RoMA's released trainer's, set for the paper's 1-30B models" in text
+    assert "--lr 7e-05 is RoMA's released trainer's" in text and "models of the paper's size (1-30B" in text
     assert "toy MoE's routers train at 1e-2" in text and "--no_heldout_eval" in text

@@ -8,8 +8,11 @@ the output directory, prints the plain commands that do the same, and is skipped
 same command again to resume (a skipped stage keeps the wall time recorded when it ran).  Before any stage,
 every requested method is checked against the model's skeleton (no weights): a method the model cannot run
 is refused in one line and nothing is written.  Defaults are the paper's (docs/reproduce.md); `--roma_args`,
-`--router_tuning_args`, `--oracle_args` and `--c3po_args` pass any method setting through (lm-eval's "k=v,k=v"
-model_args syntax).
+`--router_tuning_args`, `--oracle_tuning_args`, `--dense_bp_args`, `--oracle_args` and `--c3po_args` pass any method
+setting through (lm-eval's "k=v,k=v" model_args syntax).  `--train_args` sets one training budget (lr, epochs,
+batch size, LR schedule) for every trained row; a row's own args override it for that row, and rows left at
+different values are named in the printed summary and in experiment.json (pipeline/budget.py).  Each stage that
+evaluates ends with lm-eval's results table, as `lm_eval` prints it (the oracle's also with its gap table).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ METHODS = ("base", "router_tuning", "roma", "oracle", "c3po")  # Table 1's rows 
 ALL_METHODS = (*METHODS, "icl", "oracle_tuning", "prefix_tuning", "prompt_tuning", "dense_bp")  # --methods all
 ONE_PROCESS = ("icl", "prefix_tuning", "prompt_tuning")  # stages that do not share their work across processes
 PAPER_MODELS = ("olmoe", "deepseekmoe", "qwen3")
+# The rows with their own settings flag (--<row>_args) -> the verb whose flags they are.
+ROW_VERBS = {"roma": "train", "router_tuning": "train", "oracle_tuning": "oracle-tuning", "dense_bp": "dense-bp",
+             "oracle": "oracle"}
 # The paper's three models, as the checkpoints its published rows point to (docs/reproduce.md says why: the paper
 # names no variant; the evidence is for the post-trained ones).
 EXAMPLES = """recipe: the paper's three models (the post-trained checkpoints; why: docs/reproduce.md)
@@ -52,10 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="at most this many documents per training task")
     parser.add_argument(*flag("batch_size"), type=int, default=8, help="lm-eval's batch size")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage (lm-eval's seeds, training order)")
-    for method in ("roma", "router_tuning", "oracle"):
+    parser.add_argument(*flag("train_args"), default="",
+                        help="one training budget for every trained row, as k=v,k=v of lr, epochs, batch_size, "
+                             "lr_schedule, warmup_steps, warmup_ratio (default: RoMA's released trainer's; its lr "
+                             "7e-05 is set for 1-30B models, a small model needs more: the toy's is 1e-2); a row's own "
+                             "--<row>_args override it for that row, and the summary and experiment.json say so")
+    for method, verb in ROW_VERBS.items():
         parser.add_argument(*flag(f"{method}_args"), default="",
-                            help=f"{method} settings as k=v,k=v (the fields of `roma-eval "
-                                 f"{'oracle' if method == 'oracle' else 'train'} --help`)")
+                            help=f"{method} settings as k=v,k=v (the fields of `roma-eval {verb} --help`)")
     parser.add_argument(*flag("c3po_args"), default="", help="C3PO model_args, e.g. c3po_method=ngd,c3po_k=3")
     parser.add_argument(*flag("paper_model"), choices=PAPER_MODELS, default=None,
                         help="the paper's model to compare with (default: guessed from the model's name)")
@@ -65,18 +75,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_progress(parser)
 
 
-def _config(config_cls, text: str, flag: str, **base):
-    """A method config from "k=v,k=v" (lm-eval's parser types the values); unknown keys are refused."""
-    from dataclasses import fields
-
+def _settings(text, flag: str, known, elsewhere: str = "") -> dict:
+    """Settings from "k=v,k=v" (lm-eval's parser types the values; a --config file may give a mapping); names
+    outside ``known`` are refused (``elsewhere``: where they belong instead)."""
     from lm_eval.utils import simple_parse_args_string
 
     values = simple_parse_args_string(text) if isinstance(text, str) else dict(text or {})
-    known = {f.name for f in fields(config_cls)}
-    if unknown := sorted(set(values) - known):
+    if unknown := sorted(set(values) - set(known)):
         raise RomaEvalError(f"--{flag} {text!r}: unknown setting(s) {', '.join(unknown)}; choose among "
-                            f"{', '.join(sorted(known))}")
-    return config_cls(**{**base, **values})
+                            f"{', '.join(sorted(known))}{elsewhere}")
+    return values
+
+
+def _config(config_cls, text: str, flag: str, **base):
+    """A method config from "k=v,k=v" over ``base``; unknown keys are refused."""
+    from dataclasses import fields
+
+    return config_cls(**{**base, **_settings(text, flag, [f.name for f in fields(config_cls)])})
+
+
+def _budget(config_cls, row: str, shared: dict, own_text: str, **base):
+    """A trained row's config (its ``base`` settings, the shared budget, then the row's own settings), the settings
+    given, and where each budget value came from (pipeline/budget.py)."""
+    from dataclasses import fields
+
+    from roma_eval.pipeline.budget import row_settings
+
+    own = _settings(own_text, f"{row}_args", [f.name for f in fields(config_cls)])
+    values, sources = row_settings(shared, own, row)
+    return config_cls(**{**base, **values}), values, sources
+
+
+def training_budget(args, output: Path) -> tuple[dict, dict, dict]:
+    """Every trained row's config from ``--train_args`` and the rows' own args: (config by row, the settings given by
+    row, the manifest's record of each budget value and its source)."""
+    from roma_eval.methods.dense_bp.config import DenseBPConfig
+    from roma_eval.methods.oracle_tuning.config import OracleTuningConfig
+    from roma_eval.methods.peft_tuning.config import PeftTuningConfig
+    from roma_eval.methods.roma.config import RomaConfig
+    from roma_eval.pipeline.budget import BUDGET, budget_record
+
+    shared = _settings(args.train_args, "train_args", BUDGET, "; a row's other settings go in its own --<row>_args")
+    targets = str(output / "oracle_tuning" / "oracle_train")  # checked here; the stage sets its own
+    rows = {"router_tuning": (RomaConfig, args.router_tuning_args, {"regulariser": "none"}),
+            "roma": (RomaConfig, args.roma_args, {}),
+            "oracle_tuning": (OracleTuningConfig, args.oracle_tuning_args, {"oracle_routing": targets}),
+            "dense_bp": (DenseBPConfig, args.dense_bp_args, {}),
+            "prefix_tuning": (PeftTuningConfig, "", {"method": "prefix_tuning"}),
+            "prompt_tuning": (PeftTuningConfig, "", {"method": "prompt_tuning"})}
+    configs, values, sources = {}, {}, {}
+    for row, (config, own, base) in rows.items():
+        configs[row], values[row], sources[row] = _budget(config, row, shared, own, seed=args.seed, **base)
+    return configs, values, budget_record(configs, sources, shared)
+
+
+def stage_tables(results: dict, method: str) -> str:
+    """What a stage that evaluated prints: lm-eval's results table as `lm_eval` prints it; the oracle's gap table."""
+    from roma_eval.commands.results_table import lm_eval_tables
+
+    if method != "oracle":
+        return lm_eval_tables(results)
+    from roma_eval.methods.oracle.run import gap_table
+
+    return "\n".join([lm_eval_tables(results), "oracle against base:", *gap_table(results)])
 
 
 def check_inputs(exp, methods: list[str]) -> None:
@@ -97,8 +158,8 @@ def check_inputs(exp, methods: list[str]) -> None:
 def run(args) -> int:
     from roma_eval.commands.options import chat_template_args, split_list
     from roma_eval.methods.oracle.config import OracleConfig
-    from roma_eval.methods.roma.config import RomaConfig
     from roma_eval.pipeline import STAGES, Experiment, check_methods, report_stage, timed
+    from roma_eval.pipeline.budget import budget_lines
     from roma_eval.report.paper import paper_model_for
 
     methods = list(ALL_METHODS) if args.methods == "all" else split_list(args.methods)
@@ -108,14 +169,14 @@ def run(args) -> int:
     for name in ("limit", "train_limit"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise RomaEvalError(f"--{name} {getattr(args, name)}: give at least 1 document per task, or leave it out")
+    configs, settings, budget = training_budget(args, Path(args.output_path))
     exp = Experiment(
         pretrained=args.pretrained, output=Path(args.output_path), eval_tasks=tuple(split_list(args.eval_tasks)),
         train_tasks=tuple(split_list(args.train_tasks)), include_path=tuple(args.include_path), limit=args.limit,
         train_limit=args.train_limit, revision=args.revision, dtype=args.dtype, device=args.device,
         trust_remote_code=args.trust_remote_code, batch_size=args.batch_size, seed=args.seed,
-        roma=_config(RomaConfig, args.roma_args, "roma_args", seed=args.seed),
-        router_tuning=_config(RomaConfig, args.router_tuning_args, "router_tuning_args", seed=args.seed,
-                              regulariser="none"),
+        roma=configs["roma"], router_tuning=configs["router_tuning"], oracle_tuning=settings["oracle_tuning"],
+        dense_bp=configs["dense_bp"], peft=settings["prefix_tuning"], training_budget=budget,
         oracle=_config(OracleConfig, args.oracle_args, "oracle_args", seed=args.seed),
         c3po_args=args.c3po_args, overwrite=args.overwrite, progress=not args.no_progress,
         **chat_template_args(args))
@@ -131,13 +192,19 @@ def run(args) -> int:
     exp.claim_output()
     paper_model = args.paper_model or paper_model_for(args.pretrained)
     say = print if exp.dist.is_main_process else (lambda *_: None)
+    summary = budget_lines(budget, methods)
+    if summary:
+        say("\n".join(summary))
     for method in methods:
         say(f"\n== {method}")
         timed(exp, method, lambda stage=STAGES[method]: stage(exp))
+        if exp.results.get(method) is not None:
+            say(stage_tables(exp.results[method], method))
     if exp.dist.is_main_process:  # the report reads what the main process wrote
         say("\n== report")
         timed(exp, "report", lambda: report_stage(exp, methods, f"roma-eval reproduce: {args.pretrained}",
                                                    paper_model))
-        say(f"\n{exp.stage_dir('report') / 'report.md'}")
+        say("\n".join(["", *(line for line in summary if line.startswith("note:")),
+                        str(exp.stage_dir("report") / "report.md")]))
     exp.dist.wait_for_everyone()
     return 0

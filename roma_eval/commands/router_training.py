@@ -11,9 +11,9 @@ ROUTER_CHECKPOINT = "router checkpoint"
 HELDOUT_LIMIT = 200  # held-out documents per training task: a few minutes on a GPU for the paper's models
 # The evaluation suite each training mixture was built for: the one the printed `lm_eval` command names.
 EVAL_SUITES = {"roma_paper_train": "roma_paper", "toy_train": "toy_suite"}
-LR_NOTE = ("Learning rate: the default --lr 7e-05 is RoMA's released trainer's, set for the paper's 1-30B models "
-           "(OLMoE-1B-7B, DeepSeekMoE-16B, Qwen3-30B-A3B). Small models need more: the toy MoE's routers train at "
-           "1e-2 (chosen on the toy mixture's held-out split, docs/toy.md). The held-out accuracy this verb prints "
+LR_NOTE = ("Learning rate: the default --lr 7e-05 is RoMA's released trainer's, whose default model is OLMoE-1B-7B: a "
+           "rate for models of the paper's size (1-30B parameters). Small models need more: the toy MoE's routers "
+           "train at 1e-2 (chosen on the toy mixture's held-out split, docs/toy.md). The accuracy this verb prints "
            "before and after training shows whether a rate moved anything.")
 
 
@@ -32,7 +32,6 @@ def add_training_arguments(parser: argparse.ArgumentParser, artefact: str = ROUT
                             help="held-out documents per training task (each task's lm-eval evaluation split when it "
                                  "is not its training split; roma_paper_train has none and its training documents "
                                  "are scored instead, said so)")
-        parser.formatter_class = argparse.RawDescriptionHelpFormatter
         parser.epilog = LR_NOTE
 
 

@@ -3,8 +3,9 @@
 The directory is claimed by a manifest (``experiment.json``) holding what its outputs depend on; a run
 with other settings is refused unless ``overwrite``, so no stage reuses outputs made for another model.
 The manifest also records, per stage, when it finished, its wall time and the plain commands (`lm_eval`,
-`roma-eval ...`) that compute the same outputs one by one.  A stage whose outputs are complete is not
-recomputed: a second invocation does no work and an interrupted one resumes at the stage it was in
+`roma-eval ...`) that compute the same outputs one by one, and, for `reproduce`, the training budget each trained
+row used and where each value came from (``training_budget``, pipeline/budget.py).  A stage whose outputs are
+complete is not recomputed: a second invocation does no work and an interrupted one resumes at the stage it was in
 (RoMA training and the oracle also resume inside a stage).  A stage that did no work keeps the wall time
 and finishing time of the run that computed it, marked ``"skipped": true`` (the cost figures survive reruns).
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from roma_eval.commands.options import chat_template_flags
 from roma_eval.errors import RomaEvalError
+from roma_eval.methods.dense_bp.config import DenseBPConfig
 from roma_eval.methods.oracle.config import OracleConfig
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.storage import save_lm_eval_outputs, write_json
@@ -52,6 +54,12 @@ class Experiment:
     roma: RomaConfig = field(default_factory=RomaConfig)
     router_tuning: RomaConfig = field(default_factory=_router_tuning)
     oracle: OracleConfig = field(default_factory=OracleConfig)
+    # Oracle Tuning's settings but its targets (oracle_routing: the stage's own oracle run of the mixture)
+    oracle_tuning: dict = field(default_factory=dict)
+    dense_bp: DenseBPConfig = field(default_factory=DenseBPConfig)
+    peft: dict = field(default_factory=dict)  # Prefix / Prompt Tuning's settings but the method (the budget's)
+    # Every trained row's budget and where each value came from (pipeline/budget.py): kept in the manifest
+    training_budget: dict = field(default_factory=dict)
     c3po_args: str = ""  # extra model_args of `--model c3po`, e.g. "c3po_k=3,c3po_steps=10"
     # lm-eval's --apply_chat_template / --fewshot_as_multiturn for every evaluation (the paper does not say; off)
     apply_chat_template: bool | str = False
@@ -72,7 +80,8 @@ class Experiment:
                 "eval_tasks": list(self.eval_tasks), "train_tasks": list(self.train_tasks),
                 "include_path": [str(p) for p in self.include_path], "limit": self.limit,
                 "train_limit": self.train_limit, "seed": self.seed, "roma": asdict(self.roma),
-                "router_tuning": asdict(self.router_tuning), "oracle": self.oracle.settings(),
+                "router_tuning": asdict(self.router_tuning), "oracle_tuning": self.oracle_tuning,
+                "dense_bp": asdict(self.dense_bp), "peft": self.peft, "oracle": self.oracle.settings(),
                 "c3po_args": self.c3po_args, "apply_chat_template": self.apply_chat_template,
                 "fewshot_as_multiturn": self.fewshot_as_multiturn}
 
@@ -124,7 +133,8 @@ class Experiment:
                                 "directory") from None
         self.dist.wait_for_everyone()  # every process has judged the directory before the main process claims it
         if self.dist.is_main_process:
-            write_json(manifest, {"identity": self.identity(), "stages": {}, "versions": _versions()})
+            write_json(manifest, {"identity": self.identity(), "stages": {}, "versions": _versions(),
+                                  **self._budget_entry()})
         self.dist.wait_for_everyone()
 
     def note_work(self) -> None:
@@ -146,9 +156,14 @@ class Experiment:
             manifest["stages"][stage] = {"seconds": round(seconds, 1), "skipped": skipped,
                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "commands": commands}
         manifest["versions"] = _versions()
+        manifest.update(self._budget_entry())
         write_json(self.manifest_path, manifest)
         for command in commands:
             logger.info("  %s", command)
+
+    def _budget_entry(self) -> dict:
+        """The manifest's ``training_budget`` (which values each trained row used, and from where), when recorded."""
+        return {"training_budget": self.training_budget} if self.training_budget else {}
 
     def stage_dir(self, stage: str) -> Path:
         return self.output / stage

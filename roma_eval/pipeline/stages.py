@@ -19,6 +19,7 @@ model's skeleton, before any stage runs, whether every requested method can run 
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 
@@ -119,7 +120,7 @@ def roma_stage(exp: Experiment) -> list[str]:
 def oracle_stage(exp: Experiment) -> list[str]:
     """The oracle on the evaluation suite (resumes inside the stage, documents as they finish)."""
     from roma_eval.methods.oracle.config import OracleConfig
-    from roma_eval.methods.oracle.run import gap_table, run_oracle
+    from roma_eval.methods.oracle.run import run_oracle
     from roma_eval.methods.oracle.tasks import load_oracle_tasks
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
@@ -131,7 +132,6 @@ def oracle_stage(exp: Experiment) -> list[str]:
         logger.info(f"oracle: reusing the oracle results in {run.results_file.parent} (--overwrite recomputes them)")
     else:
         exp.note_work()
-    logger.info("\n".join(gap_table(run.results)))
     exp.results["oracle"] = run.results
     return [_roma_eval("oracle", *_model_flags(exp), "--tasks", ",".join(exp.eval_tasks),
                        *(["--limit", exp.limit] if exp.limit else []),
@@ -191,6 +191,7 @@ def icl_stage(exp: Experiment) -> list[str]:
         del model
     else:
         logger.info(f"icl: reusing the results in {out} (--overwrite recomputes them)")
+        exp.results["icl"] = json.loads(max(out.rglob("results_*.json")).read_text(encoding="utf-8"))
     return [_roma_eval("icl", *_model_flags(exp), "--tasks", ",".join(exp.eval_tasks), "--train_tasks",
                        ",".join(exp.train_tasks), *(["--limit", exp.limit] if exp.limit else []),
                        *exp.chat_template_flags(), "--output_path", out)]
@@ -205,7 +206,7 @@ def oracle_tuning_stage(exp: Experiment) -> list[str]:
     from roma_eval.methods.oracle.tasks import load_oracle_tasks
     from roma_eval.methods.oracle_tuning import OracleTuningConfig, train_oracle_tuning
 
-    targets = exp.stage_dir("oracle_tuning") / "oracle_train"
+    targets = oracle_tuning_targets(exp)
     oracle = replace(exp.oracle, save_routing=True)
     tasks = load_oracle_tasks(list(exp.train_tasks), exp.include_path, "train", exp.train_limit)
     model, tokenizer = exp.load_model()
@@ -213,7 +214,7 @@ def oracle_tuning_stage(exp: Experiment) -> list[str]:
                       progress=exp.progress).resumed_complete:
         exp.note_work()
     del model
-    config = OracleTuningConfig(oracle_routing=str(targets), seed=exp.seed)
+    config = oracle_tuning_config(exp)
 
     def train(model, tokenizer, samples, checkpoint):
         return train_oracle_tuning(model, tokenizer, samples, checkpoint, config, base_model=exp.pretrained,
@@ -223,7 +224,20 @@ def oracle_tuning_stage(exp: Experiment) -> list[str]:
                                 *_config_flags(oracle, type(oracle)()), "--output_path", targets)
     return [oracle_command, *_trained_stage(
         exp, "oracle_tuning", CHECKPOINT, "router_config.json", train, "roma", "router_checkpoint",
-        _roma_eval("oracle-tuning", *_training_flags(exp), "--oracle_routing", targets))]
+        _roma_eval("oracle-tuning", *_training_flags(exp), "--oracle_routing", targets,
+                   *_config_flags(config, OracleTuningConfig(oracle_routing=str(targets)))))]
+
+
+def oracle_tuning_targets(exp: Experiment):
+    """Where the Oracle Tuning stage's oracle run of the training mixture goes (its --oracle_routing)."""
+    return exp.stage_dir("oracle_tuning") / "oracle_train"
+
+
+def oracle_tuning_config(exp: Experiment):
+    """Oracle Tuning's config: the experiment's settings for the row, towards the stage's own oracle run."""
+    from roma_eval.methods.oracle_tuning import OracleTuningConfig
+
+    return OracleTuningConfig(oracle_routing=str(oracle_tuning_targets(exp)), **{"seed": exp.seed, **exp.oracle_tuning})
 
 
 def dense_bp_stage(exp: Experiment) -> list[str]:
@@ -231,25 +245,33 @@ def dense_bp_stage(exp: Experiment) -> list[str]:
     from roma_eval.methods.dense_bp import DenseBPConfig, train_dense_bp
 
     def train(model, tokenizer, samples, checkpoint):
-        return train_dense_bp(model, tokenizer, samples, checkpoint, DenseBPConfig(seed=exp.seed),
-                              base_model=exp.pretrained, revision=exp.revision, overwrite=exp.overwrite,
-                              progress=exp.progress)
+        return train_dense_bp(model, tokenizer, samples, checkpoint, exp.dense_bp, base_model=exp.pretrained,
+                              revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
 
     return _trained_stage(exp, "dense_bp", CHECKPOINT, "router_config.json", train, "roma", "router_checkpoint",
-                          _roma_eval("dense-bp", *_training_flags(exp)))
+                          _roma_eval("dense-bp", *_training_flags(exp), *_config_flags(exp.dense_bp, DenseBPConfig())))
 
 
 def peft_stage(exp: Experiment, method: str) -> list[str]:
     """A prefix- or prompt-tuning adapter (peft) on the training mixture, then `--model hf-peft`."""
     from roma_eval.methods.peft_tuning import PeftTuningConfig, train_peft_tuning
 
+    config = peft_config(exp, method)
+
     def train(model, tokenizer, samples, adapter):
-        return train_peft_tuning(model, tokenizer, samples, adapter, PeftTuningConfig(method=method, seed=exp.seed),
-                                 base_model=exp.pretrained, revision=exp.revision, overwrite=exp.overwrite,
-                                 progress=exp.progress)
+        return train_peft_tuning(model, tokenizer, samples, adapter, config, base_model=exp.pretrained,
+                                 revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
 
     return _trained_stage(exp, method, "adapter", "adapter_config.json", train, "hf-peft", "peft",
-                          _roma_eval(method.replace("_", "-"), *_training_flags(exp)))
+                          _roma_eval(method.replace("_", "-"), *_training_flags(exp),
+                                     *_config_flags(config, PeftTuningConfig(method=method))))
+
+
+def peft_config(exp: Experiment, method: str):
+    """A peft row's config: the experiment's settings for the peft rows (the shared budget), the row's method."""
+    from roma_eval.methods.peft_tuning import PeftTuningConfig
+
+    return PeftTuningConfig(method=method, **{"seed": exp.seed, **exp.peft})
 
 
 def _c3po_problem(model) -> str | None:

@@ -40,7 +40,9 @@ class RomaConfig:
         "exp(-(1 - cos)² / (2σ²)) on the embeddings' cosine similarity"})
     embedder: str | None = field(default=None, metadata={"help":
         "sentence-transformers model (default: the packaged all-MiniLM-L6-v2, the released code's)"})
-    lr: float = field(default=7e-5, metadata={"help": "AdamW learning rate (the released code's)"})
+    lr: float = field(default=7e-5, metadata={"help":
+        "AdamW learning rate (the released code's, for models of the paper's size; small models need more: the toy's "
+        "is 1e-2)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (the released code's)"})
     epochs: int = field(default=3, metadata={"help": "passes over the training samples (the released code's)"})
     batch_size: int = field(default=32, metadata={"help": "training samples per step (the released code's)"})
