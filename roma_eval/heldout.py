@@ -32,11 +32,17 @@ class HeldoutSet:
         """What the documents are, in words, for the line that prints the accuracy."""
         n = len(self.samples)
         if self.split == "train":
-            return (f"{n} training documents: {', '.join(self.without)} evaluate their own training documents, so "
-                    "there is no held-out split; this shows the fit, not generalisation")
-        left_out = (f"; {', '.join(self.without)} left out (their evaluation split is their training split)"
+            return (f"{n} training documents: {_names(self.without)} evaluate their own training documents, so there "
+                    "is no held-out split; this shows the fit, not generalisation")
+        left_out = (f"; {_names(self.without)} left out (their evaluation split is their training split)"
                     if self.without else "")
-        return f"{n} held-out documents of {', '.join(self.tasks)}{left_out}"
+        return f"{n} held-out documents of {_names(self.tasks)}{left_out}"
+
+
+def _names(tasks: list[str], shown: int = 3) -> str:
+    """Task names for a printed line: a mixture's 22 sources as three of them and a count."""
+    more = f" and {len(tasks) - shown} more tasks" if len(tasks) > shown + 1 else ""
+    return ", ".join(tasks if not more else tasks[:shown]) + more
 
 
 def _eval_split(task) -> str | None:
