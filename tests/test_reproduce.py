@@ -146,7 +146,7 @@ def test_all_ten_rows_of_table_1(tmp_path, tokenizer):
     table = (tmp_path / "out" / "report" / "report.md").read_text().split("\n\n")
     scores = next(block for block in table if "| Base |" in block)
     rows = [line.split("|")[1].strip() for line in scores.splitlines()[2:]]
-    assert rows == ["Base", "Oracle", "ICL", "C3PO", "Router Tuning", "Oracle Tuning", "Prefix Tuning",
+    assert rows == ["n", "chance", "Base", "Oracle", "ICL", "C3PO", "Router Tuning", "Oracle Tuning", "Prefix Tuning",
                     "Prompt Tuning", "Dense BP", "RoMA"]
 
 
@@ -330,3 +330,6 @@ def test_train_args_outside_the_budget_are_one_line(budget_run):
     assert code == 2 and len(errors) == 1 and "unknown setting(s) lam" in errors[0], printed
     assert "choose among batch_size, epochs, lr, lr_schedule, warmup_ratio, warmup_steps" in errors[0]
     assert "its own --<row>_args" in errors[0]
+    code, printed, _, _ = budget_run("--oracle_tuning_args", "oracle_routing=elsewhere")
+    errors = [line for line in printed if "error" in line]
+    assert code == 2 and len(errors) == 1 and "sets oracle_routing" in errors[0], printed

@@ -183,6 +183,9 @@ def run(args) -> int:
     if exp.router_tuning.regulariser != "none":
         raise RomaEvalError("--router_tuning_args sets regulariser: Router Tuning is RoMA without a regulariser; "
                             "use --roma_args for other regularisers")
+    if "oracle_routing" in exp.oracle_tuning:
+        raise RomaEvalError("--oracle_tuning_args sets oracle_routing: the oracle_tuning stage trains towards its own "
+                            "oracle run of the training mixture; drop it (or run `roma-eval oracle-tuning` yourself)")
     if exp.dist.num_processes > 1 and (alone := [m for m in methods if m in ONE_PROCESS]):
         raise RomaEvalError(f"--methods {args.methods}: {', '.join(alone)} run in one process; run them in a second "
                             "`roma-eval reproduce` without accelerate launch (same --output_path: it reuses the rest)")
