@@ -299,7 +299,7 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
     first_epoch, step, log = (state["epoch"] + 1, state["step"], state["log"]) if state else (0, 0, [])
 
     model.eval()  # the model as it is evaluated: no dropout, no routing jitter or sampling, no auxiliary losses
-    bar = tqdm(total=total, initial=step, desc="RoMA" if objective is None else objective.method,
+    bar = tqdm(total=total, initial=step, desc=config.method if objective is None else objective.method,
                disable=not progress)
     lengths = np.zeros(len(samples), dtype=np.int64)
     lengths[base.owned] = base.rows.sample_len
