@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from family_helpers import c3po_cached_and_full_scores
 from lm_eval_helpers import FIXTURE_TASKS, evaluate_api, evaluate_cli
 
 from roma_eval.errors import RomaEvalError
@@ -117,14 +118,8 @@ def test_cached_steered_pass_equals_the_full_forward(arch, spec, tiny_models, to
     model = tiny_models[arch]
     layers = resolve_layers(model, spec)
     samples = mixed_samples()
-    frozen = freeze(model, [problem_of(tokenizer, s, 512) for s in samples], layers)
-    torch.manual_seed(0)
-    override = torch.softmax(3 * torch.randn(len(samples), len(layers), 8), dim=-1).requires_grad_()
-    cached, _ = TailBatch(frozen, "cpu").forward(model, layers, override)
+    frozen, override, cached, full = c3po_cached_and_full_scores(model, tokenizer, samples, layers)
     batch = build_choice_batch(tokenizer, samples, max_length=512)
-    with steer_routing(model, override[batch.row_sample].unsqueeze(1), batch.last_context.unsqueeze(1), layers,
-                       mode="scores"):
-        full = choice_scores(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch)
     with torch.no_grad():
         base = choice_scores(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch)
     torch.testing.assert_close(cached, full, atol=5e-5, rtol=0)

@@ -242,24 +242,15 @@ def test_roma_trains_deepseek_moe_routers_only_with_and_without_the_layer_cache(
 
 
 def test_c3po_cached_pass_and_its_gradient_equal_the_full_forward_on_deepseek_moe(deepseek, tokenizer):
-    from roma_eval.methods.c3po import TailBatch, freeze
-    from roma_eval.methods.c3po.reference import problem_of
+    from family_helpers import c3po_cached_and_full_scores
+
     from roma_eval.samples import Sample
-    from roma_eval.scoring import build_choice_batch, choice_scores
 
     choices = ("mammal", "fish")
     samples = [Sample("t", i, f"Question:{' Think.' * i} What is a {name}?\nAnswer:", "multiple_choice", "",
                       continuations=tuple(f" {c}" for c in choices), choices=choices, gold=0)
                for i, name in enumerate(["whale", "shark", "bat"])]
-    layers = resolve_layers(deepseek)
-    frozen = freeze(deepseek, [problem_of(tokenizer, s, 512) for s in samples], layers)
-    torch.manual_seed(0)
-    override = torch.softmax(3 * torch.randn(len(samples), len(layers), 8), dim=-1).requires_grad_()
-    cached, _ = TailBatch(frozen, "cpu").forward(deepseek, layers, override)
-    batch = build_choice_batch(tokenizer, samples, max_length=512)
-    with steer_routing(deepseek, override[batch.row_sample].unsqueeze(1), batch.last_context.unsqueeze(1), layers,
-                       mode="scores"):
-        full = choice_scores(deepseek(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch)
+    _, override, cached, full = c3po_cached_and_full_scores(deepseek, tokenizer, samples, resolve_layers(deepseek))
     torch.testing.assert_close(cached, full, atol=5e-5, rtol=0)
     (g_cached,) = torch.autograd.grad(cached.sum(), override)
     (g_full,) = torch.autograd.grad(full.sum(), override)
