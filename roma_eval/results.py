@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 from roma_eval.errors import RomaEvalError
 
@@ -99,6 +100,15 @@ class SampleScore:
     target: str | None = None  # the gold answer as lm-eval logged it
 
 
+class Variant(NamedTuple):
+    """What a run evaluated besides the model and the method (``Run.variant``)."""
+
+    model_type: str  # lm-eval's --model
+    model_args: tuple[tuple[str, str], ...]  # sorted, without pretrained=, artefact paths resolved
+    limit: str
+    chat_template: str | None
+
+
 @dataclass
 class Run:
     """One lm-eval results file and what it says about the run."""
@@ -142,7 +152,7 @@ class Run:
         return list(self.results_file.resolve().parents)[:4]
 
     @cached_property
-    def variant(self) -> tuple:
+    def variant(self) -> Variant:
         """What was evaluated besides the model and the method: lm-eval's model type and model_args (artefact
         paths resolved, so that one checkpoint reached by two paths is one variant), the limit and the chat
         template.  Runs of one method that differ in it are different rows of a report."""
@@ -150,8 +160,8 @@ class Run:
         for key in ARTEFACT_ARGS.keys() & args.keys():
             if (found := find_artefact(args[key], self.search_dirs, ARTEFACT_ARGS[key])) is not None:
                 args[key] = str(found.resolve())
-        return (str(self.config.get("model")), tuple(sorted(args.items())), str(self.config.get("limit")),
-                self.chat_template)
+        return Variant(str(self.config.get("model")), tuple(sorted(args.items())), str(self.config.get("limit")),
+                       self.chat_template)
 
     @cached_property
     def training(self) -> TrainingCost | None:

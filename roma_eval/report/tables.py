@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
-from roma_eval.results import PAPER_COLUMNS, Benchmark, Run, TrainingCost, choose_metric
+from roma_eval.report.provenance import model_title
+from roma_eval.results import PAPER_COLUMNS, Benchmark, Run, TrainingCost, Variant, choose_metric
 
 if TYPE_CHECKING:
     from roma_eval.report.check import Comparison
@@ -178,9 +179,7 @@ def grids_from_runs(runs: list[Run], prefs: dict[str, tuple[str, ...]], columns:
 
     ``columns="present"`` keeps only columns some method has (and averages over those).
     """
-    from roma_eval.report.provenance import model_title
-
-    groups: dict[tuple[str, str], dict[tuple[str, tuple], list[Run]]] = {}
+    groups: dict[tuple[str, str], dict[tuple[str, Variant], list[Run]]] = {}
     for run in sorted(runs, key=lambda r: r.date):
         for suite in dict.fromkeys(b.suite for b in run.benchmarks if b.suite in SUITE_NAMES):
             groups.setdefault((run.model, suite), {}).setdefault((run.method, run.variant), []).append(run)
@@ -258,11 +257,11 @@ def _places(groups: list[list[Run]]) -> list[str]:
     return [f"{i + 1}" for i in range(len(groups))]
 
 
-def _variants_note(method: str, variants: list[tuple]) -> str:
+def _variants_note(method: str, variants: list[Variant]) -> str:
     """Why a method has several rows: what differs between its runs."""
-    labels = ("lm-eval model", "limit", "chat template")
-    differ = [label for label, i in zip(labels, (0, 2, 3), strict=True) if len({v[i] for v in variants}) > 1]
-    args = [dict(v[1]) for v in variants]
+    named = {"lm-eval model": "model_type", "limit": "limit", "chat template": "chat_template"}
+    differ = [label for label, key in named.items() if len({getattr(v, key) for v in variants}) > 1]
+    args = [dict(v.model_args) for v in variants]
     differ += sorted({k for a in args for k in a if len({b.get(k) for b in args}) > 1})
     return (f"{method_name(method)}: {len(variants)} runs that differ in {', '.join(differ)} are shown as separate "
             f"rows, named by where they were read from; name them with LABEL=PATH.")
