@@ -66,7 +66,12 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = _payload(data)
     with full_disk_is_one_line(path, len(payload)):
-        os.replace(_write_temporary(path, payload), path)
+        temporary = _write_temporary(path, payload)
+    try:
+        os.replace(temporary, path)
+    except BaseException:  # an interrupted rename leaves no temporary file behind
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return path
 
 

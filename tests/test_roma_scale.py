@@ -10,6 +10,7 @@ import pytest
 import torch
 from lm_eval_helpers import FIXTURE_TASKS
 
+from roma_eval.checkpoint import load_router_checkpoint
 from roma_eval.methods.roma import train as roma
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.methods.roma.data import LayerCache, TrainingRows, epoch_batches
@@ -151,7 +152,11 @@ def test_no_host_waits_inside_the_step_loop(tokenizer, train_samples, embedder, 
     _, result = _train(tokenizer, train_samples, tmp_path / "out", embedder, epochs=3, log_every=4)
     steps = len(result.log)  # 3 epochs of 5 steps: logs after steps 4, 5 of each epoch
     assert steps == 15
+    # The saved checkpoint's finiteness check (checkpoint.py, once per tuned router after the loop) is the only
+    # other copy to the host.
+    saved = calls.pop("__bool__ storage.py:require_finite", 0)
     assert dict(calls) == {"tolist train.py:_write_log": 6}
+    assert saved == len(load_router_checkpoint(result.checkpoint).layers)
 
 
 def test_the_uncached_path_feeds_the_model_its_embedding_device(tokenizer, train_samples, embedder, tmp_path,
