@@ -121,8 +121,8 @@ def test_the_icl_verb_ends_with_lm_evals_results_table(tmp_path, tokenizer, caps
     model = save_tiny_model("olmoe", tmp_path / "model", seed=5, tokenizer=tokenizer)
     capsys.readouterr()
     assert main(["icl", "--pretrained", str(model), "--tasks", "tiny_animals", "--train_tasks", "tiny_animals_train",
-                 "--include_path", str(FIXTURE_TASKS), "--limit", "4", "--k", "1", "--output_path", str(tmp_path / "icl"),
-                 "--no_progress"]) == 0
+                 "--include_path", str(FIXTURE_TASKS), "--limit", "4", "--k", "1",
+                 "--output_path", str(tmp_path / "icl"), "--no_progress"]) == 0
     (results_file,) = (tmp_path / "icl").glob("*/results_*.json")
     results = json.loads(results_file.read_text())
     assert results["results"]["tiny_animals"]["acc,none"] is not None

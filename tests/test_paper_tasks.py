@@ -276,7 +276,7 @@ def test_roma_eval_tasks_counts_the_documents_each_source_leaves_out():
     copies = len(range(3, offline_hub.ROWS_PER_SPLIT, offline_hub.COLLIDE_EVERY))  # rows 3, 53, ...
     sources = dict(mixture_spec(tasks_dir()))
     expected = {source: copies * (len(tasks) if source == "BIG-Bench" else 1) for source, tasks in sources.items()}
-    lines = out.getvalue().split(f"\nroma_paper_train:")[1].splitlines()
+    lines = out.getvalue().split("\nroma_paper_train:")[1].splitlines()
     left_out = {}
     for line in lines:
         if match := re.match(r"  (\S.*?)\s+[\d,]+   left out: ([\d,]+) of ([\d,]+)$", line):
@@ -284,8 +284,8 @@ def test_roma_eval_tasks_counts_the_documents_each_source_leaves_out():
     assert {source: left_out[source][0] for source in sources} == expected
     assert {source: left_out[source][1] for source in sources} == {
         source: offline_hub.ROWS_PER_SPLIT * len(tasks) for source, tasks in sources.items()}
-    assert re.search(rf"\n    roma_train_rte\s+[\d,]+  of [\d,]+   left out: {copies} of {offline_hub.ROWS_PER_SPLIT}\n",
-                     out.getvalue())
+    rows = offline_hub.ROWS_PER_SPLIT
+    assert re.search(rf"\n    roma_train_rte\s+[\d,]+  of [\d,]+   left out: {copies} of {rows}\n", out.getvalue())
 
 
 def test_mixture_prompts_are_lm_eval_s(train_tasks, lm_eval_tasks):

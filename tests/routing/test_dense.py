@@ -1,6 +1,5 @@
 """Dense router gradients (Dense BP / Default MoE) against brute force: every expert run by hand."""
 
-from contextlib import nullcontext
 from types import SimpleNamespace
 
 import pytest
