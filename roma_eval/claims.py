@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.storage import full_disk_is_one_line, make_directories, remove_empty_directories
+from roma_eval.storage import (
+    full_disk_is_one_line,
+    make_directories,
+    read_json_object,
+    remove_empty_directories,
+)
 
 CLAIM_SUFFIX = ".claim"
 logger = logging.getLogger(__name__)
@@ -45,7 +50,7 @@ class Claim:
         """Give the output up; after a failure, remove what this run created that holds nothing."""
         if self in _held:
             _held.remove(self)
-        if _read(self.file) == self.owner:
+        if read_json_object(self.file) == self.owner:
             self.file.unlink(missing_ok=True)
         if failed:
             self._remove_debris()
@@ -108,14 +113,6 @@ def _make_parents(target: Path, flag: str) -> list[Path]:
                             "pass a writable path") from None
 
 
-def _read(file: Path) -> dict | None:
-    try:
-        found = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
-
-
 def _alive(pid) -> bool:
     if not isinstance(pid, int) or pid <= 0:  # a malformed pid is no process (and 0 or -1 would signal groups)
         return False
@@ -159,7 +156,7 @@ def _take(file: Path, owner: dict, target: Path, flag: str) -> None:
             _create(file, json.dumps(owner))
             return
         except FileExistsError:
-            holder = _read(file)
+            holder = read_json_object(file)
             if not _stale(holder):
                 raise RomaEvalError(_held_message(file, holder, target, flag)) from None
             if _set_aside(file, holder):
@@ -176,7 +173,7 @@ def _set_aside(file: Path, holder: dict | None) -> bool:
         os.rename(file, aside)
     except FileNotFoundError:
         return False
-    taken_over = _read(aside) == holder
+    taken_over = read_json_object(aside) == holder
     if not taken_over:
         try:
             os.link(aside, file)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from roma_eval.errors import RomaEvalError
+from roma_eval.storage import read_json_object
 
 # The paper's Table 1 columns, in the paper's order (arXiv 2511.07419, Table 1).
 PAPER_COLUMNS = ("mmlu", "hellaswag", "arc_challenge", "arc_easy", "piqa", "winogrande", "boolq", "gsm8k")
@@ -376,18 +377,10 @@ def same_model_args(recorded, wanted: str, results_file: Path) -> bool:
     return True
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def checkpoint_method(checkpoint: str, search_dirs: Sequence[Path] = ()) -> str:
     """The method that trained a router checkpoint; "roma" when its router_config.json cannot be read here."""
     directory = find_artefact(checkpoint, search_dirs, ROUTER_CONFIG)
-    config = _read_json(directory / ROUTER_CONFIG) if directory else None
+    config = read_json_object(directory / ROUTER_CONFIG) if directory else None
     if config is None:
         logger.warning("router checkpoint %s: no readable %s here, so its method is taken to be RoMA; label the run "
                        "(LABEL=PATH) if it is another", checkpoint, ROUTER_CONFIG)
@@ -399,10 +392,10 @@ def adapter_method(adapter: str, search_dirs: Sequence[Path] = ()) -> str:
     """The method that trained a peft adapter: roma-eval's training record, else peft's type ("prefix_tuning",
     "prompt_tuning", "lora", ...); "peft" when neither can be read here."""
     directory = find_artefact(adapter, search_dirs, ADAPTER_CONFIG)
-    record = _read_json(directory / ADAPTER_TRAINING) if directory else None
+    record = read_json_object(directory / ADAPTER_TRAINING) if directory else None
     if record and record.get("method"):
         return str(record["method"])
-    config = _read_json(directory / ADAPTER_CONFIG) if directory else None
+    config = read_json_object(directory / ADAPTER_CONFIG) if directory else None
     if config and config.get("peft_type"):
         return str(config["peft_type"]).lower()
     logger.warning("peft adapter %s: no readable %s here; label the run (LABEL=PATH)", adapter, ADAPTER_CONFIG)
@@ -435,7 +428,7 @@ def training_cost(model: str, model_args: dict, search_dirs: Sequence[Path] = ()
     adapter = model_args.get("peft") if model in BASE_MODELS or model == PEFT_MODEL else None
     if checkpoint:
         directory = find_artefact(str(checkpoint), search_dirs, ROUTER_CONFIG)
-        config = _read_json(directory / ROUTER_CONFIG) if directory else None
+        config = read_json_object(directory / ROUTER_CONFIG) if directory else None
         if config is None:
             return None
         try:
@@ -445,7 +438,7 @@ def training_cost(model: str, model_args: dict, search_dirs: Sequence[Path] = ()
         return TrainingCost(parameters, _logged_seconds(directory / TRAINING_LOG))
     if adapter:
         directory = find_artefact(str(adapter), search_dirs, ADAPTER_CONFIG)
-        record = _read_json(directory / ADAPTER_TRAINING) if directory else None
+        record = read_json_object(directory / ADAPTER_TRAINING) if directory else None
         if record is None:
             return None
         summary = record.get("summary") or {}

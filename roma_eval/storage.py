@@ -60,6 +60,15 @@ def _write_temporary(path: Path, payload: bytes) -> str:
     return temporary
 
 
+def read_json_object(path: Path) -> dict | None:
+    """A JSON object read from ``path``; None when the file is missing, unreadable, not JSON or not an object."""
+    try:
+        found = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def write_atomic(path: Path, data: str | bytes) -> Path:
     """Write to a temporary file in the same directory, then rename over ``path`` (readers never see half a file)."""
     path = Path(path)
