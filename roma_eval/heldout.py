@@ -55,7 +55,8 @@ def heldout_set(task_names: Sequence[str], include_path: Sequence[str | Path] = 
     """The multiple-choice documents of ``task_names`` (groups expanded) that training does not read: each task's
     evaluation split where it differs from its training split, the first ``limit`` of each; when no task has one,
     the training documents (``split="train"``)."""
-    from roma_eval.samples import samples_from_task, task_manager
+    from roma_eval.harness import task_manager
+    from roma_eval.samples import samples_from_task
 
     tasks = task_manager(include_path, task_names).load(list(task_names))["tasks"]
     held = sorted(n for n, t in tasks.items() if _eval_split(t) not in (None, t.config.training_split))

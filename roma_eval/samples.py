@@ -58,25 +58,6 @@ class Sample:
         return bool(self.choice_contexts)
 
 
-def task_manager(include_path: Sequence[str | Path] = (), task_names: Sequence[str] = ()):
-    """A TaskManager over roma-eval's tasks/ plus ``include_path``; lm-eval's ~14k built-in YAMLs are
-    indexed only when a requested task is not found without them (that indexing takes ~12 s)."""
-    from lm_eval.tasks import TaskManager
-
-    from roma_eval.resources import tasks_dir
-
-    paths = [str(tasks_dir()), *map(str, include_path)]
-    manager = TaskManager(include_path=paths, include_defaults=False)
-    if all(_resolvable(manager, name) for name in task_names):
-        return manager
-    manager = TaskManager(include_path=paths)
-    unknown = [name for name in task_names if name not in manager.all_tasks]
-    if unknown:
-        raise RomaEvalError(f"unknown task(s) {', '.join(unknown)}; check the names with `lm_eval ls tasks` "
-                            "or pass --include_path DIR holding their YAMLs")
-    return manager
-
-
 def shared_prompt(contexts: Sequence[str]) -> str:
     """The part every prompt shares: the prompt itself, or the common prefix of several cut after its last
     whitespace (whole words: "the rocket" and "the river" share "the ", not "the r")."""
@@ -92,16 +73,6 @@ def label_free_prompt(contexts: Sequence[str], continuation: str = "") -> str:
     shared part, a blank "_" and the shared ``continuation`` -- the question as posed, no option filled in."""
     shared = shared_prompt(contexts)
     return shared if len(set(contexts)) == 1 else f"{shared}_{continuation}"
-
-
-def _resolvable(manager, name: str) -> bool:
-    """Whether ``manager``'s index holds ``name`` and, for a group, every member it names (``roma_paper``
-    lives in tasks/, its members are lm-eval's own tasks).  Inline member configs define themselves."""
-    entry = manager.task_index.get(name)
-    if entry is None:
-        return False
-    members = (entry.cfg or {}).get("task", []) if entry.kind.name == "GROUP" else []
-    return all(_resolvable(manager, member) for member in members if isinstance(member, str))
 
 
 def _gold_indices(task_name, doc_id, target, choices) -> tuple[int, ...]:
@@ -170,6 +141,8 @@ def load_samples(task_names: Sequence[str], split: str = "eval", include_path: S
     """Samples of the named lm-eval tasks or groups (group members expanded), in task order."""
     if split not in SPLITS:
         raise RomaEvalError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
+    from roma_eval.harness import task_manager
+
     manager = task_manager(include_path, task_names)
     tasks = manager.load(list(task_names))["tasks"]  # leaf tasks, groups expanded
     samples = [s for name in sorted(tasks) for s in samples_from_task(tasks[name], split, limit)]

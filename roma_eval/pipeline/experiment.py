@@ -27,7 +27,7 @@ from roma_eval.errors import RomaEvalError
 from roma_eval.methods.dense_bp.config import DenseBPConfig
 from roma_eval.methods.oracle.config import OracleConfig
 from roma_eval.methods.roma.config import RomaConfig
-from roma_eval.storage import save_lm_eval_outputs, write_json
+from roma_eval.storage import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -240,26 +240,20 @@ class Experiment:
             self.results[stage] = found
             return found
         self.note_work()
-        import lm_eval
         import torch
-        from lm_eval.loggers import EvaluationTracker
 
-        from roma_eval.samples import task_manager
+        from roma_eval.harness import evaluate, task_manager
 
-        logging.getLogger("lm_eval").setLevel(logging.WARNING)
-        tracker = EvaluationTracker(output_path=str(out_dir))
         # HFLM's own default device is "cuda", which fails on a CPU-only machine.
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        results = lm_eval.simple_evaluate(
-            model=model, model_args=model_args, tasks=list(self.eval_tasks), device=device,
-            batch_size=self.batch_size, limit=self.limit, log_samples=True, evaluation_tracker=tracker,
-            task_manager=task_manager(self.include_path, task_names=list(self.eval_tasks)),
-            **self.chat_template_args())
+        evaluation = evaluate(model, out_dir, self.eval_tasks, model_args=model_args, device=device,
+                              batch_size=self.batch_size, limit=self.limit,
+                              task_manager=task_manager(self.include_path, task_names=list(self.eval_tasks)),
+                              **self.chat_template_args())
+        results = None
         if self.dist.is_main_process:
-            samples = results.pop("samples")
-            save_lm_eval_outputs(tracker, results, samples)  # a failed write leaves no cut-off file
-        else:
-            results = None
+            evaluation.save()
+            results = evaluation.results
         self.dist.wait_for_everyone()
         self.results[stage] = results
         return results

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
+from roma_eval.harness import check_limit, task_items, task_manager
 from roma_eval.samples import (
     SPLITS,
     Sample,
     _gold_fields,
     label_free_prompt,
     shared_prompt,
-    task_manager,
 )
 
 OUTPUT_TYPES = ("multiple_choice", "generate_until")
@@ -42,10 +42,6 @@ class OracleTasks:
         """Leaf task name -> lm-eval Task."""
         return self.loaded["tasks"]
 
-    @property
-    def group_map(self) -> dict[str, list[str]]:
-        return {name: list(children) for name, children in self.loaded.get("group_map", {}).items()}
-
 
 def load_oracle_tasks(names: Sequence[str], include_path: Sequence[str | Path] = (), split: str = "eval",
                       limit: int | None = None) -> OracleTasks:
@@ -53,18 +49,13 @@ def load_oracle_tasks(names: Sequence[str], include_path: Sequence[str | Path] =
     generation tasks with documents in ``split``); ``split="train"`` evaluates the training documents."""
     if split not in SPLITS:
         raise RomaEvalError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
-    if limit is not None and limit < 1:
-        raise RomaEvalError(f"limit {limit}: give at least 1 document per task, or no limit")
+    check_limit(limit)
     names = list(dict.fromkeys(n for n in names if n))
     if not names:
         raise RomaEvalError("no tasks given; pass --tasks with lm-eval task or group names")
     manager = task_manager(include_path, names)
-    items = []
-    for name in names:
-        loaded = manager.load([name])
-        items.extend([loaded["groups"][name]] if name in loaded["groups"] else loaded["tasks"].values())
     try:
-        loaded = manager.load(items)
+        loaded, items = task_items(manager, names)
     except ValueError as exc:  # lm-eval refuses a task asked for twice (as a task and inside a group)
         raise RomaEvalError(f"--tasks {','.join(names)}: {exc}; ask for each task once") from None
     for name, task in loaded["tasks"].items():
