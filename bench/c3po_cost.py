@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from roma_eval.choices import choices
 from roma_eval.methods.c3po.config import C3POConfig
-from roma_eval.methods.choices import choices
 
 ROOT = Path(__file__).resolve().parents[1]
 MC_TASKS = ["toy_mmlu", "toy_hellaswag", "toy_arc_challenge", "toy_arc_easy", "toy_piqa", "toy_winogrande",
@@ -103,8 +103,9 @@ def main() -> None:
     from lm_eval.api.registry import model_registry
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from roma_eval.harness import task_manager
     from roma_eval.methods.c3po import build_reference, load_reference
-    from roma_eval.samples import load_samples, task_manager
+    from roma_eval.samples import load_samples
     from roma_eval.toy.cache import ensure_model
     from roma_eval.toy.config import preset
 

@@ -82,7 +82,7 @@ class Bench:
     def __init__(self, args):
         import torch
 
-        from roma_eval.methods.devices import process_state
+        from roma_eval.devices import process_state
 
         self.args = args
         self.device = process_state().device if args.device is None else torch.device(args.device)
@@ -288,7 +288,7 @@ def roma_steps(bench: Bench, where: dict, model, tokenizer, samples):
 def evaluate(bench: Bench, lm, tasks, limit) -> float:
     from lm_eval import simple_evaluate
 
-    from roma_eval.samples import task_manager
+    from roma_eval.harness import task_manager
 
     bench.sync()
     started = time.perf_counter()

@@ -62,7 +62,7 @@ def load_embedder(name_or_path: str | None = None, device=None):
         raise RomaEvalError(f"embedder {name_or_path!r} is neither a directory nor a hub name (owner/model); "
                             "pass a sentence-transformers directory or leave it unset for all-MiniLM-L6-v2")
     if device is None:
-        from roma_eval.methods.devices import process_state
+        from roma_eval.devices import process_state
 
         device = process_state().device
     return SentenceTransformer(str(path), device=str(device))

@@ -13,7 +13,7 @@ def load_model(name_or_path: str, revision: str | None = None, dtype: str = "aut
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from roma_eval.methods.devices import process_state
+    from roma_eval.devices import process_state
     from roma_eval.routing import routers
 
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype, None)

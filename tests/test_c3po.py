@@ -645,8 +645,8 @@ def test_bad_mode_finding_settings_are_one_clear_error(setting, message):
 
 def test_c3po_embeds_the_question_of_a_few_shot_prompt():
     """The embedded text of lm-eval's own 2-shot context is the test doc's doc_to_text."""
+    from roma_eval.harness import task_manager
     from roma_eval.methods.c3po.reference import query_text
-    from roma_eval.samples import task_manager
 
     task = task_manager([FIXTURE_TASKS]).load(["tiny_animals_train"])["tasks"]["tiny_animals_train"]
     _, doc = next(iter(task.doc_iterator()))

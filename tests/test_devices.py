@@ -12,7 +12,7 @@ import pytest
 import torch
 from lm_eval_helpers import FIXTURE_TASKS
 
-from roma_eval.methods.devices import input_device
+from roma_eval.devices import input_device
 from roma_eval.samples import load_samples
 from roma_eval.tiny import build_tiny_model
 

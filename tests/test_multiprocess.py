@@ -3,7 +3,7 @@ the results are those of one process.  (RoMA training: tests/test_roma.py::test_
 
 The processes are started by torchrun, which `accelerate launch --multi_gpu` runs on GPUs: `accelerate launch --cpu
 --num_processes 2` starts a single process unless mpirun is configured.  ACCELERATE_USE_CPU=1 makes lm-eval's own
-Accelerator form the CPU group (roma-eval's code does so without it: methods.devices.process_state)."""
+Accelerator form the CPU group (roma-eval's code does so without it: devices.process_state)."""
 
 import json
 import os

@@ -13,9 +13,10 @@ import offline_hub
 import pytest
 
 from roma_eval.commands.tasks import mixture as mixture_spec
+from roma_eval.harness import task_manager
 from roma_eval.resources import tasks_dir
 from roma_eval.results import DEFAULT_METRICS, PAPER_COLUMNS
-from roma_eval.samples import load_samples, samples_from_task, task_manager
+from roma_eval.samples import load_samples, samples_from_task
 
 # arXiv 2511.07419: the training mixture's sources and their sizes.
 PAPER_MIXTURE = {"BIG-Bench": 10000, "SuperGLUE": 10000, "CommonsenseQA": 8000, "SocialIQA": 8000,

@@ -60,7 +60,7 @@ def run(args) -> int:
                           revision=args.revision, layers=args.layers, embedder=args.embedder,
                           batch_size=args.batch_size, chunk_size=args.chunk_size, prefixes=not args.no_prefixes,
                           overwrite=args.overwrite, progress=not args.no_progress)
-    from roma_eval.methods.devices import process_state
+    from roma_eval.devices import process_state
 
     if not process_state().is_main_process:
         return 0

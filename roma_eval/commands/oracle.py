@@ -79,7 +79,7 @@ def run(args) -> int:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
-    from roma_eval.methods.devices import process_state
+    from roma_eval.devices import process_state
 
     model, tokenizer = load_model(args.pretrained, args.revision, args.dtype, args.device,
                                   trust_remote_code=args.trust_remote_code,

@@ -143,8 +143,8 @@ def stage_tables(results: dict, method: str) -> str:
 def check_inputs(exp, methods: list[str]) -> None:
     """Refuse, in one line and before the output is claimed, what a stage would only find later: a model whose
     config cannot be read (even for base alone), unknown evaluation or training tasks, misspelt C3PO model_args."""
+    from roma_eval.harness import task_manager
     from roma_eval.model_loading import check_model_source
-    from roma_eval.samples import task_manager
 
     check_model_source(exp.pretrained, exp.revision, exp.trust_remote_code)
     trains = set(methods) - {"base", "oracle"}  # every other stage reads the training mixture

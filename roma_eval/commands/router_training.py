@@ -70,9 +70,9 @@ def run_router_training(args, config_cls, train, success_set: bool = False) -> i
     command that evaluates the checkpoint (once, from the main process)."""
     from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
     from roma_eval.commands.options import split_list
+    from roma_eval.devices import process_state
     from roma_eval.errors import RomaEvalError
     from roma_eval.heldout import accuracy, heldout_set
-    from roma_eval.methods.devices import process_state
 
     if not args.no_heldout_eval and args.heldout_limit < 1:
         raise RomaEvalError(f"--heldout_limit {args.heldout_limit}: give at least 1 document per task, or pass "

@@ -70,7 +70,7 @@ def mixture(tasks_dir: Path) -> list[tuple[str, list[tuple[str, int, int | None]
 def decontamination_counts() -> dict[str, tuple[int, int]]:
     """task -> (documents left out, of how many) of every roma_paper_train task, as its lm-eval task processes them
     (tasks/roma_paper_train/utils.py, MixtureDocs)."""
-    from roma_eval.samples import task_manager
+    from roma_eval.harness import task_manager
 
     tasks = task_manager(task_names=[TRAIN_GROUP]).load([TRAIN_GROUP])["tasks"]
     counts = {}

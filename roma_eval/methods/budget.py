@@ -34,7 +34,7 @@ class TrainingBudget:
     seed: int = field(default=_ROMA.seed, metadata={"help": "seed for shuffling and sub-sampling"})
 
     def __post_init__(self):
-        from roma_eval.methods.choices import check_choices
+        from roma_eval.choices import check_choices
 
         check_choices(self)
         if not 0 < self.train_fraction <= 1:

@@ -88,7 +88,7 @@ class Experiment:
     @property
     def dist(self):
         """accelerate's state of this process (one process, or one of ``accelerate launch``)."""
-        from roma_eval.methods.devices import process_state
+        from roma_eval.devices import process_state
 
         return process_state()
 

@@ -22,6 +22,7 @@ from contextlib import ExitStack, contextmanager
 import numpy as np
 import torch
 
+from roma_eval.devices import input_device, input_dtype, layer_device
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.c3po.config import C3POConfig
 from roma_eval.methods.c3po.frozen import Frozen, Problem, TailBatch, freeze
@@ -38,7 +39,6 @@ from roma_eval.methods.c3po.remix import (
     mode_finding,
     ngd,
 )
-from roma_eval.methods.devices import input_device, input_dtype, layer_device
 from roma_eval.neighbours import find_neighbours, gaussian_weights
 from roma_eval.routing import spec_for, steer_routing
 from roma_eval.routing.arch import decoder_layers

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from roma_eval.devices import input_device
 from roma_eval.errors import RomaEvalError
-from roma_eval.methods.devices import input_device
 from roma_eval.routing import record_routing, spec_for, steer_routing
 from roma_eval.routing.arch import decoder_layers
 from roma_eval.routing.partial import (

@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 from lm_eval.models.huggingface import HFLM
 
+from roma_eval.devices import data_parallel
 from roma_eval.errors import RomaEvalError, report_in_one_line
 from roma_eval.methods.c3po import (
     C3PO,
@@ -39,7 +40,6 @@ from roma_eval.methods.c3po import (
     steer_generation,
 )
 from roma_eval.methods.c3po.config import PREFIX
-from roma_eval.methods.devices import data_parallel
 from roma_eval.model_args import base_model_args, refuse_unknown_keys
 from roma_eval.samples import label_free_prompt
 

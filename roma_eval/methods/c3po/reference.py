@@ -34,9 +34,9 @@ import torch
 
 from roma_eval import __version__
 from roma_eval.checkpoint import ensure_new_output
+from roma_eval.devices import input_dtype
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.c3po.frozen import Frozen, Problem, freeze
-from roma_eval.methods.devices import input_dtype
 from roma_eval.routing import num_experts, resolve_layers, router_fingerprint, spec_for
 from roma_eval.samples import Sample, label_free_prompt
 from roma_eval.scoring import encode_pair, model_max_length, score_samples
@@ -301,8 +301,8 @@ def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, bas
     file as one process writes (each chunk is computed alone)."""
     from tqdm.auto import tqdm
 
+    from roma_eval.devices import process_state
     from roma_eval.embedding import load_embedder
-    from roma_eval.methods.devices import process_state
 
     out_dir = Path(out_dir)
     ensure_new_output(out_dir, overwrite)

@@ -106,7 +106,7 @@ def run_icl(model, tokenizer, tasks: Sequence[str], out_dir, config: IclConfig |
     from lm_eval.utils import sanitize_model_name
 
     from roma_eval import __version__
-    from roma_eval.samples import task_manager
+    from roma_eval.harness import task_manager
 
     config = config or IclConfig()
     run_dir = Path(out_dir) / sanitize_model_name(model_name)

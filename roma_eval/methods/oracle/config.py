@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from roma_eval.choices import check_choices
 from roma_eval.errors import RomaEvalError
-from roma_eval.methods.choices import check_choices
 
 CPU_BATCH, ACCELERATOR_BATCH = 32, 128  # default samples descending together
 

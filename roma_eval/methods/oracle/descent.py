@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from roma_eval.devices import input_device
 from roma_eval.errors import RomaEvalError
-from roma_eval.methods.devices import input_device
 from roma_eval.methods.oracle.config import OracleConfig
 from roma_eval.methods.oracle.every_position import (
     base_routing_at_slots,

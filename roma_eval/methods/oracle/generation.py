@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
+from roma_eval.devices import input_device
 from roma_eval.errors import RomaEvalError
-from roma_eval.methods.devices import input_device
 from roma_eval.methods.oracle.every_position import prompt_positions
 from roma_eval.methods.oracle.tasks import judge_generation, marks
 from roma_eval.routing import steer_routing, token_positions

@@ -27,7 +27,7 @@ from roma_eval.methods.oracle.tasks import request_key
 
 class OracleLM(HFLM):
     def __init__(self, model, tokenizer, tasks: dict, config, layers: list[int], store, progress: bool = True):
-        from roma_eval.methods.devices import input_device, process_state
+        from roma_eval.devices import input_device, process_state
 
         # lm-eval's own greedy generations (the base answers, the judged ones): one at a time on a CPU, as before;
         # on an accelerator as many as descend together.

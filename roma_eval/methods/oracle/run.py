@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from roma_eval.devices import input_device
 from roma_eval.errors import RomaEvalError
-from roma_eval.methods.devices import input_device
 from roma_eval.methods.oracle.config import OracleConfig
 from roma_eval.methods.oracle.descent import Outcome, descend
 from roma_eval.methods.oracle.generation import (
@@ -265,7 +265,7 @@ def run_oracle(model, tokenizer, tasks: OracleTasks, out_dir, config: OracleConf
     from lm_eval.utils import sanitize_model_name
 
     from roma_eval import __version__
-    from roma_eval.methods.devices import process_state
+    from roma_eval.devices import process_state
     from roma_eval.methods.oracle.lm_eval import OracleLM
 
     dist = process_state()  # one process, or one of `accelerate launch`: lm-eval shards the documents

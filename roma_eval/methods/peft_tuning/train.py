@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from roma_eval.devices import input_device
 from roma_eval.errors import RomaEvalError
-from roma_eval.methods.devices import input_device
 from roma_eval.methods.peft_tuning.config import PeftTuningConfig
 from roma_eval.methods.schedule import StepSchedule
 from roma_eval.samples import Sample

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from roma_eval.methods.choices import check_choices
+from roma_eval.choices import check_choices
 from roma_eval.methods.schedule import HELP as SCHEDULE_HELP
 from roma_eval.methods.schedule import RELEASED_WARMUP_STEPS, LRSchedule, check_schedule
 from roma_eval.neighbours import DEFAULT_K, DEFAULT_SIGMA, Kernel

@@ -12,8 +12,8 @@ from __future__ import annotations
 from lm_eval.models.huggingface import HFLM
 
 from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
+from roma_eval.devices import data_parallel
 from roma_eval.errors import report_in_one_line
-from roma_eval.methods.devices import data_parallel
 from roma_eval.model_args import base_model_args, refuse_unknown_keys
 
 report_in_one_line()

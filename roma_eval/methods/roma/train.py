@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from roma_eval.devices import input_device, process_state
 from roma_eval.errors import RomaEvalError
-from roma_eval.methods.devices import input_device, process_state
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.methods.roma.data import LayerCache, TrainingRows, epoch_batches
 from roma_eval.methods.schedule import StepSchedule
