@@ -35,11 +35,17 @@ def adapter(directory, peft_type, method=None, parameters=None):
     ({"regulariser": "manifold", "lam": 0.0}, "router_tuning"), ({"regulariser": "l2", "lam": 0.8}, "roma"),
     ({"method": "oracle_tuning", "lam": 0.8}, "oracle_tuning"), ({"method": "dense_bp"}, "dense_bp"),
 ])
-def test_router_checkpoints_say_which_method_trained_them(tmp_path, training_config, method):
-    assert router_method(training_config) == method
+def test_router_checkpoints_written_before_the_method_field_are_still_read(tmp_path, training_config, method):
+    assert router_method({"training_config": training_config}) == method
     ckpt = router_checkpoint(tmp_path / "ckpt", training_config)
     assert method_of("roma", {"pretrained": "m", "router_checkpoint": str(ckpt)}) == method
     assert training_cost("roma", {"router_checkpoint": str(ckpt)}) == TrainingCost(2 * 64 * 2048, 1.5)
+
+
+def test_the_recorded_method_decides_over_the_training_settings():
+    # A checkpoint records its method (every training method writes it); its settings are never read for it then.
+    assert router_method({"method": "router_tuning", "training_config": {"lam": 0.8}}) == "router_tuning"
+    assert router_method({"method": "roma", "training_config": {"lam": 0.0}}) == "roma"
 
 
 def test_peft_adapters_say_which_method_trained_them(tmp_path):

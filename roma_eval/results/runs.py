@@ -11,54 +11,24 @@ Only the standard library: the report path must not import torch (nor lm_eval, w
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.storage import read_json_object
-
-# The paper's Table 1 columns, in the paper's order (arXiv 2511.07419, Table 1).
-PAPER_COLUMNS = ("mmlu", "hellaswag", "arc_challenge", "arc_easy", "piqa", "winogrande", "boolq", "gsm8k")
-TOY_PREFIX = "toy_"  # the toy suite names its tasks toy_<column>
-
-# lm-eval metric keys ("metric,filter") that fill each column, in order of preference: a cell takes
-# the first one its run reports.  The paper does not say which it used; lm-eval's common practice is
-# acc_norm where length normalisation matters (HellaSwag, ARC, PIQA).  GSM8K is evaluated zero-shot
-# in the paper, where a base model rarely writes lm-eval's "#### N" answer format, so the
-# flexible-extract filter is the default.  `--metric COLUMN=METRIC[,FILTER]` overrides any of these.
-DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
-    "mmlu": ("acc,none",),
-    "hellaswag": ("acc_norm,none", "acc,none"),
-    "arc_challenge": ("acc_norm,none", "acc,none"),
-    "arc_easy": ("acc_norm,none", "acc,none"),
-    "piqa": ("acc_norm,none", "acc,none"),
-    "winogrande": ("acc,none",),
-    "boolq": ("acc,none",),
-    # first-number: the toy GSM8K's filter (tasks/toy/toy_gsm8k.yaml).
-    "gsm8k": ("exact_match,flexible-extract", "exact_match,strict-match", "exact_match,first-number",
-              "exact_match,none"),
-}
-
-# lm-eval model names that evaluate the unmodified model (with ``peft=``: the adapter's method).
-BASE_MODELS = frozenset({"hf", "hf-auto", "huggingface", "vllm", "sglang"})
-PEFT_MODEL = "hf-peft"  # roma-eval's hf for peft adapters (methods/peft_tuning/lm_eval.py)
-# Files that say what trained an artefact: a router checkpoint's config (its training_config records the method;
-# RoMA's records its regulariser) and a peft adapter's training record / config.
-ROUTER_CONFIG, TRAINING_LOG = "router_config.json", "training_log.jsonl"  # the log: peft adapters too
-ADAPTER_TRAINING, ADAPTER_CONFIG = "training_config.json", "adapter_config.json"
-# Methods that train no parameters: their cost-table row has 0 trainable parameters.
-UNTRAINED = frozenset({"base", "icl", "c3po", "oracle"})
-# model_args naming a directory an evaluation read (a router checkpoint, a peft adapter, C3PO's reference set), and
-# the file every such directory holds (how a copy of it is recognised inside a results tree).
-ARTEFACT_ARGS = {"router_checkpoint": ROUTER_CONFIG, "peft": ADAPTER_CONFIG, "reference": "reference.json"}
-
-logger = logging.getLogger(__name__)
+from roma_eval.results.columns import column_of
+from roma_eval.results.provenance import (
+    ARTEFACT_ARGS,
+    TrainingCost,
+    find_artefact,
+    method_of,
+    parse_model_args,
+    training_cost,
+)
 
 # lm-eval's date_id: datetime.now().isoformat() with ":" replaced by "-".
 _DATE = r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?"
@@ -298,164 +268,6 @@ class Run:
         return config.get("output_type") if isinstance(config, dict) else None
 
 
-def parse_model_args(model_args) -> dict:
-    """lm-eval records model_args as a dict (0.4.13) or, in older versions, as the "k=v,k=v" command-line string."""
-    if isinstance(model_args, dict):
-        return model_args
-    if not model_args:
-        return {}
-    pairs = (item.split("=", 1) for item in str(model_args).split(",") if item.strip())
-    return {key.strip(): (value[0].strip() if value else "") for key, *value in pairs}
-
-
-def method_of(model: str, model_args: dict, search_dirs: Sequence[Path] = ()) -> str:
-    """The method a run evaluates, from lm-eval's ``--model`` and ``--model_args``.
-
-    A "roma" run evaluates a router checkpoint, whose ``router_config.json`` says which method trained it
-    (``router_method``: RoMA, Router Tuning, Oracle Tuning, Dense BP); without one it evaluates the pretrained
-    routers, i.e. the base model.  ``hf`` (or ``hf-peft``) with ``peft=`` evaluates an adapter, whose own files say
-    which method trained it (``adapter_method``: Prefix / Prompt Tuning).  Model types we do not know keep their own
-    name ("icl", "c3po", "oracle").  Artefact paths are looked up by ``find_artefact``: inside the results tree
-    (``search_dirs``) first, then as recorded.
-    """
-    model = model.lower()
-    if model in BASE_MODELS or model == PEFT_MODEL:
-        adapter = model_args.get("peft")
-        return adapter_method(str(adapter), search_dirs) if adapter else "base"
-    if model == "roma":
-        checkpoint = model_args.get("router_checkpoint")
-        return checkpoint_method(str(checkpoint), search_dirs) if checkpoint else "base"
-    return model
-
-
-def router_method(training_config: dict) -> str:
-    """The method recorded in a router checkpoint's training_config: its "method" (Oracle Tuning, Dense BP), or for
-    RoMA's own checkpoints "router_tuning" when nothing but the task loss trained them (regulariser none, or λ = 0:
-    the paper's Router Tuning row), else "roma"."""
-    if training_config.get("method"):
-        return str(training_config["method"])
-    if training_config.get("regulariser") == "none" or training_config.get("lam") == 0:
-        return "router_tuning"
-    return "roma"
-
-
-def find_artefact(path: str, search_dirs: Sequence[Path] = (), marker: str | None = None) -> Path | None:
-    """The directory an artefact path recorded in model_args (router_checkpoint=, peft=, reference=) names here.
-
-    First inside the results tree: the longest tail of the recorded path that is a directory holding ``marker``
-    (the file every such artefact has, ``ARTEFACT_ARGS``) below one of ``search_dirs`` (the results file's directory
-    and its parents, nearest first), so that a copied or moved tree finds its own artefacts whether the path was
-    recorded absolute or relative to the run's working directory.  Then the path as recorded (absolute, or relative
-    to the working directory); None when neither exists.
-    """
-    recorded = Path(path).expanduser()
-    parts = recorded.parts[1:] if recorded.is_absolute() else recorded.parts
-    for start in range(len(parts)):
-        tail = Path(*parts[start:])
-        for directory in search_dirs:
-            found = directory / tail
-            if (found / marker).is_file() if marker else found.is_dir():
-                return found
-    return recorded if recorded.is_dir() else None
-
-
-def same_model_args(recorded, wanted: str, results_file: Path) -> bool:
-    """Whether a results file's recorded model_args are ``wanted`` (a "k=v,..." string), an artefact path counting as
-    equal when the recorded one resolves from the results file (``find_artefact``) to the directory ``wanted`` names:
-    a copied or moved results tree holds the same evaluation."""
-    found, asked = parse_model_args(recorded), parse_model_args(wanted)
-    if found.keys() != asked.keys():
-        return False
-    parents = list(results_file.resolve().parents)[:4]
-    for key, value in asked.items():
-        if key in ARTEFACT_ARGS and str(found[key]) != value:
-            located = find_artefact(str(found[key]), parents, ARTEFACT_ARGS[key])
-            if located is None or located.resolve() != Path(value).resolve():
-                return False
-        elif str(found[key]) != value:
-            return False
-    return True
-
-
-def checkpoint_method(checkpoint: str, search_dirs: Sequence[Path] = ()) -> str:
-    """The method that trained a router checkpoint; "roma" when its router_config.json cannot be read here."""
-    directory = find_artefact(checkpoint, search_dirs, ROUTER_CONFIG)
-    config = read_json_object(directory / ROUTER_CONFIG) if directory else None
-    if config is None:
-        logger.warning("router checkpoint %s: no readable %s here, so its method is taken to be RoMA; label the run "
-                       "(LABEL=PATH) if it is another", checkpoint, ROUTER_CONFIG)
-        return "roma"
-    return router_method(config.get("training_config") or {})
-
-
-def adapter_method(adapter: str, search_dirs: Sequence[Path] = ()) -> str:
-    """The method that trained a peft adapter: roma-eval's training record, else peft's type ("prefix_tuning",
-    "prompt_tuning", "lora", ...); "peft" when neither can be read here."""
-    directory = find_artefact(adapter, search_dirs, ADAPTER_CONFIG)
-    record = read_json_object(directory / ADAPTER_TRAINING) if directory else None
-    if record and record.get("method"):
-        return str(record["method"])
-    config = read_json_object(directory / ADAPTER_CONFIG) if directory else None
-    if config and config.get("peft_type"):
-        return str(config["peft_type"]).lower()
-    logger.warning("peft adapter %s: no readable %s here; label the run (LABEL=PATH)", adapter, ADAPTER_CONFIG)
-    return "peft"
-
-
-@dataclass(frozen=True)
-class TrainingCost:
-    """What training an evaluated artefact cost: its trainable parameters and the summed wall-clock seconds of its
-    optimisation steps (training_log.jsonl; None when not recorded)."""
-
-    trainable_parameters: int | None
-    training_seconds: float | None = None
-
-
-def _logged_seconds(path: Path) -> float | None:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return sum(float(json.loads(line).get("seconds", 0.0)) for line in lines if line.strip())
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def training_cost(model: str, model_args: dict, search_dirs: Sequence[Path] = (),
-                  label: str | None = None) -> TrainingCost | None:
-    """The evaluated artefact's training cost: a router checkpoint's tuned router weights (layers × experts ×
-    hidden), a peft adapter's recorded trainable parameters; 0 for methods that train nothing."""
-    model = model.lower()
-    checkpoint = model_args.get("router_checkpoint") if model == "roma" else None
-    adapter = model_args.get("peft") if model in BASE_MODELS or model == PEFT_MODEL else None
-    if checkpoint:
-        directory = find_artefact(str(checkpoint), search_dirs, ROUTER_CONFIG)
-        config = read_json_object(directory / ROUTER_CONFIG) if directory else None
-        if config is None:
-            return None
-        try:
-            parameters = len(config["layers"]) * int(config["num_experts"]) * int(config["hidden_size"])
-        except (KeyError, TypeError, ValueError):
-            parameters = None
-        return TrainingCost(parameters, _logged_seconds(directory / TRAINING_LOG))
-    if adapter:
-        directory = find_artefact(str(adapter), search_dirs, ADAPTER_CONFIG)
-        record = read_json_object(directory / ADAPTER_TRAINING) if directory else None
-        if record is None:
-            return None
-        summary = record.get("summary") or {}
-        return TrainingCost(summary.get("trainable_parameters"), _logged_seconds(directory / TRAINING_LOG))
-    method = label or method_of(model, model_args)
-    return TrainingCost(0) if method in UNTRAINED else None
-
-
-def column_of(task: str) -> tuple[str, str] | None:
-    """(suite, column) for an lm-eval task name that is one of the paper's benchmarks, else None."""
-    if task in PAPER_COLUMNS:
-        return "paper", task
-    if task.startswith(TOY_PREFIX) and task[len(TOY_PREFIX):] in PAPER_COLUMNS:
-        return "toy", task[len(TOY_PREFIX):]
-    return None
-
-
 def results_files(path: Path) -> list[Path]:
     """The lm-eval results JSON files at ``path`` (a file, or a directory searched recursively); may be empty."""
     if path.is_file():
@@ -529,72 +341,6 @@ def latest_cells(runs: list[Run]) -> dict[tuple[str, str, str, str], tuple[Run, 
         for bench in run.benchmarks:
             cells[(run.model, run.method, bench.suite, bench.name)] = (run, bench)
     return cells
-
-
-def metric_preferences(overrides: dict[str, str] | None = None,
-                       runs: list[Run] | None = None) -> dict[str, tuple[str, ...]]:
-    """DEFAULT_METRICS with user overrides ("arc_easy" -> "acc" or "gsm8k" -> "exact_match,strict-match").
-
-    With ``runs``, each override is checked against them first: a typo would otherwise be ignored (an
-    unknown column) or blank the column (a metric no run has).
-    """
-    prefs = dict(DEFAULT_METRICS)
-    reported = _reported_metrics(runs) if runs is not None and overrides else None
-    for column, metric in (overrides or {}).items():
-        key = metric if "," in metric else f"{metric},none"
-        if reported is not None:
-            _check_override(column, metric, key, reported)
-        prefs[column] = (key,)
-    return prefs
-
-
-def _reported_metrics(runs: list[Run]) -> dict[str, set[str]]:
-    """Column and lm-eval task name -> the metric keys ("metric,filter") its runs report."""
-    reported: dict[str, set[str]] = {}
-    for run in runs:
-        for bench in run.benchmarks:
-            for name in (bench.name, bench.task):
-                reported.setdefault(name, set()).update(run.metrics(bench))
-    return reported
-
-
-def _check_override(column: str, metric: str, key: str, reported: dict[str, set[str]]) -> None:
-    """Refuse ``--metric column=metric`` unless the column is the paper's or a benchmark of the runs, and some
-    run reports ``key`` for it.  Some, not all: the oracle reports fewer metrics than lm-eval's filters give.
-    A paper column no run has is left alone: there is nothing it could change or be checked against."""
-    if column not in reported and column not in PAPER_COLUMNS:
-        valid = list(PAPER_COLUMNS) + sorted(reported.keys() - set(PAPER_COLUMNS))
-        raise RomaEvalError(f"--metric {column}={metric}: no column or task named {column!r}; choose among "
-                            f"{', '.join(valid)}")
-    if column in reported and key not in reported[column]:
-        raise RomaEvalError(f"--metric {column}={metric}: no run reports {key!r} for {column}; choose among "
-                            f"{', '.join(map(repr, sorted(reported[column])))}")
-
-
-def wanted_metrics(prefs: dict[str, tuple[str, ...]], column: str, task: str | None = None) -> tuple[str, ...] | None:
-    """The metrics preferred for a benchmark: those given for its lm-eval task (``--metric toy_arc_easy=acc``
-    changes the toy table only), else those of its column; None for a benchmark without preferences."""
-    return prefs.get(task) if task in prefs else prefs.get(column)
-
-
-def choose_metric(available, column: str, prefs: dict[str, tuple[str, ...]], task: str | None = None) -> str | None:
-    """The preferred metric among ``available`` for a column (or its task); for other benchmarks, the first reported."""
-    available = list(available)
-    if (wanted := wanted_metrics(prefs, column, task)) is not None:
-        return next((m for m in wanted if m in available), None)
-    return available[0] if available else None
-
-
-def parse_metric_overrides(items: list[str] | None) -> dict[str, str]:
-    """`--metric COLUMN=METRIC[,FILTER]` flags -> {column: metric}."""
-    out = {}
-    for item in items or []:
-        column, sep, metric = item.partition("=")
-        if not sep or not column or not metric:
-            raise RomaEvalError(f"--metric {item!r} is not COLUMN=METRIC[,FILTER], e.g. arc_easy=acc "
-                                f"or gsm8k=exact_match,strict-match")
-        out[column] = metric
-    return out
 
 
 def _benchmarks(data: dict) -> Iterator[Benchmark]:
