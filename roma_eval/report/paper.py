@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.report.tables import Grid, fmt, method_name
+from roma_eval.registry import label
+from roma_eval.report.tables import Grid, fmt
 
 PUBLISHED_DIR = Path(__file__).parent / "published"
 PAPER_MODELS = {"olmoe": "OLMoE-1B-7B", "deepseekmoe": "DeepSeekMoE-16B", "qwen3": "Qwen3-30B-A3B"}
@@ -114,7 +115,7 @@ def recomputed_average(grid: Grid, method: str) -> float:
 
 def average_check_note(grid: Grid) -> str:
     """One sentence: do the recomputed averages round to the published ones?"""
-    wrong = [f"{method_name(m)} {fmt(recomputed_average(grid, m))} vs {fmt(grid.published_average[m])}"
+    wrong = [f"{label(m)} {fmt(recomputed_average(grid, m))} vs {fmt(grid.published_average[m])}"
              for m in grid.methods if fmt(recomputed_average(grid, m)) != fmt(grid.published_average[m])]
     if wrong:
         return "Recomputed averages differ from the published ones: " + "; ".join(wrong) + "."

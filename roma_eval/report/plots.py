@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.report.tables import AVERAGE, AVERAGE_KEY, COLUMN_NAMES, LEVEL, Grid, method_name
+from roma_eval.registry import label
+from roma_eval.report.tables import AVERAGE, AVERAGE_KEY, COLUMN_NAMES, LEVEL, Grid
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -183,7 +184,7 @@ def _draw_manifold(model: str, dumps: dict[str, RoutingDump]):
     routing_basis = pca_basis(np.concatenate([d.routing for d in dumps.values()]))
     first = next(iter(dumps.values()))
     panels = [("task embedding", pca_2d(first.embedding), first.task)]
-    panels += [(f"{method_name(method)}: routing weights", routing_basis.project(d.routing), d.task)
+    panels += [(f"{label(method)}: routing weights", routing_basis.project(d.routing), d.task)
                for method, d in dumps.items()]
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
+from roma_eval import registry
 from roma_eval.report.provenance import model_title
 from roma_eval.results import PAPER_COLUMNS, Benchmark, Run, TrainingCost, Variant, choose_metric
 
@@ -23,14 +24,6 @@ if TYPE_CHECKING:
 MISSING = "—"
 UPPER_BOUND = "oracle"  # an upper bound, not a competitor: never bold (as in the paper's Table 1)
 # The rows of the paper's Table 1, in its order (tests check it against the published CSVs).
-METHOD_ORDER = ("base", "oracle", "icl", "c3po", "router_tuning", "oracle_tuning", "prefix_tuning", "prompt_tuning",
-                "dense_bp", "roma")
-METHOD_NAMES = {
-    "base": "Base", "roma": "RoMA", "c3po": "C3PO", "oracle": "Oracle", "icl": "ICL",
-    "router_tuning": "Router Tuning", "oracle_tuning": "Oracle Tuning", "prefix_tuning": "Prefix Tuning",
-    "prompt_tuning": "Prompt Tuning", "dense_bp": "Dense BP", "mode_finding": "Mode Finding",
-    "kernel_regression": "Kernel Regression", "ngd": "NGD",
-}
 COLUMN_NAMES = {
     "mmlu": "MMLU", "hellaswag": "HellaSwag", "arc_challenge": "ARC-C", "arc_easy": "ARC-E", "piqa": "PIQA",
     "winogrande": "WinoGrande", "boolq": "BoolQ", "gsm8k": "GSM8K",
@@ -112,7 +105,7 @@ class Grid:
 
     def row_name(self, row: str) -> str:
         place = self.row_places.get(row)
-        return method_name(self.method_of(row)) + (f" ({place})" if place else "")
+        return registry.label(self.method_of(row)) + (f" ({place})" if place else "")
 
     def row_of(self, method: str) -> str | None:
         """The one row of ``method``; None when it has none or several (variants)."""
@@ -152,11 +145,7 @@ def ordered_methods(methods) -> list[str]:
     """The paper's Table 1 rows in its order (Base, Oracle, ICL, C3PO, Router Tuning, Oracle Tuning, Prefix Tuning,
     Prompt Tuning, Dense BP, RoMA), then the rest as given."""
     methods = list(dict.fromkeys(methods))
-    return [m for m in METHOD_ORDER if m in methods] + [m for m in methods if m not in METHOD_ORDER]
-
-
-def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+    return [m for m in registry.NAMES if m in methods] + [m for m in methods if m not in registry.NAMES]
 
 
 def fmt(value: float | None, digits: int = 1, sign: bool = False, suffix: str = "") -> str:
@@ -263,7 +252,7 @@ def _variants_note(method: str, variants: list[Variant]) -> str:
     differ = [label for label, key in named.items() if len({getattr(v, key) for v in variants}) > 1]
     args = [dict(v.model_args) for v in variants]
     differ += sorted({k for a in args for k in a if len({b.get(k) for b in args}) > 1})
-    return (f"{method_name(method)}: {len(variants)} runs that differ in {', '.join(differ)} are shown as separate "
+    return (f"{registry.label(method)}: {len(variants)} runs that differ in {', '.join(differ)} are shown as separate "
             f"rows, named by where they were read from; name them with LABEL=PATH.")
 
 
@@ -429,7 +418,7 @@ def side_by_side_table(ours: Grid, paper: Grid) -> Table | None:
         method = ours.method_of(m)
         if i + 1 == len(shared) or ours.method_of(shared[i + 1]) != method:  # the paper's row after the last variant
             values = [paper.value(method, c) for c in paper.columns] + [paper.average(method)]
-            rows.append((f"{method_name(method)} (paper)", tuple(Cell(fmt(v)) for v in values)))
+            rows.append((f"{registry.label(method)} (paper)", tuple(Cell(fmt(v)) for v in values)))
     return Table(title=f"Ours vs {paper.title}", columns=_header(paper), rows=tuple(rows))
 
 

@@ -14,7 +14,6 @@ from roma_eval.report.tables import (
     fmt,
     gap_closed_table,
     grids_from_runs,
-    method_name,
     ordered_methods,
     scores_table,
 )
@@ -113,12 +112,12 @@ def test_method_order():
 
 
 def test_method_order_is_the_papers_table_1():
+    from roma_eval import registry
     from roma_eval.report.paper import table1_grids
-    from roma_eval.report.tables import METHOD_ORDER
 
     for grid in table1_grids().values():
-        assert tuple(grid.values) == METHOD_ORDER  # the published CSVs' row order
-        assert all(method_name(m) != m for m in grid.values)  # every row has its display name
+        assert tuple(grid.values) == registry.NAMES  # the published CSVs' row order
+        assert all(registry.label(m) != m for m in grid.values)  # every row has its display name
 
 
 def test_grids_from_the_fixture_runs(runs):
