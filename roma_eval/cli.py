@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from roma_eval import __version__
+from roma_eval import __version__, registry
 from roma_eval.claims import release_claims
 from roma_eval.errors import RomaEvalError
 from roma_eval.quiet import quiet_libraries
@@ -54,7 +54,7 @@ VERB_GROUPS = (
     ("evaluate", ("eval", "oracle", "c3po", "reproduce"),
      "roma-eval eval --model roma --model_args pretrained=M,router_checkpoint=C --tasks roma_paper"),
     ("train routers", ("train",), "roma-eval train --pretrained M --tasks roma_paper_train --output_path runs/roma"),
-    ("baselines", ("icl", "oracle-tuning", "dense-bp", "prefix-tuning", "prompt-tuning"),
+    ("baselines", tuple(dict.fromkeys(m.verb for m in registry.METHODS if m.verb and not m.default)),
      "roma-eval dense-bp --pretrained M --tasks roma_paper_train --output_path runs/dense-bp"),
     ("analyse", ("report", "check"), "roma-eval check --baseline runs/base --candidate runs/roma"),
     ("tasks", ("tasks",), "roma-eval tasks"),

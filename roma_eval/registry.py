@@ -21,6 +21,25 @@ ORACLE_ROUTING = "oracle_routing"  # the oracle's per-sample routing beside its 
 
 
 @dataclass(frozen=True)
+class Artefact:
+    """What a method writes for lm-eval to read: the model_args key that names it, the file every such directory
+    holds (written last: its presence means complete; how a copy is recognised), and its directory's name in a
+    `reproduce` stage."""
+
+    model_arg: str
+    marker: str
+    directory: str
+
+
+# The artefacts lm-eval reads through model_args (the oracle's routing stays beside its own results).
+ARTEFACTS: dict[str, Artefact] = {
+    ROUTER_CHECKPOINT: Artefact("router_checkpoint", "router_config.json", "router_checkpoint"),
+    PEFT_ADAPTER: Artefact("peft", "adapter_config.json", "adapter"),
+    REFERENCE_SET: Artefact("reference", "reference.json", "reference"),
+}
+
+
+@dataclass(frozen=True)
 class Method:
     name: str  # the row's key: in --methods, experiment.json, artefacts' "method" field and the report
     label: str  # the row's name in tables
@@ -32,29 +51,31 @@ class Method:
     one_process: bool = False  # its reproduce stage runs on the main process only
     default: bool = False  # in `reproduce`'s default --methods
     settings_flag: bool = False  # `reproduce --<name>_args` passes settings to its verb
+    reads_training_set: bool = True  # it reads the training mixture (trains on it, or draws references from it)
+    fixed: tuple[tuple[str, object], ...] = ()  # settings that make its config this row (Router Tuning: no regulariser)
 
     @property
-    def settings_option(self) -> str:
-        return f"--{self.name}_args"
+    def fixed_settings(self) -> dict:
+        return dict(self.fixed)
 
 
 # Report order: the paper's Table 1, top to bottom.
 METHODS: tuple[Method, ...] = (
-    Method("base", "Base", None, None, None, "hf", trains=False, default=True),
+    Method("base", "Base", None, None, None, "hf", trains=False, default=True, reads_training_set=False),
     Method("oracle", "Oracle", "oracle", "roma_eval.methods.oracle.config:OracleConfig", ORACLE_ROUTING, None,
-           trains=False, default=True, settings_flag=True),
+           trains=False, default=True, settings_flag=True, reads_training_set=False),
     Method("icl", "ICL", "icl", "roma_eval.methods.icl.config:IclConfig", None, None, trains=False, one_process=True),
     Method("c3po", "C3PO", "c3po", "roma_eval.methods.c3po.config:C3POConfig", REFERENCE_SET, "c3po", trains=False,
            default=True),
     Method("router_tuning", "Router Tuning", "train", "roma_eval.methods.roma.config:RomaConfig", ROUTER_CHECKPOINT,
-           "roma", trains=True, default=True, settings_flag=True),
+           "roma", trains=True, default=True, settings_flag=True, fixed=(("regulariser", "none"),)),
     Method("oracle_tuning", "Oracle Tuning", "oracle-tuning",
            "roma_eval.methods.oracle_tuning.config:OracleTuningConfig", ROUTER_CHECKPOINT, "roma", trains=True,
            settings_flag=True),
     Method("prefix_tuning", "Prefix Tuning", "prefix-tuning", "roma_eval.methods.peft_tuning.config:PeftTuningConfig",
-           PEFT_ADAPTER, "hf-peft", trains=True, one_process=True),
+           PEFT_ADAPTER, "hf-peft", trains=True, one_process=True, fixed=(("method", "prefix_tuning"),)),
     Method("prompt_tuning", "Prompt Tuning", "prompt-tuning", "roma_eval.methods.peft_tuning.config:PeftTuningConfig",
-           PEFT_ADAPTER, "hf-peft", trains=True, one_process=True),
+           PEFT_ADAPTER, "hf-peft", trains=True, one_process=True, fixed=(("method", "prompt_tuning"),)),
     Method("dense_bp", "Dense BP", "dense-bp", "roma_eval.methods.dense_bp.config:DenseBPConfig", ROUTER_CHECKPOINT,
            "roma", trains=True, settings_flag=True),
     Method("roma", "RoMA", "train", "roma_eval.methods.roma.config:RomaConfig", ROUTER_CHECKPOINT, "roma",

@@ -9,16 +9,13 @@ discover the same names through the ``lm_eval.models`` entry-point group in pypr
 
 import sys
 
-MODELS = {
-    "roma": "roma_eval.methods.roma.lm_eval:RomaLM",
-    "c3po": "roma_eval.methods.c3po.lm_eval:C3POLM",
-    "hf-peft": "roma_eval.methods.peft_tuning.lm_eval:PeftLM",
-}
 _TARGET = "lm_eval.models"
 
 
 def register(model_registry) -> None:
-    for name, target in MODELS.items():
+    from roma_eval.registry import LM_EVAL_MODELS  # read only once lm_eval.models is imported: nothing at startup
+
+    for name, target in LM_EVAL_MODELS.items():
         if name not in model_registry:
             model_registry.register(name, target=target)
 

@@ -20,15 +20,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from roma_eval import registry
 from roma_eval.errors import RomaEvalError
 
-METHODS = ("base", "router_tuning", "roma", "oracle", "c3po")  # Table 1's rows roma-eval ran first: the default
-ALL_METHODS = (*METHODS, "icl", "oracle_tuning", "prefix_tuning", "prompt_tuning", "dense_bp")  # --methods all
-ONE_PROCESS = ("icl", "prefix_tuning", "prompt_tuning")  # stages that do not share their work across processes
 PAPER_MODELS = ("olmoe", "deepseekmoe", "qwen3")
-# The rows with their own settings flag (--<row>_args) -> the verb whose flags they are.
-ROW_VERBS = {"roma": "train", "router_tuning": "train", "oracle_tuning": "oracle-tuning", "dense_bp": "dense-bp",
-             "oracle": "oracle"}
 # The paper's three models, as the checkpoints its published rows point to (docs/reproduce.md says why: the paper
 # names no variant; the evidence is for the post-trained ones).
 EXAMPLES = """recipe: the paper's three models (the post-trained checkpoints; why: docs/reproduce.md)
@@ -46,9 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLES
     add_base_model(parser)
     add_output(parser, "the experiment's directory: one subdirectory per stage, the report, experiment.json")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated stages among {', '.join(ALL_METHODS)}, or all (Table 1's ten rows; "
-                             "the report always follows)")
+    parser.add_argument("--methods", default=",".join(registry.DEFAULT),
+                        help=f"comma-separated stages among {', '.join(registry.RUN_ORDER)}, or all (Table 1's "
+                             f"{len(registry.NAMES)} rows; the report always follows)")
     parser.add_argument(*flag("eval_tasks"), default="roma_paper", help="evaluation tasks or groups")
     parser.add_argument(*flag("train_tasks"), default="roma_paper_train",
                         help="training mixture (RoMA, Router Tuning, C3PO's reference set)")
@@ -63,9 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "lr_schedule, warmup_steps, warmup_ratio (default: RoMA's released trainer's; its lr "
                              "7e-05 is set for 1-30B models, a small model needs more: the toy's is 1e-2); a row's own "
                              "--<row>_args override it for that row, and the summary and experiment.json say so")
-    for method, verb in ROW_VERBS.items():
-        parser.add_argument(*flag(f"{method}_args"), default="",
-                            help=f"{method} settings as k=v,k=v (the fields of `roma-eval {verb} --help`)")
+    for method in registry.METHODS:
+        if method.settings_flag:
+            parser.add_argument(*flag(f"{method.name}_args"), default="",
+                                help=f"{method.name} settings as k=v,k=v (the fields of `roma-eval {method.verb} "
+                                     "--help`)")
     parser.add_argument(*flag("c3po_args"), default="", help="C3PO model_args, e.g. c3po_method=ngd,c3po_k=3")
     parser.add_argument(*flag("paper_model"), choices=PAPER_MODELS, default=None,
                         help="the paper's model to compare with (default: guessed from the model's name)")
@@ -109,35 +106,34 @@ def _budget(config_cls, row: str, shared: dict, own_text: str, **base):
 def training_budget(args, output: Path) -> tuple[dict, dict, dict]:
     """Every trained row's config from ``--train_args`` and the rows' own args: (config by row, the settings given by
     row, the manifest's record of each budget value and its source)."""
-    from roma_eval.methods.dense_bp.config import DenseBPConfig
-    from roma_eval.methods.oracle_tuning.config import OracleTuningConfig
-    from roma_eval.methods.peft_tuning.config import PeftTuningConfig
-    from roma_eval.methods.roma.config import RomaConfig
+    from dataclasses import fields
+
     from roma_eval.pipeline.budget import BUDGET, budget_record
 
     shared = _settings(args.train_args, "train_args", BUDGET, "; a row's other settings go in its own --<row>_args")
-    targets = str(output / "oracle_tuning" / "oracle_train")  # checked here; the stage sets its own
-    rows = {"router_tuning": (RomaConfig, args.router_tuning_args, {"regulariser": "none"}),
-            "roma": (RomaConfig, args.roma_args, {}),
-            "oracle_tuning": (OracleTuningConfig, args.oracle_tuning_args, {"oracle_routing": targets}),
-            "dense_bp": (DenseBPConfig, args.dense_bp_args, {}),
-            "prefix_tuning": (PeftTuningConfig, "", {"method": "prefix_tuning"}),
-            "prompt_tuning": (PeftTuningConfig, "", {"method": "prompt_tuning"})}
     configs, values, sources = {}, {}, {}
-    for row, (config, own, base) in rows.items():
-        configs[row], values[row], sources[row] = _budget(config, row, shared, own, seed=args.seed, **base)
+    for method in registry.METHODS:
+        if not method.trains:
+            continue
+        config = registry.config_class(method.name)
+        base = {**method.fixed_settings, "seed": args.seed}
+        if "oracle_routing" in {f.name for f in fields(config)}:  # checked here; the stage sets its own
+            base["oracle_routing"] = str(output / method.name / "oracle_train")
+        own = getattr(args, f"{method.name}_args", "")
+        configs[method.name], values[method.name], sources[method.name] = _budget(config, method.name, shared, own,
+                                                                                  **base)
     return configs, values, budget_record(configs, sources, shared)
 
 
 def stage_tables(results: dict, method: str) -> str:
     """What a stage that evaluated prints: lm-eval's results table as `lm_eval` prints it; the oracle's gap table."""
-    from roma_eval.commands.results_table import lm_eval_tables
+    from roma_eval.harness import tables
 
     if method != "oracle":
-        return lm_eval_tables(results)
+        return tables(results)
     from roma_eval.methods.oracle.run import gap_table
 
-    return "\n".join([lm_eval_tables(results), "oracle against base:", *gap_table(results)])
+    return "\n".join([tables(results), "oracle against base:", *gap_table(results)])
 
 
 def check_inputs(exp, methods: list[str]) -> None:
@@ -147,7 +143,7 @@ def check_inputs(exp, methods: list[str]) -> None:
     from roma_eval.model_loading import check_model_source
 
     check_model_source(exp.pretrained, exp.revision, exp.trust_remote_code)
-    trains = set(methods) - {"base", "oracle"}  # every other stage reads the training mixture
+    trains = any(registry.method(m).reads_training_set for m in methods)
     task_manager(exp.include_path, [*exp.eval_tasks, *(exp.train_tasks if trains else ())])
     if "c3po" in methods and exp.c3po_args:
         from roma_eval.methods.c3po.lm_eval import check_model_args
@@ -157,18 +153,18 @@ def check_inputs(exp, methods: list[str]) -> None:
 
 def run(args) -> int:
     from roma_eval.commands.options import chat_template_args, split_list
+    from roma_eval.harness import check_limit
     from roma_eval.methods.oracle.config import OracleConfig
     from roma_eval.pipeline import STAGES, Experiment, check_methods, report_stage, timed
     from roma_eval.pipeline.budget import budget_lines
     from roma_eval.report.paper import paper_model_for
 
-    methods = list(ALL_METHODS) if args.methods == "all" else split_list(args.methods)
-    if unknown := [m for m in methods if m not in ALL_METHODS]:
+    methods = list(registry.RUN_ORDER) if args.methods == "all" else split_list(args.methods)
+    if unknown := [m for m in methods if m not in registry.BY_NAME]:
         raise RomaEvalError(f"--methods {args.methods}: unknown {', '.join(unknown)}; choose among "
-                            f"{', '.join(ALL_METHODS)}, or all")
+                            f"{', '.join(registry.RUN_ORDER)}, or all")
     for name in ("limit", "train_limit"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise RomaEvalError(f"--{name} {getattr(args, name)}: give at least 1 document per task, or leave it out")
+        check_limit(getattr(args, name), f"--{name}")
     configs, settings, budget = training_budget(args, Path(args.output_path))
     exp = Experiment(
         pretrained=args.pretrained, output=Path(args.output_path), eval_tasks=tuple(split_list(args.eval_tasks)),
@@ -186,7 +182,7 @@ def run(args) -> int:
     if "oracle_routing" in exp.oracle_tuning:
         raise RomaEvalError("--oracle_tuning_args sets oracle_routing: the oracle_tuning stage trains towards its own "
                             "oracle run of the training mixture; drop it (or run `roma-eval oracle-tuning` yourself)")
-    if exp.dist.num_processes > 1 and (alone := [m for m in methods if m in ONE_PROCESS]):
+    if exp.dist.num_processes > 1 and (alone := [m for m in methods if registry.method(m).one_process]):
         raise RomaEvalError(f"--methods {args.methods}: {', '.join(alone)} run in one process; run them in a second "
                             "`roma-eval reproduce` without accelerate launch (same --output_path: it reuses the rest)")
     exp.check_output()  # a directory of another run: refused before the model is read

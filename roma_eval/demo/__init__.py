@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from roma_eval import registry
 from roma_eval.demo.base import base_stage, toy_model_stage
 from roma_eval.demo.c3po import c3po_stage
 from roma_eval.demo.context import DemoContext
@@ -25,9 +26,12 @@ from roma_eval.demo.roma import roma_stage, router_tuning_stage
 from roma_eval.demo.table import format_table
 
 Stage = Callable[[DemoContext], "list[str] | None"]
-STAGES: list[tuple[str, Stage]] = [("toy model", toy_model_stage), ("base", base_stage),
-                                   ("router_tuning", router_tuning_stage), ("roma", roma_stage),
-                                   ("oracle", oracle_stage), ("c3po", c3po_stage), ("report", report_stage)]
+# The demo runs the registry's default rows (reproduce's default --methods), each as ``<name>_stage``.
+_METHOD_STAGES = {stage.__name__.removesuffix("_stage"): stage
+                  for stage in (base_stage, router_tuning_stage, roma_stage, oracle_stage, c3po_stage)}
+STAGES: list[tuple[str, Stage]] = [("toy model", toy_model_stage),
+                                   *((name, _METHOD_STAGES[name]) for name in registry.DEFAULT),
+                                   ("report", report_stage)]
 __all__ = ["DemoContext", "STAGES", "run_demo", "summary"]
 logger = logging.getLogger(__name__)
 

@@ -3,12 +3,11 @@ whatever rows exist on every run."""
 
 from __future__ import annotations
 
+from roma_eval import registry
 from roma_eval.demo.context import DemoContext
 from roma_eval.pipeline import report_stage as pipeline_report
 
-METHODS = ("base", "router_tuning", "roma", "c3po", "oracle")  # the stage directories the report reads
-
 
 def report_stage(ctx: DemoContext) -> list[str]:
-    return pipeline_report(ctx, [m for m in METHODS if m in ctx.columns],
+    return pipeline_report(ctx, [m for m in registry.NAMES if m in ctx.columns],
                            "roma-eval demo: base, Router Tuning, RoMA, C3PO and the oracle")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from roma_eval import registry
 from roma_eval.demo.context import DemoContext, headline_metric
 from roma_eval.toy.suite import EVAL_TASKS, task_splits
 
@@ -21,8 +22,8 @@ def chance_levels(limit: int | None) -> dict[str, float]:
     return chance
 
 
-# The paper's Table 1 layout: a row per method in the paper's order, a column per benchmark.
-ROWS = {"base": "Base", "router_tuning": "Router Tuning", "roma": "RoMA", "c3po": "C3PO", "oracle": "Oracle"}
+# Table 1's layout: a row per method, in the order the demo runs them (registry.RUN_ORDER), a column per benchmark.
+ROWS = {name: registry.label(name) for name in registry.RUN_ORDER}
 COLUMNS = {"toy_mmlu": "MMLU", "toy_hellaswag": "HellaSwag", "toy_arc_challenge": "ARC-C", "toy_arc_easy": "ARC-E",
            "toy_piqa": "PIQA", "toy_winogrande": "WinoG", "toy_boolq": "BoolQ", "toy_gsm8k": "GSM8K"}
 

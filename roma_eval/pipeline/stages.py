@@ -1,4 +1,5 @@
-"""The stages of the paper's experiment (arXiv 2511.07419, Table 1), each a function of an ``Experiment``.
+"""The stages of the paper's experiment (arXiv 2511.07419, Table 1), each a function of an ``Experiment``: the
+stage of a method of roma_eval.registry is ``<name>_stage`` here (the peft rows share ``peft_stage``).
 
     base           the base model through lm-eval (`--model hf`)
     router_tuning  routers trained with the task loss only, then `--model roma` (the paper's Router Tuning)
@@ -19,17 +20,20 @@ model's skeleton, before any stage runs, whether every requested method can run 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shlex
 
+from roma_eval import registry
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.pipeline.experiment import Experiment
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT, REFERENCE = "router_checkpoint", "reference"
+CHECKPOINT = registry.ARTEFACTS[registry.ROUTER_CHECKPOINT].directory
+REFERENCE = registry.ARTEFACTS[registry.REFERENCE_SET].directory
 
 
 def _roma_eval(*parts) -> str:
@@ -56,9 +60,9 @@ def _config_flags(config, defaults) -> list[str]:
 
 
 def base_stage(exp: Experiment) -> list[str]:
-    model_args = exp.model_args()
-    exp.evaluate("base", "hf", model_args)
-    return [exp.lm_eval_command("base", "hf", model_args)]
+    model_args, model = exp.model_args(), registry.method("base").lm_eval_model
+    exp.evaluate("base", model, model_args)
+    return [exp.lm_eval_command("base", model, model_args)]
 
 
 def summary_line(summary: dict) -> str:
@@ -74,12 +78,14 @@ def summary_line(summary: dict) -> str:
     return ", ".join(f"{key.replace('_', ' ')}{value(v)}" for key, v in summary.items())
 
 
-def _trained_stage(exp: Experiment, stage: str, artefact_name: str, complete: str, train, model: str,
-                   arg: str, command: str) -> list[str]:
-    """Train with ``train(model, tokenizer, samples, artefact)`` unless an earlier run left ``artefact/complete``,
-    then evaluate ``--model model`` with ``arg=artefact``; ``command`` is the plain training command."""
-    artefact = exp.stage_dir(stage) / artefact_name
-    if exp.overwrite or not (artefact / complete).is_file():
+def _trained_stage(exp: Experiment, stage: str, train, command: str) -> list[str]:
+    """Train with ``train(model, tokenizer, samples, artefact)`` unless an earlier run left a complete artefact
+    (its marker file), then evaluate it with the method's lm-eval model; ``command`` is the plain training
+    command.  What the artefact is, and which model reads it, is the registry's record of ``stage``."""
+    method = registry.method(stage)
+    kind, model = registry.ARTEFACTS[method.artefact], method.lm_eval_model
+    artefact = exp.stage_dir(stage) / kind.directory
+    if exp.overwrite or not (artefact / kind.marker).is_file():
         exp.note_work()
         base_model, tokenizer = exp.load_model()
         summary = train(base_model, tokenizer, exp.training_samples(), artefact).summary
@@ -87,7 +93,7 @@ def _trained_stage(exp: Experiment, stage: str, artefact_name: str, complete: st
         del base_model
     else:
         logger.info(f"{stage}: reusing {artefact} (--overwrite retrains it)")
-    model_args = exp.model_args(**{arg: artefact.resolve()})  # absolute: a report finds it from any directory
+    model_args = exp.model_args(**{kind.model_arg: artefact.resolve()})  # absolute: a report finds it anywhere
     exp.evaluate(stage, model, model_args)
     return [f"{command} --output_path {shlex.quote(str(artefact))}", exp.lm_eval_command(stage, model, model_args)]
 
@@ -105,8 +111,8 @@ def tuned_stage(exp: Experiment, stage: str, config: RomaConfig) -> list[str]:
         return train_roma(model, tokenizer, samples, checkpoint, config, base_model=exp.pretrained,
                           revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
 
-    return _trained_stage(exp, stage, CHECKPOINT, "router_config.json", train, "roma", "router_checkpoint",
-                          _roma_eval("train", *_training_flags(exp), *_config_flags(config, RomaConfig())))
+    command = _roma_eval(registry.method(stage).verb, *_training_flags(exp), *_config_flags(config, RomaConfig()))
+    return _trained_stage(exp, stage, train, command)
 
 
 def router_tuning_stage(exp: Experiment) -> list[str]:
@@ -141,14 +147,15 @@ def oracle_stage(exp: Experiment) -> list[str]:
 
 def c3po_stage(exp: Experiment) -> list[str]:
     """C3PO's reference set (built once) and `--model c3po` on the evaluation suite."""
-    from roma_eval.methods.c3po import build_reference, load_reference
+    from roma_eval.methods.c3po import ReferenceBuild, build_reference, load_reference
 
     reference = exp.stage_dir("c3po") / REFERENCE
     if exp.overwrite or not (reference / "reference.json").is_file():
         exp.note_work()
         model, tokenizer = exp.load_model()
-        build_reference(model, tokenizer, exp.training_samples(), reference, base_model=exp.pretrained,
-                        revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
+        build_reference(model, tokenizer, exp.training_samples(), reference,
+                        ReferenceBuild(base_model=exp.pretrained, revision=exp.revision), overwrite=exp.overwrite,
+                        progress=exp.progress)
         del model
     else:
         logger.info(f"c3po: reusing {reference} (--overwrite rebuilds it)")
@@ -222,10 +229,9 @@ def oracle_tuning_stage(exp: Experiment) -> list[str]:
 
     oracle_command = _roma_eval("oracle", *_training_flags(exp), "--split", "train", "--save_routing",
                                 *_config_flags(oracle, type(oracle)()), "--output_path", targets)
-    return [oracle_command, *_trained_stage(
-        exp, "oracle_tuning", CHECKPOINT, "router_config.json", train, "roma", "router_checkpoint",
-        _roma_eval("oracle-tuning", *_training_flags(exp), "--oracle_routing", targets,
-                   *_config_flags(config, OracleTuningConfig(oracle_routing=str(targets)))))]
+    command = _roma_eval("oracle-tuning", *_training_flags(exp), "--oracle_routing", targets,
+                         *_config_flags(config, OracleTuningConfig(oracle_routing=str(targets))))
+    return [oracle_command, *_trained_stage(exp, "oracle_tuning", train, command)]
 
 
 def oracle_tuning_targets(exp: Experiment):
@@ -248,8 +254,8 @@ def dense_bp_stage(exp: Experiment) -> list[str]:
         return train_dense_bp(model, tokenizer, samples, checkpoint, exp.dense_bp, base_model=exp.pretrained,
                               revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
 
-    return _trained_stage(exp, "dense_bp", CHECKPOINT, "router_config.json", train, "roma", "router_checkpoint",
-                          _roma_eval("dense-bp", *_training_flags(exp), *_config_flags(exp.dense_bp, DenseBPConfig())))
+    command = _roma_eval("dense-bp", *_training_flags(exp), *_config_flags(exp.dense_bp, DenseBPConfig()))
+    return _trained_stage(exp, "dense_bp", train, command)
 
 
 def peft_stage(exp: Experiment, method: str) -> list[str]:
@@ -262,9 +268,9 @@ def peft_stage(exp: Experiment, method: str) -> list[str]:
         return train_peft_tuning(model, tokenizer, samples, adapter, config, base_model=exp.pretrained,
                                  revision=exp.revision, overwrite=exp.overwrite, progress=exp.progress)
 
-    return _trained_stage(exp, method, "adapter", "adapter_config.json", train, "hf-peft", "peft",
-                          _roma_eval(method.replace("_", "-"), *_training_flags(exp),
-                                     *_config_flags(config, PeftTuningConfig(method=method))))
+    command = _roma_eval(registry.method(method).verb, *_training_flags(exp),
+                         *_config_flags(config, PeftTuningConfig(method=method)))
+    return _trained_stage(exp, method, train, command)
 
 
 def peft_config(exp: Experiment, method: str):
@@ -288,8 +294,9 @@ def _dense_bp_problem(model) -> str | None:
     return dense_gradient_problem(model)
 
 
-# What a stage needs of the model beyond a supported MoE: model -> None, or why the method cannot run on it.
-MODEL_CHECKS = {"c3po": _c3po_problem, "dense_bp": _dense_bp_problem}
+# What a stage needs of the model beyond a supported MoE (``_<name>_problem``): model -> None, or why the method
+# cannot run on it.
+MODEL_CHECKS = {name: check for name in registry.NAMES if (check := globals().get(f"_{name}_problem"))}
 
 
 def check_methods(exp: Experiment, methods: list[str]) -> None:
@@ -308,7 +315,10 @@ def check_methods(exp: Experiment, methods: list[str]) -> None:
                             f"{', '.join(refused)} out of --methods for {exp.pretrained}")
 
 
-STAGES = {"base": base_stage, "router_tuning": router_tuning_stage, "roma": roma_stage, "oracle": oracle_stage,
-          "c3po": c3po_stage, "icl": icl_stage, "oracle_tuning": oracle_tuning_stage,
-          "prefix_tuning": lambda exp: peft_stage(exp, "prefix_tuning"),
-          "prompt_tuning": lambda exp: peft_stage(exp, "prompt_tuning"), "dense_bp": dense_bp_stage}
+def _stage(method: registry.Method):
+    if method.artefact == registry.PEFT_ADAPTER:
+        return functools.partial(peft_stage, method=method.name)
+    return globals()[f"{method.name}_stage"]
+
+
+STAGES = {name: _stage(registry.method(name)) for name in registry.RUN_ORDER}

@@ -16,13 +16,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from roma_eval import registry
 from roma_eval.results import Run
 
 # roma_eval.pipeline's manifest names (Experiment.manifest_name), read here without importing the pipeline.
 MANIFESTS = ("experiment.json", "demo.json")
 TOY_RECORD = "toy_config.json"  # roma_eval.toy.cache.RECORD: a toy model's recipe
 # roma-eval verbs that write lm-eval's results files themselves (config.model names them).
-OWN_VERBS = ("oracle", "icl")
+OWN_VERBS = tuple(m.name for m in registry.METHODS if m.verb and m.lm_eval_model is None)
 _HUB_CACHE = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/")
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 

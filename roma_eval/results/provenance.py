@@ -21,7 +21,7 @@ ROUTER_CONFIG, TRAINING_LOG = "router_config.json", "training_log.jsonl"  # the 
 ADAPTER_TRAINING, ADAPTER_CONFIG = "training_config.json", "adapter_config.json"
 # model_args naming a directory an evaluation read (a router checkpoint, a peft adapter, C3PO's reference set), and
 # the file every such directory holds (how a copy of it is recognised inside a results tree).
-ARTEFACT_ARGS = {"router_checkpoint": ROUTER_CONFIG, "peft": ADAPTER_CONFIG, "reference": "reference.json"}
+ARTEFACT_ARGS = {artefact.model_arg: artefact.marker for artefact in registry.ARTEFACTS.values()}
 logger = logging.getLogger(__name__)
 
 
