@@ -36,6 +36,14 @@ def typed_value(text: str):
     return handle_arg_string(text)
 
 
+def chat_template_flags(apply_chat_template: bool | str, fewshot_as_multiturn: bool) -> list[str]:
+    """The command-line flags (lm_eval's and roma-eval's alike) for apply_chat_template / fewshot_as_multiturn."""
+    if not apply_chat_template:
+        return []
+    named = [] if apply_chat_template is True else [str(apply_chat_template)]
+    return ["--apply_chat_template", *named, "--fewshot_as_multiturn", str(fewshot_as_multiturn).lower()]
+
+
 def run_dir(output_path: str | Path, model_name: str) -> Path:
     """Where lm-eval's ``EvaluationTracker`` writes a model's results under ``--output_path``."""
     from lm_eval.utils import sanitize_model_name

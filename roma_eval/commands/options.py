@@ -66,14 +66,6 @@ def chat_template_args(args) -> dict:
     return {"apply_chat_template": args.apply_chat_template, "fewshot_as_multiturn": multiturn}
 
 
-def chat_template_flags(apply_chat_template: bool | str, fewshot_as_multiturn: bool) -> list[str]:
-    """The command-line flags (lm_eval's and roma-eval's alike) that give ``chat_template_args``' values."""
-    if not apply_chat_template:
-        return []
-    named = [] if apply_chat_template is True else [str(apply_chat_template)]
-    return ["--apply_chat_template", *named, "--fewshot_as_multiturn", str(fewshot_as_multiturn).lower()]
-
-
 def add_progress(parser) -> None:
     parser.add_argument(*flag("no_progress"), action="store_true", help="no progress bars")
 

@@ -22,7 +22,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from roma_eval.commands.options import chat_template_flags
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.dense_bp.config import DenseBPConfig
 from roma_eval.methods.oracle.config import OracleConfig
@@ -216,6 +215,8 @@ class Experiment:
 
     def chat_template_flags(self) -> list[str]:
         """The same as command-line flags (lm_eval's, and the roma-eval verbs' that evaluate)."""
+        from roma_eval.harness import chat_template_flags
+
         return chat_template_flags(self.apply_chat_template, self.fewshot_as_multiturn)
 
     def lm_eval_command(self, stage: str, model: str, model_args: str) -> str:
