@@ -41,7 +41,7 @@ TINY_CONFIGS: dict[str, dict] = {
                         first_k_dense_replace=1, n_group=2, topk_group=1, norm_topk_prob=True,
                         routed_scaling_factor=2.5, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4,
                         qk_nope_head_dim=4, v_head_dim=8, num_key_value_heads=4),
-    # --- the families added after the first six (tests run them under the `slow` marker)
+    # --- every other family (tests run them under the `slow` marker)
     "gpt_oss": dict(num_local_experts=8, num_experts_per_tok=2, head_dim=8, sliding_window=4),
     "qwen3_next": dict(num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, moe_intermediate_size=32,
                        shared_expert_intermediate_size=32, head_dim=8, decoder_sparse_step=1, mlp_only_layers=[0],
@@ -102,8 +102,11 @@ TINY_CONFIGS: dict[str, dict] = {
     "flint": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, head_dim=8),
 }
 _OWN_LAYOUT = {"dbrx"}  # configs that name their sizes differently: _COMMON does not apply
-# The default test set (fast): the six families roma-eval started with.  ALL_ARCHITECTURES: every tiny family.
-ARCHITECTURES = ("olmoe", "qwen2_moe", "qwen3_moe", "mixtral", "deepseek_v2", "deepseek_v3")
+# The fast test set, run by every parity test without the `slow` marker: one family per routing rule the methods
+# must handle -- OLMoE and Qwen3-MoE (the paper's OLMoE and Qwen3), a shared expert (Qwen2-MoE), always-renormalised
+# top-k (Mixtral), group-limited top-k with routed scaling (DeepSeek-V2), sigmoid scores with a correction bias
+# (DeepSeek-V3).  ALL_ARCHITECTURES: every tiny family.
+FAST_ARCHITECTURES = ("olmoe", "qwen2_moe", "qwen3_moe", "mixtral", "deepseek_v2", "deepseek_v3")
 ALL_ARCHITECTURES = tuple(TINY_CONFIGS)
 DEFAULT_CORPUS = (
     "Question: What is the capital of France?\nAnswer: Paris",
@@ -170,7 +173,7 @@ def randomise_routers(model, router_std: float = 0.5) -> None:
         return
     drawn = set()
     with torch.no_grad():
-        for layer, gate in gates.items():  # this order keeps the first six families' draws as they always were
+        for layer, gate in gates.items():  # this draw order defines each seed's test model
             router_weights(model, [layer])[layer].normal_(0.0, router_std)
             if isinstance(getattr(gate, "bias", None), torch.nn.Parameter):
                 gate.bias.normal_(0.0, router_std)

@@ -1,6 +1,6 @@
 """Shared fixtures: tiny random models of every supported architecture, built in-process.
 
-``arch_model`` runs a test on the six original families; ``family_model`` on those always and on every
+``arch_model`` runs a test on the fast test set's families; ``family_model`` on those always and on every
 other supported family (ALL_FAMILIES: the transformers ones and DeepSeekMoE's remote code) under the
 ``slow`` marker (``pytest -m "not slow"`` leaves them out, ``pytest -m slow`` runs only them).
 """
@@ -17,7 +17,7 @@ import pytest
 import torch
 from family_helpers import build_family_model, family_params
 
-from roma_eval.tiny import ARCHITECTURES, train_tokenizer
+from roma_eval.tiny import FAST_ARCHITECTURES, train_tokenizer
 
 
 class _Models(dict):
@@ -52,15 +52,15 @@ def tiny_models(tokenizer):
     return _Models(tokenizer)
 
 
-@pytest.fixture(params=ARCHITECTURES)
+@pytest.fixture(params=FAST_ARCHITECTURES)
 def arch_model(request, tiny_models):
-    """(family, tiny model) of the six original families."""
+    """(family, tiny model) of the fast test set's families (roma_eval.tiny.FAST_ARCHITECTURES)."""
     return request.param, tiny_models[request.param]
 
 
 @pytest.fixture(params=family_params())
 def family_model(request, tiny_models):
-    """(family, tiny model) of every supported family: the six original ones, the others under `slow`."""
+    """(family, tiny model) of every supported family: the fast test set's always, the others under `slow`."""
     return request.param, tiny_models[request.param]
 
 

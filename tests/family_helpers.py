@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from roma_eval.tiny import ALL_ARCHITECTURES, ARCHITECTURES, build_tiny_model, build_tiny_remote_model
+from roma_eval.tiny import ALL_ARCHITECTURES, FAST_ARCHITECTURES, build_tiny_model, build_tiny_remote_model
 
 DEEPSEEK_MOE_DIR = Path(__file__).parent / "fixtures" / "deepseek_moe"  # DeepSeekMoE as remote code (trust_remote_code)
 REMOTE = {"deepseek": DEEPSEEK_MOE_DIR}
@@ -19,8 +19,8 @@ def build_family_model(arch, tokenizer, seed=0, **overrides):
     return build_tiny_model(arch, tokenizer, seed=seed, **overrides)
 
 
-def family_params(fast=ARCHITECTURES):
-    """The six original families, then every other one marked slow."""
+def family_params(fast=FAST_ARCHITECTURES):
+    """The fast test set's families, then every other one marked slow."""
     return [pytest.param(arch, marks=[] if arch in fast else [pytest.mark.slow], id=arch)
             for arch in (*fast, *(a for a in ALL_FAMILIES if a not in fast))]
 

@@ -44,7 +44,7 @@ from roma_eval.routing import (
 from roma_eval.routing.scores import project_scores
 from roma_eval.samples import Sample, load_samples
 from roma_eval.scoring import build_choice_batch, choice_scores, score_samples, task_loss
-from roma_eval.tiny import ARCHITECTURES, build_tiny_model, save_tiny_model
+from roma_eval.tiny import FAST_ARCHITECTURES, build_tiny_model, save_tiny_model
 
 TASKS = ["tiny_animals", "tiny_sums"]
 # Routers and experts strong enough (initializer_range) for a routing change to move the scores.
@@ -110,7 +110,7 @@ def mixed_samples():
 
 
 @pytest.mark.parametrize("spec", ["last:3", "last:1"])  # last:1 steers the last layer: no layer runs after it
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", FAST_ARCHITECTURES)
 def test_cached_steered_pass_equals_the_full_forward(arch, spec, tiny_models, tokenizer):
     """Frozen prefix, token 0 through the first steered layer, tails from the next one == scoring.py's
     full uncached forward with the same override at the last context token: scores, gradients and

@@ -25,7 +25,7 @@ from roma_eval.methods.c3po.reference import problem_of, sample_prompt
 from roma_eval.routing import probe_routing, resolve_layers, spec_for, steer_routing
 from roma_eval.samples import Sample, label_free_prompt, load_samples
 from roma_eval.scoring import build_choice_batch, choice_scores, encode_pair
-from roma_eval.tiny import ARCHITECTURES, save_tiny_model
+from roma_eval.tiny import FAST_ARCHITECTURES, save_tiny_model
 
 ROMA_EVAL = str(Path(sys.executable).parent / "roma-eval")
 TASKS = ["arc_challenge", "winogrande"]  # winogrande: 2 prompts per document; arc: 3, 4 and 5 choices
@@ -85,7 +85,7 @@ def simplex_projection(values: torch.Tensor, mass: torch.Tensor) -> torch.Tensor
     return (values - tau).clamp(min=0)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", FAST_ARCHITECTURES)
 def test_cached_steered_pass_with_a_prompt_per_choice_equals_the_full_forward(arch, tiny_models, tokenizer):
     """A multiple-input problem: one prefix and one token 0 per prompt; its pathway ω̄ is the mean of its prompts'
     routings (ChoiceBatch.per_sample, as RoMA reads it); ω = ω̄ is the base model exactly; a moved ω moves each

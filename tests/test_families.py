@@ -2,7 +2,7 @@
 meet families that cannot keep a key/value prefix cache.
 
 The per-family parity tests (probe, select, steering, partial forwards, prefix caches, checkpoints) are in
-tests/routing and tests/test_checkpoint.py, parametrised over every family (the six original ones always,
+tests/routing and tests/test_checkpoint.py, parametrised over every family (the fast test set's always,
 the others under the ``slow`` marker)."""
 
 import re

@@ -262,7 +262,7 @@ _V3_DEF = ("sigmoid(router logits) per expert, float32 — the affinities top-k 
            "correction bias is added; not a distribution")
 
 SPECS_LIST: tuple[ArchSpec, ...] = (
-    # --- the original six
+    # --- the fast test set's families (roma_eval.tiny.FAST_ARCHITECTURES)
     ArchSpec("olmoe", "OlmoeTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
     ArchSpec("qwen2_moe", "Qwen2MoeTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
     ArchSpec("qwen3_moe", "Qwen3MoeTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
