@@ -58,8 +58,8 @@ def coreference_pair(rng: random.Random, frame: tuple[str, str, str], benchmark:
                      same_gender: bool = True) -> tuple[str, str]:
     """Two people for a who-did-what-because ``frame``: a quarter of all (pair, frame) sentences belong to the
     WinoGrande analogue (``benchmark``) and never to the pretraining text, the rest the other way round, picked
-    by a hash so that nothing a model can see tells them apart (an earlier split by the names' alphabetical
-    order was learnt as a cue: 100% in the text's order, 36% in the other)."""
+    by a hash so that nothing a model can see tells them apart (a visible rule, such as the names' alphabetical
+    order, is learnt as a cue: docs/toy.md)."""
     while True:
         a, b = two_people(rng, same_gender)
         digest = hashlib.sha256(f"{a}|{b}|{frame[0]}|{frame[1]}".encode()).digest()

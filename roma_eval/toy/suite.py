@@ -51,8 +51,3 @@ def build_dataset(task: str):
 def mixture_training_docs() -> list[dict]:
     """The train splits of all training families, in a fixed order."""
     return [doc for task in TRAIN_TASKS for doc in task_splits(task)["train"]]
-
-
-def answer_text(doc: dict) -> str:
-    """The right continuation of a multiple-choice doc, as lm-eval appends it (after one space)."""
-    return doc["choices"][doc["label"]]

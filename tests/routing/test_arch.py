@@ -51,3 +51,14 @@ def test_last_context_position_under_both_paddings():
     left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     assert last_context_positions(right).tolist() == [2, 4]
     assert last_context_positions(left).tolist() == [4, 4]
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="transformers' DBRX attention calls clamp(min=None, max=None) when attn_config.clip_qkv is "
+                          "unset, so every DBRX config needs clip_qkv (docs/families.md); drop the note once this passes")
+def test_dbrx_runs_without_clip_qkv(tokenizer):
+    from roma_eval.tiny import TINY_CONFIGS
+
+    attn_config = {**TINY_CONFIGS["dbrx"]["attn_config"], "clip_qkv": None}
+    model = build_tiny_model("dbrx", tokenizer, attn_config=attn_config)
+    model(input_ids=torch.tensor([[5, 6, 7]]))
