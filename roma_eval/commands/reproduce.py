@@ -75,9 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _settings(text, flag: str, known, elsewhere: str = "") -> dict:
     """Settings from "k=v,k=v" (lm-eval's parser types the values; a --config file may give a mapping); names
     outside ``known`` are refused (``elsewhere``: where they belong instead)."""
-    from lm_eval.utils import simple_parse_args_string
+    from roma_eval.harness import parse_model_args
 
-    values = simple_parse_args_string(text) if isinstance(text, str) else dict(text or {})
+    values = parse_model_args(text) if isinstance(text, str) else dict(text or {})
     if unknown := sorted(set(values) - set(known)):
         raise RomaEvalError(f"--{flag} {text!r}: unknown setting(s) {', '.join(unknown)}; choose among "
                             f"{', '.join(sorted(known))}{elsewhere}")
@@ -131,7 +131,7 @@ def stage_tables(results: dict, method: str) -> str:
 
     if method != "oracle":
         return tables(results)
-    from roma_eval.methods.oracle.run import gap_table
+    from roma_eval.methods.oracle.gap import gap_table
 
     return "\n".join([tables(results), "oracle against base:", *gap_table(results)])
 
