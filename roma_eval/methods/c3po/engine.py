@@ -1,10 +1,10 @@
-"""C3PO at test time: neighbours, one of the three methods, then the test prompt under its new pathway.
+"""C3PO at test time: neighbours, one of C3PO's three step rules, then the test prompt under its new pathway.
 
 For a group of test prompts (``C3POConfig.group``, each with its own pathway):
   1. ``freeze`` the prompts: one base pass gives their pathways ω0 and frozen prefixes;
   2. neighbours: embedding kNN (k = 3) among the reference set, Gaussian kernel weights, references
      whose prompt is a near-duplicate of the test prompt (cosine > 0.95, our guard) dropped;
-  3. the method re-mixes ω (``methods.py``); each scores the neighbours with the test prompt's ω at
+  3. the step rule re-mixes ω (``remix.py``); each scores the neighbours with the test prompt's ω at
      their last context token (mode finding and kernel regression to search α, NGD to descend),
      running only the critical layers against their stored frozen prefixes (``frozen.py``);
   4. the test prompt's continuations are scored under ω, again from the critical layers only.

@@ -22,8 +22,10 @@ the base model exactly, as for one shared prompt, where the prompt's routing is 
 Prefixes of different problems are left-padded to a common length and masked; every row gets its
 true position ids, so rotary embeddings see the same relative positions as in the uncached pass.
 Cache slots below the cached layers are transformers' ``DummyLayer`` (no storage).  Cached and
-uncached passes agree to float32 rounding on all six supported architectures, scores and gradients
-(tests/test_c3po.py).  Sliding-window attention is refused: left padding would shift its window.
+uncached passes agree to float32 rounding, scores and gradients, on the fast test set's families
+(``roma_eval.tiny.FAST_ARCHITECTURES``, tests/test_c3po.py) and DeepSeekMoE's remote code.  A model whose layers
+keep more than attention keys and values (a sliding window shorter than the prompt, whose left-padded prefix would
+shift it; linear attention, Mamba or convolution states) is refused, naming those layers (``_check_attention``).
 """
 
 from __future__ import annotations
