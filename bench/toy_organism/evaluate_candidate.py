@@ -23,7 +23,7 @@ steps = int(sys.argv[1])
 rt_lrs = [float(x) for x in sys.argv[2].split(",")] if len(sys.argv) > 2 else [3e-3]
 base_cfg = ToyConfig()
 toy = replace(base_cfg, train=replace(base_cfg.train, steps=steps))
-out = Path(os.environ.get("CANDIDATE_DIR", f"/work/toy-cache/cand-{steps}"))
+out = Path(os.environ.get("CANDIDATE_DIR", f"runs/toy_organism/cand-{steps}"))
 ctx = DemoContext.from_preset("default", output=out, progress=False)
 ctx.toy = toy
 ctx.model_identity = f"candidate {toy.key()}"

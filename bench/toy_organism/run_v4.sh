@@ -1,11 +1,16 @@
 #!/bin/bash
-cd /work/wt-toy
-export ROMA_EVAL_CACHE=/work/toy-cache OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE PYTHONPATH=/work/wt-toy HF_HOME=/work/main/.hf_home HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# World v4's run: pretrain the default recipe's model (one thread), then evaluate it as the 1,500-step candidate.
+# usage: bench/toy_organism/run_v4.sh [STEPS] [LRS]
+set -euo pipefail
+steps=${1:-1500}
+lrs=${2:-0.001,0.003,0.01}
+source "$(dirname "$0")/env.sh"
+export OMP_NUM_THREADS=1
 date
-/work/main/.venv/bin/python -c "
+"$python" -c "
 from roma_eval.toy.cache import ensure_model
 from roma_eval.toy.config import ToyConfig
 print(ensure_model(ToyConfig(), progress=False))" 2>&1 | grep -v it/s
 date
-/work/main/.venv/bin/python /work/toy-cache/evaluate_candidate.py 1500 0.001,0.003,0.01
+"$python" bench/toy_organism/evaluate_candidate.py "$steps" "$lrs"
 date

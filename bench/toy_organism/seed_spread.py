@@ -12,7 +12,7 @@ from roma_eval.toy.config import ToyConfig
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 for seed in (int(s) for s in sys.argv[1].split(",")):
     toy = ToyConfig().with_seed(seed)
-    out = Path(os.environ.get("CANDIDATE_DIR", "/work/toy-cache")) / f"seed-{seed}"
+    out = Path(os.environ.get("CANDIDATE_DIR", "runs/toy_organism")) / f"seed-{seed}"
     ctx = DemoContext.from_preset("default", output=out, progress=False)
     ctx.toy = toy
     ctx.model_identity = f"candidate {toy.key()}"

@@ -18,7 +18,7 @@ steps = int(sys.argv[1])
 lrs = [float(x) for x in sys.argv[2].split(",")]
 base_cfg = ToyConfig()
 toy = replace(base_cfg, train=replace(base_cfg.train, steps=steps))
-out = Path(os.environ.get("CANDIDATE_DIR", f"/work/toy-cache/cand-{steps}"))
+out = Path(os.environ.get("CANDIDATE_DIR", f"runs/toy_organism/cand-{steps}"))
 ctx = DemoContext.from_preset("default", output=out, progress=False)
 ctx.toy = toy
 ctx.pretrained = str(ensure_model(toy))
