@@ -116,16 +116,16 @@ class Evaluation:
         return self.results_file
 
 
-def evaluate(model, output_path: str | Path, tasks: Sequence, **options) -> Evaluation | None:
+def evaluate(model, output_path: str | Path | None, tasks: Sequence, **options) -> Evaluation | None:
     """``lm_eval.simple_evaluate(model, tasks=tasks, log_samples=True, **options)`` with the tracker of
-    ``lm_eval --output_path output_path``; ``options`` are simple_evaluate's own (model_args, task_manager, limit,
-    batch_size, device, apply_chat_template, ...).  Under ``accelerate launch`` lm-eval gathers the results on
-    the main process; the others get None."""
+    ``lm_eval --output_path output_path`` (None: nothing is to be saved); ``options`` are simple_evaluate's own
+    (model_args, task_manager, limit, batch_size, device, apply_chat_template, ...).  Under ``accelerate launch``
+    lm-eval gathers the results on the main process; the others get None."""
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    tracker = EvaluationTracker(output_path=str(output_path))
+    tracker = EvaluationTracker(output_path=None if output_path is None else str(output_path))
     results = lm_eval.simple_evaluate(model=model, tasks=list(tasks), log_samples=True, evaluation_tracker=tracker,
                                       **options)
     if results is None:

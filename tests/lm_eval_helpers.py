@@ -31,15 +31,14 @@ def per_sample(samples: list[dict]) -> dict[int, tuple]:
 
 def evaluate_api(model: str, model_args: str, tasks: list[str], include_path=FIXTURE_TASKS, limit=None,
                  batch_size=4) -> dict:
-    """Per-sample results of lm-eval's simple_evaluate; ``include_path=None``: lm-eval's own tasks."""
-    from lm_eval import simple_evaluate
-    from lm_eval.tasks import TaskManager
+    """Per-sample results of lm-eval's simple_evaluate (through roma_eval.harness, as roma-eval evaluates);
+    ``include_path=None``: lm-eval's own tasks and roma-eval's."""
+    from roma_eval.harness import evaluate, task_manager
 
-    manager = (TaskManager() if include_path is None
-               else TaskManager(include_path=str(include_path), include_defaults=False))
-    results = simple_evaluate(model=model, model_args=model_args, tasks=tasks, task_manager=manager,
-                              device="cpu", log_samples=True, batch_size=batch_size, limit=limit)
-    return {task: per_sample(results["samples"][task]) for task in tasks}
+    manager = task_manager(() if include_path is None else (include_path,), tasks)
+    evaluation = evaluate(model, None, tasks, model_args=model_args, task_manager=manager, device="cpu",
+                          batch_size=batch_size, limit=limit)
+    return {task: per_sample(evaluation.samples[task]) for task in tasks}
 
 
 def evaluate_cli(model: str, model_args: str, tasks: list[str], output: Path, include_path=FIXTURE_TASKS,
@@ -52,3 +51,15 @@ def evaluate_cli(model: str, model_args: str, tasks: list[str], output: Path, in
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {task: per_sample([json.loads(line) for f in output.rglob(f"samples_{task}_*.jsonl")
                               for line in f.read_text().splitlines()]) for task in tasks}
+
+
+def evaluate_to(output, model: str, model_args: str, tasks: list[str], include_path=None, **options) -> dict:
+    """What `lm_eval --model M --model_args A --tasks T --output_path OUT --log_samples` writes (``include_path=None``:
+    lm-eval's own tasks); ``options``: simple_evaluate's (limit, gen_kwargs, ...).  Returns the results."""
+    from roma_eval.harness import evaluate, task_manager
+
+    manager = task_manager(() if include_path is None else (include_path,), tasks)
+    evaluation = evaluate(model, output, tasks, model_args=model_args, task_manager=manager, device="cpu",
+                          **{"batch_size": 8, **options})
+    evaluation.save()
+    return evaluation.results

@@ -5,6 +5,7 @@ winogrande and mmlu, and given its own labelled row, in the paper's order, by `r
 import json
 
 import pytest
+from lm_eval_helpers import evaluate_to
 
 from roma_eval.cli import main
 from roma_eval.tiny import save_tiny_model, train_tokenizer
@@ -15,18 +16,8 @@ ROUTERS = ["--limit", "8", "--layers", "last:2", "--epochs", "1", "--batch-size"
 pytestmark = pytest.mark.slow
 
 
-def evaluate(manager, model: str, model_args: str, output, limit: int = 2) -> None:
-    """What `lm_eval --model M --model_args A --tasks EVAL --output_path OUT --log_samples` writes."""
-    import lm_eval
-    from lm_eval.loggers import EvaluationTracker
-
-    tracker = EvaluationTracker(output_path=str(output))
-    results = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=EVAL, device="cpu", batch_size=8,
-                                      limit=limit, log_samples=True, evaluation_tracker=tracker, task_manager=manager)
-    samples = results.pop("samples")
-    tracker.save_results_aggregated(results=results, samples=samples)
-    for task in results["configs"]:
-        tracker.save_results_samples(task_name=task, samples=samples[task])
+def evaluate(model: str, model_args: str, output, limit: int = 2) -> None:
+    evaluate_to(output, model, model_args, EVAL, limit=limit)
 
 
 def table_rows(markdown: str, title: str) -> dict[str, list[str]]:
@@ -36,34 +27,31 @@ def table_rows(markdown: str, title: str) -> dict[str, list[str]]:
 
 
 def test_every_table_1_row_on_lm_evals_own_tasks(real_tasks, tmp_path, monkeypatch):
-    from lm_eval.tasks import TaskManager
-
     monkeypatch.chdir(tmp_path)  # artefact paths as a user types them, relative to where lm_eval runs
     model = save_tiny_model("olmoe", tmp_path / "model", seed=5, tokenizer=train_tokenizer())
-    manager = TaskManager()
     runs = tmp_path / "runs"
     base = ["--pretrained", str(model)]
-    evaluate(manager, "hf", f"pretrained={model}", runs / "base")
+    evaluate("hf", f"pretrained={model}", runs / "base")
 
     # Router Tuning (RoMA's verb, task loss only) and RoMA, for the labels' sake
     for name, extra in (("router_tuning", ["--regulariser", "none"]), ("roma", [])):
         assert main(["train", *base, "--tasks", TRAIN, *ROUTERS, "--k", "1", *extra, "--output_path", name]) == 0
-        evaluate(manager, "roma", f"pretrained={model},router_checkpoint={name}", runs / name)
+        evaluate("roma", f"pretrained={model},router_checkpoint={name}", runs / name)
     # Oracle Tuning: the oracle on the training documents first, then routers towards its routing
     assert main(["oracle", *base, "--tasks", TRAIN, "--split", "train", "--save_routing", "--limit", "8",
                  "--layers", "last:2", "--max-steps", "2", "--no-progress", "--output_path", "oracle_train"]) == 0
     assert main(["oracle-tuning", *base, "--tasks", TRAIN, *ROUTERS, "--oracle_routing", "oracle_train",
                  "--output_path", "oracle_tuning"]) == 0
-    evaluate(manager, "roma", f"pretrained={model},router_checkpoint=oracle_tuning", runs / "oracle_tuning")
+    evaluate("roma", f"pretrained={model},router_checkpoint=oracle_tuning", runs / "oracle_tuning")
     # Dense BP
     assert main(["dense-bp", *base, "--tasks", TRAIN, *ROUTERS, "--output_path", "dense_bp"]) == 0
-    evaluate(manager, "roma", f"pretrained={model},router_checkpoint=dense_bp", runs / "dense_bp")
+    evaluate("roma", f"pretrained={model},router_checkpoint=dense_bp", runs / "dense_bp")
     # Prefix and Prompt Tuning: peft adapters, lm-eval's hf with peft= (hf-peft: without the vocabulary resize)
     for verb in ("prefix-tuning", "prompt-tuning"):
         name = verb.replace("-", "_")
         assert main([verb, *base, "--tasks", TRAIN, "--limit", "8", "--epochs", "1", "--batch-size", "8",
                      "--num_virtual_tokens", "4", "--output_path", name]) == 0
-        evaluate(manager, "hf-peft", f"pretrained={model},peft={name}", runs / name)
+        evaluate("hf-peft", f"pretrained={model},peft={name}", runs / name)
     # ICL: retrieved examples, lm-eval evaluates
     assert main(["icl", *base, "--tasks", ",".join(EVAL), "--train_tasks", TRAIN, "--train_limit", "8", "--k", "1",
                  "--limit", "2", "--batch_size", "8", "--output_path", str(runs / "icl")]) == 0

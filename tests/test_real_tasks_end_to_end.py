@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+from lm_eval_helpers import evaluate_to
 
 from roma_eval.cli import main
 from roma_eval.tiny import save_tiny_model
@@ -17,19 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def evaluate(model: str, model_args: str, output, limit: int = 2) -> None:
-    """What `lm_eval --model M --model_args A --tasks EVAL --output_path OUT --log_samples` writes."""
-    import lm_eval
-    from lm_eval.loggers import EvaluationTracker
-    from lm_eval.tasks import TaskManager
-
-    tracker = EvaluationTracker(output_path=str(output))
-    results = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=EVAL, device="cpu", batch_size=8,
-                                      limit=limit, log_samples=True, evaluation_tracker=tracker,
-                                      task_manager=TaskManager(), gen_kwargs="max_gen_toks=8")
-    samples = results.pop("samples")
-    tracker.save_results_aggregated(results=results, samples=samples)
-    for task in results["configs"]:
-        tracker.save_results_samples(task_name=task, samples=samples[task])
+    evaluate_to(output, model, model_args, EVAL, limit=limit, gen_kwargs="max_gen_toks=8")
 
 
 def test_every_verb_on_lm_evals_own_tasks(real_tasks, tokenizer, tmp_path):
