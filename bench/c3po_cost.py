@@ -104,7 +104,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from roma_eval.harness import task_manager
-    from roma_eval.methods.c3po import build_reference, load_reference
+    from roma_eval.methods.c3po import ReferenceBuild, build_reference, load_reference
     from roma_eval.samples import load_samples
     from roma_eval.toy.cache import ensure_model
     from roma_eval.toy.config import preset
@@ -119,7 +119,7 @@ def main() -> None:
 
     start = time.perf_counter()
     train = load_samples(["toy_train"], split="train", limit=args.train_limit)
-    build_reference(model, tokenizer, train, work / "reference", base_model=str(model_dir), progress=False)
+    build_reference(model, tokenizer, train, work / "reference", ReferenceBuild(base_model=str(model_dir)), progress=False)
     reference = load_reference(work / "reference")
     import os
 

@@ -303,7 +303,7 @@ def eval_ratios(bench: Bench, model, tokenizer, train_samples) -> dict:
     from lm_eval.models.huggingface import HFLM
 
     from roma_eval.checkpoint import save_router_checkpoint
-    from roma_eval.methods.c3po import build_reference
+    from roma_eval.methods.c3po import ReferenceBuild, build_reference
     from roma_eval.methods.c3po.lm_eval import C3POLM
     from roma_eval.methods.roma.lm_eval import RomaLM
     from roma_eval.routing import resolve_layers, router_fingerprint, router_weights
@@ -316,7 +316,8 @@ def eval_ratios(bench: Bench, model, tokenizer, train_samples) -> dict:
     reference = bench.work / f"reference-{time.time_ns()}"
     bench.sync()
     started = time.perf_counter()
-    build_reference(model, tokenizer, train_samples, reference, base_model="random", batch_size=32, progress=False)
+    build_reference(model, tokenizer, train_samples, reference, ReferenceBuild(base_model="random", batch_size=32),
+                    progress=False)
     bench.sync()
     build = time.perf_counter() - started
     common = dict(pretrained=model, tokenizer=tokenizer, batch_size=args.eval_batch_size)

@@ -20,6 +20,7 @@ from roma_eval.methods.c3po import (
     C3PO,
     C3POConfig,
     Reference,
+    ReferenceBuild,
     TailBatch,
     build_reference,
     freeze,
@@ -135,7 +136,7 @@ def test_cached_steered_pass_equals_the_full_forward(arch, spec, tiny_models, to
 def test_reference_build_resumes_and_stores_exact_prefixes(tmp_path, tokenizer, monkeypatch):
     model = build_tiny_model("olmoe", tokenizer, **STRONG)
     samples = train_samples()
-    build = dict(base_model="tiny", layers="last:2", chunk_size=5, progress=False)
+    build = ReferenceBuild(base_model="tiny", layers="last:2", chunk_size=5)
     real, calls = reference_module._chunk_arrays, []
 
     def interrupted(*args, **kwargs):
@@ -146,13 +147,13 @@ def test_reference_build_resumes_and_stores_exact_prefixes(tmp_path, tokenizer, 
 
     monkeypatch.setattr(reference_module, "_chunk_arrays", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        build_reference(model, tokenizer, samples, tmp_path / "ref", **build)
+        build_reference(model, tokenizer, samples, tmp_path / "ref", build, progress=False)
     calls.clear()
     monkeypatch.setattr(reference_module, "_chunk_arrays", lambda *a, **k: calls.append(1) or real(*a, **k))
-    build_reference(model, tokenizer, samples, tmp_path / "ref", **build)
+    build_reference(model, tokenizer, samples, tmp_path / "ref", build, progress=False)
     assert len(calls) == 2  # chunks 2 and 3 of 3: the first one was kept
     assert not (tmp_path / "ref.partial").exists()
-    build_reference(model, tokenizer, samples, tmp_path / "fresh", **build)
+    build_reference(model, tokenizer, samples, tmp_path / "fresh", build, progress=False)
     resumed, fresh = load_reference(tmp_path / "ref"), load_reference(tmp_path / "fresh")
     assert resumed.problems == fresh.problems and torch.equal(resumed.routing, fresh.routing)
     assert [s["doc_id"] for s in resumed.metadata["samples"]] == list(range(8))  # the fish, as the base answers
@@ -167,10 +168,11 @@ def test_reference_build_resumes_and_stores_exact_prefixes(tmp_path, tokenizer, 
             torch.testing.assert_close(ka, kb, atol=1e-5, rtol=0)
             torch.testing.assert_close(va, vb, atol=1e-5, rtol=0)
     with pytest.raises(RomaEvalError, match="already exists"):
-        build_reference(model, tokenizer, samples, tmp_path / "ref", **build)
+        build_reference(model, tokenizer, samples, tmp_path / "ref", build, progress=False)
 
     # Without stored prefixes C3PO computes them itself: the same results.
-    build_reference(model, tokenizer, samples, tmp_path / "bare", prefixes=False, **build)
+    build_reference(model, tokenizer, samples, tmp_path / "bare", dataclasses.replace(build, prefixes=False),
+                    progress=False)
     bare = load_reference(tmp_path / "bare")
     assert not bare.has_prefixes and bare.problems == resumed.problems
     tests = load_samples(["tiny_animals"], include_path=[FIXTURE_TASKS])[8:]
@@ -441,9 +443,9 @@ def test_mode_finding_matches_a_brute_force_loop(k, n_core):
     pool, omega0, targets = random_pathways(rng, 12, 2), random_pathways(rng, 3, 2), random_pathways(rng, 3, 2)
     allowed = rng.random((3, 12)) > 0.25  # the near-duplicates of each test prompt are not allowed
     o0 = torch.from_numpy(omega0)
-    ours, alphas, losses = mode_finding(o0, torch.from_numpy(pool), torch.from_numpy(allowed), k,
-                                        core_index(o0, n_core), "softmax",
-                                        lambda w: ((w - torch.from_numpy(targets)) ** 2).sum((1, 2)), steps=6)
+    ours, alphas, losses = mode_finding(o0, torch.from_numpy(pool), torch.from_numpy(allowed), core_index(o0, n_core),
+                                        "softmax", lambda w: ((w - torch.from_numpy(targets)) ** 2).sum((1, 2)),
+                                        C3POConfig(method="mode", k=k, mode_steps=6))
     expected, expected_alphas, hoods = brute_force_mode_finding(
         omega0, pool, allowed, k, n_core, lambda g, w: ((w - targets[g]) ** 2).sum(), steps=6)
     np.testing.assert_allclose(ours.numpy(), expected, atol=1e-6, rtol=0)  # ours stops once nothing moves 1e-7
@@ -467,9 +469,9 @@ def test_mode_finding_alpha_search_picks_the_minimiser_of_a_known_loss():
                      for g in range(3)])
     optimum = best[:, None, None] * omega0 + (1 - best[:, None, None]) * bars
     o0 = torch.from_numpy(omega0)
-    ours, alphas, losses = mode_finding(o0, torch.from_numpy(pool), torch.from_numpy(allowed), 3, core_index(o0, 0),
+    ours, alphas, losses = mode_finding(o0, torch.from_numpy(pool), torch.from_numpy(allowed), core_index(o0, 0),
                                         "softmax", lambda w: ((w - torch.from_numpy(optimum)) ** 2).sum((1, 2)),
-                                        steps=1, bandwidth=0.2)
+                                        C3POConfig(method="mode", k=3, mode_steps=1, bandwidth=0.2))
     np.testing.assert_allclose(alphas.numpy(), best[None], atol=1e-12)
     assert losses[0].argmin(dim=0).tolist() == [7, 10, 2]  # the grid runs 1, 0.9, ..., 0
     np.testing.assert_allclose(ours.numpy(), optimum, atol=1e-12)
@@ -568,8 +570,8 @@ def test_mode_finding_in_the_engine_searches_the_right_references(setup, tokeniz
             usable = list(index[g])
         omega0 = f.routing.unsqueeze(0)
         loss = c3po.neighbour_loss(index[g:g + 1], weight[g:g + 1])
-        alone, _, _ = mode_finding(omega0, reference.routing[usable], torch.ones(1, len(usable), dtype=torch.bool), 3,
-                                   core_index(omega0, 0), "softmax", loss, steps=3)
+        alone, _, _ = mode_finding(omega0, reference.routing[usable], torch.ones(1, len(usable), dtype=torch.bool),
+                                   core_index(omega0, 0), "softmax", loss, C3POConfig(method="mode", k=3, mode_steps=3))
         torch.testing.assert_close(together[g:g + 1], alone, atol=1e-6, rtol=0)
     assert hood == "embedding" or duplicates > 0  # the example has near-duplicates to leave out
     assert not torch.equal(together, torch.stack([f.routing for f in frozen]))
@@ -628,7 +630,7 @@ def test_bad_references_are_one_clear_error(setup, tmp_path, tokenizer):
     wrong = [dataclasses.replace(s, gold=int(np.argmin(r.scores)))
              for s, r in zip(samples, score_samples(model, tokenizer, samples))]
     with pytest.raises(RomaEvalError, match="answers none of the 12 training samples correctly"):
-        build_reference(model, tokenizer, wrong, tmp_path / "empty", base_model="tiny", progress=False)
+        build_reference(model, tokenizer, wrong, tmp_path / "empty", ReferenceBuild(base_model="tiny"), progress=False)
 
 
 @pytest.mark.parametrize("setting, message", [

@@ -16,6 +16,7 @@ from lm_eval_helpers import LM_EVAL, evaluate_api, per_sample
 from roma_eval.methods.c3po import (
     C3PO,
     C3POConfig,
+    ReferenceBuild,
     TailBatch,
     build_reference,
     freeze,
@@ -143,7 +144,7 @@ def world(tmp_path_factory, tokenizer):
         model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
         tok = AutoTokenizer.from_pretrained(model_dir)
         train = load_samples(["winogrande"], split="train")
-        build_reference(model, tok, train, root / "ref", base_model=str(model_dir), progress=False)
+        build_reference(model, tok, train, root / "ref", ReferenceBuild(base_model=str(model_dir)), progress=False)
         register_c3po()
         yield SimpleNamespace(root=root, model_dir=model_dir, model=model, tokenizer=tok, ref=root / "ref",
                               train=train, hub=offline_hub)

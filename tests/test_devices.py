@@ -87,13 +87,14 @@ def test_oracle_descent(tokenizer, samples):
 
 
 def test_c3po(tokenizer, tmp_path, monkeypatch):
-    from roma_eval.methods.c3po import C3PO, C3POConfig, build_reference, load_reference
+    from roma_eval.methods.c3po import C3PO, C3POConfig, ReferenceBuild, build_reference, load_reference
     from roma_eval.methods.c3po.reference import problem_of, sample_prompt
 
     monkeypatch.setenv("ROMA_EVAL_EMBEDDING_CACHE", "off")
     model = build_tiny_model("olmoe", tokenizer, seed=5, initializer_range=0.2)
     train = load_samples(["c3po_fish_train"], split="train", include_path=[FIXTURE_TASKS])
-    build_reference(model, tokenizer, train, tmp_path / "ref", base_model="tiny", layers="last:2", progress=False)
+    build_reference(model, tokenizer, train, tmp_path / "ref", ReferenceBuild(base_model="tiny", layers="last:2"),
+                    progress=False)
     reference = load_reference(tmp_path / "ref")
     tests = load_samples(["tiny_animals"], include_path=[FIXTURE_TASKS], limit=6)
     problems = [problem_of(tokenizer, s, 512) for s in tests]

@@ -117,13 +117,14 @@ def test_nan_training_state_is_refused_when_saved_and_when_resumed(tmp_path):
 
 
 def test_nan_in_a_c3po_reference_is_refused_on_load_and_when_its_prefixes_are_read(tmp_path, tokenizer):
-    from roma_eval.methods.c3po import build_reference, load_reference
+    from roma_eval.methods.c3po import ReferenceBuild, build_reference, load_reference
     from roma_eval.methods.c3po.reference import TENSORS_NAME
     from roma_eval.samples import load_samples
 
     model = build_tiny_model("olmoe", tokenizer, seed=5, initializer_range=0.2)
     samples = load_samples(["c3po_fish_train"], split="train", include_path=[FIXTURE_TASKS])
-    build_reference(model, tokenizer, samples, tmp_path / "ref", base_model="tiny", layers="last:2", progress=False)
+    build_reference(model, tokenizer, samples, tmp_path / "ref", ReferenceBuild(base_model="tiny", layers="last:2"),
+                    progress=False)
     path = tmp_path / "ref" / TENSORS_NAME
     clean = {k: v.clone() for k, v in load_file(path).items()}
     poison(path, "routing")

@@ -9,6 +9,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dataclasses import fields
+
     from roma_eval.commands.options import (
         add_base_model,
         add_output,
@@ -16,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_tasks,
         flag,
     )
+    from roma_eval.methods.c3po.config import ReferenceBuild
+
+    helps = {f.name: f.metadata["help"] for f in fields(ReferenceBuild)}
 
     actions = parser.add_subparsers(dest="c3po_action", metavar="<action>", required=True)
     build = actions.add_parser(
@@ -30,15 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_tasks(build, "comma-separated lm-eval multiple-choice training tasks or groups (train split); prefixes are "
                      "stored in the model's dtype")
     add_output(build, "output directory for the reference")
-    build.add_argument("--layers", default=None, help="critical layers: last:N, first:N, middle:N, all, or indices "
-                                                      "(default: the paper's last 5, all when the model has fewer)")
-    build.add_argument(*flag("batch_size"), type=int, default=8, help="samples per forward pass")
-    build.add_argument(*flag("chunk_size"), type=int, default=256,
-                       help="samples per saved chunk, the unit of resumption")
+    build.add_argument("--layers", default=None, help=helps["layers"])
+    build.add_argument(*flag("batch_size"), type=int, default=8, help=helps["batch_size"])
+    build.add_argument(*flag("chunk_size"), type=int, default=256, help=helps["chunk_size"])
     build.add_argument(*flag("no_prefixes"), action="store_true",
                        help="do not store frozen prefixes (smaller file; C3PO then computes them once per run)")
-    build.add_argument("--embedder", default=None, help="sentence-transformers model (default: packaged "
-                                                        "all-MiniLM-L6-v2)")
+    build.add_argument("--embedder", default=None, help=helps["embedder"])
     add_progress(build)
 
 
@@ -47,19 +49,21 @@ def run(args) -> int:
     from roma_eval.claims import claim_output
     from roma_eval.commands.options import split_list
     from roma_eval.methods.c3po import build_reference, load_reference
+    from roma_eval.methods.c3po.config import ReferenceBuild
     from roma_eval.model_loading import check_model_source, load_model
     from roma_eval.samples import load_samples
 
+    build = ReferenceBuild(base_model=args.pretrained, revision=args.revision, layers=args.layers,
+                           embedder=args.embedder, batch_size=args.batch_size, chunk_size=args.chunk_size,
+                           prefixes=not args.no_prefixes)
     ensure_new_output(args.output_path, args.overwrite)
     claim_output(args.output_path)
     check_model_source(args.pretrained, args.revision, args.trust_remote_code)
     samples = load_samples(split_list(args.tasks), split="train", include_path=args.include_path, limit=args.limit)
     model, tokenizer = load_model(args.pretrained, args.revision, args.dtype, args.device,
                                   trust_remote_code=args.trust_remote_code)
-    out = build_reference(model, tokenizer, samples, args.output_path, base_model=args.pretrained,
-                          revision=args.revision, layers=args.layers, embedder=args.embedder,
-                          batch_size=args.batch_size, chunk_size=args.chunk_size, prefixes=not args.no_prefixes,
-                          overwrite=args.overwrite, progress=not args.no_progress)
+    out = build_reference(model, tokenizer, samples, args.output_path, build, overwrite=args.overwrite,
+                          progress=not args.no_progress)
     from roma_eval.devices import process_state
 
     if not process_state().is_main_process:

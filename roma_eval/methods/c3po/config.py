@@ -1,7 +1,8 @@
 """C3PO configuration: defaults are the C3PO paper's best setting (arXiv 2504.07964), the released NGD's, then ours.
 
-Every field is an lm-eval ``--model c3po`` model_arg of the same name.  The critical layers and the
-embedder are not here: they are fixed when the reference set is built (``roma-eval c3po build-reference``).
+``C3POConfig``: every field is an lm-eval ``--model c3po`` model_arg of the same name.  The critical layers and the
+embedder are not there: they are fixed when the reference set is built, by ``ReferenceBuild``
+(``roma-eval c3po build-reference``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
+
+from roma_eval.harness import typed_value
 
 from roma_eval.choices import check_choices
 from roma_eval.errors import RomaEvalError
@@ -90,17 +93,39 @@ class C3POConfig:
     def from_model_args(cls, args: dict) -> C3POConfig:
         """Take the ``c3po_<field>`` entries out of lm-eval model_args (prefixed: they share HFLM's namespace and
         land in the results' ``config.model_args``); strings are typed as lm-eval types its own model_args."""
-        from lm_eval.utils import handle_arg_string
-
         names = [f.name for f in fields(cls)]
         if unprefixed := [name for name in names if name in args]:
             raise RomaEvalError(f"model_arg {unprefixed[0]}= is now c3po_{unprefixed[0]}= (C3PO's settings are "
                                 "prefixed with c3po_)")
         values = {name: args.pop(f"{PREFIX}{name}") for name in names if f"{PREFIX}{name}" in args}
-        values = {name: handle_arg_string(v) if isinstance(v, str) else v for name, v in values.items()}
+        values = {name: typed_value(v) if isinstance(v, str) else v for name, v in values.items()}
         try:
             return cls(**values)
         except RomaEvalError as exc:  # name the model_args as the user typed them: c3po_optimizer=, not optimizer=
             raise RomaEvalError(re.sub(rf"\b({'|'.join(names)})=", rf"{PREFIX}\1=", str(exc))) from None
         except TypeError as exc:  # a value of the wrong type reached a comparison in __post_init__
             raise RomaEvalError(f"C3PO model_args {values}: {exc}; give numbers for numeric settings") from None
+
+
+@dataclass
+class ReferenceBuild:
+    """How a reference set is built (``build_reference``): the base model it is for and the build's settings,
+    recorded in its reference.json.  The settings are `roma-eval c3po build-reference`'s flags."""
+
+    base_model: str = field(metadata={"help": "the base model's hub id or path, as recorded in the reference"})
+    revision: str | None = field(default=None, metadata={"help": "the base model's revision on the hub"})
+    layers: str | list[int] | None = field(default=None, metadata={"help":
+        "critical layers: last:N, first:N, middle:N, all, or indices (default: the paper's last 5, all when the "
+        "model has fewer)"})
+    embedder: str | None = field(default=None, metadata={"help":
+        "sentence-transformers model (default: packaged all-MiniLM-L6-v2)"})
+    batch_size: int = field(default=8, metadata={"help": "samples per forward pass"})
+    chunk_size: int = field(default=256, metadata={"help": "samples per saved chunk, the unit of resumption"})
+    prefixes: bool = field(default=True, metadata={"help":
+        "store frozen prefixes (without them the file is smaller and C3PO computes them once per run)"})
+    max_length: int | None = field(default=None, metadata={"help":
+        "tokens per (context + choice) (default: the model's, as lm-eval)"})
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.chunk_size < 1:
+            raise RomaEvalError(f"batch_size={self.batch_size}, chunk_size={self.chunk_size}: both must be at least 1")

@@ -176,8 +176,8 @@ class C3PO:
                 allowed = np.zeros((len(index), len(self.reference)), dtype=bool)
                 np.put_along_axis(allowed, index, True, axis=1)
             omega, info["alpha"], info["losses"] = mode_finding(
-                omega0, self.reference.routing.to(self.device), torch.from_numpy(allowed).to(self.device), cfg.k, core,
-                self.kind, loss, cfg.mode_steps, cfg.bandwidth, cfg.alpha, cfg.alpha_step)
+                omega0, self.reference.routing.to(self.device), torch.from_numpy(allowed).to(self.device), core,
+                self.kind, loss, cfg)
             return omega, info
         if cfg.method == "kernel":
             neighbour_omega = self.reference.routing[index].to(self.device)

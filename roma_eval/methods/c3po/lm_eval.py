@@ -32,6 +32,7 @@ from lm_eval.models.huggingface import HFLM
 
 from roma_eval.devices import data_parallel
 from roma_eval.errors import RomaEvalError, report_in_one_line
+from roma_eval.harness import parse_model_args
 from roma_eval.methods.c3po import (
     C3PO,
     C3POConfig,
@@ -55,10 +56,8 @@ def own_model_args() -> list[str]:
 
 def check_model_args(text: str, flag: str) -> None:
     """Extra ``--model c3po`` model_args given as "k=v,k=v" (``flag``), checked as ``C3POLM`` checks them."""
-    from lm_eval.utils import simple_parse_args_string
-
     try:
-        values = simple_parse_args_string(text)
+        values = parse_model_args(text)
         refuse_unknown_keys(values, "c3po", own_model_args(), (PREFIX,), base_model_args(HFLM))
         C3POConfig.from_model_args(values)
     except RomaEvalError as exc:

@@ -26,7 +26,7 @@ import json
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from roma_eval import __version__
 from roma_eval.checkpoint import ensure_new_output
 from roma_eval.devices import input_dtype
 from roma_eval.errors import RomaEvalError
+from roma_eval.methods.c3po.config import ReferenceBuild
 from roma_eval.methods.c3po.frozen import Frozen, Problem, freeze
 from roma_eval.routing import num_experts, resolve_layers, router_fingerprint, spec_for
 from roma_eval.samples import Sample, label_free_prompt
@@ -228,12 +229,13 @@ def check_reference(reference: Reference, model) -> None:
 # ---------------------------------------------------------------- building
 
 
-def _settings(model, samples, layers, max_length, prefixes, embedder) -> dict:
+def _settings(model, samples, build: ReferenceBuild) -> dict:
+    """What a partial build was started with: a resumed build must have the same (``build`` resolved)."""
     ids = hashlib.sha256("\n".join(f"{s.task}:{s.doc_id}" for s in samples).encode()).hexdigest()
     return {"format_version": FORMAT_VERSION, "router_fingerprint": router_fingerprint(model), "samples_sha256": ids,
-            "layers": layers,
-            "max_length": max_length, "prefixes": prefixes, "embedder": embedder, "embedded_text": EMBEDDED_TEXT,
-            "dtype": str(input_dtype(model))}
+            "layers": build.layers,
+            "max_length": build.max_length, "prefixes": build.prefixes, "embedder": build.embedder,
+            "embedded_text": EMBEDDED_TEXT, "dtype": str(input_dtype(model))}
 
 
 def _open_partial(partial: Path, settings: dict) -> None:
@@ -247,17 +249,19 @@ def _open_partial(partial: Path, settings: dict) -> None:
     manifest.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
-def _chunk_arrays(model, tokenizer, samples: Sequence[Sample], layers, max_length, batch_size, embedder,
-                  prefixes: bool) -> tuple[dict, list[dict]]:
+def _chunk_arrays(model, tokenizer, samples: Sequence[Sample], build: ReferenceBuild,
+                  embedder) -> tuple[dict, list[dict]]:
+    """One chunk's arrays and records (``build`` resolved; ``embedder``: the loaded embedding model)."""
     from roma_eval.embedding import embed
 
+    batch_size, max_length = build.batch_size, build.max_length
     results = score_samples(model, tokenizer, samples, batch_size=batch_size, max_length=max_length)
     good = [s for s, r in zip(samples, results) if r.acc == 1.0]
     if not good:
         return {}, []
     problems = [problem_of(tokenizer, s, max_length) for s in good]
     frozen = [f for start in range(0, len(problems), batch_size)
-              for f in freeze(model, problems[start:start + batch_size], layers)]
+              for f in freeze(model, problems[start:start + batch_size], build.layers)]
     prompts = [sample_prompt(s) for s in good]
     arrays = {
         "embeddings": torch.from_numpy(embed([query_text(p) for p in prompts], embedder)),
@@ -271,7 +275,7 @@ def _chunk_arrays(model, tokenizer, samples: Sequence[Sample], layers, max_lengt
         "choice_lens": torch.tensor([len(c) for p in problems for c in p.continuations]),
         "n_choices": torch.tensor([len(p.continuations) for p in problems]),
     }
-    if prefixes:
+    if build.prefixes:
         arrays["prefix_lens"] = torch.tensor([len(c) - 1 for p in problems for c in p.contexts])
         arrays["token0"] = torch.cat([f.token0 for f in frozen]).cpu()
         arrays["tail_hidden"] = torch.cat([f.tail_hidden[j, : max(1, len(c))] for f in frozen
@@ -291,13 +295,11 @@ def _save_chunk(path: Path, arrays: dict, records: list[dict], n_scored: int) ->
                             metadata={"records": json.dumps(records), "n_scored": str(n_scored)}))
 
 
-def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, base_model: str,
-                    revision: str | None = None, layers=None, embedder: str | None = None, batch_size: int = 8,
-                    chunk_size: int = 256, prefixes: bool = True, max_length: int | None = None,
+def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, build: ReferenceBuild, *,
                     overwrite: bool = False, progress: bool = True) -> Path:
     """Score the training ``samples`` with the base model, keep the ones it answers correctly and
-    write their pathways (and frozen prefixes) to ``out_dir``; resumable, written atomically.  Under
-    ``accelerate launch`` the processes share the chunks and the main process writes the reference: the same
+    write their pathways (and frozen prefixes) to ``out_dir`` as ``build`` says; resumable, written atomically.
+    Under ``accelerate launch`` the processes share the chunks and the main process writes the reference: the same
     file as one process writes (each chunk is computed alone)."""
     from tqdm.auto import tqdm
 
@@ -312,37 +314,35 @@ def build_reference(model, tokenizer, samples: Sequence[Sample], out_dir, *, bas
                             "multiple-choice training tasks (their gold choice is the neighbours' label)")
     if not samples:
         raise RomaEvalError("no training samples were given; pass training tasks with a train split")
-    layers = resolve_layers(model, layers)
-    max_length = max_length or model_max_length(model)
+    build = replace(build, layers=resolve_layers(model, build.layers),
+                    max_length=build.max_length or model_max_length(model))
     partial = out_dir.parent / f"{out_dir.name}.partial"
     dist = process_state()  # one process, or one of `accelerate launch`: each builds every num_processes-th chunk
     if dist.is_main_process:
-        _open_partial(partial, _settings(model, samples, layers, max_length, prefixes, embedder))
+        _open_partial(partial, _settings(model, samples, build))
     dist.wait_for_everyone()
-    encoder = load_embedder(embedder)
-    starts = range(0, len(samples), chunk_size)
+    encoder = load_embedder(build.embedder)
+    starts = range(0, len(samples), build.chunk_size)
     mine = [n for n in range(len(starts)) if n % dist.num_processes == dist.process_index]
     for n in tqdm(mine, desc="C3PO reference (chunks)", disable=not progress or not dist.is_main_process):
         path = partial / f"chunk_{n:05d}.safetensors"
         if not path.exists():
-            chunk = samples[starts[n]:starts[n] + chunk_size]
-            arrays, records = _chunk_arrays(model, tokenizer, chunk, layers, max_length, batch_size, encoder, prefixes)
+            chunk = samples[starts[n]:starts[n] + build.chunk_size]
+            arrays, records = _chunk_arrays(model, tokenizer, chunk, build, encoder)
             _save_chunk(path, arrays, records, len(chunk))
             if n == mine[0] and dist.is_main_process:  # the chunks, then the reference assembled from them
                 require_free_space(out_dir.parent, path.stat().st_size * (2 * len(starts) - n - 1),
                                    f"the C3PO reference ({len(starts)} chunks like {path.name})")
     dist.wait_for_everyone()  # every chunk is on disk
     if dist.is_main_process:
-        _assemble(partial, len(starts), out_dir, model, tokenizer, samples, layers, max_length, prefixes, embedder,
-                  base_model, revision, batch_size)
+        _assemble(partial, len(starts), out_dir, model, tokenizer, samples, build)
     dist.wait_for_everyone()
     if not (out_dir / METADATA_NAME).is_file():  # the main process failed: its error says why
         raise RomaEvalError(f"the reference {out_dir} was not written; see the main process's error")
     return out_dir
 
 
-def _assemble(partial: Path, n_chunks: int, out_dir: Path, model, tokenizer, samples, layers, max_length, prefixes,
-              embedder, base_model, revision, batch_size) -> None:
+def _assemble(partial: Path, n_chunks: int, out_dir: Path, model, tokenizer, samples, build: ReferenceBuild) -> None:
     """The chunks, in order, as one reference directory (written atomically); the partial directory goes."""
     from safetensors import safe_open
 
@@ -356,30 +356,33 @@ def _assemble(partial: Path, n_chunks: int, out_dir: Path, model, tokenizer, sam
         raise RomaEvalError(f"the base model answers none of the {len(samples)} training samples correctly, so the "
                             "reference set would be empty; use more or easier training tasks")
     arrays = {name: torch.cat(tensors) for name, tensors in parts.items()}
-    metadata = _metadata(model, tokenizer, samples, records, layers, max_length, prefixes, embedder,
-                         base_model, revision, batch_size)
-    _write_directory(out_dir, arrays, metadata)
+    _write_directory(out_dir, arrays, _metadata(model, tokenizer, samples, records, build))
     shutil.rmtree(partial)
 
 
-def _metadata(model, tokenizer, samples, records, layers, max_length, prefixes, embedder, base_model, revision,
-              batch_size) -> dict:
-    import lm_eval
+def _metadata(model, tokenizer, samples, records, build: ReferenceBuild) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
     import transformers
 
+    try:
+        lm_eval_version = version("lm_eval")  # the installed lm-eval, read without importing it
+    except PackageNotFoundError:
+        lm_eval_version = "unknown"
+
     return {
-        "format_version": FORMAT_VERSION, "base_model": str(base_model), "revision": revision,
+        "format_version": FORMAT_VERSION, "base_model": str(build.base_model), "revision": build.revision,
         "model_type": spec_for(model).model_type, "router_fingerprint": router_fingerprint(model),
-        "num_hidden_layers": model.config.num_hidden_layers, "layers": layers,
+        "num_hidden_layers": model.config.num_hidden_layers, "layers": build.layers,
         "num_experts": num_experts(model), "score_kind": spec_for(model).score_kind,
-        "embedder": embedder, "embedded_text": EMBEDDED_TEXT, "prefixes": prefixes,
-        "prefix_dtype": str(input_dtype(model)), "max_length": max_length,
+        "embedder": build.embedder, "embedded_text": EMBEDDED_TEXT, "prefixes": build.prefixes,
+        "prefix_dtype": str(input_dtype(model)), "max_length": build.max_length,
         "tokenizer": getattr(tokenizer, "name_or_path", None),
         "n_training_samples": len(samples), "n_references": len(records),
         "tasks": sorted({s.task for s in samples}),
-        "build": {"batch_size": batch_size, "success": "acc (argmax of summed continuation log-probabilities)"},
+        "build": {"batch_size": build.batch_size, "success": "acc (argmax of summed continuation log-probabilities)"},
         "versions": {"roma_eval": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                     "lm_eval": getattr(lm_eval, "__version__", "unknown")},
+                     "lm_eval": lm_eval_version},
         "samples": records,
     }
 

@@ -36,10 +36,14 @@ Mode finding, where the paper gives only the update:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from roma_eval.routing.scores import project_scores
+
+if TYPE_CHECKING:
+    from roma_eval.methods.c3po.config import C3POConfig
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -77,14 +81,16 @@ def alpha_search(omega: torch.Tensor, target: torch.Tensor, loss_fn: LossFn, alp
     return a * omega + (1 - a) * target, alphas, losses
 
 
-def mode_finding(omega0, pool, allowed, k: int, core, kind, loss_fn: LossFn, steps: int,
-                 bandwidth: float | None = None, alpha: float | None = None, alpha_step: float = 0.1):
+def mode_finding(omega0, pool, allowed, core, kind, loss_fn: LossFn, config: C3POConfig):
     """Mode finding (module docstring): ``pool`` (P, layers, experts) are reference pathways, ``allowed``
-    (G, P) the ones each test sample may use (at least k); N(ω) = the k allowed pathways nearest to the
-    current ω.  Returns (ω, α (iterations, G), losses (iterations, grid, G) or None)."""
+    (G, P) the ones each test sample may use (at least ``config.k``); N(ω) = the k allowed pathways nearest to the
+    current ω; at most ``config.mode_steps`` iterations, h = ``config.bandwidth`` (None: the median distance to
+    N(ω0)), α = ``config.alpha`` (None: searched on the grid of step ``config.alpha_step``).
+    Returns (ω, α (iterations, G), losses (iterations, grid, G) or None)."""
+    k, bandwidth, alpha = config.k, config.bandwidth, config.alpha
     points = pool.flatten(1)
     omega, h2, alphas, history = omega0, None, [], []
-    for _ in range(steps):
+    for _ in range(config.mode_steps):
         # Exact pairwise distances (the matrix-product shortcut loses digits when ω is near a reference).
         d2 = torch.cdist(omega.flatten(1), points, compute_mode="donot_use_mm_for_euclid_dist").square()
         near_d2, near = d2.masked_fill(~allowed, torch.inf).topk(k, dim=1, largest=False)
@@ -94,7 +100,7 @@ def mode_finding(omega0, pool, allowed, k: int, core, kind, loss_fn: LossFn, ste
             h2 = h.clamp(min=1e-12) ** 2
         kernel = torch.softmax(-near_d2 / (2 * h2), dim=1)  # K(ω_i, ω) / Σ K, normalised in log space: no underflow
         omega_bar = restrict((kernel.unsqueeze(-1) * points[near]).sum(1).view_as(omega0), omega0, core, kind)
-        new, a, losses = alpha_search(omega, omega_bar, loss_fn, alpha, alpha_step)
+        new, a, losses = alpha_search(omega, omega_bar, loss_fn, alpha, config.alpha_step)
         alphas.append(a)
         history.append(losses)
         moved = (new - omega).abs().max()
