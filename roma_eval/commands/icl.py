@@ -28,31 +28,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     import logging
-    from pathlib import Path
-
-    from lm_eval.utils import sanitize_model_name
 
     from roma_eval.claims import claim_output
     from roma_eval.commands.options import chat_template_args, config_from_args, split_list
-    from roma_eval.commands.results_table import lm_eval_tables
-    from roma_eval.errors import RomaEvalError
-    from roma_eval.methods.icl import IclConfig, run_icl
+    from roma_eval.harness import check_limit, run_dir, tables
+    from roma_eval.methods.icl import IclConfig, RunSettings, run_icl
     from roma_eval.model_loading import check_model_source, load_model
 
-    if args.limit is not None and args.limit < 1:
-        raise RomaEvalError(f"--limit {args.limit}: give at least 1 document per task, or leave it out")
+    check_limit(args.limit)
     config = config_from_args(IclConfig, args)
-    chat_template = chat_template_args(args)
-    claim_output(Path(args.output_path) / sanitize_model_name(args.pretrained))  # this model's run directory
+    run = RunSettings(args.output_path, args.pretrained, include_path=args.include_path, limit=args.limit,
+                      overwrite=args.overwrite, chat_template=chat_template_args(args))
+    claim_output(run_dir(args.output_path, args.pretrained))  # this model's run directory
     check_model_source(args.pretrained, args.revision, args.trust_remote_code)
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     model, tokenizer = load_model(args.pretrained, args.revision, args.dtype, args.device,
                                   trust_remote_code=args.trust_remote_code)
-    result = run_icl(model, tokenizer, split_list(args.tasks), args.output_path, config,
-                     train_tasks=split_list(args.train_tasks), model_name=args.pretrained,
-                     include_path=args.include_path, limit=args.limit, overwrite=args.overwrite,
-                     progress=not args.no_progress, chat_template=chat_template)
-    print(lm_eval_tables(result.results))
+    result = run_icl(model, tokenizer, split_list(args.tasks), run, config, train_tasks=split_list(args.train_tasks),
+                     progress=not args.no_progress)
+    print(tables(result.results))
     s = result.demonstrations.summary
     print(f"ICL: {s['pool_size']} of {s['training_samples']} training samples in the pool, k={config.k}, "
           f"{s['evaluation_documents']} documents evaluated")

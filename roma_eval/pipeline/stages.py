@@ -185,15 +185,16 @@ def report_stage(exp: Experiment, methods: list[str], title: str, paper_model: s
 
 def icl_stage(exp: Experiment) -> list[str]:
     """The base model with retrieved demonstrations, evaluated by lm-eval (``methods.icl``)."""
-    from roma_eval.methods.icl import IclConfig, run_icl
+    from roma_eval.methods.icl import IclConfig, RunSettings, run_icl
 
     out = exp.stage_dir("icl")
     if exp.overwrite or not any(out.rglob("results_*.json")):
         exp.note_work()
         model, tokenizer = exp.load_model()
-        run = run_icl(model, tokenizer, exp.eval_tasks, out, IclConfig(), train_tasks=exp.train_tasks,
-                      model_name=exp.pretrained, include_path=exp.include_path, limit=exp.limit,
-                      overwrite=exp.overwrite, progress=exp.progress, chat_template=exp.chat_template_args())
+        settings = RunSettings(out, exp.pretrained, include_path=exp.include_path, limit=exp.limit,
+                               overwrite=exp.overwrite, chat_template=exp.chat_template_args())
+        run = run_icl(model, tokenizer, exp.eval_tasks, settings, IclConfig(), train_tasks=exp.train_tasks,
+                      progress=exp.progress)
         exp.results["icl"] = run.results
         del model
     else:

@@ -10,7 +10,6 @@ in lm-eval's own few-shot format, and lm-eval evaluates it (docs/baselines.md).
 from roma_eval._lazy import lazy_exports
 
 _EXPORTS = {"IclConfig": "config", "Demonstrations": "demonstrations", "build_demonstrations": "demonstrations",
-            "demonstration": "demonstrations", "load_demonstrations": "demonstrations",
-            "RetrievedSampler": "lm_eval", "install_demonstrations": "lm_eval", "run_icl": "lm_eval",
-            "IclRun": "lm_eval"}
+            "demonstration": "demonstrations", "RetrievedSampler": "lm_eval",
+            "install_demonstrations": "lm_eval", "run_icl": "lm_eval", "IclRun": "lm_eval", "RunSettings": "lm_eval"}
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -83,15 +83,6 @@ class Demonstrations:
         return write_json(Path(directory) / FILE_NAME, self.to_json())
 
 
-def load_demonstrations(path) -> dict:
-    """The saved demonstrations (JSON) of an ICL run: its directory or the file."""
-    path = Path(path)
-    path = path / FILE_NAME if path.is_dir() else path
-    if not path.is_file():
-        raise RomaEvalError(f"{path} does not exist; pass the directory `roma-eval icl` wrote its results to")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def _training_docs(task, limit):
     if not task.has_training_docs():
         raise RomaEvalError(f"task {task.config.task} has no training split; ICL draws its examples from training "

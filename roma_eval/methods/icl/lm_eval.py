@@ -12,7 +12,7 @@ that keeps all of that and changes only where the examples come from:
     target delimiter is "" (multiple-input tasks such as winogrande read the question as their one "choice");
   - ``num_fewshot`` becomes k (lm-eval records it as the run's n-shot).
 
-``run_icl`` then lets ``lm_eval.simple_evaluate`` evaluate the base model (lm-eval's ``HFLM``) on the transformed
+``run_icl`` then lets lm-eval evaluate the base model (lm-eval's ``HFLM``, through ``harness``) on the transformed
 tasks, groups kept, and writes what ``lm_eval --output_path OUT --log_samples`` writes, with ``config.model`` set
 to "icl" (so ``roma-eval report`` labels the row), an ``icl`` block and ``icl_demonstrations.json`` beside it.
 """
@@ -29,7 +29,6 @@ from lm_eval.api.samplers import ContextSampler
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.icl.config import IclConfig
 from roma_eval.methods.icl.demonstrations import Demonstrations, build_demonstrations
-from roma_eval.storage import save_lm_eval_outputs
 
 
 class RetrievedSampler(ContextSampler):
@@ -85,55 +84,48 @@ class IclRun:
     demonstrations: Demonstrations
 
 
-def _items(manager, names):
-    """What simple_evaluate is given: per requested name its group (kept for lm-eval's aggregation) or tasks."""
-    items = []
-    for name in names:
-        loaded = manager.load([name])
-        items.extend([loaded["groups"][name]] if name in loaded["groups"] else loaded["tasks"].values())
-    return manager.load(items), items
+@dataclass(frozen=True)
+class RunSettings:
+    """How lm-eval runs and writes an ICL evaluation: what ``lm_eval --output_path out_dir --log_samples`` with
+    ``--model_args pretrained=model_name`` writes, where, over which tasks and documents."""
+
+    out_dir: str | Path  # lm-eval's --output_path: the run goes to out_dir/<model_name, sanitized>/
+    model_name: str  # the base model's hub id or path, recorded as model_args pretrained=
+    include_path: Sequence[str | Path] = ()  # extra directories of task YAMLs
+    limit: int | None = None  # documents per task, as lm-eval's --limit
+    overwrite: bool = False  # replace results already in the run directory
+    chat_template: dict | None = None  # lm-eval's apply_chat_template / fewshot_as_multiturn keywords
+    # (commands.options.chat_template_args)
 
 
-def run_icl(model, tokenizer, tasks: Sequence[str], out_dir, config: IclConfig | None = None, *,
-            train_tasks: Sequence[str], model_name: str, include_path: Sequence = (), limit: int | None = None,
-            overwrite: bool = False, embedder=None, progress: bool = True, chat_template: dict | None = None) -> IclRun:
+def run_icl(model, tokenizer, tasks: Sequence[str], run: RunSettings, config: IclConfig | None = None, *,
+            train_tasks: Sequence[str], embedder=None, progress: bool = True) -> IclRun:
     """ICL with the base ``model`` on lm-eval ``tasks`` (groups allowed), examples drawn from ``train_tasks``;
-    written under ``out_dir`` as ``lm_eval --output_path out_dir --log_samples`` writes.  ``chat_template``:
-    lm-eval's apply_chat_template / fewshot_as_multiturn keywords (commands.options.chat_template_args)."""
-    import lm_eval
-    from lm_eval.loggers import EvaluationTracker
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.utils import sanitize_model_name
-
+    evaluated and written as ``run`` says (``harness.evaluate``, as the lm_eval CLI writes)."""
     from roma_eval import __version__
-    from roma_eval.harness import task_manager
+    from roma_eval.harness import evaluate, hf_model, run_dir, task_items, task_manager
 
     config = config or IclConfig()
-    run_dir = Path(out_dir) / sanitize_model_name(model_name)
-    if not overwrite and run_dir.is_dir() and any(run_dir.glob("results_*.json")):
-        raise RomaEvalError(f"{run_dir} already holds results; choose another --output_path or pass --overwrite")
+    directory = run_dir(run.out_dir, run.model_name)
+    if not run.overwrite and directory.is_dir() and any(directory.glob("results_*.json")):
+        raise RomaEvalError(f"{directory} already holds results; choose another --output_path or pass --overwrite")
     tasks, train_tasks = list(dict.fromkeys(tasks)), list(dict.fromkeys(train_tasks))
-    manager = task_manager(include_path, [*tasks, *train_tasks])
-    loaded, items = _items(manager, tasks)
+    manager = task_manager(run.include_path, [*tasks, *train_tasks])
+    loaded, items = task_items(manager, tasks)
     train = manager.load(train_tasks)["tasks"]
-    demonstrations = build_demonstrations(model, tokenizer, train, loaded["tasks"], config, limit=limit,
+    demonstrations = build_demonstrations(model, tokenizer, train, loaded["tasks"], config, limit=run.limit,
                                           embedder=embedder, progress=progress)
     for task in loaded["tasks"].values():
         install_demonstrations(task, demonstrations, config.k)
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size)
-    tracker = EvaluationTracker(output_path=str(out_dir))
-    settings = {"pretrained": model_name, "icl_k": config.k, "icl_order": config.order,
+    settings = {"pretrained": run.model_name, "icl_k": config.k, "icl_order": config.order,
                 "icl_train_tasks": ",".join(train_tasks)}
-    results = lm_eval.simple_evaluate(model=lm, model_args=settings, tasks=items, task_manager=manager, limit=limit,
-                                      log_samples=True, evaluation_tracker=tracker, **(chat_template or {}))
-    samples = results.pop("samples")
-    results["config"]["model"] = "icl"
-    results["icl"] = {"config": config.to_dict(), "train_tasks": train_tasks, "summary": demonstrations.summary,
-                      "demonstrations": "icl_demonstrations.json", "roma_eval_version": __version__}
-    save_lm_eval_outputs(tracker, results, samples)  # a failed write leaves no cut-off file
-    results_file = run_dir / f"results_{tracker.date_id}.json"
-    if not results_file.is_file():
-        raise RomaEvalError(f"lm-eval did not write {results_file}; check that {run_dir} is writable")
-    demonstrations.save(run_dir)
+    evaluation = evaluate(hf_model(model, tokenizer, config.batch_size), run.out_dir, items, model_args=settings,
+                          task_manager=manager, limit=run.limit, **(run.chat_template or {}))
+    evaluation.results["config"]["model"] = "icl"
+    evaluation.results["icl"] = {"config": config.to_dict(), "train_tasks": train_tasks,
+                                 "summary": demonstrations.summary, "demonstrations": "icl_demonstrations.json",
+                                 "roma_eval_version": __version__}
+    results_file = evaluation.save()
+    demonstrations.save(results_file.parent)
     return IclRun(results_file, json.loads(results_file.read_text(encoding="utf-8")), demonstrations)
