@@ -48,3 +48,12 @@ def data_parallel(lm) -> None:
     accelerator = getattr(lm, "accelerator", None)
     if accelerator is not None and accelerator.num_processes > 1 and lm.world_size == 1:
         lm._rank, lm._world_size = accelerator.process_index, accelerator.num_processes
+
+
+def from_main_process(value, state):
+    """``value`` of the main process, in every process of ``state`` (``process_state()``)."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]

@@ -409,16 +409,16 @@ def test_oracle_is_at_least_lm_eval_base_and_converges_as_the_reference(tmp_path
 
 
 def test_generation_answers_already_right_are_kept_without_descent(tmp_path, tokenizer, model_dir, saved, monkeypatch):
-    from roma_eval.methods.oracle.lm_eval import OracleLM
+    from lm_eval.models.huggingface import HFLM
 
-    real = OracleLM.lm_eval_generate
+    real = HFLM.generate_until  # lm-eval's own generation, which the oracle's solver calls (lm_eval.lm_settings)
 
-    def base_right_on_even_docs(self, requests):
-        texts = real(self, requests)
+    def base_right_on_even_docs(self, requests, disable_tqdm=False):
+        texts = real(self, requests, disable_tqdm)
         steered = any(gate._forward_hooks for gate in routers(self.model).values())
         return [r.doc["answer"] if not steered and r.doc_id % 2 == 0 else t for r, t in zip(requests, texts)]
 
-    monkeypatch.setattr(OracleLM, "lm_eval_generate", base_right_on_even_docs)
+    monkeypatch.setattr(HFLM, "generate_until", base_right_on_even_docs)
     run_oracle(saved, tokenizer, fixture_tasks(["tiny_sums"]), tmp_path, OracleConfig(max_steps=2),
                model_name="tiny", progress=False)
     (samples_file,) = run_files(tmp_path, "samples_tiny_sums_*.jsonl")
@@ -432,7 +432,7 @@ def test_generation_answers_already_right_are_kept_without_descent(tmp_path, tok
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, tokenizer, saved, monkeypatch):
-    import roma_eval.methods.oracle.run as oracle_run
+    import roma_eval.methods.oracle.solver as oracle_solver
 
     config = OracleConfig(lr=0.5, max_steps=3, layers="last:2", batch_size=4)
     complete = run_oracle(saved, tokenizer, fixture_tasks(), tmp_path / "a", config, model_name="tiny", progress=False)
@@ -446,13 +446,13 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, tokenizer, saved,
     text = progress.read_text()
     progress.write_text(text[: text.index("\n", len(text) // 2) + 40])
     seen = []
-    real = oracle_run.descend
+    real = oracle_solver.descend
 
     def counting(model, batch, *args, **kwargs):
         seen.append(batch.n_samples)
         return real(model, batch, *args, **kwargs)
 
-    monkeypatch.setattr(oracle_run, "descend", counting)
+    monkeypatch.setattr(oracle_solver, "descend", counting)
     resumed = run_oracle(saved, tokenizer, fixture_tasks(), tmp_path / "b", config, model_name="tiny", progress=False)
     assert 0 < sum(seen) < 12  # only the lost tiny_animals documents were recomputed, no tiny_sums one
     assert resumed.results["results"] == complete.results["results"]

@@ -14,6 +14,7 @@ from roma_eval.methods.oracle import (
     load_oracle_tasks,
     run_oracle,
 )
+from roma_eval.methods.oracle.descent import GenerationRound
 from roma_eval.methods.oracle.generation import (
     Target,
     answer_targets,
@@ -24,6 +25,8 @@ from roma_eval.methods.oracle.generation import (
     target_tokens,
     teacher_forced_batch,
 )
+from roma_eval.methods.oracle.lm_eval import lm_settings
+from roma_eval.methods.oracle.solver import OracleSolver
 from roma_eval.methods.oracle.tasks import filter_ensembles, judge_generation, marks
 from roma_eval.routing import resolve_layers, steer_routing, token_positions
 from roma_eval.tiny import build_tiny_model
@@ -53,7 +56,7 @@ def gsm8k():
 
 
 def targets_for(task, lm, request, generation):
-    until, _ = generation_settings(lm, request)
+    until, _ = generation_settings(lm_settings(lm), request)
     return answer_targets(task, request.doc, generation, until, filter_ensembles(task))
 
 
@@ -98,15 +101,11 @@ def test_the_target_respects_the_tasks_filters_and_stop_sequences(lm):
 def test_the_easiest_right_target_is_chosen(lm, tokenizer):
     """Of the targets lm-eval would score right, the one with the lowest loss at the current routing (here the
     base routing) is descended on; target_losses is checked against a plain forward."""
-    from types import SimpleNamespace
-
-    from roma_eval.methods.oracle.run import _choose_targets
-
     toy = load_oracle_tasks(["toy_gsm8k"], limit=3).tasks["toy_gsm8k"]
     request = first_request(toy)
-    until, max_gen_toks = generation_settings(lm, request)
+    _, max_gen_toks = generation_settings(lm_settings(lm), request)
     options = targets_for(toy, lm, request, " She has")
-    prompt = prompt_ids(lm, request)
+    prompt = prompt_ids(lm_settings(lm), request)
     tokens = [target_tokens(tokenizer, t, max_gen_toks) for t in options]
     batch, prompt_last = teacher_forced_batch([prompt] * len(options), tokens)
     layers = resolve_layers(lm.model, "last:2")
@@ -117,10 +116,8 @@ def test_the_easiest_right_target_is_chosen(lm, tokenizer):
             logp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].float(), -1)
         start = len(prompt) + len(reasoning)
         assert loss == pytest.approx(-sum(logp[t - 1, ids[t]].item() for t in range(start, len(ids))), abs=1e-3)
-    fake = SimpleNamespace(model=lm.model, tokenizer=tokenizer, oracle_config=OracleConfig(layers="last:2"),
-                           oracle_layers=layers)
-    chosen, _ = _choose_targets(fake, toy, [(0, request, " She has", prompt, (until, max_gen_toks))], None,
-                                filter_ensembles(toy))
+    solver = OracleSolver(lm.model, tokenizer, OracleConfig(layers="last:2"), layers, lm_settings(lm))
+    chosen, _ = solver.choose_targets(toy, [(request, " She has", prompt)], None, filter_ensembles(toy))
     assert chosen == [options[int(losses.argmin())]] and len(set(losses.tolist())) > 1
 
 
@@ -129,15 +126,15 @@ def test_the_generation_loss_is_the_answers_likelihood_after_the_reasoning(gsm8k
     """The loss at the base routing, and where the variables steer: every prompt token (all) or the prompt's last
     (tokens), never the reasoning and answer after it, which a real generation writes in unsteered decoding steps."""
     request = first_request(gsm8k)
-    until, max_gen_toks = generation_settings(lm, request)
+    _, max_gen_toks = generation_settings(lm_settings(lm), request)
     target = Target("She adds them: 2 + 3 = 9 things.\n#### ", request.doc["answer"].split("#### ")[-1])
-    prompt = prompt_ids(lm, request)
+    prompt = prompt_ids(lm_settings(lm), request)
     reasoning, answer = target_tokens(tokenizer, target, max_gen_toks)
     assert tokenizer.decode(reasoning + answer) == target.prefix + target.answer
     batch, prompt_last = teacher_forced_batch([prompt], [(reasoning, answer)])
     layers = resolve_layers(lm.model, "last:2")
     config = OracleConfig(layers="last:2", max_steps=1, stable=5, positions=positions)
-    (outcome,) = descend(lm.model, batch, config, layers, generative=True, last_context=prompt_last)
+    (outcome,) = descend(lm.model, batch, config, layers, generation=GenerationRound(prompt_last))
     ids = prompt + reasoning + answer
     with torch.no_grad():
         logp = torch.log_softmax(lm.model(torch.tensor([ids])).logits[0].float(), -1)
@@ -163,19 +160,19 @@ def test_a_sample_is_right_only_when_a_real_generation_gets_full_marks(tmp_path,
     """The teacher-forced target turns greedy at step 1 of every round (forced here); the real generation at that
     routing decides.  Wrong: the descent goes on (a new round each step) and ends unconverged at its best real
     generation.  Right: the sample stops there and that generation is what lm-eval scores."""
-    import roma_eval.methods.oracle.run as oracle_run
+    import roma_eval.methods.oracle.solver as oracle_solver
 
-    real = oracle_run.descend
+    real = oracle_solver.descend
 
     def greedy_at_step_1(model, batch, config, *args, **kwargs):
         outcomes = real(model, batch, dataclasses.replace(config, max_steps=1), *args, **kwargs)
         return [dataclasses.replace(o, converged=True, reported_step=1, after=o.before) for o in outcomes]
 
-    def generation(generate, lm, instance, *args):
+    def generation(model, lm, instance, *args):
         return instance.doc["answer"] if steered_text == "gold" else "no idea"
 
-    monkeypatch.setattr(oracle_run, "descend", greedy_at_step_1)
-    monkeypatch.setattr(oracle_run, "steered_generation", generation)
+    monkeypatch.setattr(oracle_solver, "descend", greedy_at_step_1)
+    monkeypatch.setattr(oracle_solver, "steered_generation", generation)
     tasks = load_oracle_tasks(["tiny_sums"], [FIXTURE_TASKS], limit=3)
     run = run_oracle(lm.model, lm.tokenizer, tasks, tmp_path, OracleConfig(max_steps=4), model_name="tiny",
                      progress=False)

@@ -111,7 +111,7 @@ def test_a_second_run_does_no_work(run, monkeypatch):
         raise AssertionError("recomputed something a second run should reuse")
 
     for target in ("lm_eval.simple_evaluate", "roma_eval.methods.roma.train.train_roma",
-                   "roma_eval.methods.c3po.reference.build_reference", "roma_eval.methods.oracle.run.descend"):
+                   "roma_eval.methods.c3po.reference.build_reference", "roma_eval.methods.oracle.solver.descend"):
         monkeypatch.setattr(target, fail)
     before = json.loads((out / "experiment.json").read_text())["stages"]
     with offline_hub.installed():

@@ -43,35 +43,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     import logging
-    from pathlib import Path
-
-    from lm_eval.utils import sanitize_model_name
 
     from roma_eval.claims import claim_output
     from roma_eval.commands.options import chat_template_args, config_from_args, split_list
-    from roma_eval.commands.results_table import lm_eval_tables
-    from roma_eval.errors import RomaEvalError
-    from roma_eval.methods.oracle import (
-        OracleConfig,
-        OracleStore,
-        gap_table,
-        load_oracle_tasks,
-        run_oracle,
-    )
+    from roma_eval.harness import check_limit, run_dir, tables
+    from roma_eval.methods.oracle import OracleConfig, OracleStore, gap_table, load_oracle_tasks, run_oracle
     from roma_eval.model_loading import check_model_source
 
-    if args.limit is not None and args.limit < 1:
-        raise RomaEvalError(f"--limit {args.limit}: give at least 1 document per task, or leave it out")
+    check_limit(args.limit)
     config = config_from_args(OracleConfig, args)
     chat_template = chat_template_args(args)
-    claim_output(Path(args.output_path) / sanitize_model_name(args.pretrained))  # this model's run directory
+    directory = run_dir(args.output_path, args.pretrained)  # this model's run directory
+    claim_output(directory)
     check_model_source(args.pretrained, args.revision, args.trust_remote_code)
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    tasks = load_oracle_tasks(split_list(args.tasks), args.include_path, args.split, args.limit)
+    tasks = load_oracle_tasks(split_list(args.tasks), args.include_path, args.split, args.limit, chat_template)
     # Refuse a directory holding another run before the (possibly large) model is loaded.
-    OracleStore.precheck(f"{args.output_path}/{sanitize_model_name(args.pretrained)}",
-                         {"tasks": tasks.names, "split": tasks.split, "limit": tasks.limit,
-                          "settings": config.settings()}, args.overwrite)
+    OracleStore.precheck(directory, {"tasks": tasks.names, "split": tasks.split, "limit": tasks.limit,
+                                     "settings": config.settings()}, args.overwrite)
 
     from roma_eval.model_loading import load_model
 
@@ -85,12 +74,12 @@ def run(args) -> int:
                                   trust_remote_code=args.trust_remote_code,
                                   device_map="auto" if args.parallelize else None)
     result = run_oracle(model, tokenizer, tasks, args.output_path, config, model_name=args.pretrained,
-                        overwrite=args.overwrite, progress=not args.no_progress, chat_template=chat_template)
+                        overwrite=args.overwrite, progress=not args.no_progress)
     if not process_state().is_main_process:
         return 0
     if result.resumed_complete:
         print(f"{result.results_file.parent} already holds this complete oracle run; pass --overwrite to recompute it")
-    print(lm_eval_tables(result.results))
+    print(tables(result.results))
     print("oracle against base (the same documents, base = the descent's iterate 0):")
     print("\n".join(gap_table(result.results)))
     print(result.results_file)

@@ -130,10 +130,11 @@ def oracle_stage(exp: Experiment) -> list[str]:
     from roma_eval.methods.oracle.tasks import load_oracle_tasks
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    tasks = load_oracle_tasks(list(exp.eval_tasks), exp.include_path, limit=exp.limit)
+    tasks = load_oracle_tasks(list(exp.eval_tasks), exp.include_path, limit=exp.limit,
+                              chat_template=exp.chat_template_args())
     model, tokenizer = exp.load_model()
     run = run_oracle(model, tokenizer, tasks, exp.stage_dir("oracle"), exp.oracle, model_name=exp.pretrained,
-                     overwrite=exp.overwrite, progress=exp.progress, chat_template=exp.chat_template_args())
+                     overwrite=exp.overwrite, progress=exp.progress)
     if run.resumed_complete:
         logger.info(f"oracle: reusing the oracle results in {run.results_file.parent} (--overwrite recomputes them)")
     else:

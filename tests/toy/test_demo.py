@@ -118,7 +118,7 @@ def test_second_run_reuses_the_model_and_the_results(fast_demo, monkeypatch, cap
     monkeypatch.setenv("ROMA_EVAL_CACHE", str(root / "cache"))
     for target in ("roma_eval.toy.pretrain.pretrain", "lm_eval.simple_evaluate",
                    "roma_eval.methods.roma.train.train_roma", "roma_eval.scoring.score_samples",
-                   "roma_eval.methods.c3po.build_reference", "roma_eval.methods.oracle.run.descend"):
+                   "roma_eval.methods.c3po.build_reference", "roma_eval.methods.oracle.solver.descend"):
         monkeypatch.setattr(target, fail)
     caplog.set_level(logging.INFO, logger="roma_eval")
     again = run_demo(DemoContext.from_preset("fast", output=root / "reports", progress=False))
@@ -146,7 +146,7 @@ def test_a_copied_tree_is_reused_and_reported_alike(fast_demo, tmp_path, monkeyp
     copy = Path(shutil.copytree(root / "reports", tmp_path / "elsewhere" / "demo", copy_function=shutil.copy))
     for target in ("roma_eval.toy.pretrain.pretrain", "lm_eval.simple_evaluate",
                    "roma_eval.methods.roma.train.train_roma", "roma_eval.scoring.score_samples",
-                   "roma_eval.methods.c3po.build_reference", "roma_eval.methods.oracle.run.descend"):
+                   "roma_eval.methods.c3po.build_reference", "roma_eval.methods.oracle.solver.descend"):
         monkeypatch.setattr(target, lambda *a, **k: pytest.fail("recomputed something the copy holds"))
     monkeypatch.setenv("ROMA_EVAL_CACHE", str(root / "cache"))
     hidden = root / "reports-hidden"

@@ -9,7 +9,7 @@ from roma_eval._lazy import lazy_exports
 
 _EXPORTS = {
     "OracleConfig": "config", "descend": "descent", "Outcome": "descent", "Iterate": "descent",
-    "load_oracle_tasks": "tasks", "OracleTasks": "tasks", "run_oracle": "run", "gap_table": "run",
-    "OracleStore": "store", "load_oracle_routing": "store", "OracleLM": "lm_eval",
+    "load_oracle_tasks": "tasks", "OracleTasks": "tasks", "run_oracle": "run", "gap_table": "gap",
+    "OracleStore": "store", "load_oracle_routing": "store", "OracleLM": "lm_eval", "OracleSolver": "solver",
 }
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

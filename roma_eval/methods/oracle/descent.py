@@ -209,30 +209,51 @@ def _frozen(model):
             p.requires_grad_(flag)
 
 
-def descend(model, batch: ChoiceBatch, config: OracleConfig, layers: list[int], generative: bool = False, *,
-            metrics: Sequence[str] = ("acc", "acc_norm"), last_context: torch.Tensor | None = None,
-            initial: torch.Tensor | None = None, min_steps: int = 0) -> list[Outcome]:
+@dataclass(frozen=True)
+class GenerationRound:
+    """One round of a generation sample's descent (generation.py): one teacher-forced row per sample (prompt, the
+    model's reasoning, the target answer), steered on its prompt only."""
+
+    prompt_last: torch.Tensor  # (rows,) each prompt's last token: --tokens counts back from it
+    initial: torch.Tensor | None = None  # (samples, slots, layers, experts) starting variables (None: base routing)
+    min_steps: int = 0  # iterates before this one cannot stop a sample (they were judged already)
+
+
+@dataclass(frozen=True)
+class _Goal:
+    """What a descent tracks per sample and iterate: the metrics ((samples, metrics) right or not), those that must be
+    right (``wanted``), and the first iterate that may stop a sample."""
+
+    generative: bool
+    tracked: tuple[str, ...]
+    wanted: torch.Tensor  # (metrics,) bool
+    min_steps: int = 0
+
+
+def descend(model, batch: ChoiceBatch, config: OracleConfig, layers: list[int], *,
+            metrics: Sequence[str] = ("acc", "acc_norm"), generation: GenerationRound | None = None) -> list[Outcome]:
     """Run the oracle descent for every sample of ``batch`` (built by ``scoring.build_choice_batch``, or
-    ``generation.teacher_forced_batch`` with ``generative=True``).
+    ``generation.teacher_forced_batch`` with ``generation`` given).
 
     ``metrics``: the multiple-choice metrics the task reports (acc, acc_norm); "right" is
     ``config.criterion`` over them, and no iterate that loses one of them right at iterate 0 is reported.
-    ``last_context``: (rows,) the token ``config.tokens`` counts back from (default: each row's last context
-    token; generation: the prompt's last token, the last one steered with ``--positions all``);
-    ``initial``: (samples, slots, layers, experts) starting variables (default: the base routing);
-    ``min_steps``: iterates before this one cannot stop a sample (they were judged already).
+    ``generation``: a generation round (the one row of a sample is right when its target is greedy); ``config.tokens``
+    counts back from each prompt's last token (the last one steered with ``--positions all``) instead of each row's
+    last context token, and the variables start at ``generation.initial`` when given instead of the base routing.
     """
     device = input_device(model)
     batch = batch.to(device)
-    anchor = batch.last_context if last_context is None else last_context.to(device)
+    generative = generation is not None
+    initial = generation.initial if generative else None
+    anchor = generation.prompt_last.to(device) if generative else batch.last_context
     recorded = token_positions(config.tokens, anchor)
     if config.positions == "tokens" and (recorded[:, 1:] == recorded[:, :-1]).any():
         raise RomaEvalError(f"tokens={config.tokens!r} asks for more tokens than some contexts have; "
                             "steer fewer tokens (e.g. --tokens last:1)")
-    spec = spec_for(model)
     tracked = ("greedy",) if generative else tuple(dict.fromkeys([*metrics, *criterion_metrics(config.criterion,
                                                                                                metrics)]))
     wanted = torch.tensor([generative or m in criterion_metrics(config.criterion, metrics) for m in tracked])
+    goal = _Goal(generative, tracked, wanted, generation.min_steps if generative else 0)
     with _frozen(model):
         if config.positions == "tokens":
             rows, step_batch = prepare_rows(model, batch, recorded, layers[0], config.prefix_cache)
@@ -248,8 +269,7 @@ def descend(model, batch: ChoiceBatch, config: OracleConfig, layers: list[int], 
             else:
                 variables = torch.zeros(batch.n_samples, int(slots.count.max()), len(layers), num_experts(model),
                                         device=device)
-        return _descend(model, rows, step_batch, variables, config, layers, generative, spec.score_kind,
-                        tracked, wanted, min_steps)
+        return _descend(model, rows, step_batch, variables, config, layers, goal)
 
 
 def _initial_at_tokens(model, rows: _Rows, batch: ChoiceBatch, config: OracleConfig, layers, initial):
@@ -271,13 +291,13 @@ def _padded(variables: torch.Tensor, slots: int) -> torch.Tensor:
         if missing > 0 else variables.clone()
 
 
-def _descend(model, rows, batch, variables, config, layers, generative, score_kind, tracked, wanted,
-             min_steps) -> list[Outcome]:
-    n = batch.n_samples
+def _descend(model, rows, batch: ChoiceBatch, variables: torch.Tensor, config: OracleConfig, layers,
+             goal: _Goal) -> list[Outcome]:
+    n, score_kind = batch.n_samples, spec_for(model).score_kind
     active = torch.arange(n)  # original index of each still-descending sample
     moment, second = torch.zeros_like(variables), torch.zeros_like(variables)
     streak = torch.zeros(n, dtype=torch.long)
-    base_right = torch.zeros(n, len(tracked), dtype=torch.bool)  # per metric: right at iterate 0
+    base_right = torch.zeros(n, len(goal.tracked), dtype=torch.bool)  # per metric: right at iterate 0
     losses: list[list[float]] = [[] for _ in range(n)]
     before: list[Iterate | None] = [None] * n
     best: list[tuple[tuple, int, Iterate] | None] = [None] * n
@@ -291,17 +311,17 @@ def _descend(model, rows, batch, variables, config, layers, generative, score_ki
             scores = choice_scores(logits, batch)
             greedy = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).index_put(
                 (batch.row_sample, batch.row_choice), greedy_rows(logits.detach(), batch))
-            loss, right = _loss_and_right(scores, greedy, batch, generative, tracked)
+            loss, right = _loss_and_right(scores, greedy, batch, goal.generative, goal.tracked)
         right = right.cpu()
         if t == 0:
             base_right = right.clone()
         # The oracle never reports a sample worse than base on any metric: an iterate is eligible only if it
         # keeps every metric that was right at iterate 0 (iterate 0 always is).  The proxy of a generation
         # sample (its target is greedy) is not a reported metric: the generated answer is judged outside.
-        eligible = (right | ~base_right[active]).all(1) | generative
-        is_right = right[:, wanted].all(1) & eligible
+        eligible = (right | ~base_right[active]).all(1) | goal.generative
+        is_right = right[:, goal.wanted].all(1) & eligible
         streak = torch.where(is_right, streak + 1, 0)
-        done = ((streak >= config.stable) & (t >= min_steps)) | (t == config.max_steps)
+        done = ((streak >= config.stable) & (t >= goal.min_steps)) | (t == config.max_steps)
         routing = batch.per_sample(record.scores).detach().float().cpu() if config.save_routing else None
         slots = [None] * len(active) if rows.count is None else rows.count.tolist()
         per_sample = zip(active.tolist(), loss.tolist(), eligible.tolist(), right.sum(1).tolist(),
@@ -319,7 +339,7 @@ def _descend(model, rows, batch, variables, config, layers, generative, score_ki
             if best[i] is None or rank > best[i][0]:
                 best[i] = (rank, t, here)
             if done[j]:
-                converged = bool(streak[j] >= config.stable and t >= min_steps)
+                converged = bool(streak[j] >= config.stable and t >= goal.min_steps)
                 step, after = (t, here) if converged else best[i][1:]
                 outcomes[i] = Outcome(t, converged, step, losses[i], before[i], after)
         if done.all():

@@ -19,8 +19,8 @@ a sample right only when a real generation, scored by the task's filters and met
      or at the prompt's last token(s) (``--positions tokens``), never at R and A, which a real generation
      writes token by token in cached decoding steps that are not steered (routing.steer).
   3. **Right**: when greedy decoding would produce A after R (the cheap proxy), a real greedy generation
-     with lm-eval's ``HFLM.generate_until`` and the current routing override is scored by the task's
-     filters and metric; full marks under every filter pipeline is right (the sample stops there).
+     with lm-eval's ``HFLM.generate_until`` (``LMSettings.generate``) and the current routing override is
+     scored by the task's filters and metric; full marks under every filter pipeline is right (the sample stops there).
      Otherwise R is re-read from that generation (the model's reasoning has changed with its routing)
      and the descent goes on from the same variables, within the same step budget.
 """
@@ -46,19 +46,33 @@ class Target:
     answer: str  # A: the gold answer in the form the task's filters read
 
 
-def generation_settings(lm, instance) -> tuple[list[str], int]:
+@dataclass(frozen=True)
+class LMSettings:
+    """What lm-eval's ``hf`` model does with a request's text, as values and plain callables: the solver uses these
+    and never sees an lm-eval model (``lm_eval.lm_settings`` reads them off one)."""
+
+    # requests -> greedy generations (``HFLM.generate_until``), under whatever routing override is active
+    generate: Callable[[Sequence], list[str]]
+    # prompts -> (ids, mask), left-padded; ``left_truncate_len=N`` keeps each one's last N tokens (``tok_batch_encode``)
+    encode: Callable[..., tuple]
+    max_length: int  # the model's context, in tokens
+    add_bos_token: bool | None  # whether a context starts with BOS (None: as the tokenizer does)
+    max_gen_toks: int  # a generation's budget in tokens when its request names none
+    eos: str  # the end-of-text token as text: every generation stops there
+
+
+def generation_settings(lm: LMSettings, instance) -> tuple[list[str], int]:
     """(stop sequences with EOS, max_gen_toks) exactly as ``HFLM.generate_until`` resolves them."""
     from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 
     kwargs = normalize_gen_kwargs(dict(instance.args[1]), lm.max_gen_toks)
-    eos = lm.tok_decode(lm.eot_token_id, skip_special_tokens=False)
-    return handle_stop_sequences(kwargs.get("until"), eos=eos), kwargs["max_gen_toks"]
+    return handle_stop_sequences(kwargs.get("until"), eos=lm.eos), kwargs["max_gen_toks"]
 
 
-def prompt_ids(lm, instance) -> list[int]:
+def prompt_ids(lm: LMSettings, instance) -> list[int]:
     """The generation prompt's tokens as lm-eval's ``hf`` model encodes them (left-truncated)."""
     _, max_gen_toks = generation_settings(lm, instance)
-    ids, _ = lm.tok_batch_encode([instance.args[0]], left_truncate_len=lm.max_length - max_gen_toks)
+    ids, _ = lm.encode([instance.args[0]], left_truncate_len=lm.max_length - max_gen_toks)
     return ids[0].tolist()
 
 
@@ -170,17 +184,16 @@ def target_losses(model, batch: ChoiceBatch, steered: torch.Tensor, variables: t
     return torch.cat(out)
 
 
-def steered_generation(generate: Callable, lm, instance, variables: torch.Tensor, layers, config) -> str:
-    """lm-eval's greedy generation (``generate``: ``HFLM.generate_until`` on a list of requests) with the routing
-    ``variables`` (slots, layers, experts) applied at the steered prompt tokens (``steered_positions`` under the
-    oracle ``config``).  Cached decoding steps are not steered (``routing.steer``): the override acts on the
-    prompt, as in the descent."""
+def steered_generation(model, lm: LMSettings, instance, variables: torch.Tensor, layers, config) -> str:
+    """lm-eval's greedy generation (``lm.generate``) of ``instance`` with the routing ``variables`` (slots, layers,
+    experts) applied at the steered prompt tokens (``steered_positions`` under the oracle ``config``).  Cached
+    decoding steps are not steered (``routing.steer``): the override acts on the prompt, as in the descent."""
     length = len(prompt_ids(lm, instance))
     positions = steered_positions(config, torch.tensor([length - 1]))
     if int(positions.max()) == 0:  # a one-token prompt: every cached decoding step would look like it
         raise RomaEvalError(f"task {instance.task_name} doc {instance.doc_id} has a one-token prompt; the oracle "
                             "needs a prompt longer than the steered tokens")
-    device = input_device(lm.model)
-    with torch.no_grad(), steer_routing(lm.model, variables[:positions.shape[1]].unsqueeze(0).to(device),
+    device = input_device(model)
+    with torch.no_grad(), steer_routing(model, variables[:positions.shape[1]].unsqueeze(0).to(device),
                                         positions.to(device), layers, mode=config.variables):
-        return generate([instance])[0]
+        return lm.generate([instance])[0]

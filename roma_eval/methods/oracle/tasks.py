@@ -28,7 +28,7 @@ OUTPUT_TYPES = ("multiple_choice", "generate_until")
 @dataclass
 class OracleTasks:
     """What ``lm_eval.simple_evaluate`` is given: the top-level tasks and groups as asked (``items``), their
-    TaskManager, and the documents to run on (``split``, ``limit``)."""
+    TaskManager, the documents to run on (``split``, ``limit``) and how their prompts are built (``chat_template``)."""
 
     names: list[str]
     items: list  # lm-eval Task / Group objects, one per requested name (a tag gives its tasks)
@@ -36,6 +36,7 @@ class OracleTasks:
     split: str = "eval"
     limit: int | None = None
     loaded: dict = field(default_factory=dict)  # TaskManager.load(items): tasks, groups, group_map
+    chat_template: dict = field(default_factory=dict)  # apply_chat_template / fewshot_as_multiturn keywords
 
     @property
     def tasks(self) -> dict:
@@ -44,9 +45,11 @@ class OracleTasks:
 
 
 def load_oracle_tasks(names: Sequence[str], include_path: Sequence[str | Path] = (), split: str = "eval",
-                      limit: int | None = None) -> OracleTasks:
+                      limit: int | None = None, chat_template: dict | None = None) -> OracleTasks:
     """lm-eval's tasks and groups for ``names``, checked for what the oracle needs (labelled multiple-choice or
-    generation tasks with documents in ``split``); ``split="train"`` evaluates the training documents."""
+    generation tasks with documents in ``split``); ``split="train"`` evaluates the training documents.
+    ``chat_template``: lm-eval's apply_chat_template / fewshot_as_multiturn keywords
+    (``commands.options.chat_template_args``)."""
     if split not in SPLITS:
         raise RomaEvalError(f"split {split!r} is unknown; use one of {', '.join(SPLITS)}")
     check_limit(limit)
@@ -74,7 +77,7 @@ def load_oracle_tasks(names: Sequence[str], include_path: Sequence[str | Path] =
         if task.OUTPUT_TYPE == "multiple_choice":
             for doc_id, doc in docs:
                 gold_fields(task, doc, doc_id)
-    return OracleTasks(names, items, manager, split, limit, loaded)
+    return OracleTasks(names, items, manager, split, limit, loaded, dict(chat_template or {}))
 
 
 def multiple_input(task) -> bool:
