@@ -11,10 +11,9 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
-from roma_eval.harness import typed_value
-
 from roma_eval.choices import check_choices
 from roma_eval.errors import RomaEvalError
+from roma_eval.harness import typed_value
 from roma_eval.neighbours import DEFAULT_K, DEFAULT_SIGMA
 
 PREFIX = "c3po_"  # lm-eval model_args name of a field: c3po_method=ngd, c3po_k=3, ...
