@@ -101,23 +101,40 @@ def _drop_self(found, distance2, query_ids, reference_ids, k):
     return out_index, out_d2
 
 
-def find_neighbours(queries: np.ndarray, reference: np.ndarray, method: str = "knn", k: int = DEFAULT_K,
-                    eps: float | None = None, sigma: float = DEFAULT_SIGMA, query_ids: Sequence | None = None,
-                    reference_ids: Sequence | None = None, seed: int = 0, kernel: Kernel = "eq5") -> Neighbourhoods:
-    """Neighbours of each query among ``reference``: kNN (Eq. 3), ε-ball (Eq. 4) or random (ablation), weighted
-    by ``kernel`` (``gaussian_weights``; the neighbours themselves do not depend on it).
+@dataclass(frozen=True)
+class NeighbourSearch:
+    """How neighbours are found and weighted: ``method`` kNN (Eq. 3, ``k`` nearest), ε-ball (Eq. 4, within ``eps``)
+    or random (the paper's control, ``k`` drawn with ``seed``); weights by ``kernel`` of width ``sigma``
+    (``gaussian_weights``; the neighbours themselves do not depend on it)."""
+
+    method: str = "knn"
+    k: int = DEFAULT_K
+    eps: float | None = None
+    sigma: float = DEFAULT_SIGMA
+    kernel: Kernel = "eq5"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise RomaEvalError(f"neighbourhood method {self.method!r} is unknown; use one of {', '.join(METHODS)}")
+        _check_kernel(self.kernel)
+        if self.sigma <= 0:
+            raise RomaEvalError(f"sigma={self.sigma} must be positive")
+        if self.method == "eps" and (self.eps is None or self.eps <= 0):
+            raise RomaEvalError("the ε-ball neighbourhood needs a positive eps (a distance between embeddings)")
+
+
+def find_neighbours(queries: np.ndarray, reference: np.ndarray, search: NeighbourSearch = NeighbourSearch(),
+                    query_ids: Sequence | None = None, reference_ids: Sequence | None = None) -> Neighbourhoods:
+    """Neighbours of each query among ``reference``, found and weighted as ``search`` says.
 
     ``query_ids`` / ``reference_ids`` identify samples across the two sets, so that a query that is
     also in the reference set is not its own neighbour.
     """
-    if method not in METHODS:
-        raise RomaEvalError(f"neighbourhood method {method!r} is unknown; use one of {', '.join(METHODS)}")
-    _check_kernel(kernel)
+    method, k, kernel = search.method, search.k, search.kernel
     if len(reference) == 0:
         raise RomaEvalError("the success set is empty: the base model answers no training sample correctly, "
                             "so there are no neighbours to align with; use more or easier training data")
-    if sigma <= 0:
-        raise RomaEvalError(f"sigma={sigma} must be positive")
     query_ids = list(range(-len(queries), 0)) if query_ids is None else list(query_ids)
     reference_ids = list(range(len(reference))) if reference_ids is None else list(reference_ids)
     overlap = len(set(query_ids) & set(reference_ids)) > 0
@@ -128,15 +145,13 @@ def find_neighbours(queries: np.ndarray, reference: np.ndarray, method: str = "k
         distance2, found = _search(reference, queries, min(k + (1 if overlap else 0), len(reference)))
         index, distance2 = _drop_self(found, distance2, query_ids, reference_ids, k)
     elif method == "eps":
-        if eps is None or eps <= 0:
-            raise RomaEvalError("the ε-ball neighbourhood needs a positive eps (a distance between embeddings)")
         distance2, found = _search(reference, queries, len(reference))
-        found = np.where(distance2 <= eps**2, found, -1)  # Eq. 4: ||E(x_i) - E(x_j)|| <= ε
+        found = np.where(distance2 <= search.eps**2, found, -1)  # Eq. 4: ||E(x_i) - E(x_j)|| <= ε
         index, distance2 = _drop_self(found, distance2, query_ids, reference_ids, len(reference))
         width = max(int((index >= 0).sum(axis=1).max()), 1)
         index, distance2 = index[:, :width], distance2[:, :width]
     else:  # random neighbours: the paper's control (67.8, no better than base)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(search.seed)
         ref_ids = np.asarray(reference_ids)
         index = np.full((len(queries), k), -1, dtype=np.int64)
         for row, qid in enumerate(query_ids):  # a query inside the reference set has one candidate fewer
@@ -145,5 +160,5 @@ def find_neighbours(queries: np.ndarray, reference: np.ndarray, method: str = "k
         distance2 = ((queries[:, None, :] - reference[index.clip(min=0)]) ** 2).sum(-1).astype(np.float32)
     valid = index >= 0
     cosine = _cosine(queries, reference, index) if kernel == "released" else None
-    return Neighbourhoods(index, gaussian_weights(distance2, valid, sigma, kernel, cosine),
+    return Neighbourhoods(index, gaussian_weights(distance2, valid, search.sigma, kernel, cosine),
                           np.where(valid, distance2, 0.0))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.neighbours import find_neighbours
+from roma_eval.neighbours import NeighbourSearch, find_neighbours
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def brute_knn(queries, reference, k, query_ids, reference_ids):
 
 def test_knn_excludes_the_sample_itself_and_matches_brute_force(points):
     ids = list(range(30))
-    hood = find_neighbours(points, points, k=3, query_ids=ids, reference_ids=ids)
+    hood = find_neighbours(points, points, NeighbourSearch(k=3), query_ids=ids, reference_ids=ids)
     assert hood.index.shape == (30, 3)
     assert all(i not in row for i, row in enumerate(hood.index))
     np.testing.assert_array_equal(hood.index, brute_knn(points, points, 3, ids, ids))
@@ -32,7 +32,7 @@ def test_knn_excludes_the_sample_itself_and_matches_brute_force(points):
 
 def test_gaussian_weights_are_eqs_5_and_6(points):
     sigma = 0.7
-    hood = find_neighbours(points[:5], points[5:], k=4, sigma=sigma)
+    hood = find_neighbours(points[:5], points[5:], NeighbourSearch(k=4, sigma=sigma))
     for i in range(5):
         d2 = ((points[5:][hood.index[i]] - points[i]) ** 2).sum(1)
         sim = np.exp(-d2 / (2 * sigma**2))
@@ -42,7 +42,7 @@ def test_gaussian_weights_are_eqs_5_and_6(points):
 def test_eps_ball_is_eq_4(points):
     ids = list(range(30))
     eps = 3.5
-    hood = find_neighbours(points, points, method="eps", eps=eps, query_ids=ids, reference_ids=ids)
+    hood = find_neighbours(points, points, NeighbourSearch("eps", eps=eps), query_ids=ids, reference_ids=ids)
     for i in range(30):
         d = np.sqrt(((points - points[i]) ** 2).sum(1))
         expected = {j for j in range(30) if j != i and d[j] <= eps}
@@ -55,7 +55,7 @@ def test_eps_ball_is_eq_4(points):
 
 def test_random_neighbours_never_self(points):
     ids = list(range(30))
-    hood = find_neighbours(points, points, method="random", k=3, query_ids=ids, reference_ids=ids)
+    hood = find_neighbours(points, points, NeighbourSearch("random", k=3), query_ids=ids, reference_ids=ids)
     assert all(i not in row for i, row in enumerate(hood.index))
 
 
@@ -67,11 +67,11 @@ def test_empty_success_set_is_one_clear_error(points):
 def test_k_larger_than_success_set_is_one_clear_error(points):
     ids = list(range(4))
     with pytest.raises(RomaEvalError, match="k=5 neighbours requested but the success set has only 4"):
-        find_neighbours(points[:4], points[:4], k=5, query_ids=ids, reference_ids=ids)
+        find_neighbours(points[:4], points[:4], NeighbourSearch(k=5), query_ids=ids, reference_ids=ids)
 
 
 def test_members_of_the_success_set_get_one_neighbour_fewer_when_k_equals_its_size(points):
-    hood = find_neighbours(points[:6], points[:4], k=4, query_ids=range(6), reference_ids=range(4))
+    hood = find_neighbours(points[:6], points[:4], NeighbourSearch(k=4), query_ids=range(6), reference_ids=range(4))
     assert hood.sizes().tolist() == [3, 3, 3, 3, 4, 4]
 
 
@@ -87,7 +87,7 @@ def test_both_kernels_match_brute_force(points, unit_points, kernel, normalise):
     does not depend on the vectors' norms; both normalised over the neighbours (Eq. 6)."""
     vectors = unit_points if normalise else points
     sigma = 0.4
-    hood = find_neighbours(vectors[:6], vectors[6:], k=5, sigma=sigma, kernel=kernel)
+    hood = find_neighbours(vectors[:6], vectors[6:], NeighbourSearch(k=5, sigma=sigma, kernel=kernel))
     for i in range(6):
         neighbours = vectors[6:][hood.index[i]]
         if kernel == "eq5":
@@ -105,7 +105,7 @@ def test_the_kernels_at_cosine_0_8():
     reference = np.array([[1.0, 0.0], [0.8, 0.6]], dtype=np.float32)
     sims = {}
     for kernel in ("eq5", "released"):
-        hood = find_neighbours(query, reference, k=2, sigma=0.4, kernel=kernel)
+        hood = find_neighbours(query, reference, NeighbourSearch(k=2, sigma=0.4, kernel=kernel))
         assert hood.index[0].tolist() == [0, 1]
         sims[kernel] = hood.weight[0, 1] / hood.weight[0, 0]
     assert sims["eq5"] == pytest.approx(np.exp(-1.25), rel=1e-5) and round(float(sims["eq5"]), 2) == 0.29
@@ -114,4 +114,4 @@ def test_the_kernels_at_cosine_0_8():
 
 def test_unknown_kernel_is_one_clear_error(points):
     with pytest.raises(RomaEvalError, match="kernel='rbf' is unknown; use one of eq5, released"):
-        find_neighbours(points[:3], points[3:], k=2, kernel="rbf")
+        NeighbourSearch(k=2, kernel="rbf")

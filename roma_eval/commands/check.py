@@ -14,6 +14,8 @@ from roma_eval.errors import RomaEvalError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from roma_eval.report.check import TESTS
+
     parser.add_argument("--baseline", required=True, metavar="PATH",
                         help="lm-eval output (directory or results_*.json, with samples_*.jsonl from --log_samples)")
     parser.add_argument("--candidate", required=True, metavar="PATH", help="the run to check, same form")
@@ -23,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.05,
                         help="significance level of the two-sided paired test; the intervals are at 1 - alpha "
                              "(default: %(default)s)")
-    parser.add_argument("--test", choices=("auto", "mcnemar", "bootstrap"), default="auto",
+    parser.add_argument("--test", choices=TESTS, default="auto",
                         help="auto: exact McNemar (with its Clopper-Pearson interval) on 0/1 correctness, paired "
                              "bootstrap otherwise (default: %(default)s)")
     parser.add_argument("--benchmarks", default=None,
@@ -43,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from roma_eval.claims import claim_output
-    from roma_eval.report.check import compare, markdown_summary, verdict_line
+    from roma_eval.report.check import Significance, compare, markdown_summary, verdict_line
     from roma_eval.report.output import refuse_existing, write_atomic
     from roma_eval.results import load_runs, metric_preferences, parse_metric_overrides
 
@@ -55,9 +57,10 @@ def run(args) -> int:
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()] if args.benchmarks else None
     baseline, candidate = load_runs([args.baseline]), load_runs([args.candidate])
     prefs = metric_preferences(parse_metric_overrides(args.metric), baseline + candidate)
-    check = compare(baseline, candidate, prefs=prefs, max_drop=args.max_drop, alpha=args.alpha, test=args.test,
-                    benchmarks=benchmarks, iterations=args.bootstrap_iterations, seed=args.seed,
-                    allow_prompt_change=args.allow_prompt_change)
+    significance = Significance(alpha=args.alpha, test=args.test, iterations=args.bootstrap_iterations,
+                                seed=args.seed)
+    check = compare(baseline, candidate, prefs=prefs, max_drop=args.max_drop, significance=significance,
+                    benchmarks=benchmarks, allow_prompt_change=args.allow_prompt_change)
     for comparison in [*check.comparisons, *([check.average] if check.average else [])]:
         print(verdict_line(comparison, args.alpha))
     print(check.overall())

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from roma_eval.claims import claim_output
-    from roma_eval.report.build import build_report
+    from roma_eval.report.build import PaperSource, build_report
     from roma_eval.report.paper import PUBLISHED_DIR
     from roma_eval.report.render import write_report
     from roma_eval.results import load_runs, parse_metric_overrides
@@ -60,10 +60,10 @@ def run(args) -> int:
     if not args.runs and not args.paper:
         raise RomaEvalError("nothing to report: give result directories (lm_eval --output_path) and/or --paper")
     claim_output(args.output_path)
+    source = PaperSource(model=args.paper_model, directory=args.paper_dir or PUBLISHED_DIR)
     report = build_report(load_runs(args.runs), metric_overrides=parse_metric_overrides(args.metric),
-                          columns=args.columns, paper=args.paper, paper_dir=args.paper_dir or PUBLISHED_DIR,
-                          paper_model=args.paper_model, plots=not args.no_plots, title=args.title,
-                          paper_style=args.paper_style)
+                          columns=args.columns, paper=args.paper, paper_source=source, plots=not args.no_plots,
+                          title=args.title, paper_style=args.paper_style)
     for path in write_report(report, args.output_path, formats=formats, overwrite=args.overwrite):
         print(path)
     return 0

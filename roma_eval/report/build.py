@@ -53,27 +53,36 @@ class Report:
         return [f for s in self.sections for f in s.figures]
 
 
+@dataclass(frozen=True)
+class PaperSource:
+    """Where the paper's published tables are read from, and which of its models our runs are set beside."""
+
+    model: str | None = None  # one of the paper's models (default: recognised by the runs' model name)
+    directory: Path = published.PUBLISHED_DIR  # table1_<model>.csv and c3po_table1.csv
+
+
 def build_report(runs: list[Run], *, metric_overrides: dict[str, str] | None = None, columns: str = "all",
-                 paper: bool = False, paper_dir: Path = published.PUBLISHED_DIR, paper_model: str | None = None,
-                 plots: bool = True, title: str = "roma-eval report", paper_style: bool = False) -> Report:
+                 paper: bool = False, paper_source: PaperSource = PaperSource(), plots: bool = True,
+                 title: str = "roma-eval report", paper_style: bool = False) -> Report:
     """Sections: one per (model, suite) of the runs, routing manifolds, then (``paper``) the published tables.
 
-    Our numbers are put next to the paper's when a model is one of the paper's (by name, or
-    ``paper_model``) and was run on the paper's benchmarks.  Every row gets its paired interval against base and
-    every column its chance level; ``paper_style`` lays the tables out as the paper's Table 1 (bare numbers).
+    Our numbers are put next to the paper's (read as ``paper_source`` says) when a model is one of the paper's (by
+    name, or ``paper_source.model``) and was run on the paper's benchmarks.  Every row gets its paired interval
+    against base and every column its chance level; ``paper_style`` lays the tables out as the paper's Table 1
+    (bare numbers).
     """
     prefs = metric_preferences(metric_overrides, runs)
-    table1 = published.table1_grids(paper_dir) if runs or paper else {}
+    table1 = published.table1_grids(paper_source.directory) if runs or paper else {}
     grids = grids_from_runs(runs, prefs, columns)
     for grid in grids:
         paired_intervals(grid, prefs)
         grid.chance = chance_levels(grid)
-    sections = [_results_section(grid, table1, paper_model, plots, paper_style) for grid in grids]
+    sections = [_results_section(grid, table1, paper_source.model, plots, paper_style) for grid in grids]
     if plots:
         sections.extend(_manifold_sections(runs))
     if paper:
         sections.extend(_published_section(grid) for grid in table1.values())
-        sections.extend(_published_section(grid) for grid in published.c3po_grids(paper_dir).values())
+        sections.extend(_published_section(grid) for grid in published.c3po_grids(paper_source.directory).values())
     return Report(title=title, sections=sections, scores=tidy(runs), generator=_generator())
 
 

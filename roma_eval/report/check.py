@@ -22,11 +22,13 @@ per-document prompt_hash, or the recorded n-shot, limit or task version) are ref
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
+from roma_eval.choices import check_choices
 from roma_eval.errors import RomaEvalError
-from roma_eval.report.tables import fmt
+from roma_eval.report.formatting import fmt, interval_text
 from roma_eval.report.templating import environment
 from roma_eval.results import (
     PAPER_COLUMNS,
@@ -38,6 +40,22 @@ from roma_eval.results import (
 )
 
 BETTER, WORSE, SAME = "better", "worse", "no significant difference"
+Test = Literal["auto", "mcnemar", "bootstrap"]
+TESTS = get_args(Test)  # auto: exact McNemar on 0/1 correctness, the paired bootstrap otherwise
+
+
+@dataclass(frozen=True)
+class Significance:
+    """How each verdict is reached: the paired test, its level 1 − ``alpha``, and the bootstrap's resamples and seed
+    (the average's, and a benchmark's when the test is the bootstrap)."""
+
+    alpha: float = 0.05
+    test: Test = "auto"
+    iterations: int = 10_000
+    seed: int = 0
+
+    def __post_init__(self):
+        check_choices(self)
 
 
 @dataclass(frozen=True)
@@ -133,10 +151,10 @@ def _bootstrap_from_means(means: np.ndarray, level: float) -> tuple[float, tuple
 
 
 def compare(baseline: list[Run], candidate: list[Run], *, prefs: dict[str, tuple[str, ...]], max_drop: float = 1.0,
-            alpha: float = 0.05, test: str = "auto", benchmarks: list[str] | None = None, iterations: int = 10_000,
-            seed: int = 0, allow_prompt_change: bool = False) -> Check:
+            significance: Significance = Significance(), benchmarks: list[str] | None = None,
+            allow_prompt_change: bool = False) -> Check:
     """One comparison per benchmark of the baseline (or of ``benchmarks``, by column or task name), and of their
-    average when there are several.
+    average when there are several; a benchmark regresses when significantly worse by more than ``max_drop`` points.
 
     Runs whose prompts differ are refused, every difference in one message, unless ``allow_prompt_change``:
     then they are compared and each verdict's note says how the prompts differ.
@@ -156,9 +174,9 @@ def compare(baseline: list[Run], candidate: list[Run], *, prefs: dict[str, tuple
         listed = "; ".join(f"{p.benchmark}: {' and '.join(p.differences)}" for p in changed)
         raise RomaEvalError(f"{listed}; re-run the candidate with the baseline's lm_eval settings, or pass "
                             f"--allow-prompt-change to compare anyway")
-    comparisons = [_compare_one(p, max_drop, alpha, test, iterations, seed) for p in paired]
-    average = _average(paired, comparisons, max_drop, alpha, iterations, seed) if len(paired) > 1 else None
-    return Check(comparisons, average, max_drop, alpha)
+    comparisons = [_compare_one(p, max_drop, significance) for p in paired]
+    average = _average(paired, comparisons, max_drop, significance) if len(paired) > 1 else None
+    return Check(comparisons, average, max_drop, significance.alpha)
 
 
 @dataclass(frozen=True)
@@ -185,16 +203,17 @@ class Check:
 
 
 def _interval(c: Comparison) -> str:
-    return f"[{fmt(c.interval[0], sign=True)}, {fmt(c.interval[1], sign=True)}]"
+    return interval_text(*c.interval)
 
 
-def _average(paired: list[_Paired], comparisons: list[Comparison], max_drop: float, alpha: float, iterations: int,
-             seed: int) -> Comparison:
+def _average(paired: list[_Paired], comparisons: list[Comparison], max_drop: float,
+             significance: Significance) -> Comparison:
     """The unweighted mean over benchmarks (the paper's average): each benchmark's documents resampled on their own,
     the resampled mean gains averaged."""
+    iterations, seed = significance.iterations, significance.seed
     means = np.mean([_bootstrap_means(p.candidate - p.baseline, iterations, seed + i) for i, p in enumerate(paired)],
                     axis=0)
-    p_value, (low, high) = _bootstrap_from_means(means, 1 - alpha)
+    p_value, (low, high) = _bootstrap_from_means(means, 1 - significance.alpha)
     baseline = float(np.mean([c.baseline for c in comparisons]))
     candidate = float(np.mean([c.candidate for c in comparisons]))
     return Comparison(benchmark="average", metric=f"mean of {len(comparisons)} benchmarks",
@@ -268,11 +287,11 @@ def _pair(base: tuple[Run, Benchmark], cand: tuple[Run, Benchmark], prefs) -> _P
                    differences=tuple(differences))
 
 
-def _compare_one(paired: _Paired, max_drop: float, alpha: float, test: str, iterations: int,
-                 seed: int) -> Comparison:
+def _compare_one(paired: _Paired, max_drop: float, significance: Significance) -> Comparison:
     x, y = paired.baseline, paired.candidate
+    alpha = significance.alpha
     binary = bool(np.isin(x, (0.0, 1.0)).all() and np.isin(y, (0.0, 1.0)).all())
-    used = ("mcnemar" if binary else "bootstrap") if test == "auto" else test
+    used = ("mcnemar" if binary else "bootstrap") if significance.test == "auto" else significance.test
     if used == "mcnemar" and not binary:
         raise RomaEvalError(f"{paired.benchmark}: {paired.metric} is not 0/1 per document, so McNemar does not "
                             f"apply; use --test bootstrap")
@@ -281,7 +300,7 @@ def _compare_one(paired: _Paired, max_drop: float, alpha: float, test: str, iter
         losses, wins = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
         p, (low, high) = mcnemar_p(losses, wins), mcnemar_interval(losses, wins, n, 1 - alpha)
     else:
-        p, (low, high) = bootstrap_test(y - x, 1 - alpha, iterations, seed)
+        p, (low, high) = bootstrap_test(y - x, 1 - alpha, significance.iterations, significance.seed)
     baseline, candidate = 100 * float(x.mean()), 100 * float(y.mean())
     notes = []
     if n < max(paired.sizes):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.report.build import build_report
+from roma_eval.report.build import PaperSource, build_report
 from roma_eval.report.render import write_report
 from roma_eval.results import load_run, results_files
 
@@ -28,5 +28,5 @@ def write_stage_report(results_dir: Path, out_dir: Path, methods: list[str] | No
     runs = [load_run(file, label=d.name) for d in method_dirs for file in results_files(d)]
     if not runs:
         raise RomaEvalError(f"no method results under {results_dir}; run the experiment's evaluations first")
-    report = build_report(runs, columns="present", title=title, paper_model=paper_model)
+    report = build_report(runs, columns="present", title=title, paper_source=PaperSource(model=paper_model))
     return write_report(report, out_dir, overwrite=overwrite)

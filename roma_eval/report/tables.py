@@ -11,17 +11,16 @@ from, never merged into one.  Re-runs of the same variant keep the latest per be
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
 from roma_eval import registry
+from roma_eval.report.formatting import MISSING, fmt, interval_text
 from roma_eval.report.provenance import model_title
 from roma_eval.results import PAPER_COLUMNS, Benchmark, Run, TrainingCost, Variant, choose_metric
 
 if TYPE_CHECKING:
     from roma_eval.report.check import Comparison
 
-MISSING = "—"
 UPPER_BOUND = "oracle"  # an upper bound, not a competitor: never bold (as in the paper's Table 1)
 # The rows of the paper's Table 1, in its order (tests check it against the published CSVs).
 COLUMN_NAMES = {
@@ -148,20 +147,6 @@ def ordered_methods(methods) -> list[str]:
     return [m for m in registry.NAMES if m in methods] + [m for m in methods if m not in registry.NAMES]
 
 
-def fmt(value: float | None, digits: int = 1, sign: bool = False, suffix: str = "") -> str:
-    """Round half up, the convention of published tables (Python's round() is half-even on binary floats:
-    round(2.675, 2) == 2.67); float noise is cut first, so a mean computed as 2.67499999 counts as 2.675."""
-    if value is None:
-        return MISSING
-    quantum = Decimal(1).scaleb(-digits)
-    text = str(Decimal(repr(round(value, 9))).quantize(quantum, rounding=ROUND_HALF_UP))
-    if text.startswith("-") and Decimal(text) == 0:
-        text = text[1:]  # no "-0.0"
-    if sign and not text.startswith("-"):
-        text = "+" + text
-    return text + suffix
-
-
 def grids_from_runs(runs: list[Run], prefs: dict[str, tuple[str, ...]], columns: str = "all") -> list[Grid]:
     """One grid per (model, suite) of the paper's columns; a row per method and variant (``Run.variant``); the
     latest run of a variant wins a cell it shares with an older one.
@@ -271,10 +256,6 @@ def _best_per_column(grid: Grid, methods: list[str], texts: list[list[str]]) -> 
         for i, value in shown.items():
             bold[i][j] = value == max(shown.values())
     return bold
-
-
-def interval_text(low: float, high: float) -> str:
-    return f"[{fmt(low, sign=True)}, {fmt(high, sign=True)}]"
 
 
 def _mark(grid: Grid, row: str, key: str) -> str:

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.report.check import BETTER, SAME, WORSE, bootstrap_test, compare, mcnemar_interval, mcnemar_p
+from roma_eval.report.check import (
+    BETTER,
+    SAME,
+    WORSE,
+    Significance,
+    bootstrap_test,
+    compare,
+    mcnemar_interval,
+    mcnemar_p,
+)
 from roma_eval.results import load_runs, metric_preferences
 
 
@@ -87,7 +96,7 @@ def test_planted_regression_is_caught(runs):
 @pytest.mark.parametrize("max_drop, alpha, regressed", [(1.0, 0.05, True), (30.0, 0.05, False), (1.0, 0.01, False)])
 def test_both_threshold_and_significance_are_needed(runs, max_drop, alpha, regressed):
     check = compare(load_runs([str(runs / "base")]), load_runs([str(runs / "regressed")]), prefs=metric_preferences(),
-                    max_drop=max_drop, alpha=alpha, benchmarks=["boolq"])
+                    max_drop=max_drop, significance=Significance(alpha=alpha), benchmarks=["boolq"])
     assert [c.regression for c in check.comparisons] == [regressed] and check.average is None
 
 
@@ -166,6 +175,16 @@ def test_different_documents_are_refused(runs, copy_run):
     samples.write_text("".join(json.dumps(line) + "\n" for line in lines))
     with pytest.raises(RomaEvalError, match="document 3 of toy_boolq differs"):
         compare(load_runs([str(runs / "base")]), load_runs([str(other)]), prefs=metric_preferences())
+
+
+def test_an_unknown_test_is_one_clear_error_and_the_cli_offers_the_same_tests():
+    from roma_eval.cli import build_parser
+    from roma_eval.report.check import TESTS
+
+    with pytest.raises(RomaEvalError, match="test='exact' is unknown; use one of auto, mcnemar, bootstrap"):
+        Significance(test="exact")
+    _, parser = build_parser("check")
+    assert next(a for a in parser._actions if a.dest == "test").choices == TESTS == ("auto", "mcnemar", "bootstrap")
 
 
 def test_a_directory_of_several_methods_is_ambiguous(runs):

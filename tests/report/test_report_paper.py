@@ -10,9 +10,9 @@ import pytest
 
 from roma_eval.errors import RomaEvalError
 from roma_eval.report import paper
-from roma_eval.report.build import build_report
+from roma_eval.report.build import PaperSource, build_report
+from roma_eval.report.formatting import fmt
 from roma_eval.report.render import render
-from roma_eval.report.tables import fmt
 from roma_eval.results import load_runs
 
 SHARED_PAPER = Path(__file__).resolve().parents[3] / "shared" / "paper"  # the project's copy, beside the repo
@@ -100,7 +100,7 @@ def paper_runs(tmp_path, runs, checkpoint: str, **recorded) -> list:
 
 
 def side_by_side(runs, paper_model=None):
-    report = build_report(runs, plots=False, paper_model=paper_model)
+    report = build_report(runs, plots=False, paper_source=PaperSource(model=paper_model))
     (section,) = report.sections
     table = next(t for t in section.tables if t.title.startswith("Ours vs"))
     return table, render(report, "md")

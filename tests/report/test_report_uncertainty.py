@@ -13,9 +13,9 @@ import pytest
 from scipy.stats import beta
 
 from roma_eval.report.build import build_report
+from roma_eval.report.formatting import MISSING, fmt
 from roma_eval.report.provenance import model_title
 from roma_eval.report.render import render
-from roma_eval.report.tables import MISSING, fmt
 from roma_eval.results import find_artefact, load_runs, same_model_args
 
 

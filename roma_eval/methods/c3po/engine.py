@@ -39,7 +39,7 @@ from roma_eval.methods.c3po.remix import (
     mode_finding,
     ngd,
 )
-from roma_eval.neighbours import find_neighbours, gaussian_weights
+from roma_eval.neighbours import NeighbourSearch, find_neighbours, gaussian_weights
 from roma_eval.routing import spec_for, steer_routing
 from roma_eval.routing.arch import decoder_layers
 from roma_eval.samples import Sample
@@ -106,7 +106,8 @@ class C3PO:
         duplicate = self.near_duplicates(queries)
         width = min(n, k + 8)
         while True:
-            hood = find_neighbours(queries, self.reference.embeddings, k=width, sigma=self.config.sigma)
+            search = NeighbourSearch(k=width, sigma=self.config.sigma)
+            hood = find_neighbours(queries, self.reference.embeddings, search)
             keep = (hood.index >= 0) & ~np.take_along_axis(duplicate, hood.index.clip(min=0), axis=1)
             if keep.sum(axis=1).min() >= k or width == n:
                 break

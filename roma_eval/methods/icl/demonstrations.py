@@ -96,7 +96,7 @@ def build_demonstrations(model, tokenizer, train_tasks: Mapping, eval_tasks: Map
     evaluation documents, and choose each evaluation document's ``config.k`` nearest examples.  ``train_tasks`` /
     ``eval_tasks``: name -> lm-eval Task (leaf tasks); ``limit``: evaluation documents per task, as lm-eval's."""
     from roma_eval.embedding import embed, load_embedder
-    from roma_eval.neighbours import find_neighbours
+    from roma_eval.neighbours import NeighbourSearch, find_neighbours
     from roma_eval.samples import samples_from_task
     from roma_eval.scoring import model_max_length, score_samples
 
@@ -132,7 +132,7 @@ def build_demonstrations(model, tokenizer, train_tasks: Mapping, eval_tasks: Map
     embedder = embedder or load_embedder(config.embedder)
     reference = embed(texts, embedder)
     queries = [s for name in sorted(eval_samples) for s in eval_samples[name]]
-    hood = find_neighbours(embed([s.text for s in queries], embedder), reference, method="knn", k=config.k)
+    hood = find_neighbours(embed([s.text for s in queries], embedder), reference, NeighbourSearch(k=config.k))
     chosen: dict[str, dict[int, list[list]]] = {}
     for sample, index, d2 in zip(queries, hood.index, hood.distance2):
         nearest_first = [[int(i), round(float(d), 6)] for i, d in zip(index, d2)]  # faiss: ascending distance

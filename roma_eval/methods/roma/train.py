@@ -46,7 +46,7 @@ from roma_eval.errors import RomaEvalError
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.methods.roma.data import LayerCache, TrainingRows, epoch_batches
 from roma_eval.methods.schedule import StepSchedule
-from roma_eval.neighbours import Neighbourhoods, find_neighbours
+from roma_eval.neighbours import Neighbourhoods, NeighbourSearch, find_neighbours
 from roma_eval.routing import (
     num_experts,
     record_routing,
@@ -272,9 +272,8 @@ def train_roma(model, tokenizer, samples: Sequence[Sample], out_dir, config: Rom
         ids = list(range(len(samples)))
         with dist.main_process_first():  # the main process embeds (and caches); the others then read the cache
             embeddings = embed([s.text for s in samples], embedder or load_embedder(config.embedder))
-        hood = find_neighbours(embeddings, embeddings[success], method=config.neighbours, k=config.k, eps=config.eps,
-                               sigma=config.sigma, query_ids=ids, reference_ids=success.tolist(), seed=config.seed,
-                               kernel=config.kernel)
+        search = NeighbourSearch(config.neighbours, config.k, config.eps, config.sigma, config.kernel, config.seed)
+        hood = find_neighbours(embeddings, embeddings[success], search, query_ids=ids, reference_ids=success.tolist())
         success_routing = base.routing[torch.from_numpy(success).to(base.routing.device)]
         index, weight = torch.from_numpy(hood.index).clamp(min=0), torch.from_numpy(hood.weight)
     else:
