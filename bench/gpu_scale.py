@@ -212,14 +212,14 @@ def embedder_step(bench: Bench, texts) -> dict:
 def roma_run(bench: Bench, model, tokenizer, samples, **config) -> dict:
     import torch
 
-    from roma_eval.methods.roma import RomaConfig
+    from roma_eval.methods.roma import RomaConfig, recipe
     from roma_eval.methods.roma import train as roma
     from roma_eval.routing import resolve_layers, router_weights
 
     layers = resolve_layers(model, None)
     saved = {i: w.detach().clone() for i, w in router_weights(model, layers).items()}
     timing = {}
-    base_pass = roma.base_pass
+    base_pass = recipe.base_pass
 
     def timed_base_pass(*a, **kw):
         bench.sync()
@@ -229,7 +229,7 @@ def roma_run(bench: Bench, model, tokenizer, samples, **config) -> dict:
         timing["base_pass"] = time.perf_counter() - started
         return out
 
-    roma.base_pass = timed_base_pass
+    recipe.base_pass = timed_base_pass
     syncs = []
     try:
         settings = dict(epochs=1, batch_size=32, lr=7e-5, log_every=config.pop("log_every", 50), **config)
@@ -242,7 +242,7 @@ def roma_run(bench: Bench, model, tokenizer, samples, **config) -> dict:
         bench.sync()
         total = time.perf_counter() - started
     finally:
-        roma.base_pass = base_pass
+        recipe.base_pass = base_pass
         with torch.no_grad():
             for i, w in router_weights(model, layers).items():
                 w.copy_(saved[i])
@@ -302,7 +302,7 @@ def eval_ratios(bench: Bench, model, tokenizer, train_samples) -> dict:
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from roma_eval.checkpoint import save_router_checkpoint
+    from roma_eval.checkpoint import RouterRecord, save_router_checkpoint
     from roma_eval.methods.c3po import ReferenceBuild, build_reference
     from roma_eval.methods.c3po.lm_eval import C3POLM
     from roma_eval.methods.roma.lm_eval import RomaLM
@@ -312,7 +312,7 @@ def eval_ratios(bench: Bench, model, tokenizer, train_samples) -> dict:
     layers = resolve_layers(model, None)
     saved = {i: w.detach().clone() for i, w in router_weights(model, layers).items()}
     checkpoint = bench.work / f"routers-{time.time_ns()}"
-    save_router_checkpoint(model, checkpoint, layers, base_fingerprint=router_fingerprint(model), base_model="random")
+    save_router_checkpoint(model, checkpoint, layers, RouterRecord("random", router_fingerprint(model)))
     reference = bench.work / f"reference-{time.time_ns()}"
     bench.sync()
     started = time.perf_counter()

@@ -25,16 +25,15 @@ import statistics
 import tempfile
 import time
 
-PHASES = {  # function in roma_eval.methods.roma.train (before) or .data (after) -> phase
+PHASES = {  # function of roma_eval.methods.roma.recipe, or Class.method of its data, recipe or train module -> phase
     "build_choice_batch": "batch: tokenise + collate",
     "TrainingRows.batch": "batch: index pre-tokenised rows",
     "_pad_hidden": "batch: pad cached hidden (host)",
     "LayerCache.gather": "batch: gather cached hidden",
-    "_shard_losses": "step losses (all of forward)",
-    "_step_losses": "step losses (all of forward)",
+    "RouterTraining.losses": "step losses (all of forward)",
     "run_from_layer": "forward: tuned layers",
     "choice_scores": "forward: scores",
-    "_regulariser": "forward: regulariser",
+    "TowardsRouting.regulariser": "forward: regulariser",
 }
 SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 
@@ -90,15 +89,12 @@ def main() -> None:
     # Phases: wrap the module's own functions in record_function ranges.
     import importlib
 
-    try:
-        data = importlib.import_module("roma_eval.methods.roma.data")
-    except ImportError:
-        data = None
+    modules = [importlib.import_module(f"roma_eval.methods.roma.{m}") for m in ("recipe", "data", "train")]
     for name in PHASES:
-        owner, attr = roma, name
+        owner, attr = modules[0], name
         if "." in name:
             cls_name, attr = name.split(".")
-            owner = getattr(data, cls_name, None)
+            owner = next((getattr(m, cls_name) for m in modules if hasattr(m, cls_name)), None)
         if owner is None or not hasattr(owner, attr):
             continue
         original = getattr(owner, attr)

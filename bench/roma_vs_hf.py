@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from lm_eval_helpers import evaluate_api  # noqa: E402
 
-from roma_eval.checkpoint import save_router_checkpoint  # noqa: E402
+from roma_eval.checkpoint import RouterRecord, save_router_checkpoint  # noqa: E402
 from roma_eval.routing import resolve_layers, router_fingerprint, routers  # noqa: E402
 from roma_eval.tiny import save_tiny_model  # noqa: E402
 
@@ -38,7 +38,7 @@ def main() -> None:
     with torch.no_grad():
         for i in layers:
             routers(model)[i].weight.mul_(1.5)
-    ckpt = save_router_checkpoint(model, work / "ckpt", layers, base_fingerprint=fingerprint, base_model=str(base))
+    ckpt = save_router_checkpoint(model, work / "ckpt", layers, RouterRecord(str(base), fingerprint))
     runs = {"hf": [], "roma": []}
     cpu = {"hf": [], "roma": []}
     args = {"hf": f"pretrained={base}", "roma": f"pretrained={base},router_checkpoint={ckpt}"}

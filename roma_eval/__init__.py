@@ -22,7 +22,8 @@ _EXPORTS = {
     "load_oracle_tasks": "roma_eval.methods.oracle.tasks",
     # their artefacts, data and model
     "load_router_checkpoint": "roma_eval.checkpoint", "apply_router_checkpoint": "roma_eval.checkpoint",
-    "save_router_checkpoint": "roma_eval.checkpoint", "load_samples": "roma_eval.samples",
+    "save_router_checkpoint": "roma_eval.checkpoint", "RouterRecord": "roma_eval.checkpoint",
+    "load_samples": "roma_eval.samples",
     "score_samples": "roma_eval.scoring", "load_model": "roma_eval.model_loading",
     # the routing seam
     "probe_routing": "roma_eval.routing", "steer_routing": "roma_eval.routing", "resolve_layers": "roma_eval.routing",

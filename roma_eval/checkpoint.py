@@ -4,8 +4,9 @@ A checkpoint is a directory (local, or a hub repo) holding two files, named like
   - ``router_model.safetensors``: each tuned layer's router weight under the model's own parameter name
     (``model.layers.{i}.mlp.gate.weight`` for OLMoE), so the file reads like a slice of a full checkpoint;
   - ``router_config.json``: base model name or path and revision, model_type, tuned layers,
-    expert count and hidden size, the fingerprint of the *base* model's routers, roma_eval's
-    version and the training config.
+    expert count and hidden size, the fingerprint of the *base* model's routers, the method that
+    tuned them (``"method"``: its name in ``roma_eval/registry.py``), roma_eval's version and the
+    training config.
 Applying it to a model whose routers do not fingerprint as the recorded base fails unless forced:
 tuned routers only make sense on top of the weights they were tuned with.
 """
@@ -13,7 +14,7 @@ tuned routers only make sense on top of the weights they were tuned with.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -50,10 +51,23 @@ def ensure_new_output(directory, overwrite: bool) -> None:
         raise RomaEvalError(f"{directory} already exists; choose another output directory or pass --overwrite")
 
 
-def save_router_checkpoint(model, directory, layers, *, base_fingerprint: str, base_model: str,
-                           revision: str | None = None, training_config: dict | None = None,
-                           overwrite: bool = False, extra_files: dict[str, str] | None = None) -> Path:
-    """Write the routers of ``layers`` atomically to ``directory``; refuse to replace one unless ``overwrite``.
+@dataclass(frozen=True)
+class RouterRecord:
+    """What a router checkpoint records beside the routers: the base model they were tuned on (name or path, its
+    routers' fingerprint, revision), the method that tuned them (a registry name: "roma", "router_tuning",
+    "oracle_tuning", "dense_bp"; None for routers set by hand) and its training configuration."""
+
+    base_model: str
+    base_fingerprint: str
+    revision: str | None = None
+    method: str | None = None
+    training_config: dict = field(default_factory=dict)
+
+
+def save_router_checkpoint(model, directory, layers, record: RouterRecord, *, overwrite: bool = False,
+                           extra_files: dict[str, str] | None = None) -> Path:
+    """Write the routers of ``layers`` and ``record`` atomically to ``directory``; refuse to replace one unless
+    ``overwrite``.
 
     ``extra_files`` (name -> text, e.g. a training log) land in the same directory, in the same rename.  Routers
     that are not finite are refused: nothing is written.
@@ -68,11 +82,11 @@ def save_router_checkpoint(model, directory, layers, *, base_fingerprint: str, b
     require_finite(tensors, "the tuned routers", "the training diverged: train again with a lower --lr")
     first = weights[layers[0]]
     metadata = {
-        "format_version": FORMAT_VERSION, "base_model": str(base_model), "revision": revision,
-        "model_type": spec_for(model).model_type, "layers": sorted(layers),
+        "format_version": FORMAT_VERSION, "base_model": str(record.base_model), "revision": record.revision,
+        "method": record.method, "model_type": spec_for(model).model_type, "layers": sorted(layers),
         "num_experts": first.shape[0], "hidden_size": first.shape[1],
-        "base_router_fingerprint": base_fingerprint, "roma_eval_version": __version__,
-        "training_config": training_config or {},
+        "base_router_fingerprint": record.base_fingerprint, "roma_eval_version": __version__,
+        "training_config": record.training_config,
     }
     files = {WEIGHTS_NAME: save(tensors, metadata={"format": "pt"}),
              CONFIG_NAME: json.dumps(metadata, indent=2, sort_keys=True) + "\n", **(extra_files or {})}

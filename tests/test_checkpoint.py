@@ -7,6 +7,7 @@ from family_helpers import build_family_model, family_params
 from roma_eval.checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
+    RouterRecord,
     apply_router_checkpoint,
     load_router_checkpoint,
     save_router_checkpoint,
@@ -32,8 +33,8 @@ def test_every_family_round_trips(arch, tmp_path, tokenizer):
     tuned = build_family_model(arch, tokenizer, seed=3)
     layers = resolve_layers(tuned, "last:2")
     tune(tuned, layers)
-    path = save_router_checkpoint(tuned, tmp_path / "ckpt", layers, base_fingerprint=router_fingerprint(base),
-                                  base_model=f"tiny-{arch}")
+    record = RouterRecord(f"tiny-{arch}", router_fingerprint(base))
+    path = save_router_checkpoint(tuned, tmp_path / "ckpt", layers, record)
     checkpoint = load_router_checkpoint(path)
     assert checkpoint.layers == layers
     before = {k: v.clone() for k, v in base.state_dict().items()}
@@ -52,8 +53,8 @@ def saved(tmp_path, tokenizer):
     fingerprint = router_fingerprint(base)
     tuned = build_tiny_model("olmoe", tokenizer, seed=3)
     tune(tuned, [2, 3])
-    path = save_router_checkpoint(tuned, tmp_path / "ckpt", [2, 3], base_fingerprint=fingerprint,
-                                  base_model="tiny-olmoe", training_config={"lambda": 0.8})
+    record = RouterRecord("tiny-olmoe", fingerprint, method="roma", training_config={"lambda": 0.8})
+    path = save_router_checkpoint(tuned, tmp_path / "ckpt", [2, 3], record)
     return path, base, tuned
 
 
@@ -64,7 +65,7 @@ def test_save_then_load_is_bit_exact(saved):
     for i in (2, 3):
         assert torch.equal(checkpoint.tensors[i], routers(tuned)[i].weight)
     meta = json.loads((path / CONFIG_NAME).read_text())
-    assert meta["model_type"] == "olmoe" and meta["base_model"] == "tiny-olmoe"
+    assert meta["model_type"] == "olmoe" and meta["base_model"] == "tiny-olmoe" and meta["method"] == "roma"
     assert meta["training_config"] == {"lambda": 0.8} and meta["base_router_fingerprint"] == router_fingerprint(base)
 
 
@@ -123,9 +124,9 @@ def test_existing_output_is_not_overwritten(saved):
     path, base, _ = saved
     original = (path / WEIGHTS_NAME).read_bytes()
     with pytest.raises(RomaEvalError, match="already exists.*--overwrite"):
-        save_router_checkpoint(base, path, [3], base_fingerprint="x", base_model="x")
+        save_router_checkpoint(base, path, [3], RouterRecord("x", "x"))
     assert (path / WEIGHTS_NAME).read_bytes() == original
-    save_router_checkpoint(base, path, [3], base_fingerprint="x", base_model="x", overwrite=True)
+    save_router_checkpoint(base, path, [3], RouterRecord("x", "x"), overwrite=True)
     assert load_router_checkpoint(path).layers == [3]
 
 

@@ -15,7 +15,7 @@ import torch
 import transformers
 from family_helpers import build_family_model
 
-from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint, save_router_checkpoint
+from roma_eval.checkpoint import RouterRecord, apply_router_checkpoint, load_router_checkpoint, save_router_checkpoint
 from roma_eval.errors import RomaEvalError
 from roma_eval.routing import (
     REFUSED,
@@ -186,8 +186,8 @@ def test_deepseek_moe_router_checkpoint_round_trips(deepseek_dir, tmp_path):
     with torch.no_grad():
         for weight in router_weights(tuned, [2, 3]).values():
             weight.mul_(-2.0)
-    path = save_router_checkpoint(tuned, tmp_path / "ckpt", [2, 3], base_fingerprint=router_fingerprint(base),
-                                  base_model=str(deepseek_dir))
+    path = save_router_checkpoint(tuned, tmp_path / "ckpt", [2, 3],
+                                  RouterRecord(str(deepseek_dir), router_fingerprint(base)))
     checkpoint = load_router_checkpoint(path)
     assert sorted(checkpoint.tensors) == [2, 3] and checkpoint.metadata["model_type"] == "deepseek"
     apply_router_checkpoint(base, checkpoint)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from lm_eval_helpers import evaluate_api, evaluate_cli
 
-from roma_eval.checkpoint import save_router_checkpoint
+from roma_eval.checkpoint import RouterRecord, save_router_checkpoint
 from roma_eval.routing import resolve_layers, router_fingerprint, router_weights, routers
 from roma_eval.tiny import save_tiny_model
 
@@ -27,7 +27,7 @@ def setup(tmp_path_factory, tokenizer):
     with torch.no_grad():
         for i in (2, 3):
             routers(model)[i].weight.mul_(-2.0)
-    ckpt = save_router_checkpoint(model, root / "ckpt", [2, 3], base_fingerprint=fingerprint, base_model=str(base_dir))
+    ckpt = save_router_checkpoint(model, root / "ckpt", [2, 3], RouterRecord(str(base_dir), fingerprint))
     full_dir = root / "tuned_full"
     model.save_pretrained(full_dir)
     tokenizer.save_pretrained(full_dir)
@@ -89,8 +89,7 @@ def test_plain_lm_eval_cli_roma_with_checkpoint_on_more_families(arch, tmp_path,
     with torch.no_grad():
         for weight in router_weights(model, layers).values():
             weight.mul_(-2.0)
-    ckpt = save_router_checkpoint(model, tmp_path / "ckpt", layers, base_fingerprint=fingerprint,
-                                  base_model=str(base_dir))
+    ckpt = save_router_checkpoint(model, tmp_path / "ckpt", layers, RouterRecord(str(base_dir), fingerprint))
     full_dir = tmp_path / "tuned_full"
     model.save_pretrained(full_dir)
     tokenizer.save_pretrained(full_dir)

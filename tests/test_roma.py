@@ -1,4 +1,5 @@
-"""RoMA training: the loss against brute force, real gradients, routers-only updates, resume, bad inputs."""
+"""RoMA training: the loss against brute force, real gradients, routers-only updates, bad inputs (resuming, and
+what every router-training method shares: tests/methods/test_router_training_contract.py)."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from lm_eval_helpers import FIXTURE_TASKS
 
 from roma_eval.checkpoint import load_router_checkpoint
 from roma_eval.errors import RomaEvalError
+from roma_eval.methods.roma import recipe
 from roma_eval.methods.roma import train as roma
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.methods.roma.train import manifold_loss, train_roma
@@ -99,25 +101,6 @@ def test_cached_prefix_training_equals_full_forward_training(tokenizer, train_sa
                                full.state_dict()["model.layers.3.mlp.gate.weight"], rtol=0, atol=1e-6)
 
 
-def test_interrupted_training_resumes_to_the_same_routers(tokenizer, train_samples, embedder, tmp_path, monkeypatch):
-    straight, _ = run(tokenizer, train_samples, tmp_path / "straight", embedder)
-    save = roma._save_resume
-
-    def save_then_stop(*args, **kwargs):
-        save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(roma, "_save_resume", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        run(tokenizer, train_samples, tmp_path / "resumed", embedder)
-    assert (tmp_path / "resumed.partial" / "state.json").is_file() and not (tmp_path / "resumed").exists()
-    monkeypatch.setattr(roma, "_save_resume", save)
-    resumed, result = run(tokenizer, train_samples, tmp_path / "resumed", embedder)
-    assert torch.equal(resumed.state_dict()["model.layers.3.mlp.gate.weight"],
-                       straight.state_dict()["model.layers.3.mlp.gate.weight"])
-    assert [e["step"] for e in result.log] == list(range(8)) and not (tmp_path / "resumed.partial").exists()
-
-
 @pytest.mark.parametrize("overrides, match", [
     (dict(lr=1e30), r"router update of step 1 made \d+ router values NaN or inf; lower --lr"),  # before the loss
     (dict(k=1000), "k=1000 neighbours requested"),
@@ -176,7 +159,7 @@ def test_empty_success_set_is_one_clear_error(tokenizer, train_samples, embedder
 
     config = RomaConfig(**FAST)
     model = fresh_model(tokenizer)
-    base = roma.base_pass(model, tokenizer, train_samples, config, resolve_layers(model, config.layers), 8,
+    base = recipe.base_pass(model, tokenizer, train_samples, config, resolve_layers(model, config.layers), 8,
                           progress=False)
     # Every gold label moved off the base model's answer: it answers none of them correctly.
     wrong = [replace(s, gold=(s.gold + 1) % len(s.choices)) if ok else s for s, ok in zip(train_samples, base.correct)]
@@ -251,7 +234,7 @@ def test_base_pass_on_lm_eval_winogrande_and_arc(real_tasks, tokenizer):
     model = fresh_model(tokenizer)
     samples = load_samples(["winogrande", "arc_challenge"], split="train", limit=4)
     config = RomaConfig(**FAST)
-    base = roma.base_pass(model, tokenizer, samples, config, [2, 3], batch_size=8, progress=False)
+    base = recipe.base_pass(model, tokenizer, samples, config, [2, 3], batch_size=8, progress=False)
     assert base.correct.tolist() == [bool(r.acc) for r in score_samples(model, tokenizer, samples)]
     for i, sample in enumerate(samples):
         batch = build_choice_batch(tokenizer, [sample], max_length=512)

@@ -13,11 +13,13 @@ from lm_eval_helpers import FIXTURE_TASKS
 from roma_eval.checkpoint import load_router_checkpoint
 from roma_eval.methods.roma import train as roma
 from roma_eval.methods.roma.config import RomaConfig
-from roma_eval.methods.roma.data import LayerCache, TrainingRows, epoch_batches
+from roma_eval.methods.roma.data import LayerCache, TrainingRows
+from roma_eval.methods.roma.recipe import RouterTraining
 from roma_eval.routing.partial import capture_layer_input
 from roma_eval.samples import Sample, load_samples
 from roma_eval.scoring import build_choice_batch
 from roma_eval.tiny import build_tiny_model
+from roma_eval.training.loop import ResumePoint, epoch_batches
 
 FAST = dict(layers="last:2", epochs=2, batch_size=8, lr=5e-2, k=2)
 
@@ -148,14 +150,14 @@ def test_no_host_waits_inside_the_step_loop(tokenizer, train_samples, embedder, 
         return step(self, *a, **kw)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", marked)
-    monkeypatch.setattr(roma, "_save_resume", lambda *a, **k: None)  # its copies to the host are once per epoch
+    monkeypatch.setattr(ResumePoint, "save", lambda *a, **k: None)  # its copies to the host are once per epoch
     _, result = _train(tokenizer, train_samples, tmp_path / "out", embedder, epochs=3, log_every=4)
     steps = len(result.log)  # 3 epochs of 5 steps: logs after steps 4, 5 of each epoch
     assert steps == 15
     # The saved checkpoint's finiteness check (checkpoint.py, once per tuned router after the loop) is the only
     # other copy to the host.
     saved = calls.pop("__bool__ storage.py:require_finite", 0)
-    assert dict(calls) == {"tolist train.py:_write_log": 6}
+    assert dict(calls) == {"tolist loop.py:_write_log": 6}
     assert saved == len(load_router_checkpoint(result.checkpoint).layers)
 
 
@@ -164,13 +166,14 @@ def test_the_uncached_path_feeds_the_model_its_embedding_device(tokenizer, train
     """--no_layer_cache runs the whole model from token ids that live where its embedding does (the bench's
     uncached variant fed CPU ids to a CUDA model) and writes the same checkpoint as the cached run."""
     seen = []
-    original = roma._step_forward
+    original = RouterTraining.forward
 
-    def spy(model, base, plan, n, config, layers, forward=None):
-        batch, logits, record = original(model, base, plan, n, config, layers, forward)
-        seen.append((base.cache is None, batch.input_ids.device == model.get_input_embeddings().weight.device))
+    def spy(self, *args, **kwargs):
+        batch, logits, record = original(self, *args, **kwargs)
+        seen.append((self.base.cache is None,
+                     batch.input_ids.device == self.model.get_input_embeddings().weight.device))
         return batch, logits, record
 
-    monkeypatch.setattr(roma, "_step_forward", spy)
+    monkeypatch.setattr(RouterTraining, "forward", spy)
     model, _ = _train(tokenizer, train_samples, tmp_path / "uncached", embedder, no_layer_cache=True, epochs=1)
     assert seen and all(uncached and same for uncached, same in seen)

@@ -17,10 +17,12 @@ from family_helpers import build_family_model
 from lm_eval_helpers import FIXTURE_TASKS
 
 from roma_eval.methods.roma.config import RomaConfig
-from roma_eval.methods.roma.train import RouterObjective, RouterWeights, train_roma
+from roma_eval.methods.roma.recipe import RouterTraining, RouterWeights
+from roma_eval.methods.roma.train import TowardsRouting
 from roma_eval.routing import resolve_layers, router_weights, routers
 from roma_eval.samples import load_samples
 from roma_eval.scoring import build_choice_batch, choice_scores, task_loss
+from roma_eval.training.loop import RunOptions
 
 # Each family with the training-mode branches its config can turn on (OLMoE has none: the control).
 FAMILIES = {"deepseek": dict(aux_loss_alpha=0.05), "phimoe": dict(router_jitter_noise=0.01, input_jitter_noise=0.01),
@@ -68,8 +70,9 @@ def test_the_first_step_gradient_is_the_objective_alone(arch, tokenizer, tmp_pat
     targets = torch.softmax(2 * torch.randn(len(samples), len(layers) * 8, generator=torch.Generator().manual_seed(0))
                             .view(len(samples), len(layers), 8), dim=-1).flatten(1)
 
-    def fixed_targets(samples, base, layers):  # sample i is pulled towards targets[i] with weight 1
-        return targets, torch.arange(len(samples)).unsqueeze(1), torch.ones(len(samples), 1)
+    class FixedTargets(TowardsRouting):  # sample i is pulled towards targets[i] with weight 1
+        def targets(self, recipe):
+            return targets, torch.arange(len(samples)).unsqueeze(1), torch.ones(len(samples), 1)
 
     captured = []
     original = RouterWeights.gradients_to_master
@@ -81,8 +84,9 @@ def test_the_first_step_gradient_is_the_objective_alone(arch, tokenizer, tmp_pat
 
     monkeypatch.setattr(RouterWeights, "gradients_to_master", capture)
     config = RomaConfig(layers=LAYERS, epochs=1, batch_size=len(samples), lr=1e-3, lam=0.8)
-    result = train_roma(model, tokenizer, samples, tmp_path / "ckpt", config, base_model="tiny", progress=False,
-                        objective=RouterObjective("test", {}, targets=fixed_targets))
+    recipe = RouterTraining(config, FixedTargets(config, config.lam), tmp_path / "ckpt",
+                            RunOptions("tiny", progress=False))
+    result = recipe.run(model, tokenizer, samples)
     assert result.log[0]["lambda"] > 0  # the manifold term is part of the first step
     expected = objective_by_hand(reference, tokenizer, samples, layers, targets, result.log[0]["lambda"])
     assert any(g.abs().max() > 1e-5 for g in expected)

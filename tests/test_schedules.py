@@ -1,4 +1,4 @@
-"""LR and λ schedules (methods/schedule.py) against plain formulas written here, on the function and on the per-step
+"""LR and λ schedules (training/schedule.py) against plain formulas written here, on the function and on the per-step
 training logs of real tiny runs; their flags and attributions in `--help`."""
 
 import contextlib
@@ -10,9 +10,9 @@ import pytest
 from lm_eval_helpers import FIXTURE_TASKS
 
 from roma_eval.methods.roma.config import RomaConfig
-from roma_eval.methods.schedule import StepSchedule
 from roma_eval.samples import load_samples
 from roma_eval.tiny import build_tiny_model
+from roma_eval.training.schedule import StepSchedule
 
 
 def brute_warmup(steps, ratio, total):
@@ -69,9 +69,9 @@ def test_router_and_peft_baselines_take_the_schedule_fields():
 
     schedule = dict(lr_schedule="cosine", warmup_steps=7, warmup_ratio=None)
     oracle = OracleTuningConfig(oracle_routing="x", lam_warmup_steps=5, lam_warmup_ratio=0.3, **schedule)
-    roma = oracle.roma_config(regulariser="manifold")
+    roma = RomaConfig.sharing(oracle)
     assert (roma.lr_schedule, roma.warmup_steps, roma.lam_warmup_steps, roma.lam_warmup_ratio) == ("cosine", 7, 5, 0.3)
-    assert DenseBPConfig(lr_schedule="linear").roma_config().lr_schedule == "linear"
+    assert RomaConfig.sharing(DenseBPConfig(lr_schedule="linear")).lr_schedule == "linear"
     peft = StepSchedule.of(PeftTuningConfig(**schedule), 20)
     assert [peft.lr(s) for s in range(20)] == pytest.approx([brute_lr("cosine", s, 7, 20) for s in range(20)])
 

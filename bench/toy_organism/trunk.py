@@ -21,7 +21,7 @@ def on_step(done, model, optimizer, state):
         c = branch[done]
         target = cache.model_dir(c)
         partial = target.parent / f".{target.name}.partial"
-        save_training_state(partial, model.state_dict(), optimizer, {**state, "key": c.key()})
+        save_training_state(partial, model.state_dict(), optimizer, {**state, "config": c.key()})
         print(f"{time.strftime('%H:%M:%S')} saved branch for steps={c.train.steps} at {done}: {partial}", flush=True)
     if done % 100 == 0:
         print(f"{time.strftime('%H:%M:%S')} step {done} loss {sum(state['losses'][-20:])/20:.3f}", flush=True)

@@ -49,8 +49,8 @@ def training_line(ctx: DemoContext, stage: str, config) -> str:
 
 
 def warmup_words(steps: int, ratio: float | None) -> str:
-    """A warm-up as the config gives it (methods/schedule.py): a share of the steps, or steps with their cap."""
-    from roma_eval.methods.schedule import MAX_WARMUP_SHARE
+    """A warm-up as the config gives it (training/schedule.py): a share of the steps, or steps with their cap."""
+    from roma_eval.training.schedule import MAX_WARMUP_SHARE
 
     if ratio is not None:
         return f"a warm-up over {ratio:.0%} of the steps"

@@ -11,9 +11,10 @@ not silent: ``differences`` names them, `reproduce` prints it, and experiment.js
 
 from __future__ import annotations
 
+from roma_eval.registry import METHODS, PEFT_ADAPTER
+
 BUDGET = ("lr", "epochs", "batch_size", "lr_schedule", "warmup_steps", "warmup_ratio")
-ROUTER_ROWS = ("router_tuning", "roma", "oracle_tuning", "dense_bp")
-PEFT_ROWS = ("prefix_tuning", "prompt_tuning")
+PEFT_ROWS = tuple(m.name for m in METHODS if m.artefact == PEFT_ADAPTER)
 PEFT_BUDGET = tuple(name for name in BUDGET if name != "lr")  # a soft prompt's learning rate is not a router's
 SHARED, OVERRIDE, DEFAULT = "shared budget", "row override", "default"
 PEFT_LR = "the peft method's own default"

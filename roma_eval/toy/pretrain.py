@@ -175,15 +175,12 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None, stop_aft
     machine ``prefix_machine`` only) and ``prefix_summary`` (``weights_summary``, comparable on any machine).
     """
     import torch
-    from tqdm.auto import tqdm
 
-    from roma_eval.storage import (
-        load_training_state,
-        read_progress,
-        save_training_state,
-    )
+    from roma_eval.training.loop import ResumePoint, progress_bar, set_lr
 
     train = config.train
+    # A save of another config is ignored (the run starts over); the saves are every SAVE_EVERY steps, not epochs.
+    resume = ResumePoint(resume_dir, config.key(), refuse_others=False)
     with deterministic_cpu(train.threads):
         tokenizer = build_tokenizer(config)
         model = build_untrained_model(config, tokenizer)
@@ -195,9 +192,9 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None, stop_aft
                                       lr=train.lr, betas=(0.9, 0.95))
         batches = packed_batches(config, tokenizer)
         first, losses, seconds, prefix = 0, [], 0.0, {}
-        saved = None if resume_dir is None else read_progress(resume_dir)
-        if saved is not None and saved["key"] == config.key():  # a save of another config is ignored
-            weights, saved = load_training_state(resume_dir, optimizer)
+        saved = resume.load(optimizer)
+        if saved is not None:
+            weights, saved = saved
             model.load_state_dict(weights)
             first, losses, seconds = saved["step"], saved["losses"], saved["seconds"]
             prefix = {key: saved[key] for key in PREFIX_KEYS if key in saved}
@@ -205,28 +202,26 @@ def pretrain(config: ToyConfig, progress: bool = True, resume_dir=None, stop_aft
                 next(batches)
         start = time.time() - seconds
         last = train.steps if stop_after is None else min(stop_after, train.steps)
-        bar = tqdm(range(first, last), desc="pretraining the toy MoE", unit="step", disable=not progress,
-                   initial=first, total=train.steps)
-        for step in bar:
+        bar = progress_bar("pretraining the toy MoE", train.steps, first, progress)
+        for step in range(first, last):
             ids, mask, labels = next(batches)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step)
+            set_lr(optimizer, learning_rate(config, step))
             out = model(input_ids=ids, attention_mask=mask, labels=labels, output_router_logits=True)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(out.loss.item())
+            bar.update(1)
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
             if step + 1 == PREFIX_STEPS:
                 prefix = {"prefix_sha256": weights_digest(model), "prefix_machine": machine_fingerprint(),
                           "prefix_summary": weights_summary(model)}
-            state = {"key": config.key(), "step": step + 1, "losses": losses, "seconds": time.time() - start,
-                     **prefix}
+            state = {"step": step + 1, "losses": losses, "seconds": time.time() - start, **prefix}
             if resume_dir is not None and (step + 1) % SAVE_EVERY == 0 and step + 1 < train.steps:
-                save_training_state(resume_dir, model.state_dict(), optimizer, state)
+                resume.save(model.state_dict(), optimizer, state)
             if on_step is not None:
-                on_step(step + 1, model, optimizer, state)
+                on_step(step + 1, model, optimizer, {**state, "config": config.key()})
         bar.close()
     log = {"seconds": round(time.time() - start, 1), "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
            "loss_every_20_steps": [round(x, 4) for x in losses[::20]],

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.methods.budget import RouterBudget
 from roma_eval.routing.dense import DEFAULT_BETA
+from roma_eval.training.budget import RouterBudget
 
 
 @dataclass

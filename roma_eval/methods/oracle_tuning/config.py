@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.methods.budget import RouterBudget
 from roma_eval.methods.roma.config import RomaConfig
-from roma_eval.methods.schedule import HELP as SCHEDULE_HELP
+from roma_eval.training.budget import RouterBudget
+from roma_eval.training.schedule import HELP as SCHEDULE_HELP
 
 _ROMA = RomaConfig()
 

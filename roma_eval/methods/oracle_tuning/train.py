@@ -24,9 +24,12 @@ import torch
 from roma_eval.errors import RomaEvalError
 from roma_eval.methods.oracle.store import MANIFEST, find_run_directory, load_oracle_routing
 from roma_eval.methods.oracle_tuning.config import OracleTuningConfig
-from roma_eval.methods.roma.train import RouterObjective, TrainResult, train_roma
+from roma_eval.methods.roma.config import RomaConfig
+from roma_eval.methods.roma.recipe import RouterTraining, TrainResult
+from roma_eval.methods.roma.train import TowardsRouting
 from roma_eval.routing import resolve_layers, router_fingerprint
 from roma_eval.samples import Sample
+from roma_eval.training.loop import RunOptions
 
 
 @dataclass
@@ -85,26 +88,37 @@ def load_oracle_targets(oracle_dir, samples: Sequence[Sample], model, layers: li
     return OracleTargets(run, routing, manifest)
 
 
-def train_oracle_tuning(model, tokenizer, samples: Sequence[Sample], out_dir, config: OracleTuningConfig, *,
-                        base_model: str, revision: str | None = None, overwrite: bool = False,
-                        progress: bool = True) -> TrainResult:
-    """Train the routers of ``model`` (in place) towards the oracle routing of ``samples``; write a router
-    checkpoint."""
-    from roma_eval.checkpoint import ensure_new_output
+class OracleAlignment(TowardsRouting):
+    """Oracle Tuning's routing term: ||r_i − r_i*||² towards each sample's own oracle routing (weight 0 without)."""
 
-    ensure_new_output(out_dir, overwrite)
-    layers = resolve_layers(model, config.layers)
-    targets = load_oracle_targets(config.oracle_routing, samples, model, layers, config.tokens)
-    summary: dict = {"oracle_run": str(targets.run), "oracle_settings": targets.manifest.get("settings")}
+    method = "oracle_tuning"
 
-    def alignment(used, base, _layers):
-        routing, index, weight = targets.for_samples(used, base.routing.shape[1])
-        summary["samples_with_oracle_routing"] = int(weight.sum())
-        summary["samples_without_oracle_routing"] = int(len(used) - weight.sum())
+    def __init__(self, config: OracleTuningConfig, targets: OracleTargets):
+        super().__init__(config, config.lam)
+        self.oracle = targets
+        self.counts: dict = {}
+
+    def targets(self, recipe: RouterTraining):
+        routing, index, weight = self.oracle.for_samples(recipe.samples, recipe.base.routing.shape[1])
+        self.counts = {"samples_with_oracle_routing": int(weight.sum()),
+                       "samples_without_oracle_routing": int(len(recipe.samples) - weight.sum())}
         return routing, index, weight
 
-    objective = RouterObjective("oracle_tuning", config.to_dict(), targets=alignment, summary=summary)
-    return train_roma(model, tokenizer, samples, out_dir,
-                      config.roma_config(regulariser="manifold", tokens=config.tokens, lam=config.lam),
-                      base_model=base_model, revision=revision, overwrite=overwrite, progress=progress,
-                      objective=objective)
+    def summary(self) -> dict:
+        return {"oracle_run": str(self.oracle.run), "oracle_settings": self.oracle.manifest.get("settings"),
+                **self.counts}
+
+
+def train_oracle_tuning(model, tokenizer, samples: Sequence[Sample], out_dir, config: OracleTuningConfig,
+                        **options) -> TrainResult:
+    """Train the routers of ``model`` (in place) towards the oracle routing of ``samples``; write a router
+    checkpoint.  ``options`` are ``RunOptions``' (``base_model`` required, ``revision``, ``overwrite``,
+    ``progress``)."""
+    from roma_eval.checkpoint import ensure_new_output
+
+    options = RunOptions(**options)
+    ensure_new_output(out_dir, options.overwrite)
+    layers = resolve_layers(model, config.layers)  # the oracle run is checked before the base pass
+    targets = load_oracle_targets(config.oracle_routing, samples, model, layers, config.tokens)
+    recipe = RouterTraining(RomaConfig.sharing(config), OracleAlignment(config, targets), out_dir, options)
+    return recipe.run(model, tokenizer, samples)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from roma_eval.errors import RomaEvalError
-from roma_eval.methods.budget import TrainingBudget
+from roma_eval.training.budget import TrainingBudget
 
 METHODS = ("prefix_tuning", "prompt_tuning")
 # The learning rates of peft's own guides: prompt tuning for causal LMs (3e-2), prefix tuning (1e-2).

@@ -2,7 +2,7 @@
 gold choice over the choices' summed log-likelihoods, ``scoring.task_loss``), data and budget.
 
 peft wraps the frozen model (``get_peft_model``); only the adapter trains (AdamW; RoMA's epochs, batch, shuffling and
-LR schedule, ``methods/schedule.py``: by default the released RoMA trainer's linear warm-up over 2,000 steps, at most
+LR schedule, ``training/schedule.py``: by default the released RoMA trainer's linear warm-up over 2,000 steps, at most
 half the run, then constant).  The whole model runs every step: a prefix or a prompt changes every layer's input, so
 RoMA's frozen-layer cache does not apply.
 
@@ -14,15 +14,13 @@ cache: the output has the input's positions.
 Output: a peft adapter directory (``adapter_config.json`` + ``adapter_model.safetensors``, loadable by
 ``PeftModel.from_pretrained`` and by lm-eval's ``peft=``), plus ``training_config.json`` (method, the full config,
 summary with trainable parameters, base model, versions) and ``training_log.jsonl`` (per step: loss, lr, seconds).
-Interrupted runs resume from ``DIR.partial/`` (adapter weights and optimiser after each finished epoch).
+Interrupted runs resume from ``DIR.partial/`` (adapter weights and optimiser after each finished epoch); the loop's
+bookkeeping is ``training.loop.TrainingLoop``, the router recipe's.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import random
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,18 +29,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from roma_eval import __version__
 from roma_eval.devices import input_device
-from roma_eval.errors import RomaEvalError
 from roma_eval.methods.peft_tuning.config import PeftTuningConfig
-from roma_eval.methods.schedule import StepSchedule
+from roma_eval.registry import label
 from roma_eval.samples import Sample
 from roma_eval.scoring import build_choice_batch, choice_scores, predictions, task_loss
-from roma_eval.storage import (
-    load_training_state,
-    read_progress,
-    require_free_space,
-    save_training_state,
-    staged_directory,
+from roma_eval.storage import staged_directory
+from roma_eval.training.loop import (
+    RunOptions,
+    TrainingLoop,
+    epoch_batches,
+    require_room_for_training,
+    training_samples,
 )
 
 TRAINING_CONFIG = "training_config.json"
@@ -101,104 +100,71 @@ def _accuracy(model, tokenizer, samples, config) -> np.ndarray:
     return np.concatenate(right)
 
 
-def train_peft_tuning(model, tokenizer, samples: Sequence[Sample], out_dir, config: PeftTuningConfig | None = None, *,
-                      base_model: str, revision: str | None = None, overwrite: bool = False,
-                      progress: bool = True) -> PeftResult:
-    """Wrap ``model`` with a new prefix / prompt adapter, train the adapter on ``samples``, write it to ``out_dir``."""
+def train_peft_tuning(model, tokenizer, samples: Sequence[Sample], out_dir, config: PeftTuningConfig | None = None,
+                      **options) -> PeftResult:
+    """Wrap ``model`` with a new prefix / prompt adapter, train the adapter on ``samples``, write it to ``out_dir``.
+    ``options`` are ``RunOptions``' (``base_model`` required, ``revision``, ``overwrite``, ``progress``)."""
     import peft
-    from tqdm.auto import tqdm
 
-    from roma_eval import __version__
     from roma_eval.checkpoint import ensure_new_output
     from roma_eval.routing import router_fingerprint
 
     started = time.perf_counter()
-    config = config or PeftTuningConfig()
-    out_dir = Path(out_dir)
-    ensure_new_output(out_dir, overwrite)
-    if any(s.output_type != "multiple_choice" for s in samples):
-        raise RomaEvalError("prefix / prompt tuning trains on multiple-choice tasks with gold labels (RoMA's task "
-                            "loss); drop the generation tasks from --tasks")
-    samples = list(samples)
-    rng = random.Random(config.seed)
-    if config.train_fraction < 1:
-        samples = sorted(rng.sample(samples, max(1, round(config.train_fraction * len(samples)))),
-                         key=lambda s: (s.task, s.doc_id))
+    config, options, out_dir = config or PeftTuningConfig(), RunOptions(**options), Path(out_dir)
+    ensure_new_output(out_dir, options.overwrite)
+    samples = training_samples(samples, config, label(config.method))
     fingerprint = router_fingerprint(model)
     model.requires_grad_(False)
     torch.manual_seed(config.seed)  # the adapter's random initialisation
-    wrapped = peft.get_peft_model(model, peft_config(config, base_model, tokenizer))
+    wrapped = peft.get_peft_model(model, peft_config(config, options.base_model, tokenizer))
     wrapped.eval()  # no dropout: training forwards equal evaluation forwards
-    trainable = [p for p in wrapped.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in trainable)
-    # At most: two epochs' states (fp32 weights and AdamW's two moments each) and the adapter, with their logs.
-    require_free_space(out_dir.parent, 32 * n_trainable + 2**20, "the peft adapter and its training state")
     named = {n: p for n, p in wrapped.named_parameters() if p.requires_grad}
+    trained_values = sum(p.numel() for p in named.values())
+    require_room_for_training(out_dir, trained_values, "the peft adapter and its training state")
     base_accuracy = float(_accuracy(wrapped, tokenizer, samples, config).mean()) if samples else 0.0
 
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(samples) / config.batch_size)
-    total = config.epochs * steps_per_epoch
-    schedule = StepSchedule.of(config, total)  # the LR is a function of the step: a resumed run continues it
-    resume_dir = out_dir.with_name(out_dir.name + ".partial")
+    optimizer = torch.optim.AdamW(list(named.values()), lr=config.lr, weight_decay=config.weight_decay)
     recorded = {**config.to_dict(), "method": config.method}
-    first_epoch, step, log = 0, 0, []
-    saved = read_progress(resume_dir)
+    loop = TrainingLoop(config, len(samples), out_dir, recorded, "adapter", config.method, options.progress)
+    saved = loop.restore(optimizer)
     if saved is not None:
-        if saved["config"] != recorded:
-            raise RomaEvalError(f"{resume_dir} holds an interrupted run with a different configuration; rerun with "
-                                "the same flags to resume, or delete that directory to start over")
-        tensors, saved = load_training_state(resume_dir, optimizer)
         with torch.no_grad():
             for name, param in named.items():
-                param.copy_(tensors[name])
-        first_epoch, step, log = saved["epoch"] + 1, saved["step"], saved["log"]
+                param.copy_(saved[name])
+    _train_epochs(wrapped, tokenizer, samples, loop, optimizer)
 
-    device = trainable[0].device
-    bar = tqdm(total=total, initial=step, desc=config.method, disable=not progress)
-    for epoch in range(first_epoch, config.epochs):
-        order = list(range(len(samples)))
-        random.Random(config.seed + epoch).shuffle(order)
-        for start in range(0, len(order), config.batch_size):
-            step_start = time.perf_counter()
-            batch = build_choice_batch(tokenizer, [samples[i] for i in order[start:start + config.batch_size]],
-                                       config.max_length).to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = task_loss(choice_scores(choice_logits(wrapped, batch), batch), batch.golds)  # Eq. 8
-            if not torch.isfinite(loss):
-                raise RomaEvalError(f"the loss became {loss.item()} at step {step}; lower --lr (now {config.lr}); the "
-                                    "last finished epoch is kept for resuming")
-            loss.backward()
-            lr = config.lr * schedule.lr(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.step()
-            if not all(bool(p.isfinite().all()) for p in trainable):
-                raise RomaEvalError(f"the adapter update of step {step} made adapter values NaN or inf; lower --lr "
-                                    f"(now {config.lr}); nothing of this epoch was saved, the last finished epoch is "
-                                    "kept for resuming")
-            log.append({"step": step, "epoch": epoch, "loss": loss.item(), "task": loss.item(), "lr": lr,
-                        "seconds": time.perf_counter() - step_start})
-            step += 1
-            bar.update(1)
-            bar.set_postfix(task=f"{loss.item():.3f}")
-        save_training_state(resume_dir, named, optimizer,
-                            {"epoch": epoch, "step": step, "log": log, "config": recorded})
-    bar.close()
-
-    summary = {"training_samples": len(samples), "steps": step, "schedule": schedule.describe(),
-               "trainable_parameters": n_trainable,
+    summary = {"training_samples": len(samples), "steps": loop.step, "schedule": loop.schedule.describe(),
+               "trainable_parameters": trained_values,
                "base_train_accuracy_with_initial_adapter": base_accuracy,
                "train_accuracy": float(_accuracy(wrapped, tokenizer, samples, config).mean()) if samples else 0.0,
-               "training_seconds": sum(entry["seconds"] for entry in log),
+               "training_seconds": sum(entry["seconds"] for entry in loop.log),
                "wall_seconds": time.perf_counter() - started}
-    metadata = {**recorded, "base_model": str(base_model), "revision": revision,
+    metadata = {**recorded, "base_model": str(options.base_model), "revision": options.revision,
                 "base_router_fingerprint": fingerprint, "summary": summary, "roma_eval_version": __version__,
                 "peft_version": peft.__version__, "torch_version": torch.__version__}
-    needed = sum(p.numel() * p.element_size() for p in trainable) + 2**20  # the adapter, its config and log
+    needed = sum(p.numel() * p.element_size() for p in named.values()) + 2**20  # the adapter, its config and log
     with staged_directory(out_dir, needed) as staging:
         wrapped.save_pretrained(staging)
         (staging / TRAINING_CONFIG).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        (staging / TRAINING_LOG).write_text("".join(json.dumps(entry) + "\n" for entry in log))
-    shutil.rmtree(resume_dir, ignore_errors=True)
-    return PeftResult(out_dir, log, summary, wrapped)
+        (staging / TRAINING_LOG).write_text("".join(json.dumps(entry) + "\n" for entry in loop.log))
+    loop.resume.discard()
+    return PeftResult(out_dir, loop.log, summary, wrapped)
+
+
+def _train_epochs(wrapped, tokenizer, samples: list[Sample], loop: TrainingLoop, optimizer) -> None:
+    """The adapter's steps: RoMA's task loss (Eq. 8) on each batch, every forward through the whole model."""
+    config = loop.config
+    trainable = [p for p in wrapped.parameters() if p.requires_grad]
+    named = {n: p for n, p in wrapped.named_parameters() if p.requires_grad}
+    device = trainable[0].device
+    for epoch in loop.epochs():
+        for batch_ids in epoch_batches(len(samples), config.batch_size, config.seed, epoch):
+            loop.begin_step()
+            batch = build_choice_batch(tokenizer, [samples[i] for i in batch_ids], config.max_length).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = task_loss(choice_scores(choice_logits(wrapped, batch), batch), batch.golds)  # Eq. 8
+            loss.backward()
+            loop.set_lr(optimizer)
+            optimizer.step()
+            loop.end_step(loss, sum((~p.isfinite()).sum() for p in trainable), flush=True)
+        loop.end_epoch(named, optimizer)

@@ -6,13 +6,14 @@ Every field is a `roma-eval train` flag of the same name (dashes for underscores
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 from roma_eval.choices import check_choices
-from roma_eval.methods.schedule import HELP as SCHEDULE_HELP
-from roma_eval.methods.schedule import RELEASED_WARMUP_STEPS, LRSchedule, check_schedule
 from roma_eval.neighbours import DEFAULT_K, DEFAULT_SIGMA, Kernel
+from roma_eval.training import budget
+from roma_eval.training.schedule import HELP as SCHEDULE_HELP
+from roma_eval.training.schedule import RELEASED_WARMUP_STEPS, LRSchedule, check_schedule
 
 
 @dataclass
@@ -40,24 +41,28 @@ class RomaConfig:
         "exp(-(1 - cos)² / (2σ²)) on the embeddings' cosine similarity"})
     embedder: str | None = field(default=None, metadata={"help":
         "sentence-transformers model (default: the packaged all-MiniLM-L6-v2, the released code's)"})
-    lr: float = field(default=7e-5, metadata={"help":
+    lr: float = field(default=budget.RELEASED_LR, metadata={"help":
         "AdamW learning rate (the released code's, for models of the paper's size; small models need more: the toy's "
         "is 1e-2)"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (the released code's)"})
-    epochs: int = field(default=3, metadata={"help": "passes over the training samples (the released code's)"})
-    batch_size: int = field(default=32, metadata={"help": "training samples per step (the released code's)"})
-    lr_schedule: LRSchedule = field(default="constant", metadata={"help": SCHEDULE_HELP["lr_schedule"]})
+    weight_decay: float = field(default=budget.RELEASED_WEIGHT_DECAY, metadata={"help":
+        "AdamW weight decay (the released code's)"})
+    epochs: int = field(default=budget.RELEASED_EPOCHS, metadata={"help":
+        "passes over the training samples (the released code's)"})
+    batch_size: int = field(default=budget.RELEASED_BATCH_SIZE, metadata={"help":
+        "training samples per step (the released code's)"})
+    lr_schedule: LRSchedule = field(default=budget.RELEASED_LR_SCHEDULE, metadata={"help":
+        SCHEDULE_HELP["lr_schedule"]})
     warmup_steps: int = field(default=RELEASED_WARMUP_STEPS, metadata={"help": SCHEDULE_HELP["warmup_steps"]})
     warmup_ratio: float | None = field(default=None, metadata={"help": SCHEDULE_HELP["warmup_ratio"]})
     lam_warmup_steps: int = field(default=RELEASED_WARMUP_STEPS, metadata={"help": SCHEDULE_HELP["lam_warmup_steps"]})
     lam_warmup_ratio: float | None = field(default=None, metadata={"help": SCHEDULE_HELP["lam_warmup_ratio"]})
-    max_length: int = field(default=1024, metadata={"help":
+    max_length: int = field(default=budget.RELEASED_MAX_LENGTH, metadata={"help":
         "tokens per (context + choice), left-truncated like lm-eval (the released code's)"})
     train_fraction: float = field(default=1.0, metadata={"help": "share of the training samples used (data ablation)"})
     refresh_neighbour_routing: bool = field(default=False, metadata={"help":
         "recompute neighbours' r_j with the current routers each epoch (default: base routing, fixed)"})
     limit: int | None = field(default=None, metadata={"help": "at most this many documents per training task"})
-    seed: int = field(default=0, metadata={"help": "seed for shuffling, sub-sampling and random neighbours"})
+    seed: int = field(default=budget.SEED, metadata={"help": "seed for shuffling, sub-sampling and random neighbours"})
     no_layer_cache: bool = field(default=False, metadata={"help":
         "run every layer at every step instead of caching the hidden states entering the first tuned layer (same "
         "routers within float rounding; slower, less memory: for training sets whose cache fits nowhere)"})
@@ -98,3 +103,12 @@ class RomaConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def sharing(cls, settings, **overrides) -> RomaConfig:
+        """The RomaConfig that drives the router-training recipe (``methods/roma/recipe.py``) for another method's
+        ``settings``: every field the two share (the budget and layers, Oracle Tuning's tokens, λ and λ warm-up),
+        then ``overrides``."""
+        names = {f.name for f in fields(cls)}
+        shared = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name in names}
+        return cls(**{**shared, **overrides})

@@ -16,13 +16,12 @@ loop, and a step only indexes device tensors with sizes the host already knows:
 
 ``TrainingRows.batch(plan, step)`` returns the ``ChoiceBatch`` that ``build_choice_batch`` would have built for
 the same samples, value for value, already on the device; so do the cached hidden states of
-``LayerCache.gather`` equal the old per-step padding.  Length grouping (``batches``) is a flag: it changes
-which samples share a batch, hence the training run.
+``LayerCache.gather`` equal the old per-step padding.  Which samples share a batch is ``training.loop.epoch_batches``
+(with length grouping, a flag that changes the training run).
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,7 +32,6 @@ from roma_eval.samples import Sample
 from roma_eval.scoring import ChoiceBatch, build_choice_batch
 
 TOKENISE_CHUNK = 256  # samples tokenised per build_choice_batch call
-MEGABATCH = 50  # group_by_length: batches sorted together (transformers' LengthGroupedSampler uses 50 too)
 
 
 def _as_device(array: np.ndarray, device, dtype=None) -> torch.Tensor:
@@ -140,29 +138,10 @@ class EpochPlan:
         self.samples = _as_device(cat(samples), rows.device)
         self.rows = _as_device(cat(row_ids), rows.device)
         self.row_sample = _as_device(cat(row_sample), rows.device)
-        self.host_samples = samples  # per step: the samples, as numpy (for the caller's own bookkeeping)
-        self.host_rows = row_ids
+        self.host_rows = row_ids  # per step: its rows, as numpy (the host cache gathers with them)
 
     def __len__(self) -> int:
         return len(self.steps)
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, lengths: np.ndarray | None = None) -> list[list[int]]:
-    """The batches of an epoch: a shuffle of 0..n-1 (``random.Random(seed + epoch)``, the order RoMA always used)
-    cut into batches; with ``lengths`` (``group_by_length``), each run of ``MEGABATCH`` batches of that shuffle is
-    sorted by length (longest first) before it is cut, and the batches' order is shuffled again, so a batch
-    holds samples of similar length (less padding) drawn from a random slice of the data."""
-    order = list(range(n))
-    random.Random(seed + epoch).shuffle(order)
-    if lengths is None:
-        return [order[s:s + batch_size] for s in range(0, n, batch_size)]
-    batches = []
-    mega = batch_size * MEGABATCH
-    for s in range(0, n, mega):
-        chunk = sorted(order[s:s + mega], key=lambda i: -int(lengths[i]))
-        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
-    random.Random(f"{seed}:{epoch}:batches").shuffle(batches)
-    return batches
 
 
 def _can_pin(device: torch.device) -> bool:
