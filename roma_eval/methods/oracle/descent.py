@@ -232,14 +232,14 @@ class _Goal:
 
 def descend(model, batch: ChoiceBatch, config: OracleConfig, layers: list[int], *,
             metrics: Sequence[str] = ("acc", "acc_norm"), generation: GenerationRound | None = None) -> list[Outcome]:
-    """Run the oracle descent for every sample of ``batch`` (built by ``scoring.build_choice_batch``, or
-    ``generation.teacher_forced_batch`` with ``generation`` given).
+    """Run the oracle descent for every sample of ``batch`` (built by ``scoring.build_choice_batch``; for a
+    generation round, by ``generation.teacher_forced_batch``).
 
     ``metrics``: the multiple-choice metrics the task reports (acc, acc_norm); "right" is
     ``config.criterion`` over them, and no iterate that loses one of them right at iterate 0 is reported.
-    ``generation``: a generation round (the one row of a sample is right when its target is greedy); ``config.tokens``
-    counts back from each prompt's last token (the last one steered with ``--positions all``) instead of each row's
-    last context token, and the variables start at ``generation.initial`` when given instead of the base routing.
+    ``generation``: the batch is a generation round: a sample's one row is right when its target is greedy,
+    ``config.tokens`` counts back from each prompt's last token (the last one steered with ``--positions all``)
+    instead of each row's last context token, and the variables start at ``generation.initial`` when given.
     """
     device = input_device(model)
     batch = batch.to(device)
