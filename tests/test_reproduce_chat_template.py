@@ -8,8 +8,9 @@ import pytest
 from lm_eval_helpers import FIXTURE_TASKS
 
 from roma_eval.cli import main
-from roma_eval.commands.options import add_chat_template, chat_template_args, chat_template_flags
+from roma_eval.commands.options import add_chat_template, chat_template_args
 from roma_eval.errors import RomaEvalError
+from roma_eval.harness import chat_template_flags
 from roma_eval.tiny import save_tiny_model
 
 TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
