@@ -119,7 +119,8 @@ def main() -> None:
 
     start = time.perf_counter()
     train = load_samples(["toy_train"], split="train", limit=args.train_limit)
-    build_reference(model, tokenizer, train, work / "reference", ReferenceBuild(base_model=str(model_dir)), progress=False)
+    build_reference(model, tokenizer, train, work / "reference", ReferenceBuild(base_model=str(model_dir)),
+                    progress=False)
     reference = load_reference(work / "reference")
     import os
 
