@@ -18,6 +18,7 @@ _EXPORTS = {
     "RomaConfig": "roma_eval.methods.roma.config", "train_roma": "roma_eval.methods.roma.train",
     "C3POConfig": "roma_eval.methods.c3po.config", "C3PO": "roma_eval.methods.c3po.engine",
     "build_reference": "roma_eval.methods.c3po.reference", "load_reference": "roma_eval.methods.c3po.reference",
+    "ReferenceBuild": "roma_eval.methods.c3po.config",
     "OracleConfig": "roma_eval.methods.oracle.config", "run_oracle": "roma_eval.methods.oracle.run",
     "load_oracle_tasks": "roma_eval.methods.oracle.tasks",
     # their artefacts, data and model

@@ -382,7 +382,7 @@ def test_ngd_matches_numpy_on_a_known_quadratic(optimizer, n_core):
 @pytest.mark.parametrize("optimizer, t_max", [("adam", 10), ("sgd", 9)])
 def test_ngd_learning_rate_follows_the_cosine_formula(optimizer, t_max):
     """Adam: CosineAnnealingLR(T_max = steps) as R2-T2's released NGD (lr_min after the last step); sgd: lr_min
-    at the last step, as this project's earlier NGD."""
+    at the last step."""
     theta = torch.zeros(3, requires_grad=True)
     opt, schedule = ngd_optimizer(theta, optimizer, 10, 1e-2, 1e-5)
     used = []

@@ -178,8 +178,8 @@ def overflowing_update(monkeypatch):
 
 def test_a_router_update_that_is_not_finite_stops_training_before_anything_is_written(tmp_path, tokenizer,
                                                                                       embedder, overflowing_update):
-    """One step, a finite loss, an update that is not: stopped at that step with nothing saved (the old loop checked
-    only the losses, and saved the inf routers as the training state and the checkpoint)."""
+    """One step, a finite loss, an update that is not: stopped at that step with nothing saved: neither the inf
+    routers as training state nor a checkpoint (checking the losses alone would save both)."""
     from roma_eval.methods.roma import RomaConfig, train_roma
     from roma_eval.samples import load_samples
 
@@ -313,7 +313,7 @@ def test_report_on_a_real_full_device(tmp_path):
 @pytest.mark.skipif(not unshare_works(), reason="needs unshare -rm (a user namespace) to mount a small tmpfs")
 def test_oracle_on_a_real_full_device_leaves_no_cut_off_results_and_the_rerun_finishes(model_dir):
     """On a 64 kB tmpfs holding 52 kB the oracle stops in one line with no lm-eval file written; once the filler is
-    gone the same command finishes (lm-eval's tracker only logs a failed write: the old code left cut-off files)."""
+    gone the same command finishes (lm-eval's tracker only logs a failed write: no cut-off file may stay)."""
     oracle = (f"roma-eval oracle --pretrained {model_dir} --tasks tiny_parity --include_path {FIXTURE_TASKS} "
               "--limit 8 --output_path orc --no_progress")
     lm_eval_files = 'find orc -name "results_*" -o -name "samples_*" | sort'
@@ -471,7 +471,7 @@ def test_a_reproduce_that_fails_before_any_stage_finishes_leaves_nothing(tmp_pat
             "--eval_tasks", "tiny_parity", "--include_path", str(FIXTURE_TASKS)]
     code, err = run(argv)
     assert code == 2 and err == ["roma-eval reproduce: error: refused in the base stage"]
-    assert list(tmp_path.iterdir()) == []  # the experiment.json of the old code blocked the corrected command
+    assert list(tmp_path.iterdir()) == []  # an experiment.json left here would block the corrected command
     (tmp_path / "out").mkdir()  # a directory the user made is theirs: kept
     code, err = run(argv)
     assert code == 2 and (tmp_path / "out").is_dir() and not (tmp_path / "out.claim").exists()

@@ -114,7 +114,7 @@ def test_bad_training_inputs_are_one_clear_error(tokenizer, train_samples, embed
 def test_bf16_routers_move_as_far_as_fp32(tokenizer, train_samples, embedder, tmp_path):
     """Each AdamW step here (lr 5e-4) is below half a bf16 step at these routers' scale (|w| ~ 0.4), but 80
     steps add up to ~10 bf16 steps: updated in place in bf16 the routers barely move; with fp32 master copies a
-    bf16 run moves them as far as an fp32 run (within 10%).  (At the paper's lr 7e-5 the same holds for real
+    bf16 run moves them as far as an fp32 run (within 10%).  (At the released trainer's lr 7e-5 the same holds for real
     routers, whose weights are ~25x smaller.)"""
     moved = {}
     for dtype in (torch.float32, torch.bfloat16):

@@ -1,6 +1,6 @@
 """The published numbers: RoMA's Table 1 (arXiv 2511.07419) and C3PO's Table 1 (arXiv 2504.07964).
 
-The CSVs ship in ``published/`` (a copy of the project's ``paper/*.csv``) so ``roma-eval report
+The CSVs ship in ``published/`` (RoMA's and C3PO's Table 1, docs/paper.md) so ``roma-eval report
 --paper`` works from an installed wheel; ``--paper-dir`` reads another copy.
 """
 

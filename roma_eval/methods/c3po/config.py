@@ -35,8 +35,8 @@ class C3POConfig:
     optimizer: Literal["adam", "sgd"] = field(default="adam", metadata={"help":
         "NGD optimiser: adam (torch.optim.Adam, cosine schedule CosineAnnealingLR(T_max=steps, eta_min=lr_min): the "
         "same group's released NGD, R2-T2's evaluate.py; a step moves each routing score by about the learning rate "
-        "whatever the gradient's scale) or sgd (plain gradient descent, lr_min reached at the last step: this "
-        "project's earlier NGD, which at lr 1e-2 barely moves routing probabilities)"})
+        "whatever the gradient's scale) or sgd (plain gradient descent, lr_min reached at the last step; at lr 1e-2 it "
+        "barely moves routing probabilities)"})
     lr: float = field(default=1e-2, metadata={"help":
         "NGD learning rate at the first step, annealed by a cosine (paper: 1e-2)"})
     lr_min: float = field(default=1e-5, metadata={"help":

@@ -11,7 +11,7 @@ model_args: every ``hf`` argument, plus ``reference=`` (a directory written by
 Multiple choice: lm-eval sends one request per choice, tokenised by its own ``_encode_pair``.  The
 requests of one document form one problem: one pathway is optimised for it and every choice is
 scored under it.  A document whose choices share a context is keyed by that context (so identical
-prompts of different documents are optimised once, as before); a multiple-input document
+prompts of different documents are optimised once); a multiple-input document
 (winogrande: each option fills the blank of its own prompt, one continuation for all) is one
 problem whose choices are scored after their own prompts, the pathway moving each prompt's routing
 (``c3po/frozen.py``).  Documents are told apart by lm-eval's own ``Instance.task_name`` and

@@ -18,12 +18,12 @@ CPU_BATCH, ACCELERATOR_BATCH = 32, 128  # default samples descending together
 @dataclass
 class OracleConfig:
     layers: str | None = field(default=None, metadata={"help":
-        "steered MoE layers: last:N, first:N, middle:N, all, or indices (default: the paper's critical layers, the "
-        "last 5; all when the model has fewer)"})
+        "steered MoE layers: last:N, first:N, middle:N, all, or indices (default, ours: the last 5 MoE layers, "
+        "RoMA's tuned and C3PO's critical ones; all when the model has fewer)"})
     positions: Literal["all", "tokens"] = field(default="all", metadata={"help":
         "steered positions in the steered layers: all = every position the scores depend on (the context, shared "
         "by a sample's choices, and each choice's continuation; a generation task's prompt); tokens = only the "
-        "context tokens of --tokens (with last:1, the last context token: the earlier default)"})
+        "context tokens of --tokens (with last:1, the last context token)"})
     tokens: str = field(default="last:1", metadata={"help":
         "context tokens, last:N, first:N or middle:N: the steered ones with --positions tokens; where "
         "--save_routing reads the routing either way"})

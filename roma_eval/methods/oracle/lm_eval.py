@@ -46,7 +46,7 @@ class OracleLM(HFLM):
 
     def __init__(self, model, tokenizer, tasks: dict, config: OracleConfig, layers: list[int], store,
                  progress: bool = True):
-        # lm-eval's own greedy generations (the base answers, the judged ones): one at a time on a CPU, as before;
+        # lm-eval's own greedy generations (the base answers, the judged ones): one at a time on a CPU;
         # on an accelerator as many as descend together.
         config = config.for_device(input_device(model))
         generation_batch = 1 if input_device(model).type == "cpu" else config.batch_size

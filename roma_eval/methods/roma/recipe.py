@@ -14,7 +14,7 @@ after each), ``save`` (the router checkpoint); its state lives on the object.  T
 
 Precision: the optimiser updates fp32 master copies of the tuned routers when the model is in bf16 or
 fp16 and writes them back rounded after every step.  Updated in place in bf16, AdamW steps of the
-paper's lr 7e-5 are mostly below bf16's resolution at the routers' scale: on the toy model 62% of the
+released trainer's lr 7e-5 are mostly below bf16's resolution at the routers' scale: on the toy model 62% of the
 weights never changed and the routers moved about half as far as in fp32.  The forward pass is the
 model's own, in its dtype, exactly as at evaluation.
 
