@@ -1,5 +1,6 @@
 """RoMA training at scale: pre-tokenised batches equal lm-eval's tokenisation, the frozen-layer cache on the device or
-the host gives ``build_choice_batch``'s padding, no host waits inside the step loop, length grouping, the uncached path."""
+the host gives ``build_choice_batch``'s padding, no host waits inside the step loop, length grouping, the uncached
+path."""
 
 import collections
 import random
@@ -128,8 +129,8 @@ def test_group_by_length_trains_and_changes_the_order(tokenizer, train_samples, 
 
 def test_no_host_waits_inside_the_step_loop(tokenizer, train_samples, embedder, tmp_path, monkeypatch):
     """Between two log writes a step makes no call that would make the host wait for a GPU (item, tolist, cpu,
-    numpy, bool/float/int of a tensor) from roma-eval's training code: reading the losses back (tolist) or copying each batch from the host
-    would stall every step on an accelerator."""
+    numpy, bool/float/int of a tensor) from roma-eval's training code: reading the losses back (tolist) or copying
+    each batch from the host would stall every step on an accelerator."""
     calls = collections.Counter()
     state = {"steps": False}
     for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"):

@@ -24,9 +24,9 @@ DEMO_PRESETS = {"default": ("default", None, None), "fast": ("fast", 16, 16)}
 # LR and λ rise linearly over the first 10% of the steps, then the LR decays linearly to 0.  The defaults are the
 # released trainer's (a 2,000-step warm-up, at most half the run, then a constant LR; training/schedule.py).
 DEMO_SCHEDULE = dict(lr_schedule="linear", warmup_ratio=0.1, lam_warmup_ratio=0.1)
-# RoMA's defaults (docs/paper.md) except the learning rate: the released trainer's 7e-5 is set for 1-30B models; the toy routers'
-# rates were chosen among 1e-3, 3e-3 and 1e-2 on the training mixture's held-out split only (docs/toy.md),
-# never on the benchmarks: 1e-2 for both.
+# RoMA's defaults (docs/paper.md) except the learning rate: the released trainer's 7e-5 is set for 1-30B models;
+# the toy routers' rates were chosen among 1e-3, 3e-3 and 1e-2 on the training mixture's held-out split only
+# (docs/toy.md), never on the benchmarks: 1e-2 for both.
 DEMO_ROMA = {"default": dict(lr=1e-2, epochs=3, batch_size=32, **DEMO_SCHEDULE),
              "fast": dict(lr=3e-3, epochs=1, batch_size=32, **DEMO_SCHEDULE)}
 # Router Tuning (the paper's baseline): the same training with the task loss only (regulariser none).

@@ -54,8 +54,9 @@ def test_last_context_position_under_both_paddings():
 
 
 @pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="transformers' DBRX attention calls clamp(min=None, max=None) when attn_config.clip_qkv is "
-                          "unset, so every DBRX config needs clip_qkv (docs/families.md); drop the note once this passes")
+                   reason="transformers' DBRX attention calls clamp(min=None, max=None) when attn_config.clip_qkv "
+                          "is unset, so every DBRX config needs clip_qkv (docs/families.md); drop the note once this "
+                          "passes")
 def test_dbrx_runs_without_clip_qkv(tokenizer):
     from roma_eval.tiny import TINY_CONFIGS
 

@@ -16,8 +16,8 @@ loop, and a step only indexes device tensors with sizes the host already knows:
 
 ``TrainingRows.batch(plan, step)`` returns the ``ChoiceBatch`` that ``build_choice_batch`` would have built for
 the same samples, value for value, already on the device; so do the cached hidden states of
-``LayerCache.gather`` equal ``build_choice_batch``'s per-batch padding.  Which samples share a batch is ``training.loop.epoch_batches``
-(with length grouping, a flag that changes the training run).
+``LayerCache.gather`` equal ``build_choice_batch``'s per-batch padding.  Which samples share a batch is
+``training.loop.epoch_batches`` (with length grouping, a flag that changes the training run).
 """
 
 from __future__ import annotations
