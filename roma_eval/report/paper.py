@@ -14,7 +14,8 @@ from pathlib import Path
 
 from roma_eval.errors import RomaEvalError
 from roma_eval.registry import label
-from roma_eval.report.tables import Grid, fmt
+from roma_eval.report.formatting import fmt
+from roma_eval.report.tables import Grid
 
 PUBLISHED_DIR = Path(__file__).parent / "published"
 PAPER_MODELS = {"olmoe": "OLMoE-1B-7B", "deepseekmoe": "DeepSeekMoE-16B", "qwen3": "Qwen3-30B-A3B"}

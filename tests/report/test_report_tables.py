@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 
 from roma_eval.report.check import Comparison
+from roma_eval.report.formatting import MISSING, fmt
 from roma_eval.report.tables import (
     MIN_GAP_POINTS,
-    MISSING,
     Grid,
     cost_table,
     delta_table,
-    fmt,
     gap_closed_table,
     grids_from_runs,
     ordered_methods,

@@ -166,7 +166,7 @@ def test_a_copied_tree_is_reused_and_reported_alike(fast_demo, tmp_path, monkeyp
 def test_the_reports_chance_is_the_demos(fast_demo):
     """The report reads chance from lm-eval's samples; the demo's table computes it from the toy documents."""
     from roma_eval.demo.table import chance_levels
-    from roma_eval.report.tables import fmt
+    from roma_eval.report.formatting import fmt
 
     root, ctx = fast_demo
     row = next(line for line in tables(root / "reports" / "report" / "report.md") if line.startswith("| chance |"))
