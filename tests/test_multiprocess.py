@@ -1,5 +1,5 @@
 """Every stage in several processes (two CPU processes, gloo): the work is shared, the main process writes once, and
-the results are those of one process.  (RoMA training: tests/test_roma.py::test_two_processes_...)
+the results are those of one process.  (RoMA training: tests/methods/roma/test_roma.py::test_two_processes_...)
 
 The processes are started by torchrun, which `accelerate launch --multi_gpu` runs on GPUs: `accelerate launch --cpu
 --num_processes 2` starts a single process unless mpirun is configured.  ACCELERATE_USE_CPU=1 makes lm-eval's own

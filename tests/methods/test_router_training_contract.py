@@ -27,7 +27,7 @@ TUNED = [2, 3]
 def setting(tokenizer, tmp_path_factory):
     """A saved tiny base model, 16 training samples, the embedder (RoMA's neighbourhoods) and, standing in for
     `roma-eval oracle --split train --save_routing`, random oracle routing for every sample (Oracle Tuning's
-    targets; tests/test_router_baselines.py runs the oracle itself)."""
+    targets; tests/methods/test_router_baselines.py runs the oracle itself)."""
     from roma_eval.embedding import load_embedder
     from roma_eval.methods.oracle_tuning import OracleTargets
 
