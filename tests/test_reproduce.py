@@ -33,26 +33,43 @@ def run(tmp_path_factory, tokenizer):
     """An interrupted run (stopped after RoMA's first epoch), then the same command again."""
     import offline_hub
 
-    from roma_eval.methods.roma import train as roma_train
+    from roma_eval.training.loop import ResumePoint
 
     root = tmp_path_factory.mktemp("reproduce")
     model = save_tiny_model("olmoe", root / "model", seed=7, tokenizer=tokenizer)
-    save = roma_train._save_resume
-    calls = []
+    save = ResumePoint.save
 
-    def save_then_stop(directory, *args, **kwargs):
-        save(directory, *args, **kwargs)
-        calls.append(directory)
-        if "roma/" in str(directory) and "router_tuning" not in str(directory):
+    def save_then_stop(point, *args, **kwargs):
+        save(point, *args, **kwargs)
+        if "roma/" in str(point.directory) and "router_tuning" not in str(point.directory):
             raise KeyboardInterrupt
 
     with offline_hub.installed(), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(roma_train, "_save_resume", save_then_stop)
+        patch.setattr(ResumePoint, "save", save_then_stop)
         assert reproduce(model, root / "out")[0] == 130  # interrupted inside RoMA training
-        patch.setattr(roma_train, "_save_resume", save)
+        patch.setattr(ResumePoint, "save", save)
         code, printed = reproduce(model, root / "out")
         assert code == 0
     return model, root / "out", printed
+
+
+def test_the_base_stage_is_plain_lm_eval_and_the_report_follows(tmp_path, tokenizer, capsys):
+    """The pipeline's smallest run (the fast lane's): the base stage writes what plain lm-eval writes, per sample
+    equal to lm-eval's own evaluation of the same model, records its plain command, and the report follows."""
+    from lm_eval_helpers import evaluate_api, per_sample
+
+    model = save_tiny_model("olmoe", tmp_path / "model", seed=7, tokenizer=tokenizer)
+    out = tmp_path / "out"
+    assert main(["reproduce", "--pretrained", str(model), "--output_path", str(out), "--methods", "base",
+                 "--eval_tasks", "toy_boolq", "--train_tasks", "toy_train_zoology", "--limit", "3",
+                 "--batch_size", "4", "--no_progress"]) == 0
+    (samples_file,) = (out / "base").rglob("samples_toy_boolq_*.jsonl")
+    ours = per_sample([json.loads(line) for line in samples_file.read_text().splitlines()])
+    assert ours == evaluate_api("hf", f"pretrained={model}", ["toy_boolq"], include_path=None, limit=3)["toy_boolq"]
+    manifest = json.loads((out / "experiment.json").read_text())
+    assert "lm_eval --model hf" in " ".join(manifest["stages"]["base"]["commands"])
+    rows = [line for line in (out / "report" / "report.md").read_text().splitlines() if line.startswith("| Base")]
+    assert rows and "BoolQ" in (out / "report" / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from roma_eval.methods.icl import IclConfig, build_demonstrations, install_demon
 from roma_eval.samples import samples_from_task
 from roma_eval.tiny import build_tiny_model
 
-pytestmark = pytest.mark.slow  # lm-eval's task index (~12 s) once per module
+# The tests on lm-eval's own tasks are slow (its task index, ~12 s, once per module); the verb's runs on fixture tasks.
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,7 @@ def reference_prompt(manager, eval_name, train_name, doc, chosen_ids, pool, k):
     return reference.fewshot_context(doc, k)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("eval_name, train_name", [("arc_challenge", "arc_easy"), ("winogrande", "winogrande")])
 def test_icl_prompt_is_lm_evals_own_few_shot_prompt(manager, model, tokenizer, embedder, eval_name, train_name):
     k = 2
@@ -73,6 +74,7 @@ def test_icl_prompt_is_lm_evals_own_few_shot_prompt(manager, model, tokenizer, e
         assert all(p.endswith(c) for p, c in zip(requests[doc_id], zero_shot[doc_id].contexts))
 
 
+@pytest.mark.slow
 def test_pool_is_the_success_set_and_neighbours_are_roma_s(manager, model, tokenizer, embedder):
     """Brute force: score every training sample, keep the right ones, rank them by embedding distance."""
     from roma_eval.embedding import embed
@@ -90,6 +92,7 @@ def test_pool_is_the_success_set_and_neighbours_are_roma_s(manager, model, token
         assert [i for i, _ in demos.chosen["arc_challenge"][query.doc_id]] == d2.argsort()[:3].tolist()
 
 
+@pytest.mark.slow
 def test_a_description_stays_first_and_other_tasks_examples_keep_their_own_format(manager, model, tokenizer,
                                                                                     embedder):
     """MMLU (a description, another format than the examples'): description, examples as their own task writes

@@ -127,13 +127,13 @@ def test_hf_peft_keeps_a_padded_vocabulary(hub, manager, tokenizer, tmp_path):
     assert any(abs(x - y) > 1e-4 for key in ours for x, y in zip(plain[key], ours[key]))
 
 
-@pytest.mark.slow
-def test_training_records_the_method_and_trains_only_the_adapter(hub, model_dir, tokenizer, tmp_path):
+def test_training_records_the_method_and_trains_only_the_adapter(model_dir, tokenizer, tmp_path):
     import json
 
+    from lm_eval_helpers import FIXTURE_TASKS
     from transformers import AutoModelForCausalLM
 
-    samples = load_samples(TRAIN, split="train", limit=4)
+    samples = load_samples(["tiny_animals_train"], split="train", include_path=[FIXTURE_TASKS], limit=8)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     run = train_peft_tuning(model, tokenizer, samples, tmp_path / "pt",
