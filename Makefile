@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench check-html clean
+.PHONY: install demo test test-fast bench check-html clean
 
 install: $(STAMP)
 
@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/roma-eval demo
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+# The fast lane first (every method, the pipeline and lm-eval round trips on tiny models), then the rest.
+test: test-fast
+	$(PY) -m pytest -q -m slow
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(PY) bench/roma_vs_hf.py
