@@ -160,12 +160,26 @@ def _apply_config_file(verb_parser: argparse.ArgumentParser, path: str) -> None:
     verb_parser.set_defaults(**{k.replace("-", "_"): v for k, v in values.items()})
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to ``sys.stderr`` as it is when a record comes (a redirected or replaced stream too),
+    not as it was when the handler was made: ``main`` may run many times in one process."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def _log_plainly() -> None:
-    """roma-eval's log records (progress of long stages, notices) as plain lines on stderr."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    """roma-eval's log records (progress of long stages, notices) as plain lines on stderr, once per process."""
     logger = logging.getLogger("roma_eval")
-    logger.addHandler(handler)
+    if not any(isinstance(handler, _Stderr) for handler in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
 

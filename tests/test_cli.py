@@ -127,3 +127,21 @@ def test_a_verbs_required_flags_come_first(verb, capsys):
     with pytest.raises(SystemExit):
         parser.parse_args([])
     assert "the following arguments are required" in capsys.readouterr().err
+
+
+def test_repeated_runs_in_one_process_log_each_notice_once_to_the_current_stderr(capsys):
+    """`main` called again (by a script, or a test) neither stacks handlers nor writes to a stream it saw before."""
+    import contextlib
+    import io
+    import logging
+
+    from roma_eval.cli import main
+
+    for _ in range(3):
+        with contextlib.redirect_stderr(io.StringIO()) as old:
+            main(["toy", "path"])
+    old.close()  # what a finished test's captured stream is
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        logging.getLogger("roma_eval.cli").warning("a notice")
+    assert err.getvalue() == "a notice\n"
