@@ -295,6 +295,7 @@ def unshare_works() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not unshare_works(), reason="needs unshare -rm (a user namespace) to mount a small tmpfs")
 def test_report_on_a_real_full_device(tmp_path):
     """On a 200 kB tmpfs holding 120 kB: the report (117 kB) is refused in one line before anything is written, and
@@ -347,6 +348,7 @@ def test_reproduce_with_a_missing_model_is_one_line_and_writes_nothing(tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_eval_with_an_unknown_task_is_one_line(model_dir):
     proc = subprocess.run([sys.executable, "-m", "roma_eval.cli", "eval", "--model", "hf", "--model_args",
                            f"pretrained={model_dir}", "--tasks", "tiny_parity,no_such_task", "--include_path",
@@ -428,7 +430,8 @@ def test_every_message_names_only_flags_the_cli_accepts():
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--eval_tasks", "no_such_task"], "unknown task(s) no_such_task"),
+    pytest.param(["--eval_tasks", "no_such_task"], "unknown task(s) no_such_task",
+                 marks=pytest.mark.slow),  # lm-eval indexes its ~14k YAMLs before it can say a name is unknown
     (["--methods", "base,c3po", "--c3po_args", "method=ngd"], "method= is now c3po_method="),
     (["--methods", "base,c3po", "--c3po_args", "c3po_metod=ngd"], "did you mean c3po_method="),
 ])
@@ -487,6 +490,7 @@ def write_claim(target: Path, pid: int, host: str | None = None) -> Path:
     return file
 
 
+@pytest.mark.slow
 def test_a_second_train_into_the_same_output_is_refused_before_loading_anything(tmp_path, model_dir, no_loading):
     """A real `roma-eval train` claims its output at the start; a second one is refused in one line while it runs."""
     out = tmp_path / "ck"

@@ -201,6 +201,7 @@ def test_deepseek_moe_without_trust_remote_code_is_refused_by_transformers(deeps
         AutoModelForCausalLM.from_pretrained(deepseek_dir)
 
 
+@pytest.mark.slow
 def test_load_model_without_trust_remote_code_is_one_line_saying_to_pass_it(deepseek_dir):
     proc = subprocess.run([sys.executable, "-c", (
         "from roma_eval.errors import RomaEvalError\n"

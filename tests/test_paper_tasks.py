@@ -18,6 +18,9 @@ from roma_eval.resources import tasks_dir
 from roma_eval.results import DEFAULT_METRICS, PAPER_COLUMNS
 from roma_eval.samples import load_samples, samples_from_task
 
+# lm-eval's own task YAMLs: its task index (~8 s) and the offline hub rows, once per module.
+pytestmark = pytest.mark.slow
+
 # arXiv 2511.07419: the training mixture's sources and their sizes.
 PAPER_MIXTURE = {"BIG-Bench": 10000, "SuperGLUE": 10000, "CommonsenseQA": 8000, "SocialIQA": 8000,
                  "OpenBookQA": 3000, "SciQ": 3000, "MultiRC": 4000, "KnowRef": 3000}
@@ -110,7 +113,6 @@ def test_roma_paper_prompts_are_lm_eval_zero_shot_prompts(paper, lm_eval_tasks):
     assert paper["tasks"]["gsm8k"].fewshot_context(gsm8k_doc, 0) != own["gsm8k"].fewshot_context(gsm8k_doc, 5)
 
 
-@pytest.mark.slow
 def test_roma_paper_through_lm_eval_cli_fills_every_report_column(tmp_path, tokenizer):
     """Plain `lm_eval --include_path tasks --tasks roma_paper --num_fewshot 5`: every leaf still runs 0-shot,
     and `roma-eval report`'s reader finds each column's default metric (DEFAULT_METRICS) in the results."""
@@ -150,7 +152,6 @@ def test_roma_eval_tasks_lists_both_groups_with_the_papers_counts():
     assert len(TRAIN_TASKS) == 22
 
 
-@pytest.mark.slow
 def test_lm_eval_lists_both_groups():
     proc = subprocess.run([str(Path(sys.executable).parent / "lm_eval"), "ls", "groups", "--include_path",
                            str(tasks_dir())], capture_output=True, text=True)
@@ -182,7 +183,6 @@ def test_quotas_split_bigbench_and_superglue_evenly():
     assert "roma_train_boolq" not in {t for tasks in sources.values() for t, _, _ in tasks}
 
 
-@pytest.mark.slow
 def test_mixture_counts_are_the_papers_and_seeded():
     """With enough synthetic rows, every source samples exactly its quota: 49,000 documents in all, the same
     ones on every load, a sample rather than the first rows, none of them an evaluation question."""

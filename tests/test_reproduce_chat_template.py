@@ -37,6 +37,7 @@ def test_the_flags_follow_lm_eval_s_cli_rules():
         assert chat_template_args(parse(*chat_template_flags(**args))) == args  # the printed flags give them back
 
 
+@pytest.mark.slow
 def test_chat_template_reaches_every_evaluation_the_manifest_and_the_report(tmp_path, tokenizer, monkeypatch):
     import lm_eval.evaluator
     from transformers import AutoTokenizer

@@ -74,6 +74,7 @@ def test_training_task_without_gold_labels_is_one_clear_error():
         load_samples(["tiny_unlabelled"], split="train", include_path=[FIXTURE_TASKS])
 
 
+@pytest.mark.slow
 def test_unknown_task_is_one_clear_error():
     with pytest.raises(RomaEvalError, match="unknown task"):
         load_samples(["no_such_task_anywhere"], include_path=[FIXTURE_TASKS])

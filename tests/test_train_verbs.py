@@ -23,6 +23,7 @@ def mean_acc(per_sample: dict) -> float:
     return sum(metrics["acc"] for _, metrics in per_sample.values()) / len(per_sample)
 
 
+@pytest.mark.slow
 def test_train_prints_heldout_accuracy_before_and_after_and_the_lm_eval_command(tmp_path, tokenizer, capsys):
     model = save_tiny_model("olmoe", tmp_path / "model", seed=11, tokenizer=tokenizer, initializer_range=0.3)
     capsys.readouterr()

@@ -97,6 +97,7 @@ def test_no_winogrande_sentence_is_in_the_pretraining_text():
     assert all(re.search(rf"because \w+ {re.escape(doc['continuation'])}", text) for doc in docs)
 
 
+@pytest.mark.slow
 def test_the_pretraining_text_holds_no_question_of_the_mixture():
     """As in the paper, the router post-training mixture is new data for the base model: none of its questions
     or passages is in the pretraining text (its Question/Answer layout is, as lm-eval's is on the web)."""

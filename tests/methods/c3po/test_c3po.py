@@ -133,6 +133,7 @@ def test_cached_steered_pass_equals_the_full_forward(arch, spec, tiny_models, to
         torch.testing.assert_close(f.routing, probe_routing(model, ids, layers=layers)[0], atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow
 def test_reference_build_resumes_and_stores_exact_prefixes(tmp_path, tokenizer, monkeypatch):
     model = build_tiny_model("olmoe", tokenizer, **STRONG)
     samples = train_samples()
@@ -545,6 +546,7 @@ def test_python_api_and_plain_lm_eval_cli_agree_per_sample(setup, hf_base, token
         assert (result.acc, result.acc_norm) == (metrics["acc"], metrics["acc_norm"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hood", ["pathway", "embedding"])
 def test_mode_finding_in_the_engine_searches_the_right_references(setup, tokenizer, hood):
     """C3PO.optimise (a group, masks over the whole reference set) == mode_finding run one test prompt at a
@@ -657,6 +659,7 @@ def test_c3po_embeds_the_question_of_a_few_shot_prompt():
     assert query_text(task.doc_to_text(doc)) == task.doc_to_text(doc)
 
 
+@pytest.mark.slow
 def test_a_bad_optimizer_is_one_clear_error_naming_the_model_arg(setup, tmp_path):
     """`lm_eval --model c3po --model_args ...,c3po_optimizer=adamw`: one line naming c3po_optimizer, exit non-zero,
     nothing written."""

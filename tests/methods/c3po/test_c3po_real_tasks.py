@@ -28,6 +28,9 @@ from roma_eval.samples import Sample, label_free_prompt, load_samples
 from roma_eval.scoring import build_choice_batch, choice_scores, encode_pair
 from roma_eval.tiny import FAST_ARCHITECTURES, save_tiny_model
 
+# lm-eval's own task YAMLs: its task index (~8 s) and the offline hub rows, once per module.
+pytestmark = pytest.mark.slow
+
 ROMA_EVAL = str(Path(sys.executable).parent / "roma-eval")
 TASKS = ["arc_challenge", "winogrande"]  # winogrande: 2 prompts per document; arc: 3, 4 and 5 choices
 
@@ -159,7 +162,6 @@ def assert_same_per_sample(ours: dict, theirs: dict, tasks):
             assert [r[1] for r in our_resps] == [r[1] for r in resps] and our_metrics == metrics, (task, doc_id)
 
 
-@pytest.mark.slow
 def test_kernel_alpha_one_is_lm_eval_hf_per_sample_and_one_problem_per_document(world, monkeypatch):
     """kernel with α = 1 keeps every document's base routing: `lm_eval --model c3po` == `--model hf` per sample
     on winogrande (a prompt per choice) and arc_challenge (3, 4 and 5 choices), and so does the Python API.
@@ -233,7 +235,6 @@ def test_winogrande_reference_is_lm_eval_success_set_with_mean_pathways(world, t
                 torch.testing.assert_close(va, vb, atol=1e-5, rtol=0)
 
 
-@pytest.mark.slow
 def test_build_reference_and_plain_lm_eval_cli_on_winogrande_arc_and_mmlu(world, tmp_path):
     """`roma-eval c3po build-reference --tasks winogrande` and plain `lm_eval --model c3po` (NGD) on
     winogrande, arc_challenge and the mmlu group, in subprocesses on the synthetic hub rows: lm-eval writes

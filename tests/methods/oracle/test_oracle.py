@@ -361,6 +361,7 @@ def test_initial_variables_reproduce_lm_eval_exactly(tmp_path, tokenizer, model_
     assert run.results["n-shot"] == {"tiny_animals": 0, "tiny_sums": 0} and set(run.results["configs"]) == set(TASKS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("positions", ["all", "tokens"])
 def test_oracle_is_at_least_lm_eval_base_and_converges_as_the_reference(tmp_path, tokenizer, model_dir, saved,
                                                                         varied_tasks, lm_eval_base, positions):
@@ -431,6 +432,7 @@ def test_generation_answers_already_right_are_kept_without_descent(tmp_path, tok
             assert len(oracle["losses"]) == 3 and oracle["target"]["answer"] == line["target"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, tokenizer, saved, monkeypatch):
     import roma_eval.methods.oracle.solver as oracle_solver
 
@@ -474,6 +476,7 @@ def snapshot(directory):
     return {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_clear_error_and_overwrite_nothing(tmp_path, tokenizer, saved, capsys):
     with pytest.raises(RomaEvalError, match="no single gold label"):
         load_oracle_tasks(["tiny_unlabelled"], [FIXTURE_TASKS])

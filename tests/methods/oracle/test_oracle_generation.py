@@ -65,6 +65,7 @@ def full_marks(task, request, target):
     return all(judged.values())
 
 
+@pytest.mark.slow
 def test_the_gsm8k_target_is_the_final_answer_after_the_models_own_reasoning(gsm8k, lm):
     request = first_request(gsm8k)
     gold = request.doc["answer"].split("#### ")[-1]

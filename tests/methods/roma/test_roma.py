@@ -111,6 +111,7 @@ def test_bad_training_inputs_are_one_clear_error(tokenizer, train_samples, embed
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_bf16_routers_move_as_far_as_fp32(tokenizer, train_samples, embedder, tmp_path):
     """Each AdamW step here (lr 5e-4) is below half a bf16 step at these routers' scale (|w| ~ 0.4), but 80
     steps add up to ~10 bf16 steps: updated in place in bf16 the routers barely move; with fp32 master copies a
@@ -226,6 +227,7 @@ def json_losses(lines):
     return [json.loads(line)["loss"] for line in lines]
 
 
+@pytest.mark.slow
 def test_base_pass_on_lm_eval_winogrande_and_arc(real_tasks, tokenizer):
     """lm-eval's real YAMLs: a multiple-input sample's r_i is the mean over its choices of the routing at each
     choice's last context token; an ordinary sample's is its context's; correctness is lm-eval's acc."""
@@ -245,6 +247,7 @@ def test_base_pass_on_lm_eval_winogrande_and_arc(real_tasks, tokenizer):
     assert any(s.multiple_input for s in samples) and not all(s.multiple_input for s in samples)
 
 
+@pytest.mark.slow
 def test_train_cli_on_lm_eval_real_tasks(real_tasks, tokenizer, tmp_path):
     """`roma-eval train` on lm-eval's own arc_easy and winogrande (train split) writes a router checkpoint."""
     from roma_eval.cli import main
