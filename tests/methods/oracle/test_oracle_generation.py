@@ -122,6 +122,7 @@ def test_the_easiest_right_target_is_chosen(lm, tokenizer):
     assert chosen == [options[int(losses.argmin())]] and len(set(losses.tolist())) > 1
 
 
+@pytest.mark.slow  # lm-eval's gsm8k YAML: its task index (~8 s)
 @pytest.mark.parametrize("positions", ["all", "tokens"])
 def test_the_generation_loss_is_the_answers_likelihood_after_the_reasoning(gsm8k, lm, tokenizer, positions):
     """The loss at the base routing, and where the variables steer: every prompt token (all) or the prompt's last
