@@ -23,9 +23,10 @@ Prefixes of different problems are left-padded to a common length and masked; ev
 true position ids, so rotary embeddings see the same relative positions as in the uncached pass.
 Cache slots below the cached layers are transformers' ``DummyLayer`` (no storage).  Cached and
 uncached passes agree to float32 rounding, scores and gradients, on the fast test set's families
-(``roma_eval.tiny.FAST_ARCHITECTURES``, tests/methods/c3po/test_c3po.py) and DeepSeekMoE's remote code.  A model whose layers
-keep more than attention keys and values (a sliding window shorter than the prompt, whose left-padded prefix would
-shift it; linear attention, Mamba or convolution states) is refused, naming those layers (``_check_attention``).
+(``roma_eval.tiny.FAST_ARCHITECTURES``, tests/methods/c3po/test_c3po.py) and DeepSeekMoE's remote code.  A model
+whose layers keep more than attention keys and values (a sliding window shorter than the prompt, whose left-padded
+prefix would shift it; linear attention, Mamba or convolution states) is refused, naming those layers
+(``_check_attention``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 lm-eval 0.4.13's ``HFLM`` accepts ``peft=ADAPTER`` and loads it with peft's own ``PeftModel.from_pretrained``; it
 scores prefix- and prompt-tuning adapters right (its ``_loglikelihood_tokens`` discards the logits of a prompt-tuned
-model's virtual tokens; ``tests/methods/peft_tuning/test_peft_tuning.py`` checks both against our in-process scoring).  Two things make
-``hf,peft=`` wrong for the Prefix / Prompt Tuning rows of the paper's models:
+model's virtual tokens; ``tests/methods/peft_tuning/test_peft_tuning.py`` checks both against our in-process
+scoring).  Two things make ``hf,peft=`` wrong for the Prefix / Prompt Tuning rows of the paper's models:
 
 1. **The vocabulary is resized.**  Before loading the adapter, ``HFLM._create_model`` resizes the token embeddings
    and the LM head to ``len(tokenizer)`` whenever that differs from ``config.vocab_size`` (meant for LoRAs that add
