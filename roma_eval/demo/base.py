@@ -60,12 +60,8 @@ def routing_consistency(ctx: DemoContext, stage: str, model, tokenizer) -> dict:
             return figure
     import numpy as np
 
+    from roma_eval.analysis.dump import RoutingDump, read_routing_dump, write_routing_dump
     from roma_eval.embedding import embed
-    from roma_eval.report.plots import (
-        RoutingDump,
-        read_routing_dump,
-        write_routing_dump,
-    )
     from roma_eval.routing import resolve_layers
     from roma_eval.samples import load_samples
     from roma_eval.storage import write_json

@@ -7,10 +7,11 @@ The manifold figure is the analogue of RoMA's Figure 3 (arXiv 2511.07419): the s
 by their task embedding and by their routing weights, coloured by task; aligned manifolds put
 same-task samples together in both panels.  It is drawn from routing dumps, ``routing_*.npz`` files
 next to a run's results JSON with arrays ``embedding`` (N×D), ``routing`` (N×R) and ``task`` (N
-strings).  Projection is PCA by an eigendecomposition of the D×D covariance (D = embedding or routing
-width, small), not an SVD of the N×D data: the same axes, ~10x faster on a report's few thousand samples
-(bench/NOTES.md); UMAP is not a dependency.  The routing panels of every method share one basis, fitted once
-on all of them, so that base and a tuned router can be compared by eye.
+strings), which `roma-eval analyze` writes (``roma_eval.analysis.dump``).  Projection is PCA by an
+eigendecomposition of the D×D covariance (D = embedding or routing width, small), not an SVD of the N×D data: the
+same axes, ~10x faster on a report's few thousand samples (bench/NOTES.md); UMAP is not a dependency.  The routing
+panels of every method share one basis, fitted once on all of them, so that base and a tuned router can be compared
+by eye.
 
 matplotlib's object API is used (no pyplot), so no global state and no GUI backend is involved.
 """
@@ -19,11 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+# re-exported: the report and its tests read and write dumps through here
+from roma_eval.analysis.dump import RoutingDump, read_routing_dump, write_routing_dump  # noqa: F401
 from roma_eval.errors import RomaEvalError
 from roma_eval.registry import label
 from roma_eval.report.tables import AVERAGE, AVERAGE_KEY, COLUMN_NAMES, LEVEL, Grid
@@ -43,13 +45,6 @@ class FigureSpec:
     draw: Callable[[], Figure]
 
 
-@dataclass(frozen=True)
-class RoutingDump:
-    embedding: np.ndarray
-    routing: np.ndarray
-    task: np.ndarray
-
-
 def bar_chart(grid: Grid, name: str) -> FigureSpec:
     caption = f"{grid.title}: scores per benchmark"
     if grid.comparisons:
@@ -62,33 +57,6 @@ def bar_chart(grid: Grid, name: str) -> FigureSpec:
 def manifold_figure(model: str, dumps: dict[str, RoutingDump], name: str) -> FigureSpec:
     return FigureSpec(name=name, title=f"{model}: task-embedding vs routing manifold (PCA)",
                       draw=lambda: _draw_manifold(model, dumps))
-
-
-def write_routing_dump(path: Path, dump: RoutingDump) -> Path:
-    """Write ``dump`` where ``read_routing_dump`` and the report find it (``routing_*.npz`` beside a results JSON)."""
-    import io
-
-    from roma_eval.storage import write_atomic
-
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, embedding=dump.embedding, routing=dump.routing, task=dump.task.astype(str))
-    return write_atomic(path, buffer.getvalue())
-
-
-def read_routing_dump(path: Path) -> RoutingDump:
-    """Read and check one dump; never unpickles (allow_pickle=False)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if missing := [key for key in ("embedding", "routing", "task") if key not in data.files]:
-                raise RomaEvalError(f"{path} has no array {', '.join(missing)}; a routing dump needs embedding, "
-                                    f"routing and task")
-            arrays = {key: data[key] for key in ("embedding", "routing", "task")}
-    except (OSError, ValueError) as exc:
-        raise RomaEvalError(f"{path} is not a readable .npz routing dump ({exc}); regenerate it or remove it") from None
-    n = len(arrays["task"])
-    if any(arrays[key].ndim != 2 or len(arrays[key]) != n for key in ("embedding", "routing")):
-        raise RomaEvalError(f"{path}: embedding and routing must be 2-D with one row per task label ({n})")
-    return RoutingDump(arrays["embedding"].astype(float), arrays["routing"].astype(float), arrays["task"].astype(str))
 
 
 @dataclass(frozen=True)
