@@ -1,12 +1,13 @@
 """Router-only checkpoints: the tuned routers' weights and what they were tuned on.
 
-A checkpoint is a directory (local, or a hub repo) holding two files, named like peft adapters:
+A checkpoint is a directory (local, or a hub repo) holding two files, named like peft adapters, and its card:
   - ``router_model.safetensors``: each tuned layer's router weight under the model's own parameter name
     (``model.layers.{i}.mlp.gate.weight`` for OLMoE), so the file reads like a slice of a full checkpoint;
   - ``router_config.json``: base model name or path and revision, model_type, tuned layers,
     expert count and hidden size, the fingerprint of the *base* model's routers, the method that
     tuned them (``"method"``: its name in ``roma_eval/registry.py``), roma_eval's version and the
-    training config.
+    training config;
+  - ``README.md``: the model card (``roma_eval.model_card``): a checkpoint uploaded to the hub says what it is.
 Applying it to a model whose routers do not fingerprint as the recorded base fails unless forced:
 tuned routers only make sense on top of the weights they were tuned with.
 """
@@ -21,6 +22,7 @@ import torch
 
 from roma_eval import __version__
 from roma_eval.errors import RomaEvalError
+from roma_eval.model_card import model_card
 from roma_eval.routing import (
     layer_of_parameter,
     router_fingerprint,
@@ -32,6 +34,7 @@ from roma_eval.storage import require_finite, staged_directory, write_file
 
 WEIGHTS_NAME = "router_model.safetensors"
 CONFIG_NAME = "router_config.json"
+CARD_NAME = "README.md"
 FORMAT_VERSION = 1
 
 
@@ -89,7 +92,8 @@ def save_router_checkpoint(model, directory, layers, record: RouterRecord, *, ov
         "training_config": record.training_config,
     }
     files = {WEIGHTS_NAME: save(tensors, metadata={"format": "pt"}),
-             CONFIG_NAME: json.dumps(metadata, indent=2, sort_keys=True) + "\n", **(extra_files or {})}
+             CONFIG_NAME: json.dumps(metadata, indent=2, sort_keys=True) + "\n", CARD_NAME: model_card(metadata),
+             **(extra_files or {})}
     needed = sum(len(data if isinstance(data, bytes) else data.encode("utf-8")) for data in files.values())
     with staged_directory(directory, needed) as staging:  # overwrite: the old one goes only once the new one is whole
         for name, data in files.items():

@@ -46,6 +46,8 @@ VERBS = {
                "published tables"),
     "check": ("roma_eval.commands.check",
               "regression gate: better / worse / no difference per benchmark, a candidate run against a baseline"),
+    "export": ("roma_eval.commands.export",
+               "a model directory with the tuned routers in its weights, for lm-eval's hf and vllm, SGLang, ..."),
 }
 
 # How `roma-eval --help` lists the verbs: by what a user wants to do, one example each.
@@ -54,6 +56,7 @@ VERB_GROUPS = (
     ("evaluate", ("eval", "oracle", "c3po", "reproduce"),
      "roma-eval eval --model roma --model_args pretrained=M,router_checkpoint=C --tasks roma_paper"),
     ("train routers", ("train",), "roma-eval train --pretrained M --tasks roma_paper_train --output_path runs/roma"),
+    ("serve", ("export",), "roma-eval export --pretrained M --router_checkpoint runs/roma --output_path runs/M-roma"),
     ("baselines", tuple(dict.fromkeys(m.verb for m in registry.METHODS if m.verb and not m.default)),
      "roma-eval dense-bp --pretrained M --tasks roma_paper_train --output_path runs/dense-bp"),
     ("analyse", ("report", "check"), "roma-eval check --baseline runs/base --candidate runs/roma"),

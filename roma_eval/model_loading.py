@@ -49,3 +49,18 @@ def _load_error(name_or_path: str, exc: Exception, trust_remote_code: bool) -> R
                              "(trust_remote_code=True) if you trust it")
     return RomaEvalError(f"could not load model {name_or_path!r} ({str(exc).splitlines()[0]}); "
                          "give a local model directory or a hub id available offline")
+
+
+def model_skeleton(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
+    """The model's modules on the meta device, without its weights: what is read about a model (its routers'
+    names and shapes, whether a method can run on it) in seconds whatever its size; a config that cannot be read
+    fails in ``load_model``'s one line."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name_or_path, exc, trust_remote_code) from None
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)

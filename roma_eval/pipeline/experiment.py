@@ -180,16 +180,9 @@ class Experiment:
         """The base model's modules on the meta device, without its weights: what the methods' checks read before
         any stage runs, in seconds whatever the model's size.  A model that does not load fails as in
         ``load_model``, in one line."""
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from roma_eval.model_loading import model_skeleton
 
-        try:
-            config = AutoConfig.from_pretrained(self.pretrained, revision=self.revision,
-                                                trust_remote_code=self.trust_remote_code)
-        except (OSError, ValueError):
-            return self.load_model()[0]  # raises load_model's one-line error
-        with torch.device("meta"):
-            return AutoModelForCausalLM.from_config(config, trust_remote_code=self.trust_remote_code)
+        return model_skeleton(self.pretrained, self.revision, self.trust_remote_code)
 
     def training_samples(self):
         """The training mixture's train split as lm-eval presents it (RoMA's data, C3PO's references)."""

@@ -19,6 +19,11 @@ _PEFT_MODEL = next(m.lm_eval_model for m in registry.METHODS if m.artefact == re
 # training record / config.
 ROUTER_CONFIG, TRAINING_LOG = "router_config.json", "training_log.jsonl"  # the log: peft adapters too
 ADAPTER_TRAINING, ADAPTER_CONFIG = "training_config.json", "adapter_config.json"
+# What `roma-eval export` writes into a model directory with tuned routers (roma_eval/export.py): the method and the
+# checkpoint's router_config.json ("router_config"); the checkpoint's training log is copied beside it.
+EXPORT_RECORD = "roma_export.json"
+# lm-eval models that run on a serving engine; every other model of ours and lm-eval's hf ones run transformers.
+SERVING_ENGINES = {"vllm": "vllm", "vllm-vlm": "vllm", "sglang": "sglang", "sglang-generate": "sglang"}
 # model_args naming a directory an evaluation read (a router checkpoint, a peft adapter, C3PO's reference set), and
 # the file every such directory holds (how a copy of it is recognised inside a results tree).
 ARTEFACT_ARGS = {artefact.model_arg: artefact.marker for artefact in registry.ARTEFACTS.values()}
@@ -41,18 +46,36 @@ def method_of(model: str, model_args: dict, search_dirs: Sequence[Path] = ()) ->
     A "roma" run evaluates a router checkpoint, whose ``router_config.json`` says which method trained it
     (``router_method``: RoMA, Router Tuning, Oracle Tuning, Dense BP); without one it evaluates the pretrained
     routers, i.e. the base model.  ``hf`` (or ``hf-peft``) with ``peft=`` evaluates an adapter, whose own files say
-    which method trained it (``adapter_method``: Prefix / Prompt Tuning).  Model types we do not know keep their own
-    name ("icl", "c3po", "oracle").  Artefact paths are looked up by ``find_artefact``: inside the results tree
-    (``search_dirs``) first, then as recorded.
+    which method trained it (``adapter_method``: Prefix / Prompt Tuning); without one, a ``pretrained=`` directory
+    written by `roma-eval export` (``hf``, ``vllm``, ...) evaluates the method its roma_export.json records
+    (``export_record``), any other the base model.  Model types we do not know keep their own name ("icl", "c3po",
+    "oracle").  Artefact paths are looked up by ``find_artefact``: inside the results tree (``search_dirs``) first,
+    then as recorded.
     """
     model = model.lower()
     if model in registry.PLAIN_LM_EVAL_MODELS or model == _PEFT_MODEL:
         adapter = model_args.get("peft")
-        return adapter_method(str(adapter), search_dirs) if adapter else "base"
+        if adapter:
+            return adapter_method(str(adapter), search_dirs)
+        record = export_record(model_args, search_dirs)
+        return router_method(record.get("router_config") or {}) if record else "base"
     if model == "roma":
         checkpoint = model_args.get("router_checkpoint")
         return checkpoint_method(str(checkpoint), search_dirs) if checkpoint else "base"
     return model
+
+
+def export_record(model_args: dict, search_dirs: Sequence[Path] = ()) -> dict | None:
+    """The roma_export.json of the model directory that ``pretrained=`` names, when `roma-eval export` wrote it."""
+    pretrained = model_args.get("pretrained")
+    directory = find_artefact(str(pretrained), search_dirs, EXPORT_RECORD) if pretrained else None
+    return read_json_object(directory / EXPORT_RECORD) if directory else None
+
+
+def backend_of(model: str) -> str:
+    """The engine an lm-eval ``--model`` runs on: "vllm", "sglang", or "hf" (transformers: lm-eval's hf models and
+    every model and evaluator of roma-eval's)."""
+    return SERVING_ENGINES.get(model.lower(), "hf")
 
 
 def router_method(router_config: dict) -> str:
@@ -148,23 +171,32 @@ def _logged_seconds(path: Path) -> float | None:
         return None
 
 
+def _router_cost(router_config: dict, directory: Path) -> TrainingCost:
+    """Tuned router weights (layers × experts × hidden) and the seconds logged in ``directory``."""
+    try:
+        parameters = (len(router_config["layers"]) * int(router_config["num_experts"])
+                      * int(router_config["hidden_size"]))
+    except (KeyError, TypeError, ValueError):
+        parameters = None
+    return TrainingCost(parameters, _logged_seconds(directory / TRAINING_LOG))
+
+
 def training_cost(model: str, model_args: dict, search_dirs: Sequence[Path] = (),
                   label: str | None = None) -> TrainingCost | None:
     """The evaluated artefact's training cost: a router checkpoint's tuned router weights (layers × experts ×
-    hidden), a peft adapter's recorded trainable parameters; 0 for methods that train nothing."""
+    hidden; a model exported with them the same), a peft adapter's recorded trainable parameters; 0 for methods
+    that train nothing."""
     model = model.lower()
     checkpoint = model_args.get("router_checkpoint") if model == "roma" else None
-    adapter = model_args.get("peft") if model in registry.PLAIN_LM_EVAL_MODELS or model == _PEFT_MODEL else None
+    plain = model in registry.PLAIN_LM_EVAL_MODELS or model == _PEFT_MODEL
+    adapter = model_args.get("peft") if plain else None
     if checkpoint:
         directory = find_artefact(str(checkpoint), search_dirs, ROUTER_CONFIG)
         config = read_json_object(directory / ROUTER_CONFIG) if directory else None
-        if config is None:
-            return None
-        try:
-            parameters = len(config["layers"]) * int(config["num_experts"]) * int(config["hidden_size"])
-        except (KeyError, TypeError, ValueError):
-            parameters = None
-        return TrainingCost(parameters, _logged_seconds(directory / TRAINING_LOG))
+        return _router_cost(config, directory) if config is not None else None
+    if plain and not adapter and (record := export_record(model_args, search_dirs)):  # a model exported with routers
+        directory = find_artefact(str(model_args["pretrained"]), search_dirs, EXPORT_RECORD)
+        return _router_cost(record.get("router_config") or {}, directory)
     if adapter:
         directory = find_artefact(str(adapter), search_dirs, ADAPTER_CONFIG)
         record = read_json_object(directory / ADAPTER_TRAINING) if directory else None
