@@ -6,16 +6,17 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from roma_eval.analysis.dump import read_routing_dump
 from roma_eval.report import paper as published
 from roma_eval.report.intervals import chance_levels, paired_intervals
 from roma_eval.report.plots import (
-    ROUTING_DUMP_GLOB,
     FigureSpec,
     bar_chart,
+    load_heatmaps,
     manifold_figure,
-    read_routing_dump,
 )
-from roma_eval.report.provenance import Provenance, model_title, provenance
+from roma_eval.report.provenance import Provenance, provenance
+from roma_eval.report.routing import ModelRouting, routing_by_model, routing_notes, routing_tables
 from roma_eval.report.tables import (
     MIN_GAP_POINTS,
     UPPER_BOUND,
@@ -25,7 +26,6 @@ from roma_eval.report.tables import (
     delta_table,
     gap_closed_table,
     grids_from_runs,
-    ordered_methods,
     scores_table,
     side_by_side_table,
 )
@@ -64,7 +64,8 @@ class PaperSource:
 def build_report(runs: list[Run], *, metric_overrides: dict[str, str] | None = None, columns: str = "all",
                  paper: bool = False, paper_source: PaperSource = PaperSource(), plots: bool = True,
                  title: str = "roma-eval report", paper_style: bool = False) -> Report:
-    """Sections: one per (model, suite) of the runs, routing manifolds, then (``paper``) the published tables.
+    """Sections: one per (model, suite) of the runs, one per model on its routing (where runs have a routing analysis
+    or dump), then (``paper``) the published tables.
 
     Our numbers are put next to the paper's (read as ``paper_source`` says) when a model is one of the paper's (by
     name, or ``paper_source.model``) and was run on the paper's benchmarks.  Every row gets its paired interval
@@ -78,8 +79,7 @@ def build_report(runs: list[Run], *, metric_overrides: dict[str, str] | None = N
         paired_intervals(grid, prefs)
         grid.chance = chance_levels(grid)
     sections = [_results_section(grid, table1, paper_source.model, plots, paper_style) for grid in grids]
-    if plots:
-        sections.extend(_manifold_sections(runs))
+    sections.extend(section for model in routing_by_model(grids) if (section := _routing_section(model, plots)))
     if paper:
         sections.extend(_published_section(grid) for grid in table1.values())
         sections.extend(_published_section(grid) for grid in published.c3po_grids(paper_source.directory).values())
@@ -140,19 +140,18 @@ def _prompts_note(grid: Grid) -> str | None:
     return f"Prompts: {ours}."
 
 
-def _manifold_sections(runs: list[Run]) -> list[Section]:
-    """One figure per model whose runs left routing dumps; per method, the last dump (by name) of its latest run."""
-    by_model: dict[str, dict[str, Path]] = {}
-    for run in sorted(runs, key=lambda r: r.date):
-        for path in sorted(run.results_file.parent.glob(ROUTING_DUMP_GLOB)):
-            by_model.setdefault(run.model, {})[run.method] = path
-    titles = {run.model: model_title(run.checkpoint) for run in runs}
-    sections = []
-    for model, paths in sorted(by_model.items()):
-        dumps = {method: read_routing_dump(paths[method]) for method in ordered_methods(paths)}
-        sections.append(Section(title=f"{titles[model]} — routing manifold",
-                                figures=[manifold_figure(titles[model], dumps, f"{slug(model)}_manifold")]))
-    return sections
+def _routing_section(model: ModelRouting, plots: bool) -> Section | None:
+    """The rows' routing analyses (tables, the expert-load heatmaps) and their routing dumps (the manifold figure);
+    a model with dumps only (the toy demo's) gets the manifold figure alone."""
+    section = Section(title=f"{model.heading} — routing" + ("" if model.analysed else " manifold"),
+                      tables=routing_tables(model), notes=routing_notes(model))
+    if plots and model.analysed:
+        section.figures.append(load_heatmaps(model.heading, {row.name: row.analysis for row in model.analysed},
+                                             f"{slug(model.model)}_load"))
+    if plots and (dumped := [row for row in model.rows if row.dump]):
+        dumps = {row.name: read_routing_dump(row.dump) for row in dumped}
+        section.figures.append(manifold_figure(model.heading, dumps, f"{slug(model.model)}_manifold"))
+    return section if section.tables or section.figures else None
 
 
 def _published_section(grid: Grid) -> Section:

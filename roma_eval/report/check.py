@@ -12,7 +12,8 @@ at level 1 − alpha, each the other's dual, so a verdict never contradicts its 
 
 "better" when the interval lies above 0, "worse" when below, else "no significant difference".  A benchmark
 **regresses** (exit 1) when it is worse by more than ``max_drop`` points.  The average over benchmarks (the paper's
-unweighted mean) gets its own bootstrap interval and verdict.
+unweighted mean) gets its own bootstrap interval and verdict.  Routing gates (``routing_gates``, off by default) add
+verdicts on the runs' routing analyses; a failed one is a regression too.
 
 A score only means something next to another made the same way: runs whose prompts differ (lm-eval's
 per-document prompt_hash, or the recorded n-shot, limit or task version) are refused unless
@@ -29,6 +30,7 @@ import numpy as np
 from roma_eval.choices import check_choices
 from roma_eval.errors import RomaEvalError
 from roma_eval.report.formatting import fmt, interval_text
+from roma_eval.report.routing_gates import GateResult
 from roma_eval.report.templating import environment
 from roma_eval.results import (
     PAPER_COLUMNS,
@@ -185,21 +187,34 @@ class Check:
     average: Comparison | None
     max_drop: float
     alpha: float
+    gates: tuple[GateResult, ...] = ()  # the routing gates turned on (report.routing_gates)
 
     @property
     def regressions(self) -> list[Comparison]:
         return [c for c in [*self.comparisons, self.average] if c is not None and c.regression]
 
+    @property
+    def failed(self) -> bool:
+        """A benchmark, the average or a routing gate regressed (exit status 1)."""
+        return bool(self.regressions) or any(g.regression for g in self.gates)
+
     def overall(self) -> str:
-        """The one line a CI log shows: the gate's verdict, then how the benchmarks and the average moved."""
+        """The one line a CI log shows: the gate's verdict, then how the benchmarks, the average and the routing
+        gates went."""
         counts = ", ".join(f"{verdict} on {sum(c.verdict == verdict for c in self.comparisons)}"
                            for verdict in (BETTER, WORSE, SAME))
         average = "" if self.average is None else (f"; average {fmt(self.average.delta, sign=True)} pp "
                                                    f"{_interval(self.average)}, {self.average.verdict}")
+        gates = "" if not self.gates else "; routing " + ", ".join(
+            f"{g.gate} {'REGRESSION' if g.regression else g.verdict}" for g in self.gates)
+        failed = []
         if self.regressions:
             listed = ", ".join(f"{c.benchmark} {fmt(c.delta, sign=True)}" for c in self.regressions)
-            return f"REGRESSION: {listed} pp (worse beyond --max-drop {self.max_drop:g}); {counts}{average}"
-        return f"NO REGRESSION: {counts}{average}"
+            failed.append(f"{listed} pp (worse beyond --max-drop {self.max_drop:g})")
+        failed += [f"routing {g.gate} ({g.note})" for g in self.gates if g.regression]
+        if failed:
+            return f"REGRESSION: {'; '.join(failed)}; {counts}{average}{gates}"
+        return f"NO REGRESSION: {counts}{average}{gates}"
 
 
 def _interval(c: Comparison) -> str:

@@ -22,6 +22,7 @@ def fmt(value: float | None, digits: int = 1, sign: bool = False, suffix: str = 
     return text + suffix
 
 
-def interval_text(low: float, high: float) -> str:
-    """A difference's interval in points, both ends signed: "[-1.2, +3.4]"."""
-    return f"[{fmt(low, sign=True)}, {fmt(high, sign=True)}]"
+def interval_text(low: float, high: float, digits: int = 1, sign: bool = True) -> str:
+    """An interval: a difference's in points, both ends signed ("[-1.2, +3.4]"), or with ``digits`` and without
+    signs, e.g. a fraction's ("[0.412, 0.538]")."""
+    return f"[{fmt(low, digits, sign)}, {fmt(high, digits, sign)}]"

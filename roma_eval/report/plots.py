@@ -1,4 +1,4 @@
-"""Figures: grouped bars per benchmark and method, and the routing-manifold figure.
+"""Figures: grouped bars per benchmark and method, the routing-manifold figure and the expert-load heatmaps.
 
 The bars carry each method's paired interval against base (the Δ table's, placed on the method's score; base has
 none of its own) and a dashed line at each benchmark's chance level.
@@ -32,6 +32,8 @@ from roma_eval.report.tables import AVERAGE, AVERAGE_KEY, COLUMN_NAMES, LEVEL, G
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from roma_eval.results import RoutingAnalysis
 
 ROUTING_DUMP_GLOB = "routing_*.npz"
 
@@ -170,4 +172,39 @@ def _draw_manifold(model: str, dumps: dict[str, RoutingDump]):
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize="small", markerscale=1.5)
     fig.suptitle(f"{model}: task-embedding vs routing manifold (routing: one PCA basis for every method)")
+    return fig
+
+
+def load_heatmaps(model: str, analyses: dict[str, RoutingAnalysis], name: str) -> FigureSpec:
+    """The routing section's expert-load figure: one panel per row (its name -> its routing analysis)."""
+    return FigureSpec(name=name, title=f"{model}: expert load per analysed layer (each expert's share of the top-k "
+                                       f"selections over all context tokens, relative to an even share; ×: dead)",
+                      draw=lambda: _draw_load_heatmaps(model, analyses))
+
+
+def load_matrix(analysis: RoutingAnalysis) -> np.ndarray:
+    """layers × experts: load_context relative to an even share (1: the expert gets 1 / num_experts of the load)."""
+    return np.array([analysis.per_layer[layer].load_context for layer in analysis.layers]) * analysis.num_experts
+
+
+def _draw_load_heatmaps(model: str, analyses: dict[str, RoutingAnalysis]):
+    """One heatmap per row, stacked, on one colour scale (0 to the largest load of any row); dead experts crossed."""
+    matrices = {row: load_matrix(analysis) for row, analysis in analyses.items()}
+    top = max(float(m.max()) for m in matrices.values()) or 1.0
+    heights = [m.shape[0] + 2 for m in matrices.values()]  # a panel's title and ticks need room too
+    widest = max(m.shape[1] for m in matrices.values())
+    fig = _new_figure(min(14.0, 3.5 + 0.12 * widest), 0.3 * sum(heights) + 0.8)
+    axes = fig.subplots(len(matrices), 1, squeeze=False, height_ratios=heights).ravel()
+    for ax, (row, matrix) in zip(axes, matrices.items()):
+        analysis = analyses[row]
+        image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0, vmax=top, interpolation="nearest")
+        dead = [(expert, i) for i, layer in enumerate(analysis.layers)
+                for expert in analysis.per_layer[layer].dead_experts]
+        if dead:
+            ax.scatter(*zip(*dead, strict=True), marker="x", color="red", s=16, linewidths=1)
+        ax.set_yticks(range(len(analysis.layers)), [f"L{layer}" for layer in analysis.layers])
+        ax.set_title(f"{row}: {len(dead)} dead", fontsize="medium", loc="left")
+    axes[-1].set_xlabel("expert")
+    fig.colorbar(image, ax=list(axes), label="load relative to an even share")
+    fig.suptitle(f"{model}: expert load over all context tokens")
     return fig

@@ -79,6 +79,7 @@ class Grid:
     settings: dict[str, dict[str, dict[str, str | None]]] = field(default_factory=dict)
     checkpoints: set[str] = field(default_factory=set)  # the runs' hub ids or paths (Run.checkpoint)
     model: str = ""
+    heading: str = ""  # the model as a reader knows it (provenance.model_title), the title without the suite
     suite: str = ""
     keep_row_order: bool = False  # published tables keep the paper's row order
     row_methods: dict[str, str] = field(default_factory=dict)
@@ -162,7 +163,7 @@ def grids_from_runs(runs: list[Run], prefs: dict[str, tuple[str, ...]], columns:
         runs_here = [r for group in variants.values() for r in group]
         titles = sorted({model_title(r.checkpoint) for r in runs_here}, key=lambda t: ("/" not in t, t))
         grid = Grid(title=f"{titles[0]} — {SUITE_NAMES[suite]}", columns=PAPER_COLUMNS, values={}, model=model,
-                    suite=suite)
+                    heading=titles[0], suite=suite)
         for method in dict.fromkeys(method for method, _ in variants):
             mine = [(variant, group) for (m, variant), group in variants.items() if m == method]
             places = _places([group for _, group in mine]) if len(mine) > 1 else [None]

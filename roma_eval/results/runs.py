@@ -29,6 +29,7 @@ from roma_eval.results.provenance import (
     parse_model_args,
     training_cost,
 )
+from roma_eval.results.routing import ANALYSIS_FILE, RoutingAnalysis, find_routing_analysis
 
 # lm-eval's date_id: datetime.now().isoformat() with ":" replaced by "-".
 _DATE = r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?"
@@ -139,6 +140,16 @@ class Run:
         """What training the evaluated artefact cost, from the artefact's own records (None: unknown)."""
         return training_cost(str(self.config.get("model", "")), self.model_args, self.search_dirs,
                              self.label or None)
+
+    @property
+    def routing_analysis_file(self) -> Path:
+        """Where `roma-eval analyze` writes the run's routing analysis: beside its results file."""
+        return self.results_file.parent / ANALYSIS_FILE
+
+    @cached_property
+    def routing_analysis(self) -> RoutingAnalysis | None:
+        """The run's routing analysis; None without one, or (a warning says why) when it cannot be read."""
+        return find_routing_analysis(self.results_file)
 
     @property
     def date(self) -> float:
