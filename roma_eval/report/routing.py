@@ -106,7 +106,7 @@ def routing_tables(model: ModelRouting) -> list[Table]:
                            detail=f"{len(layer.dead_experts)} dead, {len(layer.overloaded_experts)} overloaded"),
         (f"Load: each expert's share of the top-k selections over all context tokens; its entropy over "
          f"log(experts): 1 is an even load. Dead: never selected; overloaded: a share above "
-         f"{'the analysis’ overload factor' if factor is None else f'{factor:g}'} times the even one.",)))
+         f"{'the analysis's overload factor' if factor is None else f'{factor:g}'} times the even one.",)))
     return [table for table in tables if table.rows]
 
 
@@ -140,7 +140,7 @@ def _alignment_table(rows: list[RoutingRow], measure: str) -> Table:
     else:
         title = f"Manifold alignment: kNN overlap (k = {k}), {level} bootstrap interval"
         notes = [f"Per sample, the share of its k = {k} nearest neighbours by task embedding "
-                 f"({settings.get('embedder', 'the analysis’ embedder')}) that are also among its k nearest by "
+                 f"({settings.get('embedder', 'the analysis's embedder')}) that are also among its k nearest by "
                  f"routing weights (every analysed layer's, at the last context token), averaged; per benchmark, "
                  f"neighbours within it. If RoMA's diagnosis holds (arXiv 2511.07419: pretrained routers route "
                  f"similar samples dissimilarly), it rises under RoMA and not under Router Tuning."]
