@@ -44,6 +44,9 @@ VERBS = {
     "report": ("roma_eval.commands.report",
                "paper-style tables (Markdown, LaTeX, HTML) and plots from lm-eval results; --paper adds the "
                "published tables"),
+    "analyze": ("roma_eval.commands.analyze",
+                "what the routers do in lm-eval runs: expert load, entropy, movement from base, alignment with the "
+                "embedding manifold"),
     "check": ("roma_eval.commands.check",
               "regression gate: better / worse / no difference per benchmark, a candidate run against a baseline"),
     "export": ("roma_eval.commands.export",
@@ -59,7 +62,7 @@ VERB_GROUPS = (
     ("serve", ("export",), "roma-eval export --pretrained M --router_checkpoint runs/roma --output_path runs/M-roma"),
     ("baselines", tuple(dict.fromkeys(m.verb for m in registry.METHODS if m.verb and not m.default)),
      "roma-eval dense-bp --pretrained M --tasks roma_paper_train --output_path runs/dense-bp"),
-    ("analyse", ("report", "check"), "roma-eval check --baseline runs/base --candidate runs/roma"),
+    ("analyse", ("report", "check", "analyze"), "roma-eval check --baseline runs/base --candidate runs/roma"),
     ("tasks", ("tasks",), "roma-eval tasks"),
 )
 

@@ -11,5 +11,10 @@ report reads dumps (``dump``) without torch.
 
 from roma_eval._lazy import lazy_exports
 
-_EXPORTS = {"RoutingDump": "dump", "read_routing_dump": "dump", "write_routing_dump": "dump", "DUMP_NAME": "dump"}
+_EXPORTS = {
+    "AnalysisConfig": "config", "RoutingDump": "dump", "read_routing_dump": "dump", "write_routing_dump": "dump",
+    "DUMP_NAME": "dump", "ANALYSIS_NAME": "runs", "RunToAnalyse": "runs", "find_runs": "runs", "read_run": "runs",
+    "analyse_runs": "analyse", "Where": "analyse", "collect_routing": "collect", "Routing": "collect",
+    "NotAnalysable": "runs", "dump_bytes": "dump",
+}
 __getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

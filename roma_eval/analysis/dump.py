@@ -24,15 +24,20 @@ class RoutingDump:
     task: np.ndarray
 
 
-def write_routing_dump(path: Path, dump: RoutingDump) -> Path:
-    """Write ``dump`` where ``read_routing_dump`` and the report find it (``routing_*.npz`` beside a results JSON)."""
+def dump_bytes(dump: RoutingDump) -> bytes:
+    """The ``.npz`` file of ``dump``, compressed."""
     import io
-
-    from roma_eval.storage import write_atomic
 
     buffer = io.BytesIO()
     np.savez_compressed(buffer, embedding=dump.embedding, routing=dump.routing, task=dump.task.astype(str))
-    return write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_routing_dump(path: Path, dump: RoutingDump) -> Path:
+    """Write ``dump`` where ``read_routing_dump`` and the report find it (``routing_*.npz`` beside a results JSON)."""
+    from roma_eval.storage import write_atomic
+
+    return write_atomic(path, dump_bytes(dump))
 
 
 def read_routing_dump(path: Path) -> RoutingDump:

@@ -59,11 +59,17 @@ def _group_mask(gate, group_scores: torch.Tensor) -> torch.Tensor:
     return group_mask.unsqueeze(-1).expand(-1, gate.num_group, per_group).reshape(-1, gate.num_experts).bool()
 
 
-def _select_deepseek_v2(gate, logits, scores, args):
-    # DeepseekV2TopkRouter: greedy or group-limited greedy on softmax scores, times routed_scaling_factor.
+def _choose_deepseek_v2(gate, logits, scores, args):
+    # DeepseekV2TopkRouter's choice: the softmax scores, zero outside the chosen groups (group-limited greedy).
     if gate.topk_method == "group_limited_greedy":
         group_scores = scores.view(-1, gate.num_group, gate.num_experts // gate.num_group).max(dim=-1).values
         scores = scores.masked_fill(~_group_mask(gate, group_scores), 0.0)
+    return scores
+
+
+def _select_deepseek_v2(gate, logits, scores, args):
+    # DeepseekV2TopkRouter: greedy or group-limited greedy on softmax scores, times routed_scaling_factor.
+    scores = _choose_deepseek_v2(gate, logits, scores, args)
     top_value, top_index = torch.topk(scores, k=gate.top_k, dim=-1, sorted=False)
     return top_value * gate.routed_scaling_factor, top_index
 
@@ -75,14 +81,20 @@ def _check_deepseek_v2(config):
     return None
 
 
+def _choose_deepseek_v3(gate, logits, scores, args):
+    # DeepseekV3TopkRouter's choice: the scores plus the correction bias, -inf outside the groups ranked first by
+    # the sum of their top-2 biased scores.
+    for_choice = scores + gate.e_score_correction_bias
+    per_group = for_choice.view(-1, gate.num_group, gate.num_experts // gate.num_group)
+    group_scores = per_group.topk(2, dim=-1)[0].sum(dim=-1)
+    return for_choice.masked_fill(~_group_mask(gate, group_scores), float("-inf"))
+
+
 def _select_deepseek_v3(gate, logits, scores, args):
     # DeepseekV3TopkRouter (and the identical Glm4MoeTopkRouter, DeepseekV32TopkRouter): sigmoid scores of
     # float32 logits; the correction bias steers the choice but not the weights; groups ranked by the sum
     # of their top-2 biased scores; weights renormalised (norm_topk_prob) and scaled.
-    for_choice = scores + gate.e_score_correction_bias
-    per_group = for_choice.view(-1, gate.num_group, gate.num_experts // gate.num_group)
-    group_scores = per_group.topk(2, dim=-1)[0].sum(dim=-1)
-    for_choice = for_choice.masked_fill(~_group_mask(gate, group_scores), float("-inf"))
+    for_choice = _choose_deepseek_v3(gate, logits, scores, args)
     top_index = torch.topk(for_choice, k=gate.top_k, dim=-1, sorted=False)[1]
     top_value = scores.gather(1, top_index)
     if gate.norm_topk_prob:
@@ -142,21 +154,31 @@ def _select_dbrx(ffn, logits, scores, args):
     return top_value, top_index
 
 
+def _choose_ernie(gate, logits, scores, args):
+    # Ernie4_5_MoeTopKRouter's choice: the scores with the moe_statics correction bias.
+    return gate.moe_statics(scores)
+
+
 def _select_ernie(gate, logits, scores, args):
     # Ernie4_5_MoeTopKRouter: softmax(float32 logits); the choice is the top-k of scores + the moe_statics
     # correction bias, the weights the chosen scores renormalised (sum clamped at moe_norm_min), cast to the
     # input's dtype.
-    selected = torch.topk(gate.moe_statics(scores), gate.top_k, dim=-1)[1]
+    selected = torch.topk(_choose_ernie(gate, logits, scores, args), gate.top_k, dim=-1)[1]
     weights = torch.gather(scores, dim=-1, index=selected)
     weights = weights / torch.clamp(weights.sum(dim=-1, keepdim=True), min=gate.norm_min)
     return weights.to(args[0].dtype), selected
+
+
+def _choose_lfm2(gate, logits, scores, args):
+    # Lfm2MoeTopKRouter's choice: the scores, plus the block's expert_bias (the router's second argument) if used.
+    return scores + args[1] if gate.use_expert_bias else scores
 
 
 def _select_lfm2(gate, logits, scores, args):
     # Lfm2MoeTopKRouter: sigmoid scores; with use_expert_bias the choice is the top-k of scores + the block's
     # expert_bias (the router's second argument), the weights the chosen scores; renormalised (+1e-6) and scaled.
     if gate.use_expert_bias:
-        selected = torch.topk(scores + args[1], k=gate.top_k, dim=-1)[1]
+        selected = torch.topk(_choose_lfm2(gate, logits, scores, args), k=gate.top_k, dim=-1)[1]
         weights = torch.gather(scores, dim=1, index=selected).type_as(logits)
     else:
         weights, selected = torch.topk(scores, k=gate.top_k, dim=-1)
@@ -185,10 +207,17 @@ def _check_cohere2_moe(config):
     return None
 
 
+def _choose_with_bias_argument(gate, logits, scores, args):
+    # MiniMaxM2TopKRouter's and AfmoeTokenChoiceRouter's choice: the scores plus the block's bias, passed to the router
+    # as its second argument.
+    return scores + args[1]
+
+
 def _select_sigmoid_bias_arg(gate, logits, scores, args):
     # MiniMaxM2TopKRouter: sigmoid(float32 logits); the choice is the top-k of scores + the block's
     # e_score_correction_bias (the router's second argument), the weights the chosen scores renormalised.
-    top_index = torch.topk(scores + args[1], gate.top_k, dim=-1, sorted=False)[1]
+    top_index = torch.topk(_choose_with_bias_argument(gate, logits, scores, args), gate.top_k, dim=-1,
+                           sorted=False)[1]
     top_value = scores.gather(1, top_index)
     return top_value / top_value.sum(dim=-1, keepdim=True), top_index
 
@@ -196,7 +225,7 @@ def _select_sigmoid_bias_arg(gate, logits, scores, args):
 def _select_afmoe(gate, logits, scores, args):
     # AfmoeTokenChoiceRouter: sigmoid(float32 logits); the choice is the top-k of scores + the block's
     # expert_bias (the router's second argument); the chosen scores renormalised (+1e-20) times route_scale.
-    top_index = torch.topk(scores + args[1], k=gate.top_k, dim=1)[1]
+    top_index = torch.topk(_choose_with_bias_argument(gate, logits, scores, args), k=gate.top_k, dim=1)[1]
     top_value = scores.gather(dim=1, index=top_index)
     top_value = top_value / (top_value.sum(dim=-1, keepdim=True) + 1e-20)
     return top_value * gate.route_scale, top_index
@@ -253,6 +282,12 @@ def _check_deepseek_moe(config):
     return None
 
 
+def _choose_logits(gate, logits, scores, args):
+    # Routers whose top-k ranks the logits (gpt-oss with its router bias, Granite, Aria, Cohere2-MoE, Llama 4, and
+    # PhiMoE's sparsemixer, which takes the argmax, then the argmax of the rest).
+    return logits
+
+
 # ---------------------------------------------------------------- the registry
 
 _SOFTMAX_ALL = "softmax(router logits) over all experts, float32"
@@ -260,6 +295,7 @@ _ON_LOGITS = ("softmax(router logits) over all experts, float32 — top-k choose
               "this softmax renormalised over the chosen k")
 _V3_DEF = ("sigmoid(router logits) per expert, float32 — the affinities top-k chooses from before the "
            "correction bias is added; not a distribution")
+_V3_RULE = dict(select=_select_deepseek_v3, choice=_choose_deepseek_v3, definition=_V3_DEF, **SIGMOID)
 
 SPECS_LIST: tuple[ArchSpec, ...] = (
     # --- the fast test set's families (roma_eval.tiny.FAST_ARCHITECTURES)
@@ -267,9 +303,10 @@ SPECS_LIST: tuple[ArchSpec, ...] = (
     ArchSpec("qwen2_moe", "Qwen2MoeTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
     ArchSpec("qwen3_moe", "Qwen3MoeTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
     ArchSpec("mixtral", "MixtralTopKRouter", select=_select_mixtral, definition=_SOFTMAX_ALL, **SOFTMAX),
-    ArchSpec("deepseek_v2", "DeepseekV2TopkRouter", select=_select_deepseek_v2, check=_check_deepseek_v2,
+    ArchSpec("deepseek_v2", "DeepseekV2TopkRouter", select=_select_deepseek_v2, choice=_choose_deepseek_v2,
+             check=_check_deepseek_v2,
              definition=_SOFTMAX_ALL + " (before the group mask and routed_scaling_factor)", **SOFTMAX),
-    ArchSpec("deepseek_v3", "DeepseekV3TopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+    ArchSpec("deepseek_v3", "DeepseekV3TopkRouter", **_V3_RULE),
     # --- softmax top-k routers
     ArchSpec("flex_olmo", "FlexOlmoTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
     ArchSpec("qwen3_next", "Qwen3NextTopKRouter", select=_select_softmax_topk, definition=_SOFTMAX_ALL, **SOFTMAX),
@@ -278,7 +315,7 @@ SPECS_LIST: tuple[ArchSpec, ...] = (
     ArchSpec("minimax", "MiniMaxTopKRouter", select=_select_mixtral, definition=_SOFTMAX_ALL, **SOFTMAX),
     ArchSpec("jamba", "JambaTopKRouter", router_path="feed_forward.router", final_norm_path="model.final_layernorm",
              select=_select_jamba, definition=_SOFTMAX_ALL, **SOFTMAX),
-    ArchSpec("ernie4_5_moe", "Ernie4_5_MoeTopKRouter", select=_select_ernie,
+    ArchSpec("ernie4_5_moe", "Ernie4_5_MoeTopKRouter", select=_select_ernie, choice=_choose_ernie,
              definition=_SOFTMAX_ALL + " (before the moe_statics correction bias, which steers only the choice)",
              **SOFTMAX),
     ArchSpec("dbrx", "DbrxRouter", router_path="ffn.router", weight_name="layer.weight", output=LOGITS_ONLY,
@@ -286,24 +323,25 @@ SPECS_LIST: tuple[ArchSpec, ...] = (
              select=_select_dbrx, definition="softmax(router logits) over all experts, in the logits' dtype",
              **SOFTMAX_SAME_DTYPE),
     # --- routers choosing on logits, weighting the chosen ones only
-    ArchSpec("gpt_oss", "GptOssTopKRouter", router_path="mlp.router", select=_select_gpt_oss,
+    ArchSpec("gpt_oss", "GptOssTopKRouter", router_path="mlp.router", select=_select_gpt_oss, choice=_choose_logits,
              definition="softmax(router logits + router bias) over all experts, float32 — top-k chooses on the "
                         "logits and its weights are this softmax renormalised over the chosen k", **SOFTMAX),
     ArchSpec("granitemoe", "GraniteMoeTopKRouter", router_path="block_sparse_moe.router", select=_select_granitemoe,
-             definition=_ON_LOGITS, **SOFTMAX),
-    ArchSpec("phimoe", "PhimoeTopKRouter", router_path="mlp.router", select=_select_phimoe, check=_check_phimoe,
+             choice=_choose_logits, definition=_ON_LOGITS, **SOFTMAX),
+    ArchSpec("phimoe", "PhimoeTopKRouter", router_path="mlp.router", select=_select_phimoe, choice=_choose_logits,
+             check=_check_phimoe,
              definition="softmax(router logits) over all experts, float32 — sparsemixer takes the argmax, then "
                         "the argmax of the rest, each weighted by a softmax over the experts near it", **SOFTMAX),
     ArchSpec("llama4_text", "Llama4Router", family="llama4", aliases=("llama4",), router_path="feed_forward.router",
-             output=DENSE_SCORES_LOGITS, select=_select_llama4, scores=sigmoid_float, scores_to_logits=logit,
-             score_kind="sigmoid",
+             output=DENSE_SCORES_LOGITS, select=_select_llama4, choice=_choose_logits, scores=sigmoid_float,
+             scores_to_logits=logit, score_kind="sigmoid",
              definition="sigmoid(router logits) per expert, float32 — the chosen experts' weights; top-k "
                         "chooses on the logits (the same order)"),
     # --- sigmoid routers
-    ArchSpec("glm4_moe", "Glm4MoeTopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
-    ArchSpec("deepseek_v32", "DeepseekV32TopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+    ArchSpec("glm4_moe", "Glm4MoeTopkRouter", **_V3_RULE),
+    ArchSpec("deepseek_v32", "DeepseekV32TopkRouter", **_V3_RULE),
     ArchSpec("lfm2_moe", "Lfm2MoeTopKRouter", router_path="feed_forward.gate", final_norm_path="model.embedding_norm",
-             select=_select_lfm2,
+             select=_select_lfm2, choice=_choose_lfm2,
              definition="sigmoid(router logits) per expert, in the logits' dtype — before the block's expert_bias, "
                         "which steers only the choice", **SIGMOID),
     # --- more families with one of the rules above
@@ -311,28 +349,28 @@ SPECS_LIST: tuple[ArchSpec, ...] = (
     ArchSpec("hunyuan_v1_moe", "HunYuanMoEV1Gate", weight_name="wg.weight", select=_select_softmax_topk_normalised,
              check=_check_hunyuan, definition=_SOFTMAX_ALL, **SOFTMAX),
     ArchSpec("granitemoeshared", "GraniteMoeSharedTopKRouter", router_path="block_sparse_moe.router",
-             select=_select_granitemoe, definition=_ON_LOGITS, **SOFTMAX),
+             select=_select_granitemoe, choice=_choose_logits, definition=_ON_LOGITS, **SOFTMAX),
     ArchSpec("aria_text", "AriaTextTopKRouter", family="aria", router_path="mlp.router", select=_select_aria,
-             definition=_ON_LOGITS, **SOFTMAX),
-    ArchSpec("cohere2_moe", "Cohere2MoeTopKRouter", select=_select_cohere2_moe, check=_check_cohere2_moe,
-             definition=_ON_LOGITS, **SOFTMAX),
-    ArchSpec("glm4_moe_lite", "Glm4MoeLiteTopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
-    ArchSpec("dots1", "Dots1TopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
-    ArchSpec("solar_open", "SolarOpenTopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
-    ArchSpec("exaone_moe", "ExaoneMoeTopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
-    ArchSpec("minimax_m2", "MiniMaxM2TopKRouter", select=_select_sigmoid_bias_arg, scores=sigmoid_float,
-             scores_to_logits=logit, score_kind="sigmoid",
+             choice=_choose_logits, definition=_ON_LOGITS, **SOFTMAX),
+    ArchSpec("cohere2_moe", "Cohere2MoeTopKRouter", select=_select_cohere2_moe, choice=_choose_logits,
+             check=_check_cohere2_moe, definition=_ON_LOGITS, **SOFTMAX),
+    ArchSpec("glm4_moe_lite", "Glm4MoeLiteTopkRouter", **_V3_RULE),
+    ArchSpec("dots1", "Dots1TopkRouter", **_V3_RULE),
+    ArchSpec("solar_open", "SolarOpenTopkRouter", **_V3_RULE),
+    ArchSpec("exaone_moe", "ExaoneMoeTopkRouter", **_V3_RULE),
+    ArchSpec("minimax_m2", "MiniMaxM2TopKRouter", select=_select_sigmoid_bias_arg, choice=_choose_with_bias_argument,
+             scores=sigmoid_float, scores_to_logits=logit, score_kind="sigmoid",
              definition="sigmoid(router logits) per expert, float32 — before the block's e_score_correction_bias, "
                         "which steers only the choice"),
     ArchSpec("afmoe", "AfmoeTokenChoiceRouter", router_path="mlp.router", weight_name="gate.weight",
-             select=_select_afmoe,
+             select=_select_afmoe, choice=_choose_with_bias_argument,
              definition="sigmoid(router logits) per expert, float32 — before the block's expert_bias, which steers "
                         "only the choice", **SIGMOID),
-    ArchSpec("mimo_v2_flash", "MiMoV2FlashTopkRouter", select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+    ArchSpec("mimo_v2_flash", "MiMoV2FlashTopkRouter", **_V3_RULE),
     ArchSpec("nemotron_h", "NemotronHTopkRouter", router_path="mixer.gate", final_norm_path="model.norm_f",
-             select=_select_deepseek_v3, definition=_V3_DEF, **SIGMOID),
+             **_V3_RULE),
     ArchSpec("granitemoe_swa", "GraniteMoeSWATopKRouter", router_path="block_sparse_moe.router",
-             select=_select_granitemoe, definition=_ON_LOGITS, **SOFTMAX),
+             select=_select_granitemoe, choice=_choose_logits, definition=_ON_LOGITS, **SOFTMAX),
     ArchSpec("flint", "FlintTopKRouter", select=_select_flint,
              definition="sigmoid(router logits) per expert, float32 (no correction bias)", **SIGMOID),
     # --- remote code

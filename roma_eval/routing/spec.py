@@ -306,6 +306,14 @@ class ArchSpec:
     layer_output: LayerOutput = TENSOR_LAYER  # what a decoder layer returns
     block: MoEBlock = EXPERTS_MODULE  # how the MoE block around the router combines its experts
     definition: str = ""  # what "routing weights" means for this family (docs/families.md)
+    # (selector, logits, scores, router_args) -> the values ``select``'s top-k ranks (a correction bias added, experts
+    # outside the chosen groups masked), the same computation ``select`` runs; None: the scores themselves.
+    choice: Callable | None = None
+
+    def choice_values(self, selector, logits: torch.Tensor, scores: torch.Tensor, router_args) -> torch.Tensor:
+        """What this family's top-k chooses from (its k largest are the chosen experts): the routing analysis' top-k
+        margin is read on it."""
+        return scores if self.choice is None else self.choice(selector, logits, scores, router_args)
 
     @property
     def family_name(self) -> str:
