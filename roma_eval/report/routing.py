@@ -100,13 +100,14 @@ def routing_tables(model: ModelRouting) -> list[Table]:
         ("The entropy of a sample's routing distribution at its last context token over log(experts): 1 is "
          "uniform over all experts, 0 one expert.",)))
     factor = rows[0].analysis.settings.get("overload_factor")
+    factor = "the analysis's overload factor" if factor is None else f"{factor:g}"
     tables.append(_layer_table(
         rows, "Expert load per layer: load entropy (dead, overloaded experts)",
         lambda layer: Cell(fmt(layer.load_entropy, DIGITS),
                            detail=f"{len(layer.dead_experts)} dead, {len(layer.overloaded_experts)} overloaded"),
         (f"Load: each expert's share of the top-k selections over all context tokens; its entropy over "
          f"log(experts): 1 is an even load. Dead: never selected; overloaded: a share above "
-         f"{'the analysis's overload factor' if factor is None else f'{factor:g}'} times the even one.",)))
+         f"{factor} times the even one.",)))
     return [table for table in tables if table.rows]
 
 
@@ -132,6 +133,7 @@ def _alignment_table(rows: list[RoutingRow], measure: str) -> Table:
     tasks, others = _task_columns(rows)
     signed = measure == "similarity_gap"
     settings = rows[0].analysis.settings
+    embedder = settings.get("embedder", "the analysis's embedder")
     k, level = settings.get("k"), "95%"
     if signed:
         title = f"Routing similarity of embedding neighbours minus random pairs (cosine), {level} bootstrap interval"
@@ -140,7 +142,7 @@ def _alignment_table(rows: list[RoutingRow], measure: str) -> Table:
     else:
         title = f"Manifold alignment: kNN overlap (k = {k}), {level} bootstrap interval"
         notes = [f"Per sample, the share of its k = {k} nearest neighbours by task embedding "
-                 f"({settings.get('embedder', 'the analysis's embedder')}) that are also among its k nearest by "
+                 f"({embedder}) that are also among its k nearest by "
                  f"routing weights (every analysed layer's, at the last context token), averaged; per benchmark, "
                  f"neighbours within it. If RoMA's diagnosis holds (arXiv 2511.07419: pretrained routers route "
                  f"similar samples dissimilarly), it rises under RoMA and not under Router Tuning."]
