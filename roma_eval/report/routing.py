@@ -74,9 +74,9 @@ def routing_by_model(grids: list[Grid]) -> list[ModelRouting]:
 def _row(name: str, method: str, runs: list[Run]) -> RoutingRow:
     analysis = next((run.routing_analysis for run in reversed(runs) if run.routing_analysis), None)
     dump = analysis.dump_path if analysis and analysis.dump_path and analysis.dump_path.is_file() else None
-    for run in reversed(runs):
-        if dump is None and (dumps := sorted(run.results_file.parent.glob(ROUTING_DUMP_GLOB))):
-            dump = dumps[-1]
+    if dump is None:  # a dump written without an analysis (the toy demo's)
+        dump = next((dumps[-1] for run in reversed(runs)
+                     if (dumps := sorted(run.results_file.parent.glob(ROUTING_DUMP_GLOB)))), None)
     return RoutingRow(name, method, analysis, dump)
 
 
