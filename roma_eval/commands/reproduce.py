@@ -13,6 +13,9 @@ setting through (lm-eval's "k=v,k=v" model_args syntax).  `--train_args` sets on
 batch size, LR schedule) for every trained row; a row's own args override it for that row, and rows left at
 different values are named in the printed summary and in experiment.json (pipeline/budget.py).  Each stage that
 evaluates ends with lm-eval's results table, as `lm_eval` prints it (the oracle's also with its gap table).
+`--backend vllm` evaluates the base model and every router checkpoint (exported into a copy of the base model by
+`roma-eval export`) with lm-eval's `vllm` model; the other rows stay on transformers and the plan printed first says
+why.  `--dry_run` prints that plan and the plain commands, and runs and writes nothing.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ EXAMPLES = """recipe: the paper's three models (the post-trained checkpoints; wh
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from roma_eval.commands.options import add_base_model, add_chat_template, add_output, add_progress, flag
+    from roma_eval.pipeline.experiment import BACKENDS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # the examples' lines as written
     parser.epilog = EXAMPLES
@@ -67,6 +71,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*flag("paper_model"), choices=PAPER_MODELS, default=None,
                         help="the paper's model to compare with (default: guessed from the model's name)")
     add_chat_template(parser)
+    parser.add_argument("--backend", choices=BACKENDS, default="hf",
+                        help="lm-eval's model for the base model and the router-checkpoint rows (Router Tuning, RoMA, "
+                             "Oracle Tuning, Dense BP: each exported into a copy of the base model first): hf "
+                             "(transformers) or vllm; the other rows always run on transformers")
+    parser.add_argument(*flag("vllm_args"), default="",
+                        help="more model_args of lm-eval's vllm model, as k=v,k=v (tensor_parallel_size, default 1; "
+                             "data_parallel_size, gpu_memory_utilization, max_model_len, ...)")
+    parser.add_argument(*flag("dry_run"), action="store_true",
+                        help="print which engine evaluates each row and the plain commands of the rows vLLM serves "
+                             "(roma-eval export, lm_eval --model vllm); load, run and write nothing")
     parser.add_argument("--config", default=None, metavar="FILE.yaml",
                         help="YAML file of option values (keys as the flags, without dashes)")
     add_progress(parser)
@@ -151,12 +165,35 @@ def check_inputs(exp, methods: list[str]) -> None:
         check_model_args(exp.c3po_args, "--c3po_args")
 
 
+def check_backend(exp, methods: list[str], dry_run: bool) -> None:
+    """Refuse, before anything is claimed, what `--backend vllm` cannot do: several processes (vLLM spreads over the
+    GPUs itself: tensor_parallel_size), model_args that name the model (each row sets its own), a missing vLLM."""
+    import importlib.util
+
+    from roma_eval.harness import parse_model_args
+    from roma_eval.pipeline.stages import vllm_route
+
+    if exp.backend != "vllm":
+        return
+    if exp.dist.num_processes > 1:
+        raise RomaEvalError("--backend vllm runs in one process (vLLM uses the GPUs itself: tensor_parallel_size=N "
+                            "in --vllm_args); run reproduce without accelerate launch")
+    if "pretrained" in parse_model_args(exp.vllm_args):
+        raise RomaEvalError(f"--vllm_args {exp.vllm_args!r} names pretrained: each row evaluates its own model; "
+                            "drop it")
+    served = [m for m in methods if vllm_route(registry.method(m))]
+    if served and not dry_run and importlib.util.find_spec("vllm") is None:
+        raise RomaEvalError(f"--backend vllm: vLLM is not installed here (rows {', '.join(served)}); install it "
+                            "(pip install vllm), use --backend hf, or --dry_run to print the commands")
+
+
 def run(args) -> int:
     from roma_eval.commands.options import chat_template_args, split_list
     from roma_eval.harness import check_limit
     from roma_eval.methods.oracle.config import OracleConfig
     from roma_eval.pipeline import STAGES, Experiment, check_methods, report_stage, timed
     from roma_eval.pipeline.budget import budget_lines
+    from roma_eval.pipeline.stages import backend_plan
     from roma_eval.report.paper import paper_model_for
 
     methods = list(registry.RUN_ORDER) if args.methods == "all" else split_list(args.methods)
@@ -174,8 +211,8 @@ def run(args) -> int:
         roma=configs["roma"], router_tuning=configs["router_tuning"], oracle_tuning=settings["oracle_tuning"],
         dense_bp=configs["dense_bp"], peft=settings["prefix_tuning"], training_budget=budget,
         oracle=_config(OracleConfig, args.oracle_args, "oracle_args", seed=args.seed),
-        c3po_args=args.c3po_args, overwrite=args.overwrite, progress=not args.no_progress,
-        **chat_template_args(args))
+        c3po_args=args.c3po_args, backend=args.backend, vllm_args=args.vllm_args, overwrite=args.overwrite,
+        progress=not args.no_progress, **chat_template_args(args))
     if exp.router_tuning.regulariser != "none":
         raise RomaEvalError("--router_tuning_args sets regulariser: Router Tuning is RoMA without a regulariser; "
                             "use --roma_args for other regularisers")
@@ -185,9 +222,14 @@ def run(args) -> int:
     if exp.dist.num_processes > 1 and (alone := [m for m in methods if registry.method(m).one_process]):
         raise RomaEvalError(f"--methods {args.methods}: {', '.join(alone)} run in one process; run them in a second "
                             "`roma-eval reproduce` without accelerate launch (same --output_path: it reuses the rest)")
+    check_backend(exp, methods, args.dry_run)
     exp.check_output()  # a directory of another run: refused before the model is read
     check_inputs(exp, methods)  # the model's config, the task names, C3PO's model_args: before anything is written
     check_methods(exp, methods)  # a method the model cannot run: refused before any stage
+    if args.dry_run or exp.backend != "hf":
+        print("\n".join([f"== plan (--backend {exp.backend})", *backend_plan(exp, methods)]))
+    if args.dry_run:
+        return 0
     exp.claim_output()
     paper_model = args.paper_model or paper_model_for(args.pretrained)
     say = print if exp.dist.is_main_process else (lambda *_: None)

@@ -29,6 +29,9 @@ from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.storage import write_json
 
 logger = logging.getLogger(__name__)
+# lm-eval's model for the rows a plain model evaluates (the base model, router checkpoints once exported): its
+# `hf` (transformers) or `vllm`.  The other rows always run on transformers (pipeline/stages.py says why).
+BACKENDS = ("hf", "vllm")
 
 
 def _router_tuning() -> RomaConfig:
@@ -63,6 +66,8 @@ class Experiment:
     # lm-eval's --apply_chat_template / --fewshot_as_multiturn for every evaluation (the paper does not say; off)
     apply_chat_template: bool | str = False
     fewshot_as_multiturn: bool = False
+    backend: str = "hf"  # one of BACKENDS
+    vllm_args: str = ""  # extra model_args of `--model vllm`, e.g. "tensor_parallel_size=8,gpu_memory_utilization=0.9"
     model_identity: str | None = None  # what the model is, if not its path (the demo's toy model: its recipe key)
     overwrite: bool = False
     progress: bool = True
@@ -82,7 +87,8 @@ class Experiment:
                 "router_tuning": asdict(self.router_tuning), "oracle_tuning": self.oracle_tuning,
                 "dense_bp": asdict(self.dense_bp), "peft": self.peft, "oracle": self.oracle.settings(),
                 "c3po_args": self.c3po_args, "apply_chat_template": self.apply_chat_template,
-                "fewshot_as_multiturn": self.fewshot_as_multiturn}
+                "fewshot_as_multiturn": self.fewshot_as_multiturn,
+                **({"backend": self.backend, "vllm_args": self.vllm_args} if self.backend != "hf" else {})}
 
     @property
     def dist(self):
@@ -200,6 +206,17 @@ class Experiment:
                 "trust_remote_code": self.trust_remote_code or None, **extra}
         return ",".join(f"{k}={v}" for k, v in args.items() if v is not None)
 
+    def vllm_model_args(self, exported: Path | None = None) -> str:
+        """lm-eval `vllm` model_args of the base model, or of a directory `roma-eval export` wrote (``exported``):
+        the dtype and remote-code flags, tensor_parallel_size (1 unless ``vllm_args`` sets it) and ``vllm_args``."""
+        args = self.model_args() if exported is None else self.model_args(pretrained=exported, revision=None)
+        parallel = "" if "tensor_parallel_size=" in self.vllm_args else "tensor_parallel_size=1"
+        return ",".join(part for part in (args, parallel, self.vllm_args) if part)
+
+    def lm_eval_batch_size(self, model: str) -> int | str:
+        """lm-eval's --batch_size for ``model``: the experiment's, or "auto" for vLLM (it schedules the requests)."""
+        return "auto" if model == "vllm" else self.batch_size
+
     # ------------------------------------------------------------ lm-eval
 
     def chat_template_args(self) -> dict:
@@ -216,7 +233,7 @@ class Experiment:
         from roma_eval.resources import tasks_dir
 
         parts = ["lm_eval", "--model", model, "--model_args", model_args, "--tasks", ",".join(self.eval_tasks),
-                 "--include_path", str(tasks_dir()), "--batch_size", str(self.batch_size),
+                 "--include_path", str(tasks_dir()), "--batch_size", str(self.lm_eval_batch_size(model)),
                  "--output_path", str(self.stage_dir(stage)), "--log_samples"]
         parts += ["--limit", str(self.limit)] if self.limit is not None else []
         parts += ["--device", self.device] if self.device else []
@@ -238,10 +255,10 @@ class Experiment:
 
         from roma_eval.harness import evaluate, task_manager
 
-        # HFLM's own default device is "cuda", which fails on a CPU-only machine.
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # HFLM's own default device is "cuda", which fails on a CPU-only machine; vLLM places itself.
+        device = None if model == "vllm" else self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         evaluation = evaluate(model, out_dir, self.eval_tasks, model_args=model_args, device=device,
-                              batch_size=self.batch_size, limit=self.limit,
+                              batch_size=self.lm_eval_batch_size(model), limit=self.limit,
                               task_manager=task_manager(self.include_path, task_names=list(self.eval_tasks)),
                               **self.chat_template_args())
         results = None

@@ -16,6 +16,11 @@ Every stage writes lm-eval's native outputs under ``output/<stage>/``, skips wha
 calls ``exp.note_work()`` for what it computes, so that a skipped stage keeps its recorded wall time), and
 returns the plain commands that compute the same thing (recorded in the manifest).  ``check_methods`` asks the
 model's skeleton, before any stage runs, whether every requested method can run on it.
+
+With ``exp.backend == "vllm"`` the rows that a plain model evaluates go through lm-eval's `vllm` model: the base
+model itself, and each router checkpoint once `roma-eval export` has written it into a copy of the base model
+(``vllm_route``, from the registry's artefact kinds).  The other rows stay on transformers (``TRANSFORMERS_ONLY``
+says why); ``backend_plan`` lists the rows and the commands, which `reproduce --dry_run` prints without running.
 """
 
 from __future__ import annotations
@@ -34,6 +39,16 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT = registry.ARTEFACTS[registry.ROUTER_CHECKPOINT].directory
 REFERENCE = registry.ARTEFACTS[registry.REFERENCE_SET].directory
+EXPORT = "export"  # a router checkpoint written into a copy of the base model (roma_eval/export.py), for vLLM
+# Why a row stays on transformers under --backend vllm, by what the row evaluates (its registry artefact kind).
+TRANSFORMERS_ONLY = {
+    registry.REFERENCE_SET: "it changes each sample's routing at test time (gradient steps towards its neighbours' "
+                            "routing), inside the transformers forward",
+    registry.ORACLE_ROUTING: "it changes each sample's routing (gradient descent with the gold label), inside the "
+                             "transformers forward",
+    registry.PEFT_ADAPTER: "a peft prefix or prompt adapter, which vLLM does not load (it serves LoRA adapters only)",
+    None: "roma-eval's own evaluator builds each sample's prompt from retrieved examples on the transformers model",
+}
 
 
 def _roma_eval(*parts) -> str:
@@ -59,7 +74,66 @@ def _config_flags(config, defaults) -> list[str]:
     return out
 
 
+def vllm_route(method: registry.Method) -> str | None:
+    """How --backend vllm evaluates a row: "direct" (a plain lm-eval model on the base weights), "export" (a router
+    checkpoint, written into a copy of the base model), None (it stays on transformers: ``TRANSFORMERS_ONLY``)."""
+    if method.artefact is None and method.lm_eval_model in registry.PLAIN_LM_EVAL_MODELS:
+        return "direct"
+    return "export" if method.artefact == registry.ROUTER_CHECKPOINT else None
+
+
+def vllm_evaluation(exp: Experiment, stage: str) -> tuple[str, list[str]]:
+    """The `vllm` model_args of a row vLLM serves and its plain commands: `lm_eval --model vllm` on the base model,
+    or `roma-eval export` of the row's router checkpoint and `lm_eval --model vllm` on the export."""
+    if vllm_route(registry.method(stage)) == "direct":
+        model_args = exp.vllm_model_args()
+        return model_args, [exp.lm_eval_command(stage, "vllm", model_args)]
+    checkpoint, exported = (exp.stage_dir(stage) / CHECKPOINT).resolve(), (exp.stage_dir(stage) / EXPORT).resolve()
+    model_args = exp.vllm_model_args(exported)
+    source = ["--pretrained", exp.pretrained, *(["--revision", exp.revision] if exp.revision else []),
+              *(["--trust_remote_code"] if exp.trust_remote_code else [])]
+    export = _roma_eval("export", *source, "--router_checkpoint", checkpoint, "--output_path", exported)
+    return model_args, [export, exp.lm_eval_command(stage, "vllm", model_args)]
+
+
+def backend_plan(exp: Experiment, methods: list[str]) -> list[str]:
+    """Which engine evaluates each row, and the plain commands of the rows vLLM serves (``--backend vllm``)."""
+    lines = []
+    for name in methods:
+        method = registry.method(name)
+        route = vllm_route(method) if exp.backend == "vllm" else None
+        how = f"--model {method.lm_eval_model}" if method.lm_eval_model else f"roma-eval {method.verb}"
+        if route == "direct":
+            lines.append(f"{name}: lm-eval's vllm model on the base model")
+        elif route == "export":
+            lines.append(f"{name}: routers trained on transformers (roma-eval {method.verb}), exported into a copy of "
+                         "the base model, evaluated by lm-eval's vllm model")
+        else:
+            why = f": {TRANSFORMERS_ONLY.get(method.artefact, 'its own evaluator')}" if exp.backend == "vllm" else ""
+            lines.append(f"{name}: on transformers ({how}){why}")
+        lines += [f"  {command}" for command in (vllm_evaluation(exp, name)[1] if route else [])]
+    return lines
+
+
+def _export(exp: Experiment, stage: str) -> None:
+    """The stage's router checkpoint written into a copy of the base model (reused when complete)."""
+    from roma_eval.export import export_model
+    from roma_eval.results.provenance import EXPORT_RECORD
+
+    exported = exp.stage_dir(stage) / EXPORT
+    if not exp.overwrite and (exported / EXPORT_RECORD).is_file():
+        logger.info(f"{stage}: reusing {exported} (--overwrite exports again)")
+        return
+    exp.note_work()
+    export_model(exp.pretrained, str(exp.stage_dir(stage) / CHECKPOINT), exported, revision=exp.revision,
+                 trust_remote_code=exp.trust_remote_code, overwrite=True)
+
+
 def base_stage(exp: Experiment) -> list[str]:
+    if exp.backend == "vllm":
+        model_args, commands = vllm_evaluation(exp, "base")
+        exp.evaluate("base", "vllm", model_args)
+        return commands
     model_args, model = exp.model_args(), registry.method("base").lm_eval_model
     exp.evaluate("base", model, model_args)
     return [exp.lm_eval_command("base", model, model_args)]
@@ -93,6 +167,11 @@ def _trained_stage(exp: Experiment, stage: str, train, command: str) -> list[str
         del base_model
     else:
         logger.info(f"{stage}: reusing {artefact} (--overwrite retrains it)")
+    if exp.backend == "vllm" and vllm_route(method) == "export":
+        _export(exp, stage)
+        model_args, commands = vllm_evaluation(exp, stage)
+        exp.evaluate(stage, "vllm", model_args)
+        return [f"{command} --output_path {shlex.quote(str(artefact))}", *commands]
     model_args = exp.model_args(**{kind.model_arg: artefact.resolve()})  # absolute: a report finds it anywhere
     exp.evaluate(stage, model, model_args)
     return [f"{command} --output_path {shlex.quote(str(artefact))}", exp.lm_eval_command(stage, model, model_args)]
