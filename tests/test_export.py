@@ -5,6 +5,7 @@ router are written, the rest are links; bad inputs are refused in one line with 
 
 import contextlib
 import errno
+import functools
 import io
 import json
 import os
@@ -352,3 +353,88 @@ def test_reproduce_with_vllm_absent_is_refused_before_anything_is_written(sharde
     code, _, err = _reproduce("--pretrained", sharded.base, "--output_path", tmp_path / "x", "--methods", "base",
                               "--backend", "vllm", "--eval_tasks", "tiny_animals", "--include_path", FIXTURE_TASKS)
     assert code == 2 and "vLLM is not installed here (rows base)" in err and not (tmp_path / "x").exists()
+
+
+@functools.cache
+def _lm_eval_tasks(tasks: tuple[str, ...]):
+    """One task manager over lm-eval's own YAMLs for every family (indexing them takes seconds)."""
+    from roma_eval.harness import task_manager
+
+    return task_manager((), list(tasks))
+
+
+REAL_TASKS = ("arc_easy", "winogrande", "gsm8k")
+# The families of the check, each with what it exercises: several shards, the keys transformers renames on load
+# (Mixtral's block_sparse_moe.gate), sigmoid scores with a correction bias (DeepSeek-V3), remote code (DeepSeekMoE).
+EXPORTED_FAMILIES = {"olmoe": {"max_shard_size": "40KB"}, "mixtral": {}, "deepseek_v3": {}, "deepseek": {}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", list(EXPORTED_FAMILIES))
+def test_the_export_equals_roma_per_sample_on_lm_evals_own_tasks(arch, real_tasks, tokenizer, tmp_path):
+    """`lm_eval --model hf --model_args pretrained=EXPORT` and `lm_eval --model roma --model_args
+    pretrained=M,router_checkpoint=C` give the same per-sample results on lm-eval's YAMLs (ARC, WinoGrande's
+    multiple inputs, GSM8K's generations), and the tuned routers change some answers."""
+    from family_helpers import REMOTE, build_family_model
+
+    model = build_family_model(arch, tokenizer, seed=6)
+    base = save_base(model, tokenizer, tmp_path / "base", **EXPORTED_FAMILIES[arch])
+    checkpoint = tuned_checkpoint(model, tmp_path / "ckpt")
+    remote = ["--trust_remote_code"] if arch in REMOTE else []
+    code, _, err = export("--pretrained", base, "--router_checkpoint", checkpoint, "--output_path",
+                          tmp_path / "export", *remote)
+    assert code == 0, err
+    if remote:
+        assert {p.name for p in base.glob("*.py")} == {p.name for p in (tmp_path / "export").glob("*.py")} != set()
+    flags = ",trust_remote_code=True" if remote else ""
+    manager = _lm_eval_tasks(REAL_TASKS)
+    options = dict(tasks=list(REAL_TASKS), include_path=None, manager=manager, limit=3,
+                   gen_kwargs="max_gen_toks=8")
+    exported = evaluate("hf", f"pretrained={tmp_path / 'export'}{flags}", **options)
+    assert exported == evaluate("roma", f"pretrained={base},router_checkpoint={checkpoint}{flags}", **options)
+    assert exported != evaluate("hf", f"pretrained={base}{flags}", **options)
+
+
+@pytest.mark.slow
+def test_reproduce_with_vllm_evaluates_the_export_as_roma_evaluates_the_checkpoint(tmp_path, tokenizer, monkeypatch):
+    """`reproduce --backend vllm` end to end, lm-eval's vllm model stood in for by its transformers model reading the
+    same model_args (vLLM cannot run here): the base row on the base model, Router Tuning on its export, each with
+    the per-sample results of `--model hf` / `--model roma` with the checkpoint; experiment.json records the backend
+    and the plain commands; the report's rows are labelled by method."""
+    import importlib.util
+
+    from lm_eval.api.registry import model_registry
+    from lm_eval.models.huggingface import HFLM
+
+    class TransformersForVLLM(HFLM):
+        def __init__(self, pretrained, tensor_parallel_size=1, batch_size="auto", **kwargs):
+            assert int(tensor_parallel_size) == 1
+            super().__init__(pretrained=pretrained, batch_size=4, device="cpu", **kwargs)
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: find_spec("torch") if name == "vllm"
+                        else find_spec(name, *a))
+    monkeypatch.setitem(model_registry._objs, "vllm", TransformersForVLLM)
+    base = save_base(build_tiny_model("olmoe", tokenizer, seed=8), tokenizer, tmp_path / "base")
+    out = tmp_path / "experiment"
+    code, printed, err = _reproduce(
+        "--pretrained", base, "--output_path", out, "--methods", "base,router_tuning", "--backend", "vllm",
+        "--eval_tasks", "tiny_animals", "--train_tasks", "tiny_animals_train", "--include_path", FIXTURE_TASKS,
+        "--train_args", "epochs=2,lr=0.05", "--router_tuning_args", "layers=last:2", "--no_progress")
+    assert code == 0, err
+    assert "router_tuning: routers trained on transformers" in printed
+    manifest = json.loads((out / "experiment.json").read_text())
+    assert manifest["identity"]["backend"] == "vllm"
+    commands = [shlex.split(c) for c in manifest["stages"]["router_tuning"]["commands"]]
+    assert [c[:3] for c in commands][1:] == [["roma-eval", "export", "--pretrained"], ["lm_eval", "--model", "vllm"]]
+
+    def stage_samples(stage):
+        (samples,) = (out / stage).rglob("samples_tiny_animals_*.jsonl")
+        return per_sample([json.loads(line) for line in samples.read_text().splitlines()])
+
+    checkpoint = out / "router_tuning" / "router_checkpoint"
+    assert stage_samples("base") == evaluate("hf", f"pretrained={base}")["tiny_animals"]
+    assert stage_samples("router_tuning") == evaluate(
+        "roma", f"pretrained={base},router_checkpoint={checkpoint}")["tiny_animals"]
+    (results,) = (out / "router_tuning").rglob("results_*.json")
+    assert load_run(results).method == "router_tuning" and json.loads(results.read_text())["config"]["model"] == "vllm"
