@@ -6,7 +6,8 @@
 #
 # Dry run on a CPU first:  GPU_CHECK_TINY=1 bash bench/gpu_check.sh   (seconds; the same code paths)
 # Steps, each with its own time limit; $OUT/gpu_scale.json is rewritten after every measurement, $OUT/gpu_check.log
-# keeps the output.  About 5 minutes on one H200 for the OLMoE-1B-7B shape; QWEN3=1 adds Qwen3-30B-A3B (~4 more).
+# keeps the output.  About 5 minutes on one H200 for the OLMoE-1B-7B shape; QWEN3=1 adds Qwen3-30B-A3B (~4 more);
+# where vLLM is installed, step 4 (vLLM on an export against --model roma) adds about 5 (bench/vllm_compare.py).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
@@ -43,5 +44,12 @@ if [ -n "${QWEN3:-}" ]; then
   echo "== 3. Qwen3-30B-A3B shape (RoMA and the oracle)"
   timeout 300 python3 bench/gpu_scale.py $TINY --shapes qwen3 --parts roma,oracle --roma-repeat 1 \
     --oracle-mc-limit 64 --oracle-gen-limit 8 --json "$OUT/gpu_scale_qwen3.json" --step-timeout 120
+fi
+echo "== 4. lm-eval's vllm model on an exported model against --model roma (issue 26; needs vLLM installed)"
+if python3 -c "import vllm" 2>/dev/null; then  # vLLM (~400 MB of wheels) does not travel: only where the box has it
+  timeout 560 python3 bench/vllm_compare.py ${GPU_CHECK_TINY:+--tiny --no-vllm} --json "$OUT/vllm_compare.json"
+else
+  echo "skipped: vLLM is not installed here; the export and the roma side on a tiny model instead"
+  timeout 120 python3 bench/vllm_compare.py --tiny --no-vllm --json "$OUT/vllm_compare_tiny.json" | tail -4
 fi
 echo "== done: $OUT"

@@ -322,6 +322,7 @@ def test_reproduce_dry_run_prints_the_vllm_commands_and_writes_nothing(sharded, 
     lines = printed.splitlines()
     commands = [shlex.split(line) for line in lines if line.startswith("  ")]
     exports = {Path(c[c.index("--router_checkpoint") + 1]).parent.name: c for c in commands if c[1] == "export"}
+    exported = {name: (out / name / "export" / sharded.base.name).resolve() for name in exports}
     served = {Path(c[c.index("--output_path") + 1]).name: c for c in commands if c[0] == "lm_eval"}
     routers = {m.name for m in registry.METHODS if m.artefact == registry.ROUTER_CHECKPOINT}
     plain = {m.name for m in registry.METHODS if m.artefact is None and m.lm_eval_model in
@@ -331,11 +332,11 @@ def test_reproduce_dry_run_prints_the_vllm_commands_and_writes_nothing(sharded, 
         assert command[:2] == ["roma-eval", "export"]
         assert command[command.index("--pretrained") + 1] == str(sharded.base)
         assert command[command.index("--router_checkpoint") + 1] == str((out / name / "router_checkpoint").resolve())
-        assert command[command.index("--output_path") + 1] == str((out / name / "export").resolve())
+        assert command[command.index("--output_path") + 1] == str(exported[name])
     for name, command in served.items():
         assert command[:3] == ["lm_eval", "--model", "vllm"] and command[-1] == "--log_samples"
         args = dict(item.split("=", 1) for item in command[command.index("--model_args") + 1].split(","))
-        model = sharded.base if name in plain else (out / name / "export").resolve()
+        model = sharded.base if name in plain else exported[name]
         assert args == {"pretrained": str(model), "dtype": "bfloat16", "tensor_parallel_size": "2",
                         "gpu_memory_utilization": "0.8"}
         assert command[command.index("--tasks") + 1] == "tiny_animals"
