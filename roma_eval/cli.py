@@ -38,6 +38,8 @@ VERBS = {
     "oracle": ("roma_eval.commands.oracle",
                "the routing upper bound: per-sample routing gradient descent with the gold label"),
     "c3po": ("roma_eval.commands.c3po", "C3PO's reference set (build-reference); evaluate with --model c3po"),
+    "sweep": ("roma_eval.commands.sweep",
+              "several router checkpoints of one base model, evaluated with one load of it (one lm-eval run each)"),
     "reproduce": ("roma_eval.commands.reproduce",
                   "the paper's experiment in one resumable command: base, Router Tuning, RoMA, oracle, C3PO, report "
                   "(several GPUs: accelerate launch -m roma_eval.cli reproduce ...)"),
@@ -56,7 +58,7 @@ VERBS = {
 # How `roma-eval --help` lists the verbs: by what a user wants to do, one example each.
 VERB_GROUPS = (
     ("start here", ("demo", "toy"), "roma-eval demo"),
-    ("evaluate", ("eval", "oracle", "c3po", "reproduce"),
+    ("evaluate", ("eval", "sweep", "oracle", "c3po", "reproduce"),
      "roma-eval eval --model roma --model_args pretrained=M,router_checkpoint=C --tasks roma_paper"),
     ("train routers", ("train",), "roma-eval train --pretrained M --tasks roma_paper_train --output_path runs/roma"),
     ("serve", ("export",), "roma-eval export --pretrained M --router_checkpoint runs/roma --output_path runs/M-roma"),
