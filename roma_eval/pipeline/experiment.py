@@ -111,7 +111,8 @@ class Experiment:
         if manifest.is_file() and not self.overwrite:
             found = json.loads(manifest.read_text()).get("identity")
             if found != self.identity():
-                changed = sorted(k for k in self.identity() if (found or {}).get(k) != self.identity()[k])
+                changed = sorted(k for k in {**(found or {}), **self.identity()}
+                                 if (found or {}).get(k) != self.identity().get(k))
                 raise RomaEvalError(f"{self.output} holds a run with other settings ({', '.join(changed)} differ); "
                                     "pass --output_path DIR for a new directory, or --overwrite to recompute it")
             return True
