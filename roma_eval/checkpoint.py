@@ -15,6 +15,7 @@ tuned routers only make sense on top of the weights they were tuned with.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,3 +170,16 @@ def apply_router_checkpoint(model, checkpoint: RouterCheckpoint, force: bool = F
     with torch.no_grad():
         for layer, weight in checkpoint.tensors.items():
             weights[layer].copy_(weight)
+
+
+@contextmanager
+def routers_restored(model):
+    """The routers of ``model`` as they are on entering, put back on leaving (after an error too): router checkpoints
+    applied inside (``apply_router_checkpoint``) are evaluated or analysed one after another on one load."""
+    saved = {layer: weight.detach().clone() for layer, weight in router_weights(model).items()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for layer, weight in router_weights(model).items():
+                weight.copy_(saved[layer])

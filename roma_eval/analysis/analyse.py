@@ -90,43 +90,46 @@ def plan(runs: Sequence[RunToAnalyse], config: AnalysisConfig, overwrite: bool =
 @contextmanager
 def routers_of(model, checkpoint: Path | None):
     """Inside, ``model`` has the routers of ``checkpoint`` (None: its own); its own routers are back afterwards."""
-    import torch
-
-    from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
-    from roma_eval.routing import router_weights
+    from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint, routers_restored
 
     if checkpoint is None:
         yield model
         return
-    own = {layer: weight.detach().clone() for layer, weight in router_weights(model).items()}
-    try:
+    with routers_restored(model):
         apply_router_checkpoint(model, load_router_checkpoint(checkpoint))
         yield model
-    finally:
-        with torch.no_grad():
-            for layer, weight in router_weights(model).items():
-                weight.copy_(own[layer])
 
 
 @dataclass
 class _Shared:
-    """What runs of one model load share: their samples, embeddings and base routing, keyed by the documents."""
+    """What the runs share, keyed by their documents: samples and embeddings (every run of the same documents), the
+    routing of the model loaded now (``model``: runs of one base model), lm-eval's task index (built once)."""
 
-    model: object
-    tokenizer: object
     config: AnalysisConfig
     where: Where
+    tasks: list[str]  # every run's leaf tasks
+    model: object = None
+    tokenizer: object = None
+    source: object = None  # the ModelSource of ``model``
     embedder: object = None
+    manager: object = None
     found: dict = field(default_factory=dict)  # (what, documents key) -> value
 
-    def _cached(self, what: str, run: RunToAnalyse, compute):
+    def _cached(self, what, run: RunToAnalyse, compute):
         key = (what, _documents_key(run, self.config))
         if key not in self.found:
             self.found[key] = compute()
         return self.found[key]
 
     def samples(self, run: RunToAnalyse) -> list:
-        return self._cached("samples", run, lambda: run_samples(run, self.config.limit, self.where.include_path))
+        def compute():
+            from roma_eval.harness import task_manager
+
+            if self.manager is None:
+                self.manager = task_manager(self.where.include_path, self.tasks)
+            return run_samples(self.manager, run, self.config.limit)
+
+        return self._cached("samples", run, compute)
 
     def embedding(self, run: RunToAnalyse) -> np.ndarray:
         def compute():
@@ -146,7 +149,7 @@ class _Shared:
                 return collect_routing(self.model, self.tokenizer, self.samples(run), layers,
                                        self.config.batch_size, self.where.progress)
 
-        return self._cached(f"routing {checkpoint} {layers}", run, compute)
+        return self._cached(("routing", self.source, checkpoint, tuple(layers)), run, compute)
 
 
 def _documents_key(run: RunToAnalyse, config: AnalysisConfig) -> tuple:
@@ -154,13 +157,13 @@ def _documents_key(run: RunToAnalyse, config: AnalysisConfig) -> tuple:
                  for task in run.tasks)
 
 
-def run_samples(run: RunToAnalyse, limit: int | None, include_path: Sequence[str] = ()) -> list:
-    """The run's documents as lm-eval's prompts (``samples.samples_from_task``): the first documents of each leaf
-    task, as many as the run evaluated (at most ``limit``), with the run's few-shot setting."""
-    from roma_eval.harness import task_manager
+def run_samples(manager, run: RunToAnalyse, limit: int | None) -> list:
+    """The run's documents as lm-eval's prompts (``samples.samples_from_task``, tasks of lm-eval's TaskManager
+    ``manager``): the first documents of each leaf task, as many as the run evaluated (at most ``limit``), with the
+    run's few-shot setting."""
     from roma_eval.samples import samples_from_task
 
-    tasks = task_manager(include_path, run.tasks).load(run.tasks)["tasks"]
+    tasks = manager.load(run.tasks)["tasks"]
     samples = []
     for name in run.tasks:
         task, wanted = tasks[name], min(run.documents[name], limit or run.documents[name])
@@ -201,14 +204,15 @@ def analyse_planned(planned: Sequence[Planned], config: AnalysisConfig, where: W
     for item in planned:
         if not item.done:
             by_source.setdefault(item.run.source, []).append(item)
+    shared = _Shared(config, where, sorted({task for item in planned for task in item.run.tasks}))
     for source, items in by_source.items():
-        model, tokenizer = load_model(source.pretrained, source.revision, source.dtype, where.device,
-                                      trust_remote_code=source.trust_remote_code)
-        shared = _Shared(model, tokenizer, config, where)
+        shared.model, shared.tokenizer = load_model(source.pretrained, source.revision, source.dtype, where.device,
+                                                    trust_remote_code=source.trust_remote_code)
+        shared.source = source
         for item in sorted(items, key=lambda i: i.run.router_checkpoint is not None):  # base routers first
             logger.info("analysing %s", item.run.directory)
             _analyse(shared, item)
-        del model, shared
+        shared.model = shared.tokenizer = None  # the next base model's load replaces this one
     return list(planned)
 
 

@@ -12,13 +12,23 @@ from roma_eval.analysis.dump import DUMP_NAME
 from roma_eval.analysis.runs import FORMAT, VERSION, RunToAnalyse
 
 
+def checkpoint_digest(checkpoint) -> str | None:
+    """sha256 of a router checkpoint's weights file (what its analysis depends on, wherever the checkpoint lies)."""
+    import hashlib
+
+    from roma_eval.checkpoint import WEIGHTS_NAME
+
+    return None if checkpoint is None else hashlib.sha256((checkpoint / WEIGHTS_NAME).read_bytes()).hexdigest()
+
+
 def identity(run: RunToAnalyse, layers: list[int], config: AnalysisConfig) -> dict:
-    """What an analysis depends on: one with the same identity beside the run is not computed again."""
+    """What an analysis depends on: one with the same identity beside the run is not computed again (a copied or
+    moved results tree included: the checkpoint counts by its content, the results file by its name)."""
     limit = run.limit if config.limit is None or (run.limit is not None and run.limit <= config.limit) \
         else config.limit
     return {"results_file": run.results_file.name, "model": run.source.pretrained,
-            "router_checkpoint": None if run.router_checkpoint is None else str(run.router_checkpoint),
-            "tasks": run.tasks, "limit": limit, "layers": list(layers), "settings": config.settings()}
+            "router_checkpoint_sha256": checkpoint_digest(run.router_checkpoint), "tasks": run.tasks, "limit": limit,
+            "layers": list(layers), "settings": config.settings()}
 
 
 def layer_entry(routing: Routing, slot: int, base: Routing | None, overload_factor: float) -> dict:
@@ -55,7 +65,8 @@ def analysis_document(run: RunToAnalyse, routing: Routing, base: Routing | None,
     found = identity(run, routing.layers, config)
     vectors = routing.vectors
     return {
-        "format": FORMAT, "version": VERSION, "model": found["model"], "router_checkpoint": found["router_checkpoint"],
+        "format": FORMAT, "version": VERSION, "model": found["model"],
+        "router_checkpoint": None if run.router_checkpoint is None else str(run.router_checkpoint),
         "method": run.method, "model_type": routing.model_type, "scoring": routing.scoring, "tasks": found["tasks"],
         "limit": found["limit"], "n_samples": len(vectors), "layers": found["layers"],
         "num_experts": routing.num_experts, "top_k": routing.top_k, "settings": found["settings"],
@@ -64,4 +75,5 @@ def analysis_document(run: RunToAnalyse, routing: Routing, base: Routing | None,
         "alignment": alignment_entry(embedding, vectors, tasks, config),
         "task_similarity": metrics.task_similarity(vectors, tasks),
         "routing_dump": DUMP_NAME, "results_file": found["results_file"],
+        "router_checkpoint_sha256": found["router_checkpoint_sha256"],
     }

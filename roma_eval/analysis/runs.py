@@ -22,11 +22,11 @@ FORMAT, VERSION = "roma-eval routing analysis", 1
 # The lm-eval model that evaluates router checkpoints (the rows whose artefact is one).
 ROUTER_MODEL = next(m.lm_eval_model for m in registry.METHODS if m.artefact == registry.ROUTER_CHECKPOINT)
 CHECKPOINT_ARG = registry.ARTEFACTS[registry.ROUTER_CHECKPOINT].model_arg
-WHY_NOT = {  # lm-eval --model -> why its run has no single routing
-    "oracle": "the oracle changes the routing of every sample by gradient descent",
-    "c3po": "C3PO re-mixes the routing of every test sample",
-    "icl": "ICL changes the prompts (retrieved demonstrations), not the routers",
-}
+# Why a method's run has no single routing, by what the method writes (registry.Artefact kinds).
+WHY_NOT = {registry.ORACLE_ROUTING: "it changes the routing of every sample (a descent with the gold label)",
+           registry.REFERENCE_SET: "it re-mixes the routing of every test sample",
+           registry.PEFT_ADAPTER: "its adapter puts virtual tokens before every prompt",
+           None: "it changes the prompts, not the routers"}
 logger = logging.getLogger(__name__)
 
 
@@ -74,12 +74,16 @@ def _typed(value):
 
 
 def _why_not(model: str, model_args: dict, data: dict) -> str | None:
-    """Why a run of lm-eval's ``model`` has no single routing (None: it has one)."""
-    if model in WHY_NOT:
-        return WHY_NOT[model]
-    if model not in registry.PLAIN_LM_EVAL_MODELS and model != ROUTER_MODEL or model_args.get("peft"):
-        return (f"lm-eval's --model {model}{' with a peft adapter' if model_args.get('peft') else ''} is not "
-                f"analysed (runs of {', '.join(sorted(registry.PLAIN_LM_EVAL_MODELS))} or {ROUTER_MODEL} are)")
+    """Why a run of lm-eval's ``model`` has no single routing (None: it has one).  The oracle, C3PO and ICL name
+    their runs after the method (their lm-eval model, or their evaluator's)."""
+    if model in registry.BY_NAME and registry.method(model).artefact != registry.ROUTER_CHECKPOINT \
+            and model != "base":
+        return f"{registry.label(model)}: {WHY_NOT[registry.method(model).artefact]}"
+    if model_args.get("peft"):
+        return f"a peft adapter: {WHY_NOT[registry.PEFT_ADAPTER]}"
+    if model not in registry.PLAIN_LM_EVAL_MODELS and model != ROUTER_MODEL:
+        return (f"lm-eval's --model {model} is not analysed (runs of {', '.join(sorted(registry.PLAIN_LM_EVAL_MODELS))}"
+                f" or {ROUTER_MODEL} are)")
     if data.get("chat_template"):
         return "it applied a chat template; the analysis reads lm-eval's plain prompts"
     return None

@@ -193,7 +193,7 @@ def run(args) -> int:
     from roma_eval.methods.oracle.config import OracleConfig
     from roma_eval.pipeline import STAGES, Experiment, check_methods, report_stage, timed
     from roma_eval.pipeline.budget import budget_lines
-    from roma_eval.pipeline.stages import backend_plan
+    from roma_eval.pipeline.stages import backend_plan, routing_stage
     from roma_eval.report.paper import paper_model_for
 
     methods = list(registry.RUN_ORDER) if args.methods == "all" else split_list(args.methods)
@@ -241,7 +241,9 @@ def run(args) -> int:
         timed(exp, method, lambda stage=STAGES[method]: stage(exp))
         if exp.results.get(method) is not None:
             say(stage_tables(exp.results[method], method))
-    if exp.dist.is_main_process:  # the report reads what the main process wrote
+    if exp.dist.is_main_process:  # the routing analysis and the report read what the main process wrote
+        say("\n== routing")
+        timed(exp, "routing", lambda: routing_stage(exp, methods))
         say("\n== report")
         timed(exp, "report", lambda: report_stage(exp, methods, f"roma-eval reproduce: {args.pretrained}",
                                                    paper_model))

@@ -4,11 +4,12 @@ Each stage is a function of a ``DemoContext`` (context.py); it writes its output
 ``ctx.output/<stage>/`` (lm-eval's own format wherever lm-eval runs) and adds a column to the table
 printed at the end (table.py).
 
-    base.py    the toy model (shipped in the package), the base model through lm-eval, its routing consistency
-    roma.py    Router Tuning and RoMA router post-training on the training mixture, then `--model roma`
-    oracle.py  the per-sample routing upper bound
-    c3po.py    C3PO's reference set, then `--model c3po`
-    report.py  report.md / .html / .tex and plots comparing them
+    base.py     the toy model (shipped in the package), the base model through lm-eval
+    roma.py     Router Tuning and RoMA router post-training on the training mixture, then `--model roma`
+    oracle.py   the per-sample routing upper bound
+    c3po.py     C3PO's reference set, then `--model c3po`
+    routing.py  the routing analysis of base, Router Tuning and RoMA (`roma-eval analyze`): alignment, movement
+    report.py   report.md / .html / .tex and plots comparing them
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from roma_eval.demo.context import DemoContext
 from roma_eval.demo.oracle import oracle_stage
 from roma_eval.demo.report import report_stage
 from roma_eval.demo.roma import roma_stage, router_tuning_stage
+from roma_eval.demo.routing import routing_stage
 from roma_eval.demo.table import format_table
 
 Stage = Callable[[DemoContext], "list[str] | None"]
@@ -31,7 +33,7 @@ _METHOD_STAGES = {stage.__name__.removesuffix("_stage"): stage
                   for stage in (base_stage, router_tuning_stage, roma_stage, oracle_stage, c3po_stage)}
 STAGES: list[tuple[str, Stage]] = [("toy model", toy_model_stage),
                                    *((name, _METHOD_STAGES[name]) for name in registry.DEFAULT),
-                                   ("report", report_stage)]
+                                   ("routing", routing_stage), ("report", report_stage)]
 __all__ = ["DemoContext", "STAGES", "run_demo", "summary"]
 logger = logging.getLogger(__name__)
 

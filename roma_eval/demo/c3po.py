@@ -1,8 +1,8 @@
 """The demo's C3PO stage: the pipeline's (the reference set on the training mixture, `--model c3po`), then
 C3PO − base per benchmark with a paired-bootstrap 95% interval, whatever its sign, and how far C3PO moved the
 pathways: the distribution of ‖ω − ω0‖ over the test prompts (ω0 = the base routing at the last prompt token of
-the critical layers, ω = C3PO's), beside the distance from ω0 to its neighbours' pathways (where NGD is pulled)
-and RoMA's own move ‖r_RoMA − r_base‖ on the same prompts."""
+the critical layers, ω = C3PO's), beside the distance from ω0 to its neighbours' pathways (where NGD is pulled).
+The routing stage (routing.py) sets it beside how far RoMA and Router Tuning moved the routing."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from contextlib import contextmanager
 import numpy as np
 
 from roma_eval.demo.context import DemoContext, method_columns
-from roma_eval.errors import RomaEvalError
 from roma_eval.pipeline import stages
 
 MOVEMENT = "omega_movement.json"
@@ -53,18 +52,6 @@ def quantiles(values) -> dict:
             "p90": float(q[3]), "max": float(q[4]), "mean": float(values.mean()) if len(values) else float("nan")}
 
 
-def roma_movement(ctx: DemoContext) -> dict | None:
-    """‖r_RoMA − r_base‖ per evaluation prompt, from the two stages' routing dumps (same layers, same prompts)."""
-    from roma_eval.demo.base import DUMP_NAME, results_dir
-    from roma_eval.report.plots import read_routing_dump
-
-    try:
-        base, roma = (read_routing_dump(results_dir(ctx, s) / DUMP_NAME).routing for s in ("base", "roma"))
-    except (ValueError, RomaEvalError):  # RoMA did not run
-        return None
-    return quantiles(np.linalg.norm(roma.astype(np.float64) - base.astype(np.float64), axis=1))
-
-
 def c3po_stage(ctx: DemoContext) -> list[str]:
     from roma_eval.methods.c3po import load_reference
     from roma_eval.storage import write_json
@@ -80,15 +67,12 @@ def c3po_stage(ctx: DemoContext) -> list[str]:
     ctx.notes.append(f"C3PO reference: {meta['n_references']} of {meta['n_training_samples']} training samples "
                      f"answered correctly by the base model; critical layers {meta['layers']}; {ctx.c3po_args}")
     if path.exists():
-        ctx.notes.append(movement_line(json.loads(path.read_text()), roma_movement(ctx)))
+        ctx.notes.append(movement_line(json.loads(path.read_text())))
     return commands
 
 
-def movement_line(movement: dict, roma: dict | None) -> str:
+def movement_line(movement: dict) -> str:
     m, d = movement["moved"], movement["to_neighbours"]
-    line = (f"C3PO pathway movement ‖ω − ω0‖ over {m['n']} test problems (critical layers concatenated, L2): "
+    return (f"C3PO pathway movement ‖ω − ω0‖ over {m['n']} test problems (critical layers concatenated, L2): "
             f"median {m['median']:.4f}, p10 {m['p10']:.4f}, p90 {m['p90']:.4f}, max {m['max']:.4f}; "
             f"ω0 to its neighbours' pathways: median {d['median']:.3f}")
-    if roma is not None:
-        line += f"; RoMA's ‖r_RoMA − r_base‖ on the evaluation prompts: median {roma['median']:.3f}"
-    return line

@@ -1,14 +1,13 @@
 """The demo's router-training stages: Router Tuning (the task loss only, the paper's baseline) and RoMA (with the
 manifold regulariser), each the pipeline's (train the routers on the training mixture, `--model roma`); then per
-benchmark the method − base (and RoMA − Router Tuning) with a paired-bootstrap 95% interval, whatever its sign; the
-accuracy on the mixture's held-out split, on which the learning rates were chosen; and RoMA's routing consistency
-(the paper's Figure 3 question: does the routing manifold align with the embedding manifold?)."""
+benchmark the method − base (and RoMA − Router Tuning) with a paired-bootstrap 95% interval, whatever its sign; and
+the accuracy on the mixture's held-out split, on which the learning rates were chosen.  Their routing is analysed by
+the routing stage (routing.py)."""
 
 from __future__ import annotations
 
 import json
 
-from roma_eval.demo.base import consistency_line, routing_consistency
 from roma_eval.demo.context import DemoContext, method_columns
 from roma_eval.pipeline import stages
 from roma_eval.toy.suite import TRAIN_GROUP
@@ -24,14 +23,9 @@ def router_tuning_stage(ctx: DemoContext) -> list[str]:
 
 
 def roma_stage(ctx: DemoContext) -> list[str]:
-    from roma_eval.checkpoint import apply_router_checkpoint, load_router_checkpoint
-
     commands = stages.roma_stage(ctx)
     method_columns(ctx, "roma", baselines=("base", "router_tuning"))
     ctx.notes.append(training_line(ctx, "roma", ctx.roma))
-    model, tokenizer = ctx.load_model()
-    apply_router_checkpoint(model, load_router_checkpoint(ctx.stage_dir("roma") / stages.CHECKPOINT))
-    ctx.notes.append(consistency_line("roma", routing_consistency(ctx, "roma", model, tokenizer)))
     return commands
 
 

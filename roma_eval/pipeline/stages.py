@@ -271,6 +271,44 @@ def report_stage(exp: Experiment, methods: list[str], title: str, paper_model: s
                        "--columns", "present", "--output_path", out, "--overwrite")]
 
 
+# The rows whose evaluation has one routing to analyse: the base model's routers and every router checkpoint's.  C3PO
+# re-mixes the routing of each sample and the oracle descends on it; ICL and the peft rows change the prompts.
+ROUTED = tuple(m.name for m in registry.METHODS if m.artefact == registry.ROUTER_CHECKPOINT
+               or (m.artefact is None and m.lm_eval_model in registry.PLAIN_LM_EVAL_MODELS))
+
+
+def evaluation_of(exp: Experiment, stage: str):
+    """The newest results file of the stage's own evaluation (its row's lm-eval model; an oracle run of the training
+    mixture beside it is not it), or None."""
+    from roma_eval.results import results_files
+
+    model = registry.method(stage).lm_eval_model
+    found = [path for path in results_files(exp.stage_dir(stage))
+             if json.loads(path.read_text(encoding="utf-8")).get("config", {}).get("model") == model]
+    return max(found, key=lambda path: path.name) if found else None
+
+
+def routing_stage(exp: Experiment, methods: list[str]) -> list[str]:
+    """The routing analysis (``roma_eval.analysis``, `roma-eval analyze`) of every stage in ``methods`` that has one
+    routing (``ROUTED``), beside its lm-eval results, in one load of the base model; an analysis already there with
+    the same settings is kept."""
+    from roma_eval.analysis import AnalysisConfig, Where, analyse_runs, read_run
+
+    runs = [read_run(results) for stage in methods if stage in ROUTED
+            if (results := evaluation_of(exp, stage)) is not None]
+    if not runs:
+        return []
+    config = AnalysisConfig(seed=exp.seed, batch_size=exp.batch_size)
+    planned = analyse_runs(runs, config, Where(tuple(exp.include_path), exp.device, exp.progress), exp.overwrite)
+    if any(item.document is not None for item in planned):
+        exp.note_work()
+    else:
+        logger.info("routing: reusing the routing analyses beside the runs (--overwrite recomputes them)")
+    flags = [flag for path in exp.include_path for flag in ("--include_path", path)]
+    flags += ["--seed", exp.seed] if exp.seed else []
+    return [_roma_eval("analyze", *(run.directory for run in runs), *flags, "--batch_size", exp.batch_size)]
+
+
 def icl_stage(exp: Experiment) -> list[str]:
     """The base model with retrieved demonstrations, evaluated by lm-eval (``methods.icl``)."""
     from roma_eval.methods.icl import IclConfig, RunSettings, run_icl

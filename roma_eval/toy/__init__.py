@@ -9,5 +9,4 @@ corpus.py      the pretraining text
 config.py      ToyConfig (architecture + recipe + generator version) and presets
 pretrain.py    deterministic pretraining
 cache.py       the on-disk model cache ($ROMA_EVAL_CACHE)
-consistency.py the routing-consistency figure
 """

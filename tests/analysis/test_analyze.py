@@ -150,7 +150,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(world, tmp_path, capsys, load
     empty.mkdir()
     assert "no lm-eval results" in refused([str(empty)], capsys)
     oracle = fake_run(tmp_path / "oracle", "oracle", f"pretrained={root / 'model'}", COUNTS).parent
-    assert "oracle changes the routing" in refused([str(oracle), *FLAGS], capsys)
+    assert "Oracle: it changes the routing of every sample" in refused([str(oracle), *FLAGS], capsys)
     missing = fake_run(tmp_path / "missing", "roma", f"pretrained={root / 'model'},router_checkpoint={tmp_path}/gone",
                        COUNTS).parent
     line = refused([str(missing), *FLAGS], capsys)
@@ -166,5 +166,5 @@ def test_among_several_runs_one_without_a_single_routing_is_skipped(world, tmp_p
     c3po = fake_run(tmp_path / "c3po", "c3po", f"pretrained={root / 'model'},reference=x", COUNTS).parent
     assert main(["analyze", str(runs["base"]), str(c3po), *FLAGS]) == 0
     captured = capsys.readouterr()
-    assert "skipped" in captured.err and "C3PO re-mixes" in captured.err
+    assert "skipped" in captured.err and "C3PO: it re-mixes the routing" in captured.err
     assert "already analysed" in captured.out and not (c3po / ANALYSIS_NAME).exists()

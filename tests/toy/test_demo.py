@@ -57,8 +57,9 @@ def test_demo_prints_every_benchmark_and_writes_lm_eval_outputs(fast_demo, capsy
     assert ctx.columns["base"]["toy_arc_challenge"] == results["toy_arc_challenge"]["acc,none"]
     metric_row = next(line for line in format_table(ctx).splitlines() if line.startswith("(metric)")).split()
     assert metric_row[1:] == ["acc", "acc_norm", "acc", "acc", "acc", "acc", "acc", "exact_match"]
-    figure = json.loads((base / "routing_consistency.json").read_text())
-    assert figure["samples"] == len(EVAL_TASKS) * ctx.limit and len(figure["layers"]) == 5
+    analysis = json.loads(next(base.rglob("routing_analysis.json")).read_text())
+    assert analysis["n_samples"] == len(EVAL_TASKS) * ctx.limit and len(analysis["layers"]) == 5
+    assert analysis["method"] == "base" and sorted(analysis["alignment"]["per_task"]) == sorted(EVAL_TASKS)
 
 
 def test_plain_lm_eval_reproduces_the_demo(fast_demo, tmp_path):
@@ -95,7 +96,9 @@ def test_demo_adds_router_tuning_roma_oracle_c3po_and_the_report(fast_demo):
         line = next(n for n in ctx.notes if n.startswith(f"{method} vs base: "))
         assert re.search(rf"\d+ of {8 * ctx.limit} per-sample results changed \(gained \d+, lost \d+;", line), line
     movement = next(n for n in ctx.notes if n.startswith("C3PO pathway movement"))
-    assert f"over {8 * ctx.limit} test problems" in movement and "RoMA's" in movement
+    assert f"over {8 * ctx.limit} test problems" in movement
+    moved = next(n for n in ctx.notes if n.startswith("routing movement from base"))
+    assert f"over {8 * ctx.limit} evaluation prompts" in moved and "RoMA median" in moved and "C3PO's pathways" in moved
     assert any(n.startswith("router_tuning training: ") and "held-out mixture acc" in n for n in ctx.notes)
     report = (root / "reports" / "report" / "report.md").read_text()
     for row in ("Base", "Router Tuning", "RoMA", "C3PO", "Oracle"):
@@ -103,10 +106,14 @@ def test_demo_adds_router_tuning_roma_oracle_c3po_and_the_report(fast_demo):
     for name in ("report.html", "report.tex", "results.csv"):
         assert (root / "reports" / "report" / name).is_file(), name
     assert (root / "reports" / "roma" / "router_checkpoint" / "router_model.safetensors").is_file()
-    # Routing dumps of base and RoMA: the report draws the routing-manifold figure from them.
+    # The routing stage's analyses of base, Router Tuning and RoMA (C3PO and the oracle have no single routing): the
+    # report draws the routing-manifold figure from their dumps.
     assert "routing manifold" in report
     assert len(list((root / "reports" / "report" / "plots").glob("*manifold*.svg"))) == 1
-    assert any(n.startswith("routing consistency (roma,") for n in ctx.notes)
+    for method in ("base", "router_tuning", "roma"):
+        assert any(n.startswith(f"routing alignment ({method},") and "kNN overlap" in n for n in ctx.notes), method
+    for method in ("c3po", "oracle"):
+        assert not list((root / "reports" / method).rglob("routing_analysis.json")), method
 
 
 def test_second_run_reuses_the_model_and_the_results(fast_demo, monkeypatch, caplog):
@@ -118,7 +125,8 @@ def test_second_run_reuses_the_model_and_the_results(fast_demo, monkeypatch, cap
     monkeypatch.setenv("ROMA_EVAL_CACHE", str(root / "cache"))
     for target in ("roma_eval.toy.pretrain.pretrain", "lm_eval.simple_evaluate",
                    "roma_eval.methods.roma.train.train_roma", "roma_eval.scoring.score_samples",
-                   "roma_eval.methods.c3po.build_reference", "roma_eval.methods.oracle.solver.descend"):
+                   "roma_eval.methods.c3po.build_reference", "roma_eval.methods.oracle.solver.descend",
+                   "roma_eval.analysis.collect.collect_routing"):
         monkeypatch.setattr(target, fail)
     caplog.set_level(logging.INFO, logger="roma_eval")
     again = run_demo(DemoContext.from_preset("fast", output=root / "reports", progress=False))
@@ -146,7 +154,8 @@ def test_a_copied_tree_is_reused_and_reported_alike(fast_demo, tmp_path, monkeyp
     copy = Path(shutil.copytree(root / "reports", tmp_path / "elsewhere" / "demo", copy_function=shutil.copy))
     for target in ("roma_eval.toy.pretrain.pretrain", "lm_eval.simple_evaluate",
                    "roma_eval.methods.roma.train.train_roma", "roma_eval.scoring.score_samples",
-                   "roma_eval.methods.c3po.build_reference", "roma_eval.methods.oracle.solver.descend"):
+                   "roma_eval.methods.c3po.build_reference", "roma_eval.methods.oracle.solver.descend",
+                   "roma_eval.analysis.collect.collect_routing"):
         monkeypatch.setattr(target, lambda *a, **k: pytest.fail("recomputed something the copy holds"))
     monkeypatch.setenv("ROMA_EVAL_CACHE", str(root / "cache"))
     hidden = root / "reports-hidden"
