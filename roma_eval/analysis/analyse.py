@@ -153,14 +153,15 @@ class _Shared:
 
 
 def _documents_key(run: RunToAnalyse, config: AnalysisConfig) -> tuple:
-    return tuple((task, min(run.documents[task], config.limit or run.documents[task]), run.num_fewshot.get(task))
-                 for task in run.tasks)
+    return run.fewshot_seed, tuple((task, min(run.documents[task], config.limit or run.documents[task]),
+                                    run.num_fewshot.get(task)) for task in run.tasks)
 
 
 def run_samples(manager, run: RunToAnalyse, limit: int | None) -> list:
     """The run's documents as lm-eval's prompts (``samples.samples_from_task``, tasks of lm-eval's TaskManager
     ``manager``): the first documents of each leaf task, as many as the run evaluated (at most ``limit``), with the
-    run's few-shot setting."""
+    run's few-shot setting and the few-shot examples its seed drew (lm-eval draws them per document in order, as
+    here)."""
     from roma_eval.samples import samples_from_task
 
     tasks = manager.load(run.tasks)["tasks"]
@@ -169,6 +170,7 @@ def run_samples(manager, run: RunToAnalyse, limit: int | None) -> list:
         task, wanted = tasks[name], min(run.documents[name], limit or run.documents[name])
         if run.num_fewshot.get(name) is not None and task.config.num_fewshot != run.num_fewshot[name]:
             task.set_config(key="num_fewshot", value=run.num_fewshot[name])
+        task.set_fewshot_seed(seed=run.fewshot_seed)  # as simple_evaluate seeds each task
         found = samples_from_task(task, "eval", wanted)
         if len(found) != wanted:
             raise RomaEvalError(f"task {name} has {len(found)} documents here, the run {run.directory} evaluated "

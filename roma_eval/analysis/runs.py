@@ -22,6 +22,7 @@ FORMAT, VERSION = "roma-eval routing analysis", 1
 # The lm-eval model that evaluates router checkpoints (the rows whose artefact is one).
 ROUTER_MODEL = next(m.lm_eval_model for m in registry.METHODS if m.artefact == registry.ROUTER_CHECKPOINT)
 CHECKPOINT_ARG = registry.ARTEFACTS[registry.ROUTER_CHECKPOINT].model_arg
+LM_EVAL_FEWSHOT_SEED = 1234  # simple_evaluate's default fewshot_random_seed, for results files that record none
 # Why a method's run has no single routing, by what the method writes (registry.Artefact kinds).
 WHY_NOT = {registry.ORACLE_ROUTING: "it changes the routing of every sample (a descent with the gold label)",
            registry.REFERENCE_SET: "it re-mixes the routing of every test sample",
@@ -53,6 +54,7 @@ class RunToAnalyse:
     documents: dict[str, int]  # leaf task -> documents the run evaluated (lm-eval's "effective" count)
     num_fewshot: dict[str, int | None]  # leaf task -> few-shot examples as the run's task config had them
     limit: float | None  # the run's --limit
+    fewshot_seed: int = LM_EVAL_FEWSHOT_SEED  # the seed its few-shot examples were drawn with
 
     @property
     def directory(self) -> Path:
@@ -116,7 +118,8 @@ def read_run(results_file: Path) -> RunToAnalyse:
     limit = run.config.get("limit")
     return RunToAnalyse(results_file, run.method, source, checkpoint.resolve() if checkpoint else None, counts,
                         {task: (configs.get(task) or {}).get("num_fewshot") for task in counts},
-                        limit if isinstance(limit, (int, float)) else None)
+                        limit if isinstance(limit, (int, float)) else None,
+                        run.config.get("fewshot_seed", LM_EVAL_FEWSHOT_SEED))
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[RunToAnalyse]:
