@@ -70,6 +70,8 @@ def test_the_base_stage_is_plain_lm_eval_and_the_report_follows(tmp_path, tokeni
     assert "lm_eval --model hf" in " ".join(manifest["stages"]["base"]["commands"])
     rows = [line for line in (out / "report" / "report.md").read_text().splitlines() if line.startswith("| Base")]
     assert rows and "BoolQ" in (out / "report" / "report.md").read_text()
+    assert "roma-eval analyze" in manifest["stages"]["routing"]["commands"][0]  # the routing stage, before the report
+    assert json.loads(next((out / "base").rglob("routing_analysis.json")).read_text())["n_samples"] == 3
 
 
 @pytest.mark.slow
@@ -85,7 +87,7 @@ def test_every_stage_fills_every_column_of_the_report(run):
     assert all(cell not in ("", "—") for name in ("Base", "Router Tuning", "RoMA", "C3PO", "Oracle")
                for cell in rows[name]), scores
     manifest = json.loads((out / "experiment.json").read_text())
-    assert set(manifest["stages"]) == {"base", "router_tuning", "roma", "oracle", "c3po", "report"}
+    assert set(manifest["stages"]) == {"base", "router_tuning", "roma", "oracle", "c3po", "routing", "report"}
     roma = manifest["stages"]["roma"]["commands"]
     assert roma[0].startswith("roma-eval train --pretrained") and "--model roma" in roma[1]
     assert "--lr 0.01" in roma[0] and "--epochs 2" in roma[0]  # the shared budget, in the plain command too
@@ -210,7 +212,7 @@ def test_every_row_runs_on_deepseek_moe_remote_code(deepseek_run):
     _, out = deepseek_run
     manifest = json.loads((out / "experiment.json").read_text())
     assert set(manifest["stages"]) == {"base", "router_tuning", "roma", "oracle", "c3po", "icl", "oracle_tuning",
-                                       "prefix_tuning", "prompt_tuning", "dense_bp", "report"}
+                                       "prefix_tuning", "prompt_tuning", "dense_bp", "routing", "report"}
     table = (out / "report" / "report.md").read_text().split("\n\n")
     scores = next(block for block in table if "| Base |" in block)
     rows = {label: line for line in scores.splitlines()[2:]
