@@ -292,14 +292,19 @@ def routing_stage(exp: Experiment, methods: list[str]) -> list[str]:
     """The routing analysis (``roma_eval.analysis``, `roma-eval analyze`) of every stage in ``methods`` that has one
     routing (``ROUTED``), beside its lm-eval results, in one load of the base model; an analysis already there with
     the same settings is kept."""
-    from roma_eval.analysis import AnalysisConfig, Where, analyse_runs, read_run
+    from roma_eval.analysis import AnalysisConfig, NotAnalysable, Where, analyse_runs, read_run
 
-    runs = [read_run(results) for stage in methods if stage in ROUTED
-            if (results := evaluation_of(exp, stage)) is not None]
+    config = AnalysisConfig(seed=exp.seed, batch_size=exp.batch_size)
+    try:  # runs through a chat template, a model without routers (a base-only experiment): no routing stage
+        runs = [read_run(results) for stage in methods if stage in ROUTED
+                if (results := evaluation_of(exp, stage)) is not None]
+        planned = analyse_runs(runs, config, Where(tuple(exp.include_path), exp.device, exp.progress),
+                               exp.overwrite) if runs else []
+    except NotAnalysable as exc:
+        logger.info(f"routing: not analysed ({exc})")
+        return []
     if not runs:
         return []
-    config = AnalysisConfig(seed=exp.seed, batch_size=exp.batch_size)
-    planned = analyse_runs(runs, config, Where(tuple(exp.include_path), exp.device, exp.progress), exp.overwrite)
     if any(item.document is not None for item in planned):
         exp.note_work()
     else:
