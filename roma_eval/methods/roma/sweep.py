@@ -12,9 +12,9 @@ directories' names as tell them apart, joined by "__" (runs/a/roma and runs/b/ro
 
 Every checkpoint is checked before the base model loads (``prepare``): readable and finite, for this model's family,
 layers and router shapes, and tuned on these base weights -- its recorded fingerprint against the routers stored
-in the base model's safetensors files, read by name.  Where they cannot be read that way (weights not downloaded
-yet, parameters that transformers renames when loading, e.g. Mixtral's), the fingerprints are compared right after
-the one load, before anything is evaluated.  A checkpoint already evaluated into its directory with the same
+in the base model's safetensors files (read as `roma-eval export` reads them).  Where they cannot be read that way
+(weights in another format, quantized or fused routers), the fingerprints are compared right after the one load,
+before anything is evaluated.  A checkpoint already evaluated into its directory with the same
 settings is not evaluated again (``plan``).
 """
 
@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from roma_eval.checkpoint import RouterCheckpoint, apply_router_checkpoint, load_router_checkpoint
+from roma_eval.checkpoint import (
+    RouterCheckpoint,
+    apply_router_checkpoint,
+    load_router_checkpoint,
+    routers_restored,
+)
 from roma_eval.errors import RomaEvalError
 from roma_eval.results.provenance import router_method, same_model_args
-from roma_eval.routing import router_fingerprint, router_parameter_names, router_weights
+from roma_eval.routing import router_fingerprint, router_parameter_names
 from roma_eval.storage import read_json_object, staged_directory
 
 FLAG = "--router_checkpoints"
@@ -82,18 +84,6 @@ class Outcome:
     skipped: bool
 
 
-@contextmanager
-def routers_restored(model):
-    """The routers of ``model`` as they are on entering, put back on leaving (after an error too)."""
-    saved = {layer: weight.detach().clone() for layer, weight in router_weights(model).items()}
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for layer, weight in router_weights(model).items():
-                weight.copy_(saved[layer])
-
-
 def _components(source: str) -> tuple[str, ...]:
     path = Path(source).expanduser()
     return path.resolve().parts[1:] if path.exists() else tuple(part for part in source.split("/") if part)
@@ -134,36 +124,22 @@ def check_fit(model, entries: Sequence[SweepEntry], pretrained: str, compare_fin
                                 f"from those of {pretrained}; sweep it with its own base model (--pretrained)")
 
 
-def _weight_files(pretrained: str, revision: str | None) -> list[Path]:
-    """The base model's safetensors files on this machine (a local directory, or the hub cache); none when absent."""
-    directory = Path(pretrained).expanduser()
-    if not directory.is_dir():
-        from huggingface_hub import snapshot_download
-
-        try:
-            directory = Path(snapshot_download(pretrained, revision=revision, allow_patterns=["*.safetensors"],
-                                               local_files_only=True))
-        except Exception:  # not in the cache (or not a hub id): the fingerprints are compared after the load
-            return []
-    return sorted(directory.glob("*.safetensors"))
-
-
 def read_stored_routers(skeleton, pretrained: str, revision: str | None = None) -> bool:
-    """Put the base model's stored router weights into ``skeleton`` (its modules on the meta device), read by name
-    from its safetensors files without the rest; False when they are not all found that way."""
-    from safetensors import SafetensorError, safe_open
+    """Put the base model's stored router weights into ``skeleton`` (its modules on the meta device), read from its
+    safetensors files as `roma-eval export` reads them (keys renamed as transformers renames them on load), without
+    the rest; False where they cannot be read that way (another format, quantized or fused routers, a hub model
+    neither cached nor downloadable now)."""
+    from roma_eval.export import model_directory, read_tensors, router_keys, weight_map
 
-    names = set(router_parameter_names(skeleton).values())
-    found = {}
     try:
-        for file in _weight_files(pretrained, revision):
-            with safe_open(file, framework="pt") as handle:
-                found.update({name: handle.get_tensor(name) for name in names & set(handle.keys())})
-    except (SafetensorError, OSError):  # a damaged file: the load itself will say so
+        directory, _ = model_directory(pretrained, revision)
+        shards = weight_map(directory)
+        keys = router_keys(skeleton, shards, directory)
+    except RomaEvalError:
         return False
-    if found.keys() != names:
-        return False
-    skeleton.load_state_dict(found, strict=False, assign=True)
+    stored = read_tensors(directory, shards, keys.values())
+    names = router_parameter_names(skeleton)
+    skeleton.load_state_dict({names[layer]: stored[key] for layer, key in keys.items()}, strict=False, assign=True)
     return True
 
 
