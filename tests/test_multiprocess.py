@@ -164,7 +164,9 @@ def test_reproduce_in_two_processes_equals_one(world):
                       "--batch_size", "1", "--output_path", out, "--no_progress")
         assert proc.stdout.count("== roma") == 1 and (out / "report" / "report.md").is_file()
         manifest = json.loads((out / "experiment.json").read_text())
-        assert list(manifest["stages"]) == ["base", "roma", "oracle", "c3po", "report"]
+        assert list(manifest["stages"]) == ["base", "roma", "oracle", "c3po", "routing", "report"]
+        # the routing analysis runs on the main process, once per row with one routing
+        assert {p.parent.parent.name for p in out.rglob("routing_analysis.json")} == {"base", "roma"}
         rows[n] = {}
         for stage in ("base", "roma", "oracle", "c3po"):
             assert len(list((out / stage).rglob("results_*.json"))) == 1, stage  # written once

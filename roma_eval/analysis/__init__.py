@@ -13,7 +13,7 @@ from roma_eval._lazy import lazy_exports
 
 _EXPORTS = {
     "AnalysisConfig": "config", "RoutingDump": "dump", "read_routing_dump": "dump", "write_routing_dump": "dump",
-    "DUMP_NAME": "dump", "ANALYSIS_NAME": "runs", "RunToAnalyse": "runs", "find_runs": "runs", "read_run": "runs",
+    "DUMP_NAME": "dump", "ANALYSIS_FILE": "runs", "RunToAnalyse": "runs", "find_runs": "runs", "read_run": "runs",
     "analyse_runs": "analyse", "Where": "analyse", "collect_routing": "collect", "Routing": "collect",
     "NotAnalysable": "runs", "dump_bytes": "dump",
 }

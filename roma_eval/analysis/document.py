@@ -9,7 +9,8 @@ from roma_eval.analysis import metrics
 from roma_eval.analysis.collect import Routing
 from roma_eval.analysis.config import AnalysisConfig
 from roma_eval.analysis.dump import DUMP_NAME
-from roma_eval.analysis.runs import FORMAT, VERSION, RunToAnalyse
+from roma_eval.analysis.runs import RunToAnalyse
+from roma_eval.results.routing import FORMAT, VERSION  # the reader's format: one definition
 
 
 def checkpoint_digest(checkpoint) -> str | None:

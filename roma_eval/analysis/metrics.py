@@ -82,8 +82,9 @@ def random_partners(n: int, k: int, seed: int) -> np.ndarray:
 
 
 def pair_cosine(unit: np.ndarray, partners: np.ndarray) -> np.ndarray:
-    """(n, k) cos(u_i, u_j) for each row i's partners j (``unit``: unit rows)."""
-    return np.einsum("nd,nkd->nk", unit, unit[partners])
+    """(n, k) cos(u_i, u_j) for each row i's partners j (``unit``: unit rows), one partner column at a time (n × d
+    memory, not n × k × d: tens of thousands of samples by hundreds of routing dimensions)."""
+    return np.stack([np.einsum("nd,nd->n", unit, unit[column]) for column in partners.T], axis=1)
 
 
 def bootstrap_interval(values: np.ndarray, iterations: int, seed: int) -> list[float]:

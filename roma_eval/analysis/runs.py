@@ -16,9 +16,8 @@ from pathlib import Path
 
 from roma_eval import registry
 from roma_eval.errors import RomaEvalError
+from roma_eval.results.routing import ANALYSIS_FILE
 
-ANALYSIS_NAME = "routing_analysis.json"  # beside the run's results_<date>.json
-FORMAT, VERSION = "roma-eval routing analysis", 1
 # The lm-eval model that evaluates router checkpoints (the rows whose artefact is one).
 ROUTER_MODEL = next(m.lm_eval_model for m in registry.METHODS if m.artefact == registry.ROUTER_CHECKPOINT)
 CHECKPOINT_ARG = registry.ARTEFACTS[registry.ROUTER_CHECKPOINT].model_arg
@@ -62,7 +61,7 @@ class RunToAnalyse:
 
     @property
     def output(self) -> Path:
-        return self.directory / ANALYSIS_NAME
+        return self.directory / ANALYSIS_FILE
 
     @property
     def tasks(self) -> list[str]:

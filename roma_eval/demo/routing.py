@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from roma_eval import registry
-from roma_eval.analysis.runs import ANALYSIS_NAME
+from roma_eval.analysis.runs import ANALYSIS_FILE
 from roma_eval.demo.context import DemoContext
 from roma_eval.pipeline import stages
 
@@ -22,7 +22,7 @@ def _analyses(ctx: DemoContext) -> dict[str, Path]:
     for method in registry.NAMES:
         if method in ctx.columns and method in stages.ROUTED:
             results = stages.evaluation_of(ctx, method)
-            if results is not None and (results.parent / ANALYSIS_NAME).is_file():
+            if results is not None and (results.parent / ANALYSIS_FILE).is_file():
                 found[method] = results.parent
     return found
 
@@ -61,7 +61,7 @@ def routing_stage(ctx: DemoContext) -> list[str]:
     commands = stages.routing_stage(ctx, [m for m in registry.NAMES if m in ctx.columns])
     runs = _analyses(ctx)
     for method, directory in runs.items():
-        ctx.notes.append(alignment_line(method, json.loads((directory / ANALYSIS_NAME).read_text())))
+        ctx.notes.append(alignment_line(method, json.loads((directory / ANALYSIS_FILE).read_text())))
     if line := movement_line(ctx, runs):
         ctx.notes.append(line)
     return commands

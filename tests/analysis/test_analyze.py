@@ -10,7 +10,7 @@ import pytest
 from run_helpers import fake_run, tuned_checkpoint
 
 from roma_eval.analysis.dump import DUMP_NAME, read_routing_dump
-from roma_eval.analysis.runs import ANALYSIS_NAME
+from roma_eval.analysis.runs import ANALYSIS_FILE
 from roma_eval.cli import main
 from roma_eval.results.routing import read_routing_analysis
 from roma_eval.tiny import save_tiny_model
@@ -82,7 +82,7 @@ def analysed(world):
 
 
 def analysis(directory: Path) -> dict:
-    return json.loads((directory / ANALYSIS_NAME).read_text())
+    return json.loads((directory / ANALYSIS_FILE).read_text())
 
 
 def flat(value, prefix=""):
@@ -98,7 +98,7 @@ def test_runs_of_one_base_model_share_one_load(world, analysed):
     root, runs = world
     assert analysed == [str(root / "model"), str(root / "export")]  # three runs of the first model: one load
     for name in ("base", "roma", "router_tuning"):
-        found = read_routing_analysis(runs[name] / ANALYSIS_NAME)  # the report's reader accepts it
+        found = read_routing_analysis(runs[name] / ANALYSIS_FILE)  # the report's reader accepts it
         assert found.method == name and found.n_samples == 12 and found.tasks == ("tiny_animals",)
         assert found.layers == (0, 1, 2, 3) and found.num_experts == 8 and found.top_k == 2
         dump = read_routing_dump(runs[name] / DUMP_NAME)
@@ -167,4 +167,4 @@ def test_among_several_runs_one_without_a_single_routing_is_skipped(world, tmp_p
     assert main(["analyze", str(runs["base"]), str(c3po), *FLAGS]) == 0
     captured = capsys.readouterr()
     assert "skipped" in captured.err and "C3PO: it re-mixes the routing" in captured.err
-    assert "already analysed" in captured.out and not (c3po / ANALYSIS_NAME).exists()
+    assert "already analysed" in captured.out and not (c3po / ANALYSIS_FILE).exists()

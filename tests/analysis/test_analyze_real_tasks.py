@@ -9,7 +9,7 @@ import pytest
 from lm_eval_helpers import evaluate_to
 
 from roma_eval.analysis.analyse import run_samples
-from roma_eval.analysis.runs import ANALYSIS_NAME, read_run
+from roma_eval.analysis.runs import ANALYSIS_FILE, read_run
 from roma_eval.cli import main
 from roma_eval.harness import task_manager
 from roma_eval.results.routing import read_routing_analysis
@@ -48,11 +48,11 @@ def runs(tmp_path_factory, tokenizer):
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_each_family_is_analysed_on_the_runs_documents(runs, arch):
     scoring, layers = FAMILIES[arch]
-    analysis = read_routing_analysis(runs[arch] / ANALYSIS_NAME)
+    analysis = read_routing_analysis(runs[arch] / ANALYSIS_FILE)
     assert analysis.scoring == scoring and list(analysis.layers) == layers and analysis.top_k == 2
     assert analysis.tasks == tuple(sorted(TASKS)) and analysis.n_samples == len(TASKS) * LIMIT
     assert sorted(analysis.per_task) == sorted(TASKS) and analysis.overall.n == len(TASKS) * LIMIT
-    raw = json.loads((runs[arch] / ANALYSIS_NAME).read_text())
+    raw = json.loads((runs[arch] / ANALYSIS_FILE).read_text())
     assert raw["model_type"] == arch and raw["method"] == "base"
     for layer in layers:
         entry = analysis.per_layer[layer]
