@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(*flag("allow_prompt_change"), action="store_true",
                         help="compare runs whose prompts differ (n-shot, limit, task version or lm-eval's per-document "
                              "prompt_hash) instead of refusing them; each verdict then says how they differ")
+    parser.add_argument(*flag("allow_backend_change"), action="store_true",
+                        help="compare runs computed by different engines (e.g. --model roma on transformers against "
+                             "an export on --model vllm) instead of refusing them; each verdict then says so")
     parser.add_argument(*flag("bootstrap_iterations"), type=int, default=10_000, help="default: %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
     parser.add_argument(*flag("routing_gates"), nargs="?", const="all", default=None, metavar="GATES",
@@ -70,7 +73,8 @@ def run(args) -> int:
     significance = Significance(alpha=args.alpha, test=args.test, iterations=args.bootstrap_iterations,
                                 seed=args.seed)
     check = compare(baseline, candidate, prefs=prefs, max_drop=args.max_drop, significance=significance,
-                    benchmarks=benchmarks, allow_prompt_change=args.allow_prompt_change)
+                    benchmarks=benchmarks, allow_prompt_change=args.allow_prompt_change,
+                    allow_backend_change=args.allow_backend_change)
     check = replace(check, gates=gate_results)
     for comparison in [*check.comparisons, *([check.average] if check.average else [])]:
         print(verdict_line(comparison, args.alpha))

@@ -17,7 +17,9 @@ verdicts on the runs' routing analyses; a failed one is a regression too.
 
 A score only means something next to another made the same way: runs whose prompts differ (lm-eval's
 per-document prompt_hash, or the recorded n-shot, limit or task version) are refused unless
-``allow_prompt_change``; another dataset (doc_hash) always is.
+``allow_prompt_change``; another dataset (doc_hash) always is.  Runs computed by different engines (transformers
+against an export on vLLM: their kernels and batching move log-likelihoods) are refused unless
+``allow_backend_change``.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class _Paired:
     candidate: np.ndarray
     sizes: tuple[int, int]  # documents of each run before pairing
     differences: tuple[str, ...]  # how the runs' prompts differ, e.g. "n-shot 5 in the baseline, 0 in the candidate"
+    backends: tuple[str, str] = ("hf", "hf")  # the engine of each run (Run.backend)
 
 
 def mcnemar_p(losses: int, wins: int) -> float:
@@ -154,12 +157,13 @@ def _bootstrap_from_means(means: np.ndarray, level: float) -> tuple[float, tuple
 
 def compare(baseline: list[Run], candidate: list[Run], *, prefs: dict[str, tuple[str, ...]], max_drop: float = 1.0,
             significance: Significance = Significance(), benchmarks: list[str] | None = None,
-            allow_prompt_change: bool = False) -> Check:
+            allow_prompt_change: bool = False, allow_backend_change: bool = False) -> Check:
     """One comparison per benchmark of the baseline (or of ``benchmarks``, by column or task name), and of their
     average when there are several; a benchmark regresses when significantly worse by more than ``max_drop`` points.
 
     Runs whose prompts differ are refused, every difference in one message, unless ``allow_prompt_change``:
-    then they are compared and each verdict's note says how the prompts differ.
+    then they are compared and each verdict's note says how the prompts differ.  Likewise runs of different
+    engines, unless ``allow_backend_change``.
     """
     base, cand = _by_benchmark(baseline, "baseline"), _by_benchmark(candidate, "candidate")
     wanted = [key for key in _ordered(base) if benchmarks is None or {key[1], base[key][1].task} & set(benchmarks)]
@@ -176,6 +180,11 @@ def compare(baseline: list[Run], candidate: list[Run], *, prefs: dict[str, tuple
         listed = "; ".join(f"{p.benchmark}: {' and '.join(p.differences)}" for p in changed)
         raise RomaEvalError(f"{listed}; re-run the candidate with the baseline's lm_eval settings, or pass "
                             f"--allow-prompt-change to compare anyway")
+    if not allow_backend_change and (engines := {p.backends for p in paired if p.backends[0] != p.backends[1]}):
+        listed = "; ".join(f"the baseline on {a}, the candidate on {b}" for a, b in sorted(engines))
+        raise RomaEvalError(f"the runs were computed by different engines ({listed}), whose kernels and batching "
+                            f"move scores; evaluate both on one backend, or pass --allow-backend-change to compare "
+                            f"anyway")
     comparisons = [_compare_one(p, max_drop, significance) for p in paired]
     average = _average(paired, comparisons, max_drop, significance) if len(paired) > 1 else None
     return Check(comparisons, average, max_drop, significance.alpha)
@@ -299,7 +308,7 @@ def _pair(base: tuple[Run, Benchmark], cand: tuple[Run, Benchmark], prefs) -> _P
         differences.append(f"prompts of {changed} of {len(hashed)} documents differ")
     return _Paired(benchmark=base_bench.task, metric=metric, baseline=np.array([a[k].value for k in keys]),
                    candidate=np.array([b[k].value for k in keys]), sizes=(len(a), len(b)),
-                   differences=tuple(differences))
+                   differences=tuple(differences), backends=(base_run.backend, cand_run.backend))
 
 
 def _compare_one(paired: _Paired, max_drop: float, significance: Significance) -> Comparison:
@@ -322,6 +331,8 @@ def _compare_one(paired: _Paired, max_drop: float, significance: Significance) -
         notes.append(f"paired on {n} of {paired.sizes[0]} / {paired.sizes[1]} documents")
     if paired.differences:
         notes.append("prompts differ: " + " and ".join(paired.differences))
+    if paired.backends[0] != paired.backends[1]:
+        notes.append(f"backends differ: {paired.backends[0]} in the baseline, {paired.backends[1]} in the candidate")
     return Comparison(benchmark=paired.benchmark, metric=paired.metric, n=n, baseline=baseline,
                       candidate=candidate, test="McNemar" if used == "mcnemar" else "bootstrap", p_value=p,
                       interval=(100 * low, 100 * high), regression=high < 0 and baseline - candidate > max_drop,

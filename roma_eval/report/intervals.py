@@ -41,7 +41,8 @@ def paired_intervals(grid: Grid, prefs: dict[str, tuple[str, ...]]) -> None:
 
         def check(columns: list[str], row=row):
             return compare(_runs(grid, base, columns), _runs(grid, row, columns), prefs=prefs, max_drop=100.0,
-                           benchmarks=[grid.cells[base][c].bench.task for c in columns], allow_prompt_change=True)
+                           benchmarks=[grid.cells[base][c].bench.task for c in columns], allow_prompt_change=True,
+                           allow_backend_change=True)
 
         try:
             found = check(usable)

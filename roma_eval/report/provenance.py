@@ -24,6 +24,7 @@ MANIFESTS = ("experiment.json", "demo.json")
 TOY_RECORD = "toy_config.json"  # roma_eval.toy.cache.RECORD: a toy model's recipe
 # roma-eval verbs that write lm-eval's results files themselves (config.model names them).
 OWN_VERBS = tuple(m.name for m in registry.METHODS if m.verb and m.lm_eval_model is None)
+BACKEND_NAMES = {"hf": "transformers", "vllm": "vLLM", "sglang": "SGLang"}  # Run.backend as a reader knows it
 _HUB_CACHE = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/")
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
@@ -134,6 +135,7 @@ def _details(run: Run) -> str:
     if stage and isinstance((stage[0].get("identity") or {}).get("seed"), int):
         parts.append(f"experiment seed {stage[0]['identity']['seed']}")
     parts.append(_hardware(data.get("pretty_env_info") or "", config.get("device")))
+    parts.append(f"backend {BACKEND_NAMES.get(run.backend, run.backend)}")
     return ", ".join(parts)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from roma_eval import registry
 from roma_eval.report.formatting import MISSING, fmt, interval_text
-from roma_eval.report.provenance import model_title
+from roma_eval.report.provenance import BACKEND_NAMES, model_title
 from roma_eval.results import PAPER_COLUMNS, Benchmark, Run, TrainingCost, Variant, choose_metric
 
 if TYPE_CHECKING:
@@ -175,6 +175,8 @@ def grids_from_runs(runs: list[Run], prefs: dict[str, tuple[str, ...]], columns:
                 _fill_row(grid, row, group, prefs)
             if len(mine) > 1:
                 grid.notes.append(_variants_note(method, [variant for variant, _ in mine]))
+        if len({run.backend for run in runs_here}) > 1:
+            grid.notes.append(_backends_note(variants))
         if columns == "present":
             grid.columns = tuple(c for c in PAPER_COLUMNS if any(c in row for row in grid.values.values()))
         grids.append(grid)
@@ -240,6 +242,18 @@ def _variants_note(method: str, variants: list[Variant]) -> str:
     differ += sorted({k for a in args for k in a if len({b.get(k) for b in args}) > 1})
     return (f"{registry.label(method)}: {len(variants)} runs that differ in {', '.join(differ)} are shown as separate "
             f"rows, named by where they were read from; name them with LABEL=PATH.")
+
+
+def _backends_note(variants: dict[tuple[str, Variant], list[Run]]) -> str:
+    """Which rows which engine computed, when a table mixes them (lm-eval's vllm model on an export beside
+    transformers)."""
+    rows: dict[str, list[str]] = {}
+    for (method, _), group in variants.items():
+        for backend in dict.fromkeys(run.backend for run in group):
+            rows.setdefault(BACKEND_NAMES.get(backend, backend), []).append(registry.label(method))
+    listed = "; ".join(f"{', '.join(dict.fromkeys(labels))} on {backend}" for backend, labels in rows.items())
+    return (f"Rows computed by different engines ({listed}): kernels and batching move log-likelihoods a little, so a "
+            f"small gap between rows of different engines is not the method's.")
 
 
 def _header(grid: Grid) -> tuple[str, ...]:

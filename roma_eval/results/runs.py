@@ -24,6 +24,8 @@ from roma_eval.results.columns import column_of
 from roma_eval.results.provenance import (
     ARTEFACT_ARGS,
     TrainingCost,
+    backend_of,
+    export_record,
     find_artefact,
     method_of,
     parse_model_args,
@@ -104,14 +106,27 @@ class Run:
         """The evaluated model's name: the last component of its path or hub id (runs of one
         checkpoint from different directories then share a table).  lm-eval names a run with ``peft=`` after the
         adapter; its base model names it here, so the adapter's row joins the base model's table."""
-        name = ((self.model_args.get("peft") and self.model_args.get("pretrained")) or self.data.get("model_name")
-                or self.model_args.get("pretrained") or self.config.get("model", "?"))
+        name = ((self.model_args.get("peft") and self.model_args.get("pretrained")) or self.exported_from
+                or self.data.get("model_name") or self.model_args.get("pretrained") or self.config.get("model", "?"))
         return str(name).rstrip("/").split("/")[-1] or str(name)
 
     @cached_property
+    def exported_from(self) -> str | None:
+        """The base model of a ``pretrained=`` directory that `roma-eval export` wrote (its roma_export.json), so
+        that a run of the export shares the base model's table wherever the export lies; None otherwise."""
+        record = export_record(self.model_args, self.search_dirs) if self.model_args.get("pretrained") else None
+        return str(record["base_model"]) if record and record.get("base_model") else None
+
+    @property
+    def backend(self) -> str:
+        """The engine that computed the run's scores: "hf" (transformers), "vllm" or "sglang" (``backend_of``)."""
+        return backend_of(str(self.config.get("model", "")))
+
+    @cached_property
     def checkpoint(self) -> str:
-        """The evaluated model's hub id or path as the run gave it (``pretrained=``), whose name says its variant."""
-        return str(self.model_args.get("pretrained") or self.data.get("model_name") or self.model)
+        """The evaluated model's hub id or path as the run gave it (``pretrained=``; an export's base model), whose
+        name says its variant."""
+        return str(self.exported_from or self.model_args.get("pretrained") or self.data.get("model_name") or self.model)
 
     @cached_property
     def method(self) -> str:
