@@ -99,6 +99,18 @@ LM_EVAL_MODELS: dict[str, str] = {
 PLAIN_LM_EVAL_MODELS = frozenset({"hf", "hf-auto", "huggingface", "vllm", "sglang"})
 
 
+# Why a method's evaluation has no single routing to analyse (`roma-eval analyze`, the report's routing section), by
+# what the method writes; the base model's routers and every router checkpoint's have one (``ROUTED``).
+NO_SINGLE_ROUTING: dict[str | None, str] = {
+    ORACLE_ROUTING: "it changes the routing of every sample by gradient descent with the gold label",
+    REFERENCE_SET: "it re-mixes the routing of every test sample",
+    PEFT_ADAPTER: "its adapter puts virtual tokens before every prompt",
+    None: "it changes the prompts, not the routers",
+}
+ROUTED: tuple[str, ...] = tuple(m.name for m in METHODS if m.artefact == ROUTER_CHECKPOINT
+                                or (m.artefact is None and m.lm_eval_model in PLAIN_LM_EVAL_MODELS))
+
+
 def method(name: str) -> Method:
     """The record of ``name``; a KeyError names the known methods."""
     try:
@@ -115,6 +127,13 @@ VARIANT_LABELS: dict[str, str] = {"mode_finding": "Mode Finding", "kernel_regres
 def label(name: str) -> str:
     """The row label of a method or C3PO variant, or the name itself for a row roma-eval does not know."""
     return BY_NAME[name].label if name in BY_NAME else VARIANT_LABELS.get(name, name)
+
+
+def no_single_routing(name: str) -> str | None:
+    """Why runs of a method or C3PO variant have no single routing to analyse (``NO_SINGLE_ROUTING``); None when
+    they have one, or for a row roma-eval does not know."""
+    name = "c3po" if name in VARIANT_LABELS else name
+    return None if name not in BY_NAME or name in ROUTED else NO_SINGLE_ROUTING[BY_NAME[name].artefact]
 
 
 def config_class(name: str):

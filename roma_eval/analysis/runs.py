@@ -22,11 +22,6 @@ from roma_eval.results.routing import ANALYSIS_FILE
 ROUTER_MODEL = next(m.lm_eval_model for m in registry.METHODS if m.artefact == registry.ROUTER_CHECKPOINT)
 CHECKPOINT_ARG = registry.ARTEFACTS[registry.ROUTER_CHECKPOINT].model_arg
 LM_EVAL_FEWSHOT_SEED = 1234  # simple_evaluate's default fewshot_random_seed, for results files that record none
-# Why a method's run has no single routing, by what the method writes (registry.Artefact kinds).
-WHY_NOT = {registry.ORACLE_ROUTING: "it changes the routing of every sample (a descent with the gold label)",
-           registry.REFERENCE_SET: "it re-mixes the routing of every test sample",
-           registry.PEFT_ADAPTER: "its adapter puts virtual tokens before every prompt",
-           None: "it changes the prompts, not the routers"}
 logger = logging.getLogger(__name__)
 
 
@@ -79,9 +74,9 @@ def _why_not(model: str, model_args: dict, data: dict) -> str | None:
     their runs after the method (their lm-eval model, or their evaluator's)."""
     if model in registry.BY_NAME and registry.method(model).artefact != registry.ROUTER_CHECKPOINT \
             and model != "base":
-        return f"{registry.label(model)}: {WHY_NOT[registry.method(model).artefact]}"
+        return f"{registry.label(model)}: {registry.NO_SINGLE_ROUTING[registry.method(model).artefact]}"
     if model_args.get("peft"):
-        return f"a peft adapter: {WHY_NOT[registry.PEFT_ADAPTER]}"
+        return f"a peft adapter: {registry.NO_SINGLE_ROUTING[registry.PEFT_ADAPTER]}"
     if model not in registry.PLAIN_LM_EVAL_MODELS and model != ROUTER_MODEL:
         return (f"lm-eval's --model {model} is not analysed (runs of {', '.join(sorted(registry.PLAIN_LM_EVAL_MODELS))}"
                 f" or {ROUTER_MODEL} are)")

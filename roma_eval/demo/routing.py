@@ -20,7 +20,7 @@ def _analyses(ctx: DemoContext) -> dict[str, Path]:
     """method -> the directory of its analysed run, for the rows that ran and have one routing."""
     found = {}
     for method in registry.NAMES:
-        if method in ctx.columns and method in stages.ROUTED:
+        if method in ctx.columns and method in registry.ROUTED:
             results = stages.evaluation_of(ctx, method)
             if results is not None and (results.parent / ANALYSIS_FILE).is_file():
                 found[method] = results.parent

@@ -271,12 +271,6 @@ def report_stage(exp: Experiment, methods: list[str], title: str, paper_model: s
                        "--columns", "present", "--output_path", out, "--overwrite")]
 
 
-# The rows whose evaluation has one routing to analyse: the base model's routers and every router checkpoint's.  C3PO
-# re-mixes the routing of each sample and the oracle descends on it; ICL and the peft rows change the prompts.
-ROUTED = tuple(m.name for m in registry.METHODS if m.artefact == registry.ROUTER_CHECKPOINT
-               or (m.artefact is None and m.lm_eval_model in registry.PLAIN_LM_EVAL_MODELS))
-
-
 def evaluation_of(exp: Experiment, stage: str):
     """The newest results file of the stage's own evaluation (its row's lm-eval model; an oracle run of the training
     mixture beside it is not it), or None."""
@@ -290,13 +284,13 @@ def evaluation_of(exp: Experiment, stage: str):
 
 def routing_stage(exp: Experiment, methods: list[str]) -> list[str]:
     """The routing analysis (``roma_eval.analysis``, `roma-eval analyze`) of every stage in ``methods`` that has one
-    routing (``ROUTED``), beside its lm-eval results, in one load of the base model; an analysis already there with
-    the same settings is kept."""
+    routing (``registry.ROUTED``), beside its lm-eval results, in one load of the base model; an analysis already
+    there with the same settings is kept."""
     from roma_eval.analysis import AnalysisConfig, NotAnalysable, Where, analyse_runs, read_run
 
     config = AnalysisConfig(seed=exp.seed, batch_size=exp.batch_size)
     try:  # runs through a chat template, a model without routers (a base-only experiment): no routing stage
-        runs = [read_run(results) for stage in methods if stage in ROUTED
+        runs = [read_run(results) for stage in methods if stage in registry.ROUTED
                 if (results := evaluation_of(exp, stage)) is not None]
         planned = analyse_runs(runs, config, Where(tuple(exp.include_path), exp.device, exp.progress),
                                exp.overwrite) if runs else []

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from roma_eval import registry
 from roma_eval.report.formatting import MISSING, fmt, interval_text
 from roma_eval.report.plots import ROUTING_DUMP_GLOB
 from roma_eval.report.tables import COLUMN_NAMES, Cell, Grid, Table, ordered_methods
@@ -122,8 +123,11 @@ def routing_notes(model: ModelRouting) -> list[str]:
                      f"{first.n_samples:,} samples of {_listed(first.tasks)}.")
         if differ := _differences(rows):
             notes.append(f"Analysed differently: {differ}; compare these rows with care.")
-    if missing := [row.name for row in model.rows if row.analysis is None]:
-        notes.append(f"No routing analysis for {', '.join(missing)}: write one with `roma-eval analyze RUN` (the "
+    missing = [row for row in model.rows if row.analysis is None]
+    notes += [f"{row.name}: no single routing to analyse ({why})." for row in missing
+              if (why := registry.no_single_routing(row.method))]
+    if writable := [row.name for row in missing if not registry.no_single_routing(row.method)]:
+        notes.append(f"No routing analysis for {', '.join(writable)}: write one with `roma-eval analyze RUN` (the "
                      f"run's lm-eval output directory).")
     return notes
 

@@ -312,3 +312,18 @@ def test_a_routing_gate_it_cannot_judge_is_one_line_exit_2(gate_runs, verb, caps
     captured = capsys.readouterr()
     assert captured.err.strip() == f"roma-eval check: error: {message.format(candidate=candidate)}"
     assert captured.out == ""
+
+
+def test_rows_without_a_single_routing_say_why_and_are_not_sent_to_analyze(copy_run):
+    """C3PO and the oracle change the routing of each sample: `roma-eval analyze` refuses their runs, so the report
+    says why they have no analysis instead of telling the reader to write one."""
+    base = copy_run("base")
+    place(base, analysis("base", 0))
+    report = build_report(load_runs([str(base), str(copy_run("c3po")), str(copy_run("oracle")),
+                                     str(copy_run("roma"))]), plots=False)
+    notes = report.sections[-1].notes
+    assert "C3PO: no single routing to analyse (it re-mixes the routing of every test sample)." in notes
+    assert "Oracle: no single routing to analyse (it changes the routing of every sample by gradient descent with " \
+           "the gold label)." in notes
+    (write,) = [note for note in notes if note.startswith("No routing analysis")]
+    assert write.startswith("No routing analysis for RoMA: write one with `roma-eval analyze")
