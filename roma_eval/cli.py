@@ -193,6 +193,8 @@ def _log_plainly() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from roma_eval.training.sharding import check_sharding
+
     # Before torch loads OpenMP: idle worker threads sleep instead of spinning.  On a shared 2-core machine a plain
     # `lm_eval --model roma` took 63 s for 30 requests without it and 0.4 s with it; training is 5x faster at load 9.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     if verb in VERBS:
         try:
             _refuse_renamed(verb, argv)
+            check_sharding(verb)
         except RomaEvalError as exc:
             print(f"roma-eval {verb}: error: {exc}", file=sys.stderr)
             return 2

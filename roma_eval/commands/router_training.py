@@ -35,9 +35,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, artefact: str = ROUT
         parser.epilog = LR_NOTE
 
 
-def load_for_training(args, config_cls):
+def load_for_training(args, config_cls, shard: bool = False):
     """(config, samples, model, tokenizer) from the verb's flags; refuses an existing or claimed output directory
-    and an unreadable model before anything is loaded."""
+    and an unreadable model before anything is loaded.  ``shard``: the model is loaded on the CPU and its frozen
+    weights sharded across the processes (``training.sharding``; each shard then moves to its process's device)."""
     from roma_eval.checkpoint import ensure_new_output
     from roma_eval.claims import claim_output
     from roma_eval.commands.options import config_from_args, split_list
@@ -49,8 +50,13 @@ def load_for_training(args, config_cls):
     claim_output(args.output_path)
     check_model_source(args.pretrained, args.revision, args.trust_remote_code)
     samples = load_samples(split_list(args.tasks), split="train", include_path=args.include_path, limit=config.limit)
-    model, tokenizer = load_model(args.pretrained, args.revision, args.dtype, args.device,
+    model, tokenizer = load_model(args.pretrained, args.revision, args.dtype, "cpu" if shard else args.device,
                                   trust_remote_code=args.trust_remote_code)
+    if shard:
+        from roma_eval.devices import process_state
+        from roma_eval.training.sharding import shard_frozen_weights
+
+        shard_frozen_weights(model, process_state())
     return config, samples, model, tokenizer
 
 
@@ -77,7 +83,9 @@ def run_router_training(args, config_cls, train, success_set: bool = False) -> i
     if not args.no_heldout_eval and args.heldout_limit < 1:
         raise RomaEvalError(f"--heldout_limit {args.heldout_limit}: give at least 1 document per task, or pass "
                             "--no_heldout_eval")
-    config, samples, model, tokenizer = load_for_training(args, config_cls)
+    from roma_eval.training.sharding import sharding_requested
+
+    config, samples, model, tokenizer = load_for_training(args, config_cls, shard=sharding_requested())
     held = None if args.no_heldout_eval else heldout_set(split_list(args.tasks), args.include_path, args.heldout_limit)
     scored = held is not None and bool(held.samples)
     # Every process scores the same documents (nothing to share, nobody waits); the main process prints.

@@ -24,6 +24,7 @@ refuses) follow; ``prefix_cache_problem`` says, in a sentence, which layers stan
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from contextlib import contextmanager
 
 import torch
@@ -107,17 +108,30 @@ def run_from_layer(model, layer_index: int, hidden_states: torch.Tensor, attenti
     passthrough = spec_for(model).layer_output.passthrough
     # An instance attribute shadows the class's forward; one already there (accelerate's device hooks) is put back.
     saved = [layer.__dict__.get("forward") for layer in skipped]
-    for layer in skipped:
+    # A skipped layer sharded by FSDP2 (training.sharding) would still gather its weights in its forward hooks, for
+    # a pass-through: its hooks are set aside while it is skipped (every process skips the same layers).
+    hooks = [(layer._forward_pre_hooks, layer._forward_hooks) if _is_fsdp(layer) else None for layer in skipped]
+    for layer, held in zip(skipped, hooks):
         layer.forward = passthrough
+        if held is not None:
+            layer._forward_pre_hooks, layer._forward_hooks = OrderedDict(), OrderedDict()
     try:
         return model(inputs_embeds=hidden_states, attention_mask=attention_mask, **forward_kwargs)
     finally:
         handle.remove()
-        for layer, forward in zip(skipped, saved):
+        for layer, forward, held in zip(skipped, saved, hooks):
             if forward is None:
                 del layer.forward
             else:
                 layer.forward = forward
+            if held is not None:
+                layer._forward_pre_hooks, layer._forward_hooks = held
+
+
+def _is_fsdp(module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
 
 
 def _cache_layer_kinds(model) -> tuple[list[type] | None, str | None]:

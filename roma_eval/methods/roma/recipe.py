@@ -60,6 +60,7 @@ from roma_eval.training.loop import (
     require_room_for_training,
     training_samples,
 )
+from roma_eval.training.sharding import is_sharded, lockstep
 
 _OBJECTIVE = "objective."  # the prefix of the objective's tensors in the resume point
 
@@ -105,6 +106,7 @@ def base_pass(model, tokenizer, samples: Sequence[Sample], config: RomaConfig, l
     if not config.no_layer_cache:
         cache = LayerCache.allocate(rows, model.config.hidden_size, model.get_input_embeddings().weight.dtype, device)
     plan = rows.plan(_base_batches(rows, config, batch_size))
+    idle = lockstep(len(plan), dist) - len(plan) if is_sharded(model) else 0  # before any forward's collectives
     global_index = torch.from_numpy(owned).to(device)
     correct = torch.zeros(len(samples), dtype=torch.bool, device=device)
     routing = None
@@ -124,6 +126,8 @@ def base_pass(model, tokenizer, samples: Sequence[Sample], config: RomaConfig, l
         routing[index] = r
         if cache is not None:
             cache.write(rows, plan, step, captured["hidden_states"])
+    for _ in range(idle):  # FSDP: every process gathers each layer as often as the others
+        model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device))
     if dist.num_processes > 1:
         from accelerate.utils import reduce
 
@@ -260,7 +264,7 @@ class RouterTraining:
         ensure_new_output(self.out_dir, self.options.overwrite)
         self.samples = training_samples(samples, config, label(self.objective.method))
         self.model, self.layers = model, resolve_layers(model, config.layers)
-        self.device = input_device(model)
+        self.device, self.sharded = input_device(model), is_sharded(model)
         self.fingerprint = router_fingerprint(model)
         self.base_weights = {i: w.detach().clone() for i, w in router_weights(model, self.layers).items()}
         require_room_for_training(self.out_dir, sum(w.numel() for w in self.base_weights.values()),
@@ -336,7 +340,8 @@ class RouterTraining:
         that the processes' losses (and gradients, summed) add up to the one-process loss of the whole batch."""
         s0, s1 = self.plan.steps[n][:2]
         if s0 == s1:  # nothing of this batch here (a weight penalty still counts its share)
-            return torch.zeros((), device=self.device), self.objective.regulariser(self, None)
+            nothing = self.idle_forward().float().sum() * 0 if self.sharded else torch.zeros((), device=self.device)
+            return nothing, self.objective.regulariser(self, None)
         batch, logits, record = self.forward(n)
         l_task = task_loss(choice_scores(logits, batch), batch.golds, reduction="sum") / batch_size  # Eq. 8
         share = Share(batch.per_sample(record.scores), self.plan.samples[s0:s1], batch_size)
@@ -358,6 +363,16 @@ class RouterTraining:
                 logits = run_from_layer(self.model, self.layers[0], hidden, batch.attention_mask).logits
         return batch, logits, record
 
+    def idle_forward(self) -> torch.Tensor:
+        """The logits of a stand-in input (one token of zeros) through the units ``forward`` runs: a process of a
+        sharded model that holds none of a batch still takes part in gathering each layer (``training.sharding``)."""
+        if self.base.cache is None:
+            return self.model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=self.device)).logits
+        hidden = torch.zeros((1, 1, self.model.config.hidden_size), dtype=self.base.cache.hidden.dtype,
+                             device=self.device)
+        return run_from_layer(self.model, self.layers[0], hidden, torch.ones((1, 1), dtype=torch.long,
+                                                                              device=self.device)).logits
+
     @torch.no_grad()
     def current_routing(self, samples: np.ndarray) -> torch.Tensor:
         """r_j of ``samples`` (global indices) under the current routers (each process its own samples, then
@@ -368,11 +383,14 @@ class RouterTraining:
         mine = [int(i) for i, g in enumerate(base.owned) if position[g] >= 0]
         out = torch.zeros(len(samples), base.routing.shape[1], device=base.routing.device)
         plan = base.rows.plan([mine[s:s + size] for s in range(0, len(mine), size)])
+        idle = lockstep(len(plan), self.dist) - len(plan) if self.sharded else 0  # before any forward's collectives
         target = torch.from_numpy(position[base.owned]).to(base.routing.device)
         for n in range(len(plan)):
             batch, _, record = self.forward(n, plan, objective=False)
             s0, s1 = plan.steps[n][:2]
             out[target[plan.samples[s0:s1]]] = batch.per_sample(record.scores).flatten(1).float()
+        for _ in range(idle):
+            self.idle_forward()
         if self.dist.num_processes > 1:
             from accelerate.utils import reduce
 
@@ -390,7 +408,8 @@ class RouterTraining:
         summary = {"training_samples": len(self.samples), "success_set_size": int(base.correct.sum()),
                    "base_train_accuracy": float(base.correct.mean()), "tuned_layers": self.layers,
                    "routing_dims": int(base.routing.shape[1]), "steps": loop.step,
-                   "schedule": loop.schedule.describe(), **self.objective.summary()}
+                   "schedule": loop.schedule.describe(), **self.objective.summary(),
+                   **({"sharded_across": self.dist.num_processes} if self.sharded else {})}
         training_config = {**self.objective.record(), "summary": summary, "roma_eval_version": __version__,
                            "torch_version": torch.__version__}
         record = RouterRecord(self.options.base_model, self.fingerprint, self.options.revision, self.objective.method,

@@ -188,11 +188,21 @@ def test_existing_output_is_kept(tokenizer, train_samples, embedder, tmp_path):
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
+# FSDP2 (`accelerate launch` with an FSDP configuration sets ACCELERATE_USE_FSDP): each process holds half of every
+# frozen weight.  13 samples in batches of 3: the base pass is 3 batches on one process and 2 on the other, and the
+# last training batch is one sample, so one process runs idle forwards (training.sharding) in both.
+FSDP = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
+UNEVEN = ["--batch-size", "3", "--limit", "13"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], ["--group_by_length"]])
-def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path, extra):
+@pytest.mark.parametrize("extra, extra_env", [([], {}), (["--group_by_length"], {}), (UNEVEN, FSDP),
+                                              ([*UNEVEN, "--no_layer_cache"], FSDP)],
+                         ids=["data-parallel", "group-by-length", "fsdp", "fsdp-no-layer-cache"])
+def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path, extra, extra_env):
     """Two CPU processes (torchrun, gloo; `accelerate launch --cpu --num_processes 2` would start one) share the base
-    pass and every batch, and write the one-process checkpoint within float tolerance."""
+    pass and every batch, and write the one-process checkpoint within float tolerance; with FSDP too, whose shards
+    the checkpoint's summary records."""
     import os
     import subprocess
     import sys
@@ -210,13 +220,14 @@ def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path, extr
     one = subprocess.run([sys.executable, *args, "--output_path", str(tmp_path / "one")], capture_output=True,
                          text=True, env=env)
     two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *args, "--output_path",
-                          str(tmp_path / "two")], capture_output=True, text=True, env=env)
+                          str(tmp_path / "two")], capture_output=True, text=True, env={**env, **extra_env}, timeout=600)
     assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
     a, b = load_router_checkpoint(tmp_path / "one"), load_router_checkpoint(tmp_path / "two")
     for layer in (2, 3):
         torch.testing.assert_close(a.tensors[layer], b.tensors[layer], rtol=0, atol=1e-4)
     assert not torch.equal(a.tensors[3], fresh_model(tokenizer).state_dict()["model.layers.3.mlp.gate.weight"])
     assert two.stdout.count("router checkpoint:") == 1  # one process reports (and writes)
+    assert b.metadata["training_config"]["summary"].get("sharded_across") == (2 if extra_env else None)
     log_a, log_b = ((tmp_path / d / "training_log.jsonl").read_text().splitlines() for d in ("one", "two"))
     assert len(log_a) == len(log_b) and json_losses(log_a) == pytest.approx(json_losses(log_b), abs=1e-5)
 
