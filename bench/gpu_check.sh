@@ -52,4 +52,32 @@ else
   echo "skipped: vLLM is not installed here; the export and the roma side on a tiny model instead"
   timeout 120 python3 bench/vllm_compare.py --tiny --no-vllm --json "$OUT/vllm_compare_tiny.json" | tail -4
 fi
+echo "== 5. router training with the frozen weights sharded by FSDP2 (issue 26): one process on this GPU, bf16"
+# One GPU holds one NCCL rank, so the two-process comparison is the CPU test's (tests/methods/roma/test_roma.py); here
+# the CUDA path (device mesh, shards moved from the CPU load to the GPU) against the same run without FSDP.
+timeout 240 python3 - <<'PY'
+import os, subprocess, sys, tempfile, time
+from pathlib import Path
+import torch
+from roma_eval.checkpoint import load_router_checkpoint
+from roma_eval.tiny import save_tiny_model
+from roma_eval.toy.config import preset
+from roma_eval.toy.pretrain import build_tokenizer
+root = Path(tempfile.mkdtemp())
+model = save_tiny_model("olmoe", root / "tiny", tokenizer=build_tokenizer(preset("default")))
+args = ["-m", "roma_eval.cli", "train", "--pretrained", str(model), "--tasks", "toy_train", "--limit", "64",
+        "--layers", "last:2", "--lr", "0.01", "--epochs", "1", "--batch-size", "8", "--dtype", "bfloat16",
+        "--no_heldout_eval", "--no_progress"]
+torchrun = str(Path(sys.executable).parent / "torchrun")
+runs = {"plain": ([sys.executable], {}), "fsdp": ([torchrun, "--standalone", "--nproc_per_node", "1"],
+                                                  {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"})}
+for name, (launcher, env) in runs.items():
+    start = time.perf_counter()
+    proc = subprocess.run([*launcher, *args, "--output_path", str(root / name)], capture_output=True, text=True,
+                          env={**os.environ, **env})
+    print(name, "rc", proc.returncode, f"{time.perf_counter() - start:.1f} s", proc.stderr[-600:] if proc.returncode else "")
+a, b = (load_router_checkpoint(root / n) for n in runs)
+print("max |routers fsdp - plain|:", max((a.tensors[l].float() - b.tensors[l].float()).abs().max().item() for l in a.tensors),
+      "sharded_across", b.metadata["training_config"]["summary"].get("sharded_across"))
+PY
 echo "== done: $OUT"
