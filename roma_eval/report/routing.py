@@ -87,13 +87,14 @@ def routing_tables(model: ModelRouting) -> list[Table]:
     if not rows:
         return []
     tables = [_alignment_table(rows, "knn_overlap"), _alignment_table(rows, "similarity_gap"), _tasks_table(rows)]
+    first = rows[0].analysis.layers[0]  # the movement table's first column, named in its note
     tables.append(_layer_table(
         rows, "Routing movement from base per layer: median over samples of the distance to base's routing (90th "
               "percentile)",
         lambda layer: layer.movement and Cell(fmt(layer.movement.median, DIGITS),
                                               detail=f"p90 {fmt(layer.movement.p90, DIGITS)}"),
         ("The Euclidean distance between a sample's routing weights in the layer, at its last context token, and "
-         "base's; base is the reference, so it has no row. L11: decoder layer 11.",)))
+         f"base's; base is the reference, so it has no row. L{first}: decoder layer {first}.",)))
     tables.append(_layer_table(
         rows, "Routing entropy per layer: mean over samples (10th–90th percentile)",
         lambda layer: Cell(fmt(layer.routing_entropy.mean, DIGITS),

@@ -327,3 +327,10 @@ def test_rows_without_a_single_routing_say_why_and_are_not_sent_to_analyze(copy_
            "the gold label)." in notes
     (write,) = [note for note in notes if note.startswith("No routing analysis")]
     assert write.startswith("No routing analysis for RoMA: write one with `roma-eval analyze")
+
+
+def test_the_movement_note_names_an_analysed_layer(analysed):
+    dirs, _ = analysed
+    report = build_report(load_runs([str(d) for d in dirs.values()]), plots=False)
+    (movement,) = [t for t in report.sections[-1].tables if t.title.startswith("Routing movement")]
+    assert movement.notes[0].endswith(f"L{LAYERS[0]}: decoder layer {LAYERS[0]}.")
