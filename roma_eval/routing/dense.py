@@ -33,6 +33,7 @@ Choices the Dense-BP paper does not settle for router *post*-training (docs/base
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -80,6 +81,10 @@ class DefaultOutputs:
     beta: float = DEFAULT_BETA
     vectors: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (experts, hidden)
     seen: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (experts,) bool
+    # With several processes sharing a batch: (sums, counts) -> their sums over the processes, so that every process
+    # steps the EMA with the whole batch's means, the one-process run's (each process then calls ``update`` as
+    # often as the others, once per layer per training forward).
+    across: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def update(self, layer: int, index: torch.Tensor, outputs: torch.Tensor, keep: torch.Tensor | None,
                n_experts: int) -> None:
@@ -91,6 +96,8 @@ class DefaultOutputs:
             flat_index, flat_out = flat_index[rows], flat_out[rows]
         sums = flat_out.new_zeros(n_experts, flat_out.shape[1]).index_add_(0, flat_index, flat_out)
         counts = torch.bincount(flat_index, minlength=n_experts).to(flat_out.dtype)
+        if self.across is not None:
+            sums, counts = self.across(sums, counts)
         hit = counts > 0
         mean = sums[hit] / counts[hit].unsqueeze(1)
         vectors = self.vectors.setdefault(layer, flat_out.new_zeros(n_experts, flat_out.shape[1]))

@@ -34,6 +34,9 @@ class DenseForward(RouterObjective):
 
     def setup(self, recipe: RouterTraining) -> None:
         self.model, self.layers, self.device = recipe.model, recipe.layers, recipe.device
+        if recipe.dist.num_processes > 1:  # the EMA of the whole batch's outputs, as in one process
+            self.lockstep = True
+            self.defaults.across = _sum_across_processes
 
     def state(self) -> dict[str, torch.Tensor]:
         """The default outputs' EMA and which experts it has seen, per layer (the resume point keeps them)."""
@@ -48,8 +51,16 @@ class DenseForward(RouterObjective):
     @contextmanager
     def forward(self, batch):
         with dense_router_gradient(self.model, self.layers, self.config.estimator, self.defaults) as dense:
-            dense.token_mask = batch.attention_mask  # padding tokens do not enter the default outputs
+            # Padding tokens do not enter the default outputs; nor does the stand-in token of an idle forward.
+            dense.token_mask = batch.attention_mask if batch is not None else torch.zeros((1, 1), device=self.device)
             yield
+
+
+def _sum_across_processes(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from accelerate.utils import reduce
+
+    total = reduce(torch.cat([sums.flatten(), counts]), reduction="sum")
+    return total[:sums.numel()].view_as(sums), total[sums.numel():]
 
 
 def train_dense_bp(model, tokenizer, samples: Sequence[Sample], out_dir, config: DenseBPConfig | None = None,

@@ -194,7 +194,9 @@ class RouterObjective:
     - ``record()``: its settings, recorded in the checkpoint's training_config and checked on resume;
     - ``setup(recipe)``: after the base pass, e.g. the routing targets (``recipe.samples``, ``recipe.base``);
     - ``start_epoch(recipe, epoch)``: before each epoch's steps;
-    - ``forward(batch)``: a context manager around each training forward;
+    - ``forward(batch)``: a context manager around each training forward (``batch`` None: an idle forward);
+    - ``lockstep``: whether its forward context talks across processes, so that every process must run each training
+      forward (a process that holds none of a batch runs an idle one);
     - ``lam`` and ``regulariser(recipe, share)``: λ and this process's share of L_reg (``share`` None: it holds none
       of the batch);
     - ``state()`` / ``load_state(tensors)``: what it learns while training (Dense BP's default outputs), kept in the
@@ -203,6 +205,7 @@ class RouterObjective:
 
     method = "router_tuning"
     lam = 0.0
+    lockstep = False
 
     def __init__(self, config):
         self.config = config
@@ -340,7 +343,10 @@ class RouterTraining:
         that the processes' losses (and gradients, summed) add up to the one-process loss of the whole batch."""
         s0, s1 = self.plan.steps[n][:2]
         if s0 == s1:  # nothing of this batch here (a weight penalty still counts its share)
-            nothing = self.idle_forward().float().sum() * 0 if self.sharded else torch.zeros((), device=self.device)
+            nothing = torch.zeros((), device=self.device)
+            if self.sharded or self.objective.lockstep:  # the others' forward talks to this process
+                with self.objective.forward(None):
+                    nothing = self.idle_forward().float().sum() * 0
             return nothing, self.objective.regulariser(self, None)
         batch, logits, record = self.forward(n)
         l_task = task_loss(choice_scores(logits, batch), batch.golds, reduction="sum") / batch_size  # Eq. 8
@@ -364,8 +370,9 @@ class RouterTraining:
         return batch, logits, record
 
     def idle_forward(self) -> torch.Tensor:
-        """The logits of a stand-in input (one token of zeros) through the units ``forward`` runs: a process of a
-        sharded model that holds none of a batch still takes part in gathering each layer (``training.sharding``)."""
+        """The logits of a stand-in input (one token of zeros) through the units ``forward`` runs: a process that
+        holds none of a batch still takes part in gathering each layer of a sharded model (``training.sharding``)
+        and in its objective's exchanges (``RouterObjective.lockstep``)."""
         if self.base.cache is None:
             return self.model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=self.device)).logits
         hidden = torch.zeros((1, 1, self.model.config.hidden_size), dtype=self.base.cache.hidden.dtype,

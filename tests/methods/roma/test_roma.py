@@ -196,10 +196,13 @@ UNEVEN = ["--batch-size", "3", "--limit", "13"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra, extra_env", [([], {}), (["--group_by_length"], {}), (UNEVEN, FSDP),
-                                              ([*UNEVEN, "--no_layer_cache"], FSDP)],
-                         ids=["data-parallel", "group-by-length", "fsdp", "fsdp-no-layer-cache"])
-def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path, extra, extra_env):
+@pytest.mark.parametrize("verb, extra, extra_env", [
+    ("train", ["--k", "2"], {}), ("train", ["--k", "2", "--group_by_length"], {}),
+    ("train", ["--k", "2", *UNEVEN], FSDP), ("train", ["--k", "2", *UNEVEN, "--no_layer_cache"], FSDP),
+    # Dense BP's default outputs average the whole batch's tokens across processes: its idle steps must take part.
+    ("dense-bp", UNEVEN, {}), ("dense-bp", UNEVEN, FSDP),
+], ids=["data-parallel", "group-by-length", "fsdp", "fsdp-no-layer-cache", "dense-bp", "dense-bp-fsdp"])
+def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path, verb, extra, extra_env):
     """Two CPU processes (torchrun, gloo; `accelerate launch --cpu --num_processes 2` would start one) share the base
     pass and every batch, and write the one-process checkpoint within float tolerance; with FSDP too, whose shards
     the checkpoint's summary records."""
@@ -211,9 +214,8 @@ def test_two_processes_give_the_one_process_checkpoint(tokenizer, tmp_path, extr
     from roma_eval.tiny import save_tiny_model
 
     model_dir = save_tiny_model("olmoe", tmp_path / "model", seed=11, tokenizer=tokenizer)
-    args = ["-m", "roma_eval.cli", "train", "--pretrained", str(model_dir), "--tasks", "tiny_parity", "--include_path",
-            str(FIXTURE_TASKS), "--layers", "last:2", "--lr", "0.05", "--epochs", "2", "--batch-size", "7", "--k", "2",
-            *extra]
+    args = ["-m", "roma_eval.cli", verb, "--pretrained", str(model_dir), "--tasks", "tiny_parity", "--include_path",
+            str(FIXTURE_TASKS), "--layers", "last:2", "--lr", "0.05", "--epochs", "2", "--batch-size", "7", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ROMA_EVAL_EMBEDDING_CACHE": "off", "PYTHONPATH": os.pathsep.join(
         p for p in (str(Path(roma.__file__).resolve().parents[3]), os.environ.get("PYTHONPATH")) if p)}
     torchrun = str(Path(sys.executable).parent / "torchrun")
