@@ -7,7 +7,8 @@
 # Dry run on a CPU first:  GPU_CHECK_TINY=1 bash bench/gpu_check.sh   (seconds; the same code paths)
 # Steps, each with its own time limit; $OUT/gpu_scale.json is rewritten after every measurement, $OUT/gpu_check.log
 # keeps the output.  About 5 minutes on one H200 for the OLMoE-1B-7B shape; QWEN3=1 adds Qwen3-30B-A3B (~4 more);
-# where vLLM is installed, step 4 (vLLM on an export against --model roma) adds about 5 (bench/vllm_compare.py).
+# where vLLM is installed, step 4 (vLLM on an export against --model roma) adds about 5 (bench/vllm_compare.py);
+# step 5 (router training with FSDP2 against without, one process) about 1.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
