@@ -57,3 +57,11 @@ def from_main_process(value, state):
     from accelerate.utils import broadcast_object_list
 
     return broadcast_object_list([value])[0]
+
+
+def sum_across_processes(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor summed over the processes, in one all-reduce of a flat buffer (same shapes and order everywhere)."""
+    from accelerate.utils import reduce
+
+    flat = reduce(torch.cat([t.flatten() for t in tensors]), reduction="sum")
+    return [part.view_as(t) for t, part in zip(tensors, flat.split([t.numel() for t in tensors]))]

@@ -94,7 +94,7 @@ class _Paired:
     candidate: np.ndarray
     sizes: tuple[int, int]  # documents of each run before pairing
     differences: tuple[str, ...]  # how the runs' prompts differ, e.g. "n-shot 5 in the baseline, 0 in the candidate"
-    backends: tuple[str, str] = ("hf", "hf")  # the engine of each run (Run.backend)
+    backends: tuple[str, str]  # the engine of each run (Run.backend)
 
 
 def mcnemar_p(losses: int, wins: int) -> float:

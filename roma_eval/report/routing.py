@@ -124,10 +124,9 @@ def routing_notes(model: ModelRouting) -> list[str]:
                      f"{first.n_samples:,} samples of {_listed(first.tasks)}.")
         if differ := _differences(rows):
             notes.append(f"Analysed differently: {differ}; compare these rows with care.")
-    missing = [row for row in model.rows if row.analysis is None]
-    notes += [f"{row.name}: no single routing to analyse ({why})." for row in missing
-              if (why := registry.no_single_routing(row.method))]
-    if writable := [row.name for row in missing if not registry.no_single_routing(row.method)]:
+    missing = {row.name: registry.no_single_routing(row.method) for row in model.rows if row.analysis is None}
+    notes += [f"{name}: no single routing to analyse ({why})." for name, why in missing.items() if why]
+    if writable := [name for name, why in missing.items() if not why]:
         notes.append(f"No routing analysis for {', '.join(writable)}: write one with `roma-eval analyze RUN` (the "
                      f"run's lm-eval output directory).")
     return notes

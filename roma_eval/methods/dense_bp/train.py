@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import torch
 
+from roma_eval.devices import sum_across_processes
 from roma_eval.methods.dense_bp.config import DenseBPConfig
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.methods.roma.recipe import RouterObjective, RouterTraining, TrainResult
@@ -36,7 +37,7 @@ class DenseForward(RouterObjective):
         self.model, self.layers, self.device = recipe.model, recipe.layers, recipe.device
         if recipe.dist.num_processes > 1:  # the EMA of the whole batch's outputs, as in one process
             self.lockstep = True
-            self.defaults.across = _sum_across_processes
+            self.defaults.across = lambda sums, counts: tuple(sum_across_processes([sums, counts]))
 
     def state(self) -> dict[str, torch.Tensor]:
         """The default outputs' EMA and which experts it has seen, per layer (the resume point keeps them)."""
@@ -54,13 +55,6 @@ class DenseForward(RouterObjective):
             # Padding tokens do not enter the default outputs; nor does the stand-in token of an idle forward.
             dense.token_mask = batch.attention_mask if batch is not None else torch.zeros((1, 1), device=self.device)
             yield
-
-
-def _sum_across_processes(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    from accelerate.utils import reduce
-
-    total = reduce(torch.cat([sums.flatten(), counts]), reduction="sum")
-    return total[:sums.numel()].view_as(sums), total[sums.numel():]
 
 
 def train_dense_bp(model, tokenizer, samples: Sequence[Sample], out_dir, config: DenseBPConfig | None = None,

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from roma_eval.devices import input_device, process_state
+from roma_eval.devices import input_device, process_state, sum_across_processes
 from roma_eval.methods.roma.config import RomaConfig
 from roma_eval.methods.roma.data import LayerCache, TrainingRows
 from roma_eval.registry import label
@@ -432,9 +432,6 @@ class RouterTraining:
 
 def _sum_gradients(parameters) -> None:
     """All-reduce (sum) the tuned routers' gradients across processes, as one flat buffer."""
-    from accelerate.utils import reduce
-
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-    flat = reduce(torch.cat([g.flatten() for g in grads]), reduction="sum")
-    for p, part in zip(parameters, flat.split([g.numel() for g in grads])):
-        p.grad = part.view_as(p)
+    for p, summed in zip(parameters, sum_across_processes(grads)):
+        p.grad = summed
